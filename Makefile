@@ -1,0 +1,59 @@
+# ft_orders: build with PGXS; `make test` and `make demo` do their own set-up.
+
+MODULE_big = ft_orders
+
+EXTENSION_OBJS = \
+	extension/ft_orders.o \
+	extension/guc.o \
+	extension/shmem.o \
+	extension/wakeup.o \
+	extension/place_order.o \
+	extension/orders_read.o \
+	extension/dead_letters.o \
+	extension/maintenance.o \
+	extension/status_views.o
+
+BGWORKER_OBJS =
+
+OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
+
+EXTENSION = ft_orders
+DATA = ft_orders--1.0.sql
+PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
+
+PG_CPPFLAGS = -I$(srcdir)/extension
+PG_CFLAGS = -Wall -Werror
+SHLIB_LINK = -lcurl
+
+REGRESS = intake idempotency validation views privileges
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders
+
+PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifeq ($(PGXS),)
+# No server development files yet: only the set-up targets work.
+all install installcheck:
+	@echo "PostgreSQL 15 server development files are missing; run 'make deps' (or 'make test')." >&2
+	@exit 1
+else
+include $(PGXS)
+endif
+
+.PHONY: deps test demo fake_gateway
+
+deps:
+	bash tests/setup/deps.sh
+
+fake_gateway:
+	$(MAKE) -C tests/fake_gateway
+
+test:
+	bash tests/run_all.sh
+
+demo:
+	bash tests/demo.sh
+
+clean: clean-ft
+clean-ft:
+	-$(MAKE) -C tests/fake_gateway clean

@@ -1,0 +1,45 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *	  The ft_orders.* configuration parameters (SPEC section 4).
+ *
+ * Every time setting is held in the unit named in its variable: _ms for
+ * milliseconds, _s for seconds.  Values are only ever written by the GUC
+ * machinery; readers in workers re-read them after ProcessConfigFile().
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FT_GUC_H
+#define FT_GUC_H
+
+typedef enum FtGatewayProvider
+{
+	FT_PROVIDER_GENERIC = 0
+} FtGatewayProvider;
+
+extern char *ft_database;
+extern int	ft_workers;
+extern char *ft_gateway_url;
+extern int	ft_gateway_provider;
+extern char *ft_gateway_token;
+extern int	ft_request_timeout_ms;
+extern int	ft_connect_timeout_ms;
+extern int	ft_max_in_flight;
+extern int	ft_batch_size;
+extern int	ft_max_attempts;
+extern int	ft_backoff_base_ms;
+extern int	ft_backoff_max_ms;
+extern int	ft_lease_timeout_ms;
+extern int	ft_circuit_failure_threshold;
+extern int	ft_circuit_open_time_ms;
+extern int	ft_idempotency_ttl_s;
+extern bool ft_tls_verify;
+extern char *ft_ca_file;
+extern int	ft_history_retention_s;
+
+/* upper bound of ft_orders.workers; sizes the shared-memory slot array */
+#define FT_MAX_WORKERS 32
+
+extern void ft_define_gucs(void);
+
+#endif							/* FT_GUC_H */

@@ -1,0 +1,90 @@
+/*-------------------------------------------------------------------------
+ *
+ * maintenance.c
+ *	  Housekeeping callable from SQL and run periodically by the launcher:
+ *	  purging expired idempotency keys and old history rows.  Also the
+ *	  install-time check that the extension is created in the database
+ *	  the workers serve.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "guc.h"
+
+PG_FUNCTION_INFO_V1(ft_orders_check_database);
+PG_FUNCTION_INFO_V1(ft_orders_purge_expired_keys);
+PG_FUNCTION_INFO_V1(ft_orders_purge_history);
+
+Datum
+ft_orders_check_database(PG_FUNCTION_ARGS)
+{
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	if (dbname == NULL || ft_database == NULL || strcmp(dbname, ft_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ft_orders can only be created in database \"%s\"",
+						ft_database ? ft_database : ""),
+				 errdetail("The payment workers serve the database named by ft_orders.database; orders placed in \"%s\" would never be charged.",
+						   dbname ? dbname : "?"),
+				 errhint("Set ft_orders.database = '%s' in postgresql.conf and restart the server, or create the extension in \"%s\".",
+						 dbname ? dbname : "?", ft_database ? ft_database : "")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Run one DELETE whose only parameter is an age in seconds; return the
+ * number of rows it removed.
+ */
+static int64
+ft_delete_older_than(const char *sql, int age_s)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(age_s)};
+	int64		n;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "purge failed: %s", SPI_result_code_string(rc));
+	n = (int64) SPI_processed;
+	SPI_finish();
+	return n;
+}
+
+Datum
+ft_orders_purge_expired_keys(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(ft_delete_older_than(
+										 "DELETE FROM ft_orders.idempotency_keys"
+										 " WHERE created_at OPERATOR(pg_catalog.<)"
+										 "       pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+										 ft_idempotency_ttl_s));
+}
+
+Datum
+ft_orders_purge_history(PG_FUNCTION_ARGS)
+{
+	int64		n;
+
+	n = ft_delete_older_than(
+							 "DELETE FROM ft_orders.payment_attempts"
+							 " WHERE started_at OPERATOR(pg_catalog.<)"
+							 "       pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+							 ft_history_retention_s);
+	n += ft_delete_older_than(
+							  "DELETE FROM ft_orders.order_events"
+							  " WHERE created_at OPERATOR(pg_catalog.<)"
+							  "       pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+							  ft_history_retention_s);
+	PG_RETURN_INT64(n);
+}

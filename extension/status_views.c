@@ -1,0 +1,143 @@
+/*-------------------------------------------------------------------------
+ *
+ * status_views.c
+ *	  Set-returning functions behind the worker_status and gateway_status
+ *	  views, and reset_stats().
+ *
+ * They copy shared memory under the lock in shared mode and build the
+ * rows afterwards, so the lock is held for a memcpy, not for tuple work.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/tuplestore.h"
+
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(ft_orders_worker_stats);
+PG_FUNCTION_INFO_V1(ft_orders_gateway_stats);
+PG_FUNCTION_INFO_V1(ft_orders_reset_stats);
+
+#define WORKER_STATS_COLS	11
+#define GATEWAY_STATS_COLS	8
+
+Datum
+ft_orders_worker_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	FtWorkerSlot *slots;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ft_shared == NULL)
+		return (Datum) 0;
+
+	slots = palloc(sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
+	LWLockAcquire(ft_shared->lock, LW_SHARED);
+	memcpy(slots, ft_shared->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
+	LWLockRelease(ft_shared->lock);
+
+	for (int i = 0; i < FT_MAX_WORKERS; i++)
+	{
+		FtWorkerSlot *slot = &slots[i];
+		Datum		values[WORKER_STATS_COLS];
+		bool		nulls[WORKER_STATS_COLS] = {0};
+
+		if (!slot->in_use)
+			continue;
+
+		slot->last_error[FT_LAST_ERROR_LEN - 1] = '\0';
+		values[0] = Int32GetDatum(slot->worker_id);
+		values[1] = Int32GetDatum((int32) slot->pid);
+		nulls[1] = (slot->pid == 0);
+		values[2] = CStringGetTextDatum(ft_worker_state_name(slot->state));
+		values[3] = Int32GetDatum(slot->in_flight);
+		values[4] = Int64GetDatum((int64) slot->processed);
+		values[5] = Int64GetDatum((int64) slot->succeeded);
+		values[6] = Int64GetDatum((int64) slot->declined);
+		values[7] = Int64GetDatum((int64) slot->retried);
+		values[8] = Int64GetDatum((int64) slot->failed);
+		values[9] = TimestampTzGetDatum(slot->last_activity);
+		nulls[9] = (slot->last_activity == 0);
+		values[10] = CStringGetTextDatum(slot->last_error);
+		nulls[10] = (slot->last_error[0] == '\0');
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+static int
+ft_float_cmp(const void *a, const void *b)
+{
+	float4		x = *(const float4 *) a;
+	float4		y = *(const float4 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* nearest-rank percentile of a sorted array of n > 0 values */
+static double
+ft_percentile(const float4 *sorted, uint32 n, double p)
+{
+	uint32		rank = (uint32) ceil(p * n);
+
+	if (rank < 1)
+		rank = 1;
+	if (rank > n)
+		rank = n;
+	return sorted[rank - 1];
+}
+
+Datum
+ft_orders_gateway_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	FtGatewayStats *gw;
+	Datum		values[GATEWAY_STATS_COLS];
+	bool		nulls[GATEWAY_STATS_COLS] = {0};
+	uint32		n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ft_shared == NULL)
+		return (Datum) 0;
+
+	gw = palloc(sizeof(FtGatewayStats));
+	LWLockAcquire(ft_shared->lock, LW_SHARED);
+	memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
+	LWLockRelease(ft_shared->lock);
+
+	n = Min(gw->latency_count, FT_LATENCY_WINDOW);
+	values[0] = CStringGetTextDatum(ft_circuit_state_name(gw->circuit));
+	values[1] = Int32GetDatum(gw->consecutive_failures);
+	values[2] = TimestampTzGetDatum(gw->opened_at);
+	nulls[2] = (gw->opened_at == 0);
+	values[3] = Int64GetDatum((int64) gw->requests);
+	values[4] = Int64GetDatum((int64) gw->errors);
+	if (n > 0)
+	{
+		qsort(gw->latency_ms, n, sizeof(float4), ft_float_cmp);
+		values[5] = Float8GetDatum(ft_percentile(gw->latency_ms, n, 0.50));
+		values[6] = Float8GetDatum(ft_percentile(gw->latency_ms, n, 0.99));
+	}
+	else
+	{
+		nulls[5] = true;
+		nulls[6] = true;
+	}
+	values[7] = Int32GetDatum(gw->last_http_status);
+	nulls[7] = (gw->last_http_status == 0);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+Datum
+ft_orders_reset_stats(PG_FUNCTION_ARGS)
+{
+	ft_shmem_reset_stats();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * wakeup.c
+ *	  Wake a payment worker the moment an order-placing transaction commits.
+ *
+ * place_order() only marks the transaction; a transaction callback sets the
+ * latch of one payment worker at COMMIT, after the new rows became visible
+ * to other snapshots.  An aborted transaction wakes nobody.  Workers are
+ * chosen round-robin so that a burst of commits spreads over all of them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+
+#include "shmem.h"
+#include "wakeup.h"
+
+static bool ft_wake_pending = false;
+static bool ft_callback_registered = false;
+
+static void
+ft_wakeup_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (ft_wake_pending)
+			{
+				ft_wake_pending = false;
+				ft_wake_one_worker();
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction commits elsewhere; the poll finds it */
+			ft_wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+ft_wakeup_init(void)
+{
+	if (!ft_callback_registered)
+	{
+		RegisterXactCallback(ft_wakeup_xact_callback, NULL);
+		ft_callback_registered = true;
+	}
+}
+
+/*
+ * Ask for a wake-up when the current transaction commits.
+ */
+void
+ft_wakeup_at_commit(void)
+{
+	ft_wake_pending = true;
+}
+
+/*
+ * Set the latch of the next running payment worker, round-robin.  Reads the
+ * slots without the lock (see shmem.h): this runs in every committing
+ * backend and must stay cheap.
+ */
+void
+ft_wake_one_worker(void)
+{
+	uint32		start;
+	int			nslots = Min(ft_workers, FT_MAX_WORKERS);
+
+	if (ft_shared == NULL || nslots <= 0)
+		return;
+
+	/* the launcher gives payment worker n slot n-1, so slots 0..nslots-1 */
+	start = pg_atomic_fetch_add_u32(&ft_shared->wake_next, 1);
+	for (int i = 0; i < nslots; i++)
+	{
+		volatile FtWorkerSlot *slot = &ft_shared->workers[(start + i) % nslots];
+		PGPROC	   *proc = slot->proc;
+
+		if (proc != NULL)
+		{
+			SetLatch(&proc->procLatch);
+			return;
+		}
+	}
+}

@@ -1,0 +1,72 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway.h
+ *	  Declarations shared by the modules of the fake payment gateway
+ *	  (SPEC §6): the per-request body buffer, reply helpers, the router
+ *	  entry points and the shutdown-aware sleep.
+ *
+ * The gateway runs one thread per connection (libmicrohttpd), so a handler
+ * may block its own thread (latency, lost replies) without slowing others.
+ *
+ * tests/fake_gateway/gateway.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FT_GATEWAY_H
+#define FT_GATEWAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+/* largest request body accepted; anything bigger gets 413 */
+#define FT_GW_MAX_BODY		(1024 * 1024)
+/* bodies up to this size need no allocation beyond the request itself */
+#define FT_GW_INLINE_BODY	2048
+/* longest Idempotency-Key accepted */
+#define FT_GW_MAX_KEY		255
+
+/* One in-flight HTTP request: its body, accumulated by the router. */
+typedef struct FtRequest
+{
+	char	   *body;			/* points to inline_buf or to a malloc'd block */
+	size_t		len;
+	size_t		cap;
+	bool		too_big;		/* body exceeded FT_GW_MAX_BODY; discarded */
+	char		inline_buf[FT_GW_INLINE_BODY + 1];
+} FtRequest;
+
+/* router.c */
+extern enum MHD_Result ft_gw_access(void *cls, struct MHD_Connection *conn,
+									const char *url, const char *method,
+									const char *version,
+									const char *upload_data,
+									size_t *upload_data_size, void **con_cls);
+extern void ft_gw_completed(void *cls, struct MHD_Connection *conn,
+							void **con_cls,
+							enum MHD_RequestTerminationCode toe);
+extern enum MHD_Result ft_gw_reply(struct MHD_Connection *conn,
+								   unsigned int status, char *body,
+								   size_t len, const char *content_type,
+								   const char *hname, const char *hvalue);
+extern enum MHD_Result ft_gw_reply_json(struct MHD_Connection *conn,
+										unsigned int status, json_t *obj,
+										const char *hname,
+										const char *hvalue);
+extern enum MHD_Result ft_gw_reply_error(struct MHD_Connection *conn,
+										 unsigned int status,
+										 const char *error,
+										 const char *message);
+
+/* payments.c */
+extern enum MHD_Result ft_gw_payments(struct MHD_Connection *conn,
+									  const char *body, size_t len);
+
+/* main.c */
+extern bool ft_gw_sleep_ms(long ms);
+extern int64_t ft_gw_now_us(void);
+
+#endif							/* FT_GATEWAY_H */
