@@ -67,7 +67,7 @@ ft_orders_purge_expired_keys(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(ft_delete_older_than(
 										 "DELETE FROM ft_orders.idempotency_keys"
 										 " WHERE created_at OPERATOR(pg_catalog.<)"
-										 "       pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+										 "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 										 ft_idempotency_ttl_s));
 }
 
@@ -79,12 +79,12 @@ ft_orders_purge_history(PG_FUNCTION_ARGS)
 	n = ft_delete_older_than(
 							 "DELETE FROM ft_orders.payment_attempts"
 							 " WHERE started_at OPERATOR(pg_catalog.<)"
-							 "       pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+							 "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 							 ft_history_retention_s);
 	n += ft_delete_older_than(
 							  "DELETE FROM ft_orders.order_events"
 							  " WHERE created_at OPERATOR(pg_catalog.<)"
-							  "       pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)",
+							  "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 							  ft_history_retention_s);
 	PG_RETURN_INT64(n);
 }

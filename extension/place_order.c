@@ -187,11 +187,19 @@ ft_read_request(FunctionCallInfo fcinfo, FtOrderRequest *req)
 	}
 }
 
+/*
+ * Feed one field as <uint32 length><bytes>.  data == NULL stands for SQL
+ * NULL and is fed as the length PG_UINT32_MAX alone, which no real field
+ * can have.
+ */
 static void
 ft_hash_field(pg_cryptohash_ctx *ctx, const char *data, uint32 len)
 {
+	if (data == NULL)
+		len = PG_UINT32_MAX;
 	if (pg_cryptohash_update(ctx, (const uint8 *) &len, sizeof(len)) < 0 ||
-		(len > 0 && pg_cryptohash_update(ctx, (const uint8 *) data, len) < 0))
+		(data != NULL && len > 0 &&
+		 pg_cryptohash_update(ctx, (const uint8 *) data, len) < 0))
 		elog(ERROR, "could not update SHA-256 context: %s",
 			 pg_cryptohash_error(ctx));
 }
@@ -222,7 +230,7 @@ ft_request_fingerprint(const FtOrderRequest *req)
 		ft_hash_field(ctx, VARDATA_ANY(req->payment_method),
 					  VARSIZE_ANY_EXHDR(req->payment_method));
 	else
-		ft_hash_field(ctx, NULL, PG_UINT32_MAX);	/* length only: "no method" */
+		ft_hash_field(ctx, NULL, 0);
 	if (pg_cryptohash_final(ctx, (uint8 *) VARDATA(result), PG_SHA256_DIGEST_LENGTH) < 0)
 		elog(ERROR, "could not finalize SHA-256 context: %s",
 			 pg_cryptohash_error(ctx));

@@ -1,0 +1,199 @@
+# common.sh: shared set-up for ft_orders' shell test suites.
+#
+#   source "$(dirname "$0")/../lib/common.sh"
+#
+# Gives: a private temp folder ($FT_TMP) readable by the PostgreSQL OS user,
+# pg_start/pg_stop/pg_reload/pg_restart_immediate for a throwaway server with
+# ft_orders preloaded, psql_q for one-value queries, gw_start/gw_stop/gw_faults
+# /gw_ledger for the fake gateway, wait_until for polling, and an EXIT trap
+# that stops exactly the processes this script started (by pid).
+
+set -u
+
+FT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FT_PG_BIN=${FT_PG_BIN:-/usr/lib/postgresql/15/bin}
+FT_GATEWAY_BIN=${FT_GATEWAY_BIN:-$FT_ROOT/tests/fake_gateway/fake_gateway}
+export PATH="$FT_PG_BIN:$PATH"
+
+# PostgreSQL refuses to run as root: use the postgres OS user then.
+if [ "$(id -u)" -eq 0 ]; then
+	FT_PG_USER=${FT_PG_USER:-postgres}
+else
+	FT_PG_USER=$(id -un)
+fi
+
+FT_TMP=$(mktemp -d "${TMPDIR:-/tmp}/ft_orders.XXXXXX")
+chmod 755 "$FT_TMP"
+[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER" "$FT_TMP"
+
+FT_PIDS=()			# processes to stop at exit, by pid
+PGDATA=""
+PG_LOG=""
+GW_PID=""
+GW_PORT=""
+GW_URL=""
+
+# run a command as the PostgreSQL OS user (exec, so $! is the real pid)
+as_pg()
+{
+	if [ "$(id -u)" -eq 0 ]; then
+		setpriv --reuid="$FT_PG_USER" --regid="$(id -g "$FT_PG_USER")" --init-groups -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# a TCP port on 127.0.0.1 that nothing listens on right now
+free_port()
+{
+	local p
+	for _ in $(seq 1 200); do
+		p=$((20000 + RANDOM % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+ft_cleanup()
+{
+	local pid
+	if [ -n "$PGDATA" ] && [ -f "$PGDATA/postmaster.pid" ]; then
+		as_pg pg_ctl -D "$PGDATA" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
+	fi
+	for pid in "${FT_PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${FT_PIDS[@]}"; do
+		for _ in $(seq 1 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	if [ -n "${FT_KEEP_TMP:-}" ]; then
+		echo "# kept $FT_TMP" >&2
+	else
+		rm -rf "$FT_TMP"
+	fi
+}
+trap ft_cleanup EXIT
+
+# pg_start [postgresql.conf lines...]
+# initdb + start a server on a free port with ft_orders preloaded, create
+# database ftdb with the extension.  Sets PGHOST PGPORT PGDATABASE PGUSER.
+pg_start()
+{
+	PGDATA=$FT_TMP/pgdata
+	PG_LOG=$FT_TMP/postgres.log
+	mkdir -p "$FT_TMP/run"
+	[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER" "$FT_TMP/run"
+	as_pg initdb -D "$PGDATA" -U postgres -A trust -E UTF8 --no-sync >"$FT_TMP/initdb.log" 2>&1 ||
+		{ cat "$FT_TMP/initdb.log" >&2; return 1; }
+	PGPORT=$(free_port)
+	{
+		echo "listen_addresses = '127.0.0.1'"
+		echo "port = $PGPORT"
+		echo "unix_socket_directories = '$FT_TMP/run'"
+		echo "shared_preload_libraries = 'ft_orders'"
+		echo "ft_orders.database = 'ftdb'"
+		echo "fsync = off"
+		echo "log_line_prefix = '%m [%p] %b '"
+		echo "max_connections = 120"
+		for line in "$@"; do echo "$line"; done
+	} >>"$PGDATA/postgresql.conf"
+	ulimit -n 65536 2>/dev/null || true
+	as_pg pg_ctl -D "$PGDATA" -l "$PG_LOG" -w -t 60 start >/dev/null ||
+		{ tail -n 30 "$PG_LOG" >&2; return 1; }
+	export PGHOST=127.0.0.1 PGPORT PGUSER=postgres PGDATABASE=ftdb
+	psql -XAtq -d postgres -c "CREATE DATABASE ftdb" >/dev/null || return 1
+	psql -XAtq -c "CREATE EXTENSION ft_orders" >/dev/null || return 1
+}
+
+pg_stop()
+{
+	as_pg pg_ctl -D "$PGDATA" -m fast -w -t 60 stop >/dev/null
+}
+
+pg_start_again()
+{
+	as_pg pg_ctl -D "$PGDATA" -l "$PG_LOG" -w -t 60 start >/dev/null
+}
+
+pg_reload()
+{
+	as_pg pg_ctl -D "$PGDATA" reload >/dev/null
+}
+
+# pg_set NAME VALUE: ALTER SYSTEM + reload (for sighup settings)
+pg_set()
+{
+	psql -XAtq -c "ALTER SYSTEM SET $1 = '$2'" >/dev/null && pg_reload
+}
+
+pg_restart_immediate()
+{
+	as_pg pg_ctl -D "$PGDATA" -m immediate -w -t 60 stop >/dev/null
+	pg_start_again
+}
+
+# psql_q SQL: print the result unaligned, tuples only; fails on error
+psql_q()
+{
+	psql -XAtq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# wait_until SQL SECONDS: poll until SQL returns 't'; fail after SECONDS
+wait_until()
+{
+	local sql=$1 limit=${2:-30} deadline
+	deadline=$(($(date +%s) + limit))
+	while [ "$(date +%s)" -le "$deadline" ]; do
+		[ "$(psql -XAtq -c "$sql" 2>/dev/null)" = "t" ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# gw_start [fake_gateway args...]: start the fake gateway on a free port
+gw_start()
+{
+	local portfile=$FT_TMP/gateway.port
+	rm -f "$portfile"
+	"$FT_GATEWAY_BIN" --listen 127.0.0.1 --port 0 --port-file "$portfile" "$@" \
+		>"$FT_TMP/gateway.log" 2>&1 &
+	GW_PID=$!
+	FT_PIDS+=("$GW_PID")
+	for _ in $(seq 1 100); do
+		[ -s "$portfile" ] && break
+		sleep 0.05
+	done
+	[ -s "$portfile" ] || { cat "$FT_TMP/gateway.log" >&2; return 1; }
+	GW_PORT=$(cat "$portfile")
+	GW_URL="http://127.0.0.1:$GW_PORT"
+}
+
+gw_stop()
+{
+	[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null
+	wait "$GW_PID" 2>/dev/null || true
+	GW_PID=""
+}
+
+# gw_faults JSON: set faults ('' or 'reset' clears them)
+gw_faults()
+{
+	if [ -z "${1:-}" ] || [ "$1" = reset ]; then
+		curl -fsS -X DELETE "$GW_URL/faults" >/dev/null
+	else
+		curl -fsS -X POST -H 'Content-Type: application/json' -d "$1" "$GW_URL/faults" >/dev/null
+	fi
+}
+
+# gw_ledger FIELD: one number from GET /ledger
+gw_ledger()
+{
+	curl -fsS "$GW_URL/ledger" | jq -r ".$1"
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# build.sh: build and install the extension, build the fake gateway.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+make -s PG_CONFIG="$PG_CONFIG" >/dev/null
+if [ "$(id -u)" -eq 0 ]; then
+	make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+else
+	sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+fi
+make -s -C tests/fake_gateway >/dev/null

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# deps.sh [--bench] [--cluster]: install the Debian packages ft_orders needs
+# to build and test, only those missing.  Works as root (apt-get) or as a
+# user with sudo; otherwise it names what to install and fails.
+set -euo pipefail
+
+pkgs=(
+	make gcc pkg-config ca-certificates curl jq perl procps util-linux openssl
+	postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
+	libtap-parser-sourcehandler-pgtap-perl
+	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
+	patroni etcd-server etcd-client haproxy python3-psycopg2
+)
+for arg in "$@"; do
+	case "$arg" in
+		--bench) pkgs+=(wrk) ;;
+		--fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+	esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	[ "$status" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+	SUDO=(sudo)
+else
+	echo "deps.sh: missing packages: ${missing[*]}" >&2
+	echo "deps.sh: run as root, or install them with apt-get." >&2
+	exit 1
+fi
+
+echo "deps.sh: installing ${missing[*]}"
+# A Debian postgresql package would create and start a "main" cluster on
+# port 5432; ft_orders' tests run their own servers, so don't.
+if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+	"${SUDO[@]}" mkdir -p /etc/postgresql-common
+	echo "create_main_cluster = false" | "${SUDO[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps.sh: done"
