@@ -93,6 +93,40 @@ ft_check_ascii_arg(text *value, const char *argname, int maxlen, bool allow_spac
 }
 
 /*
+ * Refuse control characters in a string of the database encoding: C0 and
+ * DEL everywhere, and C1 (U+0080-U+009F) in a UTF-8 database.  Other
+ * encodings give the bytes 0x80-0x9F different meanings (WIN1252 has
+ * printable characters there), so they are left alone.
+ */
+static void
+ft_check_no_controls(const char *s, int len, const char *argname)
+{
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	int			pos = 1;
+
+	for (int i = 0; i < len; pos++)
+	{
+		int			clen = pg_mblen(s + i);
+		pg_wchar	code;
+
+		if (clen == 1)
+			code = (unsigned char) s[i];
+		else if (utf8)
+			code = utf8_to_unicode((const unsigned char *) s + i);
+		else
+			code = 0x20;		/* a multibyte character: never a control */
+
+		if (code < 0x20 || code == 0x7f || (utf8 && code >= 0x80 && code <= 0x9f))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value for argument \"%s\"", argname),
+					 errdetail("Control characters are not allowed; character %d (U+%04X) is one.",
+							   pos, (unsigned int) code)));
+		i += clen;
+	}
+}
+
+/*
  * Validate and normalise the arguments into req.  Raises 22004 for a NULL
  * and 22023 for a bad value, naming the argument; writes nothing.
  */
@@ -127,17 +161,7 @@ ft_read_request(FunctionCallInfo fcinfo, FtOrderRequest *req)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid value for argument \"customer_id\""),
 				 errdetail("The value must be 1 to %d characters long.", FT_MAX_CUSTOMER_LEN)));
-	for (int i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (c < 0x20 || c == 0x7f)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid value for argument \"customer_id\""),
-					 errdetail("Control characters are not allowed; byte 0x%02x at byte position %d is one.",
-							   c, i + 1)));
-	}
+	ft_check_no_controls(s, len, "customer_id");
 	req->customer_id = customer;
 
 	req->amount_minor = PG_GETARG_INT64(2);
