@@ -6,18 +6,55 @@
  *
  * All state sits behind faults_lock.  A request copies the configuration
  * once (ft_faults_snapshot) and works on its copy, so an update never
- * changes a request half-way.  status_script is a queue consumed one entry
- * per /payments request (ft_faults_pop_script).
+ * changes a request half-way.  The plain fields are described once in
+ * fault_fields[], which drives both parsing and printing; status_script
+ * (a queue consumed one entry per /payments request) and require_token
+ * are handled apart.
  *
  * tests/fake_gateway/faults.c
  *
  *-------------------------------------------------------------------------
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "faults.h"
+
+typedef enum FaultKind
+{
+	FK_RATE,					/* double in [0, 1] */
+	FK_INT,						/* int in [lo, hi] */
+	FK_BOOL,
+	FK_LIST						/* FtAmountList */
+} FaultKind;
+
+typedef struct FaultField
+{
+	const char *name;
+	FaultKind	kind;
+	size_t		offset;			/* in FtFaults */
+	int			lo;
+	int			hi;
+} FaultField;
+
+#define FIELD(name, kind, lo, hi) {#name, kind, offsetof(FtFaults, name), lo, hi}
+
+static const FaultField fault_fields[] = {
+	FIELD(fail_rate, FK_RATE, 0, 0),
+	FIELD(fail_status, FK_INT, 100, 599),
+	FIELD(latency_ms, FK_INT, 0, 600000),
+	FIELD(timeout_rate, FK_RATE, 0, 0),
+	FIELD(hang_ms, FK_INT, 0, 600000),
+	FIELD(down, FK_BOOL, 0, 0),
+	FIELD(decline_amount_minor, FK_LIST, 0, 0),
+	FIELD(reject_amount_minor, FK_LIST, 0, 0),
+	FIELD(bad_request_amount_minor, FK_LIST, 0, 0),
+	FIELD(retry_after_s, FK_INT, 0, 86400),
+	FIELD(garbage_rate, FK_RATE, 0, 0),
+};
+#define NUM_FAULT_FIELDS (sizeof(fault_fields) / sizeof(fault_fields[0]))
 
 static pthread_mutex_t faults_lock = PTHREAD_MUTEX_INITIALIZER;
 static FtFaults faults;
@@ -84,31 +121,10 @@ ft_faults_listed(const FtAmountList *list, int64_t amount)
 	return false;
 }
 
-/* Parse a rate in [0, 1]. */
+/* Parse an array of at most max integers in [lo, hi] into v[], *n. */
 static bool
-faults_rate(json_t *v, double *out)
-{
-	if (!json_is_number(v) || json_number_value(v) < 0 ||
-		json_number_value(v) > 1)
-		return false;
-	*out = json_number_value(v);
-	return true;
-}
-
-/* Parse an integer in [lo, hi]. */
-static bool
-faults_int(json_t *v, int lo, int hi, int *out)
-{
-	if (!json_is_integer(v) || json_integer_value(v) < lo ||
-		json_integer_value(v) > hi)
-		return false;
-	*out = (int) json_integer_value(v);
-	return true;
-}
-
-/* Parse an array of at most max integers into v[], count into *n. */
-static bool
-faults_int_array(json_t *arr, int max, int64_t *v, int *n)
+faults_int_array(json_t *arr, int max, int64_t lo, int64_t hi,
+				 int64_t *v, int *n)
 {
 	size_t		i;
 	json_t	   *e;
@@ -117,12 +133,69 @@ faults_int_array(json_t *arr, int max, int64_t *v, int *n)
 		return false;
 	json_array_foreach(arr, i, e)
 	{
-		if (!json_is_integer(e))
+		if (!json_is_integer(e) || json_integer_value(e) < lo ||
+			json_integer_value(e) > hi)
 			return false;
 		v[i] = json_integer_value(e);
 	}
 	*n = (int) json_array_size(arr);
 	return true;
+}
+
+/* Check v against field fd and store it into *f; false if invalid. */
+static bool
+faults_set(const FaultField *fd, json_t *v, FtFaults *f)
+{
+	char	   *p = (char *) f + fd->offset;
+	FtAmountList *list = (FtAmountList *) p;
+
+	switch (fd->kind)
+	{
+		case FK_RATE:
+			if (!json_is_number(v) || json_number_value(v) < 0 ||
+				json_number_value(v) > 1)
+				return false;
+			*(double *) p = json_number_value(v);
+			return true;
+		case FK_INT:
+			if (!json_is_integer(v) || json_integer_value(v) < fd->lo ||
+				json_integer_value(v) > fd->hi)
+				return false;
+			*(int *) p = (int) json_integer_value(v);
+			return true;
+		case FK_BOOL:
+			*(bool *) p = json_is_true(v);
+			return json_is_boolean(v);
+		case FK_LIST:
+			return faults_int_array(v, FT_FAULTS_MAX_LIST, INT64_MIN,
+									INT64_MAX, list->v, &list->n);
+	}
+	return false;
+}
+
+/* The JSON value of field fd in *f. */
+static json_t *
+faults_get(const FaultField *fd, const FtFaults *f)
+{
+	const char *p = (const char *) f + fd->offset;
+	const FtAmountList *list = (const FtAmountList *) p;
+	json_t	   *arr;
+
+	switch (fd->kind)
+	{
+		case FK_RATE:
+			return json_real(*(const double *) p);
+		case FK_INT:
+			return json_integer(*(const int *) p);
+		case FK_BOOL:
+			return json_boolean(*(const bool *) p);
+		case FK_LIST:
+			break;
+	}
+	arr = json_array();
+	for (int i = 0; i < list->n; i++)
+		json_array_append_new(arr, json_integer(list->v[i]));
+	return arr;
 }
 
 /*
@@ -148,45 +221,24 @@ ft_faults_update(json_t *obj, char *err, size_t errlen)
 	f = faults;
 	json_object_foreach(obj, name, v)
 	{
-		bool		ok;
+		bool		ok = false;
+		bool		known = false;
 
-		if (strcmp(name, "fail_rate") == 0)
-			ok = faults_rate(v, &f.fail_rate);
-		else if (strcmp(name, "timeout_rate") == 0)
-			ok = faults_rate(v, &f.timeout_rate);
-		else if (strcmp(name, "garbage_rate") == 0)
-			ok = faults_rate(v, &f.garbage_rate);
-		else if (strcmp(name, "fail_status") == 0)
-			ok = faults_int(v, 100, 599, &f.fail_status);
-		else if (strcmp(name, "latency_ms") == 0)
-			ok = faults_int(v, 0, 600000, &f.latency_ms);
-		else if (strcmp(name, "hang_ms") == 0)
-			ok = faults_int(v, 0, 600000, &f.hang_ms);
-		else if (strcmp(name, "retry_after_s") == 0)
-			ok = faults_int(v, 0, 86400, &f.retry_after_s);
-		else if (strcmp(name, "down") == 0)
+		for (size_t i = 0; !known && i < NUM_FAULT_FIELDS; i++)
+			if (strcmp(name, fault_fields[i].name) == 0)
+			{
+				known = true;
+				ok = faults_set(&fault_fields[i], v, &f);
+			}
+		if (strcmp(name, "status_script") == 0)
 		{
-			ok = json_is_boolean(v);
-			f.down = json_is_true(v);
-		}
-		else if (strcmp(name, "decline_amount_minor") == 0)
-			ok = faults_int_array(v, FT_FAULTS_MAX_LIST, f.decline.v,
-								  &f.decline.n);
-		else if (strcmp(name, "reject_amount_minor") == 0)
-			ok = faults_int_array(v, FT_FAULTS_MAX_LIST, f.reject.v,
-								  &f.reject.n);
-		else if (strcmp(name, "bad_request_amount_minor") == 0)
-			ok = faults_int_array(v, FT_FAULTS_MAX_LIST, f.bad_request.v,
-								  &f.bad_request.n);
-		else if (strcmp(name, "status_script") == 0)
-		{
-			ok = faults_int_array(v, FT_FAULTS_MAX_SCRIPT, new_script,
-								  &new_script_len);
-			for (int i = 0; ok && i < new_script_len; i++)
-				ok = new_script[i] >= 100 && new_script[i] <= 599;
+			known = true;
+			ok = faults_int_array(v, FT_FAULTS_MAX_SCRIPT, 100, 599,
+								  new_script, &new_script_len);
 		}
 		else if (strcmp(name, "require_token") == 0)
 		{
+			known = true;
 			ok = json_is_null(v) ||
 				(json_is_string(v) && json_string_length(v) > 0 &&
 				 json_string_length(v) <= FT_FAULTS_MAX_TOKEN &&
@@ -195,15 +247,10 @@ ft_faults_update(json_t *obj, char *err, size_t errlen)
 			snprintf(f.require_token, sizeof(f.require_token), "%s",
 					 f.has_token ? json_string_value(v) : "");
 		}
-		else
+		if (!known || !ok)
 		{
-			snprintf(err, errlen, "unknown field \"%.64s\"", name);
-			pthread_mutex_unlock(&faults_lock);
-			return false;
-		}
-		if (!ok)
-		{
-			snprintf(err, errlen, "invalid value for field \"%s\"", name);
+			snprintf(err, errlen, known ? "invalid value for field \"%.64s\""
+					 : "unknown field \"%.64s\"", name);
 			pthread_mutex_unlock(&faults_lock);
 			return false;
 		}
@@ -221,22 +268,13 @@ ft_faults_update(json_t *obj, char *err, size_t errlen)
 	return true;
 }
 
-static json_t *
-faults_list_json(const FtAmountList *list)
-{
-	json_t	   *arr = json_array();
-
-	for (int i = 0; i < list->n; i++)
-		json_array_append_new(arr, json_integer(list->v[i]));
-	return arr;
-}
-
 /* The whole current configuration; status_script shows what is left. */
 json_t *
 ft_faults_to_json(void)
 {
-	FtFaults	f;
+	json_t	   *j = json_object();
 	json_t	   *s = json_array();
+	FtFaults	f;
 
 	pthread_mutex_lock(&faults_lock);
 	f = faults;
@@ -244,20 +282,12 @@ ft_faults_to_json(void)
 		json_array_append_new(s, json_integer(script[i]));
 	pthread_mutex_unlock(&faults_lock);
 
-	return json_pack("{s:f, s:i, s:i, s:f, s:i, s:b, s:o, s:o, s:o, s:i, s:f, s:o, s:s?}",
-					 "fail_rate", f.fail_rate,
-					 "fail_status", f.fail_status,
-					 "latency_ms", f.latency_ms,
-					 "timeout_rate", f.timeout_rate,
-					 "hang_ms", f.hang_ms,
-					 "down", f.down,
-					 "decline_amount_minor", faults_list_json(&f.decline),
-					 "reject_amount_minor", faults_list_json(&f.reject),
-					 "bad_request_amount_minor",
-					 faults_list_json(&f.bad_request),
-					 "retry_after_s", f.retry_after_s,
-					 "garbage_rate", f.garbage_rate,
-					 "status_script", s,
-					 "require_token",
-					 f.has_token ? f.require_token : NULL);
+	for (size_t i = 0; i < NUM_FAULT_FIELDS; i++)
+		json_object_set_new(j, fault_fields[i].name,
+							faults_get(&fault_fields[i], &f));
+	json_object_set_new(j, "status_script", s);
+	json_object_set_new(j, "require_token",
+						f.has_token ? json_string(f.require_token)
+						: json_null());
+	return j;
 }

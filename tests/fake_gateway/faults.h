@@ -40,9 +40,9 @@ typedef struct FtFaults
 	bool		down;
 	int			retry_after_s;
 	double		garbage_rate;
-	FtAmountList decline;
-	FtAmountList reject;
-	FtAmountList bad_request;
+	FtAmountList decline_amount_minor;
+	FtAmountList reject_amount_minor;
+	FtAmountList bad_request_amount_minor;
 	bool		has_token;
 	char		require_token[FT_FAULTS_MAX_TOKEN + 1];
 } FtFaults;

@@ -5,8 +5,8 @@
  *	  (SPEC §6): the per-request body buffer, reply helpers, the router
  *	  entry points and the shutdown-aware sleep.
  *
- * The gateway runs one thread per connection (libmicrohttpd), so a handler
- * may block its own thread (latency, lost replies) without slowing others.
+ * libmicrohttpd runs a small pool of epoll threads; handlers never block:
+ * a delayed reply suspends its connection (delay.c) instead.
  *
  * tests/fake_gateway/gateway.h
  *
@@ -26,6 +26,8 @@
 #define FT_GW_MAX_BODY		(1024 * 1024)
 /* bodies up to this size need no allocation beyond the request itself */
 #define FT_GW_INLINE_BODY	2048
+/* most connections open at once (and so most delayed replies) */
+#define FT_GW_MAX_CONNECTIONS	4096
 /* longest Idempotency-Key accepted */
 #define FT_GW_MAX_KEY		255
 
@@ -36,6 +38,9 @@ typedef struct FtRequest
 	size_t		len;
 	size_t		cap;
 	bool		too_big;		/* body exceeded FT_GW_MAX_BODY; discarded */
+	int64_t		arrival_us;		/* CLOCK_REALTIME when the headers arrived */
+	bool		delayed;		/* latency_ms already waited */
+	bool		hang;			/* lost reply: close without answering */
 	char		inline_buf[FT_GW_INLINE_BODY + 1];
 } FtRequest;
 
@@ -63,10 +68,14 @@ extern enum MHD_Result ft_gw_reply_error(struct MHD_Connection *conn,
 
 /* payments.c */
 extern enum MHD_Result ft_gw_payments(struct MHD_Connection *conn,
-									  const char *body, size_t len);
+									  FtRequest *req);
+
+/* delay.c */
+extern bool ft_gw_delay(struct MHD_Connection *conn, long ms);
+extern bool ft_gw_delay_start(void);
+extern void ft_gw_delay_stop(void);
 
 /* main.c */
-extern bool ft_gw_sleep_ms(long ms);
 extern int64_t ft_gw_now_us(void);
 
 #endif							/* FT_GATEWAY_H */

@@ -1,0 +1,274 @@
+/*-------------------------------------------------------------------------
+ *
+ * payments.c
+ *	  POST /payments: the "generic" provider of SPEC §5, with the
+ *	  idempotency ledger and injected faults of SPEC §6.
+ *
+ * Order of decisions: latency wait (suspended, see delay.c) -> token -> Idempotency-Key -> body
+ * validation -> stored-reply check (replay / 422) -> down -> status_script
+ * -> fail_rate -> decline / reject by amount -> charge -> lost reply or
+ * garbage.  Transient faults (down, script, fail_rate) store nothing, so
+ * the key stays free for a retry; a lost or garbage reply is stored as the
+ * success it was, so a retry gets the proper replay.
+ *
+ * tests/fake_gateway/payments.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway.h"
+#include "faults.h"
+#include "ledger.h"
+
+static int64_t payment_counter;
+static __thread unsigned int prng_seed;
+static __thread bool prng_ready;
+
+/* A uniform draw in [0, 1) from this thread's PRNG state. */
+static double
+payments_draw(void)
+{
+	if (!prng_ready)
+	{
+		prng_seed = (unsigned int) ft_gw_now_us() ^
+			(unsigned int) (uintptr_t) pthread_self();
+		prng_ready = true;
+	}
+	return rand_r(&prng_seed) / ((double) RAND_MAX + 1.0);
+}
+
+/* 64-bit FNV-1a of the exact body bytes. */
+static uint64_t
+payments_hash(const char *body, size_t len)
+{
+	uint64_t	h = UINT64_C(14695981039346656037);
+
+	for (size_t i = 0; i < len; i++)
+	{
+		h ^= (unsigned char) body[i];
+		h *= UINT64_C(1099511628211);
+	}
+	return h;
+}
+
+/* A transient injected failure: status, {"error":"injected"}, Retry-After. */
+static enum MHD_Result
+payments_fault(struct MHD_Connection *conn, int status, const FtFaults *f)
+{
+	char		retry[16];
+
+	ft_ledger_count(FT_C_FAULTS);
+	snprintf(retry, sizeof(retry), "%d", f->retry_after_s);
+	return ft_gw_reply_json(conn, status, json_pack("{s:s}", "error", "injected"),
+							f->retry_after_s > 0 ? "Retry-After" : NULL, retry);
+}
+
+/* Answer a request whose key already has a stored reply (or a mismatch). */
+static enum MHD_Result
+payments_replay(struct MHD_Connection *conn, FtLedgerOutcome out, int status,
+				char *reply)
+{
+	if (out == FT_LEDGER_MISMATCH)
+		return ft_gw_reply_json(conn, 422,
+								json_pack("{s:s}", "error",
+										  "idempotency_key_reused"),
+								NULL, NULL);
+	return ft_gw_reply(conn, status, reply, strlen(reply), "application/json",
+					   "Idempotent-Replayed", "true");
+}
+
+/* Reply 200 with a body that is not JSON (garbage_rate). */
+static enum MHD_Result
+payments_garbage(struct MHD_Connection *conn)
+{
+	static const char prefix[] = "<html>oops";
+	size_t		len = sizeof(prefix) - 1 + 32;
+	char	   *body = malloc(len);
+
+	if (body == NULL)
+		return MHD_NO;
+	memcpy(body, prefix, sizeof(prefix) - 1);
+	for (size_t i = sizeof(prefix) - 1; i < len; i++)
+		body[i] = (char) (payments_draw() * 256);
+	ft_ledger_count(FT_C_GARBAGE);
+	return ft_gw_reply(conn, 200, body, len, "text/html", NULL, NULL);
+}
+
+/*
+ * Check the body fields the gateway relies on; on error, a message for
+ * {"error":"invalid_request"} is returned.
+ */
+static const char *
+payments_validate(json_t *req, int64_t *order_id, int64_t *amount)
+{
+	json_t	   *v;
+
+	if (!json_is_object(req))
+		return "body is not a JSON object";
+	v = json_object_get(req, "order_id");
+	if (!json_is_integer(v))
+		return "order_id must be an integer";
+	*order_id = json_integer_value(v);
+	v = json_object_get(req, "amount_minor");
+	if (!json_is_integer(v) || json_integer_value(v) <= 0)
+		return "amount_minor must be a positive integer";
+	*amount = json_integer_value(v);
+	if (!json_is_string(json_object_get(req, "currency")))
+		return "currency must be a string";
+	return NULL;
+}
+
+/*
+ * Decide the final reply for a new request (decline, reject or charge),
+ * store it under key and send it, or lose it on purpose.
+ */
+static enum MHD_Result
+payments_settle(struct MHD_Connection *conn, FtRequest *req,
+				const FtFaults *f, const char *key, uint64_t hash,
+				int64_t order_id, int64_t amount)
+{
+	char		payment_id[32];
+	json_t	   *reply;
+	char	   *text;
+	int			status;
+	int			st = 0;
+	char	   *stored = NULL;
+	FtLedgerOutcome out;
+
+	payment_id[0] = '\0';
+	if (ft_faults_listed(&f->decline_amount_minor, amount))
+	{
+		status = 402;
+		reply = json_pack("{s:s, s:s}", "status", "declined",
+						  "decline_code", "card_declined");
+		ft_ledger_count(FT_C_DECLINES);
+	}
+	else if (ft_faults_listed(&f->reject_amount_minor, amount) ||
+			 ft_faults_listed(&f->bad_request_amount_minor, amount))
+	{
+		bool		reject = ft_faults_listed(&f->reject_amount_minor, amount);
+
+		status = reject ? 422 : 400;
+		reply = json_pack("{s:s, s:s}",
+						  "error", reject ? "unprocessable" : "invalid_request",
+						  "message", "amount rejected");
+		ft_ledger_count(FT_C_REJECTS);
+	}
+	else
+	{
+		status = 200;
+		snprintf(payment_id, sizeof(payment_id), "pay_%lld",
+				 (long long) __atomic_add_fetch(&payment_counter, 1,
+												__ATOMIC_RELAXED));
+		reply = json_pack("{s:s, s:s}", "status", "succeeded",
+						  "payment_id", payment_id);
+	}
+	text = json_dumps(reply, JSON_COMPACT);
+	json_decref(reply);
+	if (text == NULL)
+		return MHD_NO;
+
+	out = ft_ledger_store(key, hash, order_id, req->arrival_us, status, text,
+						  payment_id[0] ? payment_id : NULL, &st, &stored);
+	if (out != FT_LEDGER_NEW)
+	{
+		/* a concurrent request with this key settled first */
+		free(text);
+		return payments_replay(conn, out, st, stored);
+	}
+	if (status == 200 && payments_draw() < f->timeout_rate)
+	{
+		free(text);
+		ft_ledger_count(FT_C_LOST);
+		/* hold the connection, then close it (router.c, req->hang) */
+		req->hang = true;
+		return ft_gw_delay(conn, f->hang_ms) ? MHD_YES : MHD_NO;
+	}
+	if (status == 200 && payments_draw() < f->garbage_rate)
+	{
+		free(text);
+		return payments_garbage(conn);
+	}
+	return ft_gw_reply(conn, status, text, strlen(text), "application/json",
+					   NULL, NULL);
+}
+
+/*
+ * POST /payments with its complete body.  Called a second time for the same
+ * request after its latency delay.
+ */
+enum MHD_Result
+ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
+{
+	FtFaults	f;
+	const char *auth;
+	const char *key;
+	const char *err;
+	json_t	   *obj;
+	int64_t		order_id = 0;
+	int64_t		amount = 0;
+	uint64_t	hash;
+	bool		auth_ok;
+	int			st = 0;
+	char	   *stored = NULL;
+	FtLedgerOutcome out;
+
+	ft_faults_snapshot(&f);
+	if (!req->delayed)
+	{
+		ft_ledger_count(FT_C_REQUESTS);
+		req->delayed = true;
+		if (f.latency_ms > 0)
+			return ft_gw_delay(conn, f.latency_ms) ? MHD_YES : MHD_NO;
+	}
+
+	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+									   MHD_HTTP_HEADER_AUTHORIZATION);
+	auth_ok = auth != NULL && strncmp(auth, "Bearer ", 7) == 0 &&
+		auth[7] != '\0' &&
+		(!f.has_token || strcmp(auth + 7, f.require_token) == 0);
+	ft_ledger_set_auth(auth_ok);
+	if (f.has_token && !auth_ok)
+	{
+		ft_ledger_count(FT_C_UNAUTHORIZED);
+		return ft_gw_reply_error(conn, 401, "unauthorized",
+								 "missing or wrong bearer token");
+	}
+
+	key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+									  "Idempotency-Key");
+	if (key == NULL)
+		return ft_gw_reply_error(conn, 400, "missing Idempotency-Key", NULL);
+	if (key[0] == '\0' || strlen(key) > FT_GW_MAX_KEY)
+		return ft_gw_reply_error(conn, 400, "invalid_request",
+								 "Idempotency-Key must be 1 to 255 characters");
+
+	obj = json_loadb(req->body, req->len, 0, NULL);
+	err = obj ? payments_validate(obj, &order_id, &amount)
+		: "body is not valid JSON";
+	json_decref(obj);
+	if (err != NULL)
+		return ft_gw_reply_error(conn, 400, "invalid_request", err);
+
+	hash = payments_hash(req->body, req->len);
+	out = ft_ledger_begin(key, hash, order_id, req->arrival_us, &st, &stored);
+	if (out != FT_LEDGER_NEW)
+		return payments_replay(conn, out, st, stored);
+
+	if (f.down)
+	{
+		ft_ledger_count(FT_C_FAULTS);
+		return MHD_NO;
+	}
+	if ((st = ft_faults_pop_script()) != 0)
+		return payments_fault(conn, st, &f);
+	if (f.fail_rate > 0 && payments_draw() < f.fail_rate)
+		return payments_fault(conn, f.fail_status, &f);
+
+	return payments_settle(conn, req, &f, key, hash, order_id, amount);
+}
