@@ -13,7 +13,15 @@ EXTENSION_OBJS = \
 	extension/maintenance.o \
 	extension/status_views.o
 
-BGWORKER_OBJS =
+BGWORKER_OBJS = \
+	bgworker/launcher.o \
+	bgworker/payment_worker.o \
+	bgworker/worker_stats.o \
+	bgworker/outbox.o \
+	bgworker/gateway_http.o \
+	bgworker/gateway_generic.o \
+	bgworker/backoff.o \
+	bgworker/circuit.o
 
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 

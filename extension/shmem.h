@@ -75,6 +75,8 @@ typedef struct FtGatewayStats
 	int			consecutive_failures;	/* transient failures in a row */
 	TimestampTz opened_at;		/* when the circuit last opened */
 	bool		probe_in_flight;	/* half-open: the single probe is out */
+	TimestampTz probe_started_at;	/* a probe older than the request
+									 * timeout was lost with its worker */
 	uint64		requests;		/* HTTP requests completed */
 	uint64		errors;			/* of which transient failures */
 	int			last_http_status;	/* 0: no HTTP reply (network error) */
@@ -89,6 +91,11 @@ typedef struct FtSharedState
 	pg_atomic_uint32 wake_next;
 	pid_t		launcher_pid;
 	PGPROC	   *launcher_proc;
+	bool		launcher_db_seen;	/* ft_orders.database existed when the
+									 * launcher last looked */
+	bool		leases_released;	/* the launcher released the leases of
+									 * dead workers; until then (start-up,
+									 * promotion) workers claim nothing */
 	FtGatewayStats gateway;
 	FtWorkerSlot workers[FT_MAX_WORKERS];
 } FtSharedState;

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(
-	make gcc pkg-config ca-certificates curl jq perl procps util-linux openssl
+	make gcc pkg-config ca-certificates curl jq bc perl procps util-linux openssl iproute2
 	postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
