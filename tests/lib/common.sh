@@ -33,7 +33,8 @@ GW_PID=""
 GW_PORT=""
 GW_URL=""
 
-# run a command as the PostgreSQL OS user (exec, so $! is the real pid)
+# run a command as the PostgreSQL OS user (setpriv execs: for a daemon run
+# with "as_pg cmd &", $! is still a subshell; use "exec setpriv" there)
 as_pg()
 {
 	if [ "$(id -u)" -eq 0 ]; then
@@ -43,12 +44,13 @@ as_pg()
 	fi
 }
 
-# a TCP port on 127.0.0.1 that nothing listens on right now
+# a TCP port on 127.0.0.1 that nothing listens on right now, below Linux's
+# ephemeral range (32768-60999) so that no outgoing connection takes it
 free_port()
 {
 	local p
 	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 30000))
+		p=$((10000 + RANDOM % 22000))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return 0

@@ -9,7 +9,7 @@ pkgs=(
 	postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
-	patroni etcd-server etcd-client haproxy python3-psycopg2
+	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
 )
 for arg in "$@"; do
 	case "$arg" in

@@ -1,0 +1,423 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway_generic.c
+ *	  The "generic" gateway provider (SPEC section 5): the JSON request body
+ *	  and the classification of a reply into paid / declined / failed /
+ *	  retry.
+ *
+ * Everything here is a pure function of its arguments: no database, no
+ * shared memory, no globals, so a fuzzer can call ft_provider_generic's
+ * classify_reply with arbitrary bytes.  Replies are parsed with
+ * PostgreSQL's own JSON parser; only top-level string fields are looked
+ * at.  Whatever the gateway sends, the result is an outcome, never an
+ * ERROR: a parser error (including "stack depth limit exceeded" on deeply
+ * nested input) is caught and classified as a malformed, transient reply.
+ * Every string taken from a reply is cut to printable ASCII before it can
+ * reach a log line or a table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include <curl/curl.h>
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "utils/json.h"
+
+#include "gateway.h"
+
+/* longest payment_id accepted, and longest reason kept from a reply */
+#define FT_PAYMENT_ID_MAX	255
+#define FT_REASON_MAX		80
+
+typedef enum FtReplyField
+{
+	FT_FIELD_NONE = 0,
+	FT_FIELD_STATUS,
+	FT_FIELD_PAYMENT_ID,
+	FT_FIELD_DECLINE_CODE,
+	FT_FIELD_ERROR,
+	FT_FIELD_MESSAGE
+} FtReplyField;
+
+/* semantic-action state: the top-level string fields we care about */
+typedef struct FtReplyFields
+{
+	int			depth;
+	bool		top_is_object;
+	FtReplyField current;
+	char	   *status;
+	char	   *payment_id;
+	char	   *decline_code;
+	char	   *error;
+	char	   *message;
+} FtReplyFields;
+
+static void generic_build_request(const FtPaymentRequest *req, StringInfo body);
+static void generic_classify_reply(const FtGatewayReply *reply,
+								   FtClassification *result);
+
+const FtProvider ft_provider_generic = {
+	.name = "generic",
+	.path = "/payments",
+	.build_request = generic_build_request,
+	.classify_reply = generic_classify_reply,
+};
+
+/*
+ * Build the SPEC section 5 body into body (reset first).  items_json is
+ * the order's jsonb as text, therefore valid JSON.
+ */
+static void
+generic_build_request(const FtPaymentRequest *req, StringInfo body)
+{
+	resetStringInfo(body);
+	appendStringInfo(body, "{\"order_id\":" INT64_FORMAT ",\"payment_key\":",
+					 req->order_id);
+	escape_json(body, req->payment_key);
+	appendStringInfoString(body, ",\"customer_id\":");
+	escape_json(body, req->customer_id);
+	appendStringInfo(body, ",\"amount_minor\":" INT64_FORMAT ",\"currency\":",
+					 req->amount_minor);
+	escape_json(body, req->currency);
+	appendStringInfoString(body, ",\"payment_method\":");
+	if (req->payment_method != NULL)
+		escape_json(body, req->payment_method);
+	else
+		appendStringInfoString(body, "null");
+	appendStringInfoString(body, ",\"items\":");
+	appendStringInfoString(body, req->items_json ? req->items_json : "[]");
+	appendStringInfoChar(body, '}');
+}
+
+/*
+ * A copy of s cut to maxlen bytes of printable ASCII (others become '?'),
+ * safe for a log line and for a text column in any server encoding.
+ */
+static char *
+ft_clean_text(const char *s, size_t maxlen)
+{
+	size_t		n = strnlen(s, maxlen);
+	char	   *out = palloc(n + 1);
+
+	for (size_t i = 0; i < n; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		out[i] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/*
+ * Seconds of a Retry-After value (delta-seconds or HTTP-date), in ms, or
+ * -1 when absent or unusable.  A date in the past means "now" (0).  Huge
+ * values are capped rather than overflowing; the caller caps them again
+ * at ft_orders.backoff_max.
+ */
+int
+ft_parse_retry_after(const char *value, time_t now)
+{
+	const char *p;
+	int64		secs = 0;
+	char		buf[FT_RETRY_AFTER_LEN];
+	size_t		len;
+	time_t		when;
+
+	if (value == NULL)
+		return -1;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	len = strnlen(value, sizeof(buf) - 1);
+	while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t' ||
+					   value[len - 1] == '\r' || value[len - 1] == '\n'))
+		len--;
+	if (len == 0)
+		return -1;
+	memcpy(buf, value, len);
+	buf[len] = '\0';
+
+	if (buf[0] >= '0' && buf[0] <= '9')
+	{
+		for (p = buf; *p; p++)
+		{
+			if (*p < '0' || *p > '9')
+				return -1;		/* "10s", "1.5": garbage */
+			if (secs < INT_MAX / 1000)
+				secs = secs * 10 + (*p - '0');
+		}
+		return (int) Min(secs, INT_MAX / 1000) * 1000;
+	}
+
+	/* a leading '-' or other junk is no date either: curl_getdate says -1 */
+	when = curl_getdate(buf, &now);
+	if (when == (time_t) -1)
+		return -1;
+	if (when <= now)
+		return 0;
+	return (int) Min((int64) (when - now), (int64) (INT_MAX / 1000)) * 1000;
+}
+
+static void
+reply_object_start(void *state)
+{
+	FtReplyFields *f = (FtReplyFields *) state;
+
+	if (f->depth == 0)
+		f->top_is_object = true;
+	f->depth++;
+}
+
+static void
+reply_nest_start(void *state)
+{
+	((FtReplyFields *) state)->depth++;
+}
+
+static void
+reply_nest_end(void *state)
+{
+	((FtReplyFields *) state)->depth--;
+}
+
+static void
+reply_field_start(void *state, char *fname, bool isnull)
+{
+	FtReplyFields *f = (FtReplyFields *) state;
+
+	f->current = FT_FIELD_NONE;
+	if (f->depth != 1 || fname == NULL)
+		return;
+	if (strcmp(fname, "status") == 0)
+		f->current = FT_FIELD_STATUS;
+	else if (strcmp(fname, "payment_id") == 0)
+		f->current = FT_FIELD_PAYMENT_ID;
+	else if (strcmp(fname, "decline_code") == 0)
+		f->current = FT_FIELD_DECLINE_CODE;
+	else if (strcmp(fname, "error") == 0)
+		f->current = FT_FIELD_ERROR;
+	else if (strcmp(fname, "message") == 0)
+		f->current = FT_FIELD_MESSAGE;
+}
+
+static void
+reply_field_end(void *state, char *fname, bool isnull)
+{
+	((FtReplyFields *) state)->current = FT_FIELD_NONE;
+}
+
+static void
+reply_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	FtReplyFields *f = (FtReplyFields *) state;
+
+	if (f->depth != 1 || tokentype != JSON_TOKEN_STRING || token == NULL)
+		return;
+	switch (f->current)
+	{
+		case FT_FIELD_STATUS:
+			f->status = token;
+			break;
+		case FT_FIELD_PAYMENT_ID:
+			f->payment_id = token;
+			break;
+		case FT_FIELD_DECLINE_CODE:
+			f->decline_code = token;
+			break;
+		case FT_FIELD_ERROR:
+			f->error = token;
+			break;
+		case FT_FIELD_MESSAGE:
+			f->message = token;
+			break;
+		case FT_FIELD_NONE:
+			break;
+	}
+	f->current = FT_FIELD_NONE;
+}
+
+/*
+ * Parse body into fields.  Returns false when the body is not valid JSON
+ * (or the parser gave up, e.g. on nesting deeper than the stack allows).
+ * Allocates in CurrentMemoryContext.
+ */
+static bool
+ft_parse_reply(const char *body, size_t len, FtReplyFields *fields)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	JsonSemAction sem;
+	volatile bool ok = false;
+
+	memset(fields, 0, sizeof(*fields));
+	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
+		return false;
+
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = fields;
+	sem.object_start = reply_object_start;
+	sem.object_end = reply_nest_end;
+	sem.array_start = reply_nest_start;
+	sem.array_end = reply_nest_end;
+	sem.object_field_start = reply_field_start;
+	sem.object_field_end = reply_field_end;
+	sem.scalar = reply_scalar;
+
+	PG_TRY();
+	{
+		JsonLexContext *lex;
+
+		lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
+										   PG_UTF8, true);
+		ok = (pg_parse_json(lex, &sem) == JSON_SUCCESS);
+	}
+	PG_CATCH();
+	{
+		/* stack depth, out of memory: the reply is unusable, not fatal */
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+
+	if (!ok)
+		memset(fields, 0, sizeof(*fields));
+	return ok;
+}
+
+/* printable 1..FT_PAYMENT_ID_MAX characters, as a gateway reference must be */
+static bool
+ft_valid_payment_id(const char *s)
+{
+	size_t		n;
+
+	if (s == NULL)
+		return false;
+	n = strnlen(s, FT_PAYMENT_ID_MAX + 1);
+	if (n == 0 || n > FT_PAYMENT_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+	{
+		if ((unsigned char) s[i] < 0x20 || (unsigned char) s[i] >= 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* "HTTP 422 unprocessable: amount rejected" from the reply's own words */
+static char *
+ft_http_reason(int status, const FtReplyFields *f)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "HTTP %d", status);
+	if (f->error != NULL)
+		appendStringInfo(&buf, " %s", ft_clean_text(f->error, FT_REASON_MAX));
+	if (f->message != NULL)
+		appendStringInfo(&buf, ": %s", ft_clean_text(f->message, FT_REASON_MAX));
+	return buf.data;
+}
+
+static void
+ft_set_declined(FtClassification *result, const FtReplyFields *f)
+{
+	result->outcome = FT_OUTCOME_DECLINED;
+	if (f->decline_code != NULL)
+		result->error = psprintf("declined: %s",
+								 ft_clean_text(f->decline_code, FT_REASON_MAX));
+	else if (f->error != NULL)
+		result->error = psprintf("declined: %s",
+								 ft_clean_text(f->error, FT_REASON_MAX));
+	else
+		result->error = pstrdup("declined");
+}
+
+static void
+ft_set_retry(FtClassification *result, char *error)
+{
+	result->outcome = FT_OUTCOME_RETRY;
+	result->transient = true;
+	result->error = error;
+}
+
+/*
+ * SPEC section 5 reply table.  result is fully overwritten; its strings
+ * are palloc'd in CurrentMemoryContext.
+ */
+static void
+generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtReplyFields f;
+	int			status = reply->http_status;
+	bool		parsed;
+
+	memset(result, 0, sizeof(*result));
+	result->retry_after_ms = -1;
+
+	if (reply->transport_error != NULL || status <= 0)
+	{
+		ft_set_retry(result,
+					 psprintf("%s", reply->transport_error
+							  ? ft_clean_text(reply->transport_error, 200)
+							  : "no reply"));
+		return;
+	}
+	if (reply->too_large)
+	{
+		ft_set_retry(result, psprintf("HTTP %d reply too large (over %d bytes)",
+									  status, FT_REPLY_MAX_BYTES));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+													  reply->now);
+		return;
+	}
+
+	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
+
+	if (status >= 200 && status <= 299)
+	{
+		if (!parsed || !f.top_is_object)
+			ft_set_retry(result, psprintf("HTTP %d malformed reply", status));
+		else if (f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
+				 ft_valid_payment_id(f.payment_id))
+		{
+			result->outcome = FT_OUTCOME_PAID;
+			result->payment_id = pstrdup(f.payment_id);
+			return;
+		}
+		else if (f.status != NULL && strcmp(f.status, "declined") == 0)
+		{
+			ft_set_declined(result, &f);
+			return;
+		}
+		else
+			ft_set_retry(result, psprintf("HTTP %d unexpected reply", status));
+	}
+	else if (status == 402)
+	{
+		ft_set_declined(result, &f);
+		return;
+	}
+	else if (status == 400 || status == 422)
+	{
+		result->outcome = FT_OUTCOME_FAILED;
+		result->error = ft_http_reason(status, &f);
+		return;
+	}
+	else if (status == 401 || status == 403)
+	{
+		ft_set_retry(result, ft_http_reason(status, &f));
+		result->auth_problem = true;
+	}
+	else
+	{
+		/* 409, 429, 5xx and anything unexpected (404, 3xx): transient */
+		ft_set_retry(result, ft_http_reason(status, &f));
+	}
+
+	result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+												  reply->now);
+}

@@ -1,0 +1,633 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway_http.c
+ *	  The HTTP transport of a payment worker: libcurl's multi interface
+ *	  driven by the worker's one wait point.
+ *
+ * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
+ * and when it wants to be called back (CURLMOPT_TIMERFUNCTION).  The
+ * callbacks only record that in a fixed array and a deadline: no palloc,
+ * no ereport, nothing that can longjmp out of libcurl.  ft_http_wait()
+ * turns the array into a WaitEventSet together with the latch and
+ * postmaster death, waits, and hands socket readiness and timer expiry
+ * back to curl_multi_socket_action.  The set is rebuilt (in its own
+ * memory context) only when sockets were added or removed; a change of
+ * direction on a known socket is a ModifyWaitEvent.
+ *
+ * Easy handles come from a pool that grows up to ft_orders.max_in_flight
+ * and are reused, and the multi handle keeps a connection cache of the
+ * same size, so steady traffic runs over kept-alive connections.  Reply
+ * bodies go into a per-handle buffer bounded at FT_REPLY_MAX_BYTES: a
+ * longer reply aborts the transfer and is reported as too large.  Buffers
+ * and header lists are malloc'd (libcurl callbacks must not palloc) and
+ * freed in ft_http_shutdown.
+ *
+ * The gateway token is put in a header list and nowhere else: it is never
+ * logged (CURLOPT_VERBOSE stays off, error texts never contain headers).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "gateway.h"
+#include "guc.h"
+
+/* ft_orders.max_in_flight's upper bound, and sockets libcurl may watch */
+#define FT_HTTP_MAX_HANDLES		1024
+#define FT_HTTP_MAX_SOCKETS		(4 * FT_HTTP_MAX_HANDLES + 64)
+
+typedef struct FtHttpHandle
+{
+	CURL	   *easy;
+	int			index;			/* in ft_handles */
+	struct curl_slist *headers;
+	void	   *owner;			/* NULL when free */
+	char	   *buf;			/* reply body, NUL-terminated */
+	size_t		len;
+	size_t		cap;
+	bool		too_large;
+	bool		out_of_memory;
+	char		retry_after[FT_RETRY_AFTER_LEN];
+	char		errbuf[CURL_ERROR_SIZE];
+} FtHttpHandle;
+
+typedef struct FtHttpSocket
+{
+	curl_socket_t fd;
+	uint32		events;			/* WL_SOCKET_* wanted */
+	int			pos;			/* position in the wait set, -1: none */
+	bool		modified;		/* events changed since the set was built */
+} FtHttpSocket;
+
+static CURLM *ft_multi = NULL;
+static FtHttpHandle *ft_handles[FT_HTTP_MAX_HANDLES];
+static int	ft_nhandles = 0;	/* created */
+static int	ft_free[FT_HTTP_MAX_HANDLES];	/* stack of free handle indexes */
+static int	ft_nfree = 0;
+static int	ft_busy = 0;
+
+/* written by the libcurl callbacks */
+static FtHttpSocket ft_sockets[FT_HTTP_MAX_SOCKETS];
+static int	ft_nsockets = 0;
+static bool ft_sockets_rebuild = true;
+static bool ft_sockets_modified = false;
+static bool ft_sockets_overflow = false;
+static TimestampTz ft_timer_deadline = 0;	/* 0: no timer */
+
+static MemoryContext ft_wait_cxt = NULL;
+static WaitEventSet *ft_wait_set = NULL;
+static WaitEvent *ft_occurred = NULL;
+static int	ft_occurred_len = 0;
+
+/*
+ * libcurl: watch fd for what (CURL_POLL_*).  Records only.
+ */
+static int
+ft_http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
+				  void *socketp)
+{
+	uint32		events = 0;
+	int			i;
+
+	for (i = 0; i < ft_nsockets; i++)
+		if (ft_sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < ft_nsockets)
+		{
+			ft_sockets[i] = ft_sockets[ft_nsockets - 1];
+			ft_nsockets--;
+			ft_sockets_rebuild = true;
+		}
+		return 0;
+	}
+
+	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+		events |= WL_SOCKET_READABLE;
+	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+		events |= WL_SOCKET_WRITEABLE;
+
+	if (i == ft_nsockets)
+	{
+		if (ft_nsockets >= FT_HTTP_MAX_SOCKETS)
+		{
+			ft_sockets_overflow = true;
+			return 0;
+		}
+		ft_sockets[i].fd = fd;
+		ft_sockets[i].pos = -1;
+		ft_sockets[i].modified = false;
+		ft_nsockets++;
+		ft_sockets_rebuild = true;
+	}
+	else if (ft_sockets[i].events != events)
+	{
+		ft_sockets[i].modified = true;
+		ft_sockets_modified = true;
+		if (events == 0 || ft_sockets[i].events == 0)
+			ft_sockets_rebuild = true;
+	}
+	ft_sockets[i].events = events;
+	return 0;
+}
+
+/*
+ * libcurl: call curl_multi_socket_action(CURL_SOCKET_TIMEOUT) after
+ * timeout_ms (-1: never).  Records only.
+ */
+static int
+ft_http_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		ft_timer_deadline = 0;
+	else
+		ft_timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														timeout_ms);
+	return 0;
+}
+
+/* libcurl: body bytes; keep at most FT_REPLY_MAX_BYTES */
+static size_t
+ft_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	FtHttpHandle *h = (FtHttpHandle *) userdata;
+	size_t		n = size * nmemb;
+
+	if (n > FT_REPLY_MAX_BYTES - h->len)
+	{
+		h->too_large = true;
+		return 0;				/* aborts the transfer: CURLE_WRITE_ERROR */
+	}
+	if (h->len + n + 1 > h->cap)
+	{
+		size_t		newcap = Max(h->cap, 1024);
+		char	   *nb;
+
+		while (newcap < h->len + n + 1)
+			newcap *= 2;
+		newcap = Min(newcap, (size_t) FT_REPLY_MAX_BYTES + 1);
+		nb = realloc(h->buf, newcap);
+		if (nb == NULL)
+		{
+			h->out_of_memory = true;
+			return 0;
+		}
+		h->buf = nb;
+		h->cap = newcap;
+	}
+	memcpy(h->buf + h->len, ptr, n);
+	h->len += n;
+	h->buf[h->len] = '\0';
+	return n;
+}
+
+/* libcurl: one header line; keep Retry-After (bounded) */
+static size_t
+ft_http_header_cb(char *line, size_t size, size_t nitems, void *userdata)
+{
+	FtHttpHandle *h = (FtHttpHandle *) userdata;
+	size_t		n = size * nitems;
+
+	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0)
+	{
+		/* a new response (e.g. after 100 Continue): forget the last one */
+		h->retry_after[0] = '\0';
+	}
+	else if (n > 12 && pg_strncasecmp(line, "Retry-After:", 12) == 0)
+	{
+		const char *v = line + 12;
+		size_t		vlen = n - 12;
+
+		while (vlen > 0 && (*v == ' ' || *v == '\t'))
+		{
+			v++;
+			vlen--;
+		}
+		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
+							v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+			vlen--;
+		vlen = Min(vlen, (size_t) FT_RETRY_AFTER_LEN - 1);
+		memcpy(h->retry_after, v, vlen);
+		h->retry_after[vlen] = '\0';
+	}
+	return n;
+}
+
+static void
+ft_http_check_multi(CURLMcode rc, const char *what)
+{
+	if (rc != CURLM_OK && rc != CURLM_BAD_SOCKET)
+		ereport(LOG,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("libcurl %s failed: %s", what, curl_multi_strerror(rc))));
+}
+
+/*
+ * Create the multi handle.  Raises an ERROR when libcurl cannot start:
+ * the worker then exits and the launcher tries again.
+ */
+void
+ft_http_init(void)
+{
+	CURLcode	rc;
+
+	rc = curl_global_init(CURL_GLOBAL_ALL);
+	if (rc != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl: %s", curl_easy_strerror(rc))));
+	ft_multi = curl_multi_init();
+	if (ft_multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	if (curl_multi_setopt(ft_multi, CURLMOPT_SOCKETFUNCTION, ft_http_socket_cb) != CURLM_OK ||
+		curl_multi_setopt(ft_multi, CURLMOPT_TIMERFUNCTION, ft_http_timer_cb) != CURLM_OK ||
+		curl_multi_setopt(ft_multi, CURLMOPT_MAXCONNECTS, (long) FT_HTTP_MAX_HANDLES) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not configure the libcurl multi handle")));
+
+	ft_wait_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders wait set",
+										ALLOCSET_SMALL_SIZES);
+}
+
+/* a free handle, creating one if the pool may still grow; NULL if none */
+static FtHttpHandle *
+ft_http_get_handle(void)
+{
+	FtHttpHandle *h;
+
+	if (ft_nfree > 0)
+		return ft_handles[ft_free[--ft_nfree]];
+	if (ft_nhandles >= FT_HTTP_MAX_HANDLES)
+		return NULL;
+	h = MemoryContextAllocZero(TopMemoryContext, sizeof(FtHttpHandle));
+	h->easy = curl_easy_init();
+	if (h->easy == NULL)
+	{
+		pfree(h);
+		return NULL;
+	}
+	h->index = ft_nhandles;
+	ft_handles[ft_nhandles++] = h;
+	return h;
+}
+
+static void
+ft_http_put_handle(FtHttpHandle *h)
+{
+	h->owner = NULL;
+	if (h->headers)
+		curl_slist_free_all(h->headers);
+	h->headers = NULL;
+	ft_free[ft_nfree++] = h->index;
+}
+
+/* append one header; false when libcurl ran out of memory */
+static bool
+ft_http_add_header(FtHttpHandle *h, const char *line)
+{
+	struct curl_slist *l = curl_slist_append(h->headers, line);
+
+	if (l == NULL)
+		return false;
+	h->headers = l;
+	return true;
+}
+
+#define FT_SETOPT(h, opt, val) \
+	do { \
+		CURLcode	setopt_rc_ = curl_easy_setopt((h)->easy, (opt), (val)); \
+		if (setopt_rc_ != CURLE_OK) \
+		{ \
+			snprintf(errbuf, errlen, "curl_easy_setopt(%s) failed: %s", \
+					 #opt, curl_easy_strerror(setopt_rc_)); \
+			goto fail; \
+		} \
+	} while (0)
+
+/*
+ * Start POST url with body (which must stay valid until completion) and
+ * Idempotency-Key payment_key.  Returns false with a reason in errbuf if
+ * the request could not even be started; the caller then treats it as a
+ * transient failure.  The caller keeps in-flight requests at or below
+ * ft_orders.max_in_flight.
+ */
+bool
+ft_http_start(void *owner, const char *url, const char *payment_key,
+			  const char *body, size_t body_len, char *errbuf, size_t errlen)
+{
+	FtHttpHandle *h = ft_http_get_handle();
+	char		line[512];
+	CURLMcode	mrc;
+
+	if (h == NULL)
+	{
+		snprintf(errbuf, errlen, "no libcurl handle available");
+		return false;
+	}
+
+	curl_easy_reset(h->easy);
+	h->len = 0;
+	if (h->buf)
+		h->buf[0] = '\0';
+	h->too_large = false;
+	h->out_of_memory = false;
+	h->retry_after[0] = '\0';
+	h->errbuf[0] = '\0';
+
+	snprintf(line, sizeof(line), "Idempotency-Key: %s", payment_key);
+	if (!ft_http_add_header(h, "Content-Type: application/json") ||
+		!ft_http_add_header(h, "Accept: application/json") ||
+		!ft_http_add_header(h, "Expect:") ||
+		!ft_http_add_header(h, line))
+	{
+		snprintf(errbuf, errlen, "out of memory building request headers");
+		goto fail;
+	}
+	if (ft_gateway_token != NULL && ft_gateway_token[0] != '\0')
+	{
+		char	   *auth = psprintf("Authorization: Bearer %s", ft_gateway_token);
+		bool		added = ft_http_add_header(h, auth);
+
+		explicit_bzero(auth, strlen(auth));
+		pfree(auth);
+		if (!added)
+		{
+			snprintf(errbuf, errlen, "out of memory building request headers");
+			goto fail;
+		}
+	}
+
+	FT_SETOPT(h, CURLOPT_URL, url);
+	FT_SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	FT_SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	FT_SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+	FT_SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+	FT_SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	FT_SETOPT(h, CURLOPT_POST, 1L);
+	FT_SETOPT(h, CURLOPT_POSTFIELDS, body);
+	FT_SETOPT(h, CURLOPT_POSTFIELDSIZE, (long) body_len);
+	FT_SETOPT(h, CURLOPT_HTTPHEADER, h->headers);
+	FT_SETOPT(h, CURLOPT_USERAGENT, "ft_orders/1.0");
+	FT_SETOPT(h, CURLOPT_TIMEOUT_MS, (long) ft_request_timeout_ms);
+	FT_SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long) ft_connect_timeout_ms);
+	FT_SETOPT(h, CURLOPT_SSL_VERIFYPEER, ft_tls_verify ? 1L : 0L);
+	FT_SETOPT(h, CURLOPT_SSL_VERIFYHOST, ft_tls_verify ? 2L : 0L);
+	if (ft_ca_file != NULL && ft_ca_file[0] != '\0')
+		FT_SETOPT(h, CURLOPT_CAINFO, ft_ca_file);
+	FT_SETOPT(h, CURLOPT_WRITEFUNCTION, ft_http_write_cb);
+	FT_SETOPT(h, CURLOPT_WRITEDATA, h);
+	FT_SETOPT(h, CURLOPT_HEADERFUNCTION, ft_http_header_cb);
+	FT_SETOPT(h, CURLOPT_HEADERDATA, h);
+	FT_SETOPT(h, CURLOPT_ERRORBUFFER, h->errbuf);
+	FT_SETOPT(h, CURLOPT_PRIVATE, h);
+
+	mrc = curl_multi_add_handle(ft_multi, h->easy);
+	if (mrc != CURLM_OK)
+	{
+		snprintf(errbuf, errlen, "curl_multi_add_handle failed: %s",
+				 curl_multi_strerror(mrc));
+		goto fail;
+	}
+	h->owner = owner;
+	ft_busy++;
+	return true;
+
+fail:
+	ft_http_put_handle(h);
+	return false;
+}
+
+int
+ft_http_in_flight(void)
+{
+	return ft_busy;
+}
+
+/* rebuild the wait set: latch, postmaster death, every watched socket */
+static void
+ft_http_rebuild_set(void)
+{
+	if (ft_wait_set != NULL)
+		FreeWaitEventSet(ft_wait_set);
+	ft_wait_set = NULL;
+	MemoryContextReset(ft_wait_cxt);
+
+	ft_wait_set = CreateWaitEventSet(ft_wait_cxt, ft_nsockets + 2);
+	AddWaitEventToSet(ft_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(ft_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < ft_nsockets; i++)
+	{
+		ft_sockets[i].modified = false;
+		ft_sockets[i].pos = -1;
+		if (ft_sockets[i].events != 0)
+			ft_sockets[i].pos = AddWaitEventToSet(ft_wait_set, ft_sockets[i].events,
+												  ft_sockets[i].fd, NULL, NULL);
+	}
+	ft_occurred_len = ft_nsockets + 2;
+	ft_occurred = MemoryContextAlloc(ft_wait_cxt, sizeof(WaitEvent) * ft_occurred_len);
+	ft_sockets_rebuild = false;
+	ft_sockets_modified = false;
+}
+
+/*
+ * The worker's wait point: sleep until the latch is set, a watched socket
+ * is ready, libcurl's timer expires or max_wait_ms passed; then let
+ * libcurl act on what happened.  Exits the process if the postmaster died.
+ * Returns WL_LATCH_SET if the latch was set (the caller resets it), else 0.
+ */
+int
+ft_http_wait(long max_wait_ms, uint32 wait_event_info)
+{
+	long		timeout = Max(max_wait_ms, 0);
+	int			running;
+	int			nevents;
+	int			result = 0;
+
+	if (ft_sockets_overflow)
+	{
+		ft_sockets_overflow = false;
+		ereport(WARNING,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("libcurl watches more than %d sockets; some requests may time out",
+						FT_HTTP_MAX_SOCKETS)));
+	}
+
+	if (ft_wait_set == NULL || ft_sockets_rebuild)
+		ft_http_rebuild_set();
+	else if (ft_sockets_modified)
+	{
+		for (int i = 0; i < ft_nsockets; i++)
+		{
+			if (ft_sockets[i].modified && ft_sockets[i].pos >= 0)
+				ModifyWaitEvent(ft_wait_set, ft_sockets[i].pos,
+								ft_sockets[i].events, NULL);
+			ft_sockets[i].modified = false;
+		}
+		ft_sockets_modified = false;
+	}
+
+	if (ft_timer_deadline != 0)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(), ft_timer_deadline, &secs, &usecs);
+		timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
+	}
+
+	nevents = WaitEventSetWait(ft_wait_set, timeout, ft_occurred, ft_occurred_len,
+							   wait_event_info);
+
+	for (int i = 0; i < nevents; i++)
+	{
+		WaitEvent  *ev = &ft_occurred[i];
+		int			mask = 0;
+
+		if (ev->events & WL_LATCH_SET)
+		{
+			result |= WL_LATCH_SET;
+			continue;
+		}
+		if (ev->events & WL_SOCKET_READABLE)
+			mask |= CURL_CSELECT_IN;
+		if (ev->events & WL_SOCKET_WRITEABLE)
+			mask |= CURL_CSELECT_OUT;
+		if (mask != 0)
+			ft_http_check_multi(curl_multi_socket_action(ft_multi, ev->fd, mask, &running),
+								"socket action");
+	}
+
+	if (ft_timer_deadline != 0 && GetCurrentTimestamp() >= ft_timer_deadline)
+	{
+		ft_timer_deadline = 0;
+		ft_http_check_multi(curl_multi_socket_action(ft_multi, CURL_SOCKET_TIMEOUT, 0,
+													 &running),
+							"timeout action");
+	}
+	return result;
+}
+
+/*
+ * Hand every finished transfer to callback and recycle its handle.
+ * Returns the number handed over.
+ */
+int
+ft_http_collect(FtHttpDoneCallback callback)
+{
+	CURLMsg    *msg;
+	int			left;
+	int			done = 0;
+
+	while ((msg = curl_multi_info_read(ft_multi, &left)) != NULL)
+	{
+		CURL	   *easy = msg->easy_handle;
+		CURLcode	result = msg->data.result;
+		FtHttpHandle *h = NULL;
+		FtGatewayReply reply;
+		long		status = 0;
+		curl_off_t	total_us = 0;
+		void	   *owner;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+
+		if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &h) != CURLE_OK ||
+			h == NULL)
+			elog(ERROR, "libcurl handle without its request");
+		if (curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) != CURLE_OK)
+			status = 0;
+		if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us) != CURLE_OK)
+			total_us = 0;
+		ft_http_check_multi(curl_multi_remove_handle(ft_multi, easy), "remove handle");
+
+		memset(&reply, 0, sizeof(reply));
+		reply.now = time(NULL);
+		reply.http_status = (int) status;
+		reply.body = h->buf ? h->buf : "";
+		reply.body_len = h->len;
+		reply.retry_after = h->retry_after[0] ? h->retry_after : NULL;
+		if (result != CURLE_OK)
+		{
+			if (h->too_large)
+				reply.too_large = true;
+			else if (h->out_of_memory)
+				reply.transport_error = "out of memory while receiving the reply";
+			else
+				reply.transport_error = h->errbuf[0] ? h->errbuf
+					: curl_easy_strerror(result);
+			if (!reply.too_large)
+				reply.http_status = 0;
+		}
+
+		owner = h->owner;
+		ft_http_put_handle(h);
+		ft_busy--;
+		callback(owner, &reply, (double) total_us / 1000.0);
+		done++;
+	}
+	return done;
+}
+
+/*
+ * Stop every request under way; callback sees each owner with a NULL
+ * reply.  Returns the number aborted.
+ */
+int
+ft_http_abort_all(FtHttpDoneCallback callback)
+{
+	int			aborted = 0;
+
+	for (int i = 0; i < ft_nhandles; i++)
+	{
+		FtHttpHandle *h = ft_handles[i];
+		void	   *owner = h->owner;
+
+		if (owner == NULL)
+			continue;
+		ft_http_check_multi(curl_multi_remove_handle(ft_multi, h->easy), "remove handle");
+		ft_http_put_handle(h);
+		ft_busy--;
+		if (callback)
+			callback(owner, NULL, 0.0);
+		aborted++;
+	}
+	return aborted;
+}
+
+/*
+ * Free everything libcurl holds for this process.  Safe to call twice.
+ */
+void
+ft_http_shutdown(void)
+{
+	if (ft_multi == NULL)
+		return;
+	ft_http_abort_all(NULL);
+	for (int i = 0; i < ft_nhandles; i++)
+	{
+		curl_easy_cleanup(ft_handles[i]->easy);
+		free(ft_handles[i]->buf);
+		pfree(ft_handles[i]);
+		ft_handles[i] = NULL;
+	}
+	ft_nhandles = 0;
+	ft_nfree = 0;
+	ft_http_check_multi(curl_multi_cleanup(ft_multi), "cleanup");
+	ft_multi = NULL;
+	if (ft_wait_set != NULL)
+		FreeWaitEventSet(ft_wait_set);
+	ft_wait_set = NULL;
+	curl_global_cleanup();
+}

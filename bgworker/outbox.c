@@ -1,0 +1,568 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  The SQL side of a payment worker: claim due outbox events, record
+ *	  outcomes, release leases.  Everything runs through SPI with plans
+ *	  prepared once and kept, inside one short transaction opened by
+ *	  ft_outbox_begin and closed by ft_outbox_commit; no transaction is
+ *	  ever open while HTTP runs.
+ *
+ * Lease protocol (see the outbox table in ft_orders--1.0.sql): a claim sets
+ * next_attempt_at = lease_until = now() + lease_timeout and bumps attempts.
+ * A record only touches an outbox row that still carries the lease this
+ * worker set (lease_until compared exactly), so a worker whose lease was
+ * released or expired and re-claimed by another can never override the
+ * newer owner.  Its payment_attempts row is still written: the HTTP
+ * request did happen.
+ *
+ * Records are batched: arrays in, a handful of statements per batch,
+ * whatever the batch size.  Status changes go through
+ * ft_orders._change_status (orders + order_events + NOTIFY).
+ *
+ * The worker's search_path is pg_catalog, pg_temp (payment_worker.c), so
+ * unqualified functions and operators below are the built-in ones.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "worker.h"
+
+static SPIPlanPtr ft_claim_plan = NULL;
+static SPIPlanPtr ft_next_due_plan = NULL;
+static SPIPlanPtr ft_attempts_plan = NULL;
+static SPIPlanPtr ft_final_plan = NULL;
+static SPIPlanPtr ft_retry_plan = NULL;
+static SPIPlanPtr ft_release_plan = NULL;
+static SPIPlanPtr ft_release_all_plan = NULL;
+
+/* memory context of ft_outbox_begin's caller, restored at commit */
+static MemoryContext ft_caller_cxt = NULL;
+
+/*
+ * $1 limit, $2 lease in ms.  Due events of orders that are no longer
+ * pending are deleted on the way (their work is done); the others are
+ * leased and returned with what the request needs.
+ */
+static const char *const ft_claim_sql =
+"WITH c AS ("
+"  SELECT ob.event_id, ob.order_id"
+"    FROM ft_orders.outbox ob"
+"   WHERE ob.next_attempt_at <= now()"
+"   ORDER BY ob.next_attempt_at"
+"   LIMIT $1"
+"     FOR UPDATE SKIP LOCKED"
+"), s AS ("
+"  SELECT c.event_id,"
+"         EXISTS (SELECT 1 FROM ft_orders.orders o"
+"                  WHERE o.order_id = c.order_id AND o.status = 'pending') AS live"
+"    FROM c"
+"), d AS ("
+"  DELETE FROM ft_orders.outbox ob USING s"
+"   WHERE ob.event_id = s.event_id AND NOT s.live"
+"), u AS ("
+"  UPDATE ft_orders.outbox ob"
+"     SET attempts = ob.attempts + 1,"
+"         next_attempt_at = now() + make_interval(secs => $2::float8 / 1000),"
+"         lease_until = now() + make_interval(secs => $2::float8 / 1000)"
+"    FROM s"
+"   WHERE ob.event_id = s.event_id AND s.live"
+"  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until"
+")"
+"SELECT u.event_id, u.order_id, u.attempts, u.lease_until, o.attempts + 1,"
+"       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
+"       o.items::text, o.payment_method"
+"  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id";
+
+static const char *const ft_next_due_sql =
+"SELECT min(next_attempt_at) FROM ft_orders.outbox";
+
+/* one row per HTTP attempt, whatever became of the event */
+static const char *const ft_attempts_sql =
+"INSERT INTO ft_orders.payment_attempts"
+"       (order_id, attempt, http_status, outcome, error, latency_ms, started_at)"
+"SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[],"
+"                     $5::text[], $6::float8[], $7::timestamptz[])";
+
+/*
+ * Settled events (paid, declined, failed): delete the leased outbox row,
+ * park failed ones in dead_letters, change the order status.
+ */
+static const char *const ft_final_sql =
+"WITH r AS ("
+"  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[],"
+"                       $5::text[], $6::text[], $7::text[])"
+"      AS r(event_id, lease_until, status, order_attempts, payment_id, error, detail)"
+"), d AS ("
+"  DELETE FROM ft_orders.outbox ob USING r"
+"   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
+"  RETURNING ob.event_id, ob.order_id, ob.attempts"
+"), x AS ("
+"  SELECT d.event_id, d.order_id, d.attempts AS event_attempts,"
+"         r.status::ft_orders.order_status AS status, r.order_attempts,"
+"         r.payment_id, r.error, r.detail"
+"    FROM d JOIN r ON r.event_id = d.event_id"
+"), dl AS ("
+"  INSERT INTO ft_orders.dead_letters (event_id, order_id, attempts, last_error)"
+"  SELECT x.event_id, x.order_id, x.event_attempts, x.error"
+"    FROM x WHERE x.status = 'failed'"
+"  ON CONFLICT (event_id) DO UPDATE"
+"     SET order_id = excluded.order_id, attempts = excluded.attempts,"
+"         last_error = excluded.last_error, failed_at = now()"
+")"
+"SELECT ft_orders._change_status(array_agg(x.order_id), array_agg(x.status),"
+"                                array_agg(x.order_attempts), array_agg(x.payment_id),"
+"                                array_agg(x.error), array_agg(x.detail))"
+"  FROM x";
+
+/* transient failures: give the lease back with a delay */
+static const char *const ft_retry_sql =
+"WITH r AS ("
+"  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::text[], $5::int[])"
+"      AS r(event_id, lease_until, delay_ms, error, order_attempts)"
+"), u AS ("
+"  UPDATE ft_orders.outbox ob"
+"     SET next_attempt_at = now() + make_interval(secs => r.delay_ms::float8 / 1000),"
+"         lease_until = NULL,"
+"         last_error = r.error"
+"    FROM r"
+"   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
+"  RETURNING ob.order_id, r.error, r.order_attempts"
+")"
+"UPDATE ft_orders.orders o"
+"   SET attempts = u.order_attempts, last_error = u.error"
+"  FROM u WHERE o.order_id = u.order_id";
+
+/* unfinished work of a stopping worker: due again at once */
+static const char *const ft_release_sql =
+"UPDATE ft_orders.outbox ob"
+"   SET next_attempt_at = now(), lease_until = NULL"
+"  FROM unnest($1::bigint[], $2::timestamptz[]) AS r(event_id, lease_until)"
+" WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until";
+
+/* the launcher, when no worker can hold a live lease */
+static const char *const ft_release_all_sql =
+"UPDATE ft_orders.outbox SET next_attempt_at = now(), lease_until = NULL"
+" WHERE lease_until IS NOT NULL";
+
+static SPIPlanPtr
+ft_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare outbox statement: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep outbox statement");
+	return plan;
+}
+
+/*
+ * Open the short transaction every SQL step of a round runs in.  The
+ * caller's memory context is current again after ft_outbox_commit (a
+ * commit would otherwise leave TopMemoryContext current).
+ */
+void
+ft_outbox_begin(const char *activity)
+{
+	ft_caller_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+ft_outbox_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(ft_caller_cxt);
+}
+
+/* true when CREATE EXTENSION ft_orders was run in this database */
+bool
+ft_outbox_extension_ready(void)
+{
+	return OidIsValid(get_extension_oid("ft_orders", true));
+}
+
+/* a one-dimensional array of n elements of type elemtype */
+static Datum
+ft_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval,
+											  typalign));
+}
+
+/*
+ * Claim up to limit due events and turn each into a job (allocated in
+ * job_cxt, request body built by provider).  Returns the number of jobs
+ * stored in jobs[].  Caller is inside ft_outbox_begin.
+ */
+int
+ft_outbox_claim(int limit, MemoryContext job_cxt,
+				const FtProvider *provider, FtJob **jobs)
+{
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2];
+	int			rc;
+	int			n;
+
+	if (ft_claim_plan == NULL)
+		ft_claim_plan = ft_prepare(ft_claim_sql, 2, argtypes);
+
+	values[0] = Int32GetDatum(limit);
+	values[1] = Int32GetDatum(ft_lease_timeout_ms);
+	rc = SPI_execute_plan(ft_claim_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "claiming outbox events failed: %s",
+			 SPI_result_code_string(rc));
+
+	n = (int) Min(SPI_processed, (uint64) limit);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		FtPaymentRequest req;
+		StringInfoData body;
+		MemoryContext oldcxt;
+		FtJob	   *job;
+		bool		isnull;
+		char	   *key;
+
+		oldcxt = MemoryContextSwitchTo(job_cxt);
+		job = palloc0(sizeof(FtJob));
+		job->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		job->order_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		job->event_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		job->lease_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		job->order_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		key = SPI_getvalue(tup, desc, 6);
+		strlcpy(job->payment_key, key ? key : "", sizeof(job->payment_key));
+
+		req.order_id = job->order_id;
+		req.payment_key = job->payment_key;
+		req.customer_id = SPI_getvalue(tup, desc, 7);
+		req.amount_minor = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+		req.currency = SPI_getvalue(tup, desc, 9);
+		req.items_json = SPI_getvalue(tup, desc, 10);
+		req.payment_method = SPI_getvalue(tup, desc, 11);
+
+		initStringInfo(&body);
+		provider->build_request(&req, &body);
+		job->body = body.data;
+		job->body_len = body.len;
+		MemoryContextSwitchTo(oldcxt);
+
+		/* SPI_getvalue copied into job_cxt: only the body needs them */
+		if (key)
+			pfree(key);
+		if (req.customer_id)
+			pfree(unconstify(char *, req.customer_id));
+		if (req.currency)
+			pfree(unconstify(char *, req.currency));
+		if (req.items_json)
+			pfree(unconstify(char *, req.items_json));
+		if (req.payment_method)
+			pfree(unconstify(char *, req.payment_method));
+
+		jobs[i] = job;
+	}
+	return n;
+}
+
+/*
+ * Earliest next_attempt_at in the outbox (leases included), 0 when the
+ * outbox is empty.  A wake-up hint only.
+ */
+TimestampTz
+ft_outbox_next_due(void)
+{
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	if (ft_next_due_plan == NULL)
+		ft_next_due_plan = ft_prepare(ft_next_due_sql, 0, NULL);
+	rc = SPI_execute_plan(ft_next_due_plan, NULL, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+static const char *
+ft_outcome_name(FtOutcome outcome)
+{
+	switch (outcome)
+	{
+		case FT_OUTCOME_PAID:
+			return "paid";
+		case FT_OUTCOME_DECLINED:
+			return "declined";
+		case FT_OUTCOME_FAILED:
+			return "failed";
+		case FT_OUTCOME_RETRY:
+			return "retry";
+	}
+	return "retry";
+}
+
+static Datum
+ft_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+static void
+ft_record_attempts(FtJob **jobs, int n)
+{
+	Oid			argtypes[7] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum	   *order_ids = palloc(n * sizeof(Datum));
+	Datum	   *attempts = palloc(n * sizeof(Datum));
+	Datum	   *statuses = palloc(n * sizeof(Datum));
+	bool	   *status_nulls = palloc(n * sizeof(bool));
+	Datum	   *outcomes = palloc(n * sizeof(Datum));
+	Datum	   *errors = palloc(n * sizeof(Datum));
+	bool	   *error_nulls = palloc(n * sizeof(bool));
+	Datum	   *latencies = palloc(n * sizeof(Datum));
+	Datum	   *started = palloc(n * sizeof(Datum));
+	Datum		values[7];
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		FtJob	   *job = jobs[i];
+
+		order_ids[i] = Int64GetDatum(job->order_id);
+		attempts[i] = Int32GetDatum(job->order_attempt);
+		statuses[i] = Int32GetDatum(job->http_status);
+		status_nulls[i] = (job->http_status == 0);
+		outcomes[i] = CStringGetTextDatum(ft_outcome_name(job->outcome));
+		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
+		latencies[i] = Float8GetDatum(job->latency_ms);
+		started[i] = TimestampTzGetDatum(job->started_at);
+	}
+	values[0] = ft_array(order_ids, NULL, n, INT8OID);
+	values[1] = ft_array(attempts, NULL, n, INT4OID);
+	values[2] = ft_array(statuses, status_nulls, n, INT4OID);
+	values[3] = ft_array(outcomes, NULL, n, TEXTOID);
+	values[4] = ft_array(errors, error_nulls, n, TEXTOID);
+	values[5] = ft_array(latencies, NULL, n, FLOAT8OID);
+	values[6] = ft_array(started, NULL, n, TIMESTAMPTZOID);
+
+	if (ft_attempts_plan == NULL)
+		ft_attempts_plan = ft_prepare(ft_attempts_sql, 7, argtypes);
+	rc = SPI_execute_plan(ft_attempts_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "recording payment attempts failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/* the order_events detail of a settled job */
+static char *
+ft_detail(FtJob *job)
+{
+	switch (job->outcome)
+	{
+		case FT_OUTCOME_PAID:
+			return pstrdup("paid");
+		case FT_OUTCOME_DECLINED:
+			return pstrdup(job->error ? job->error : "declined");
+		default:
+			return psprintf("failed: %s", job->error ? job->error : "unknown error");
+	}
+}
+
+static void
+ft_record_final(FtJob **jobs, int n)
+{
+	Oid			argtypes[7] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum	   *event_ids = palloc(n * sizeof(Datum));
+	Datum	   *leases = palloc(n * sizeof(Datum));
+	Datum	   *statuses = palloc(n * sizeof(Datum));
+	Datum	   *attempts = palloc(n * sizeof(Datum));
+	Datum	   *payment_ids = palloc(n * sizeof(Datum));
+	bool	   *payment_id_nulls = palloc(n * sizeof(bool));
+	Datum	   *errors = palloc(n * sizeof(Datum));
+	bool	   *error_nulls = palloc(n * sizeof(bool));
+	Datum	   *details = palloc(n * sizeof(Datum));
+	Datum		values[7];
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		FtJob	   *job = jobs[i];
+
+		event_ids[i] = Int64GetDatum(job->event_id);
+		leases[i] = TimestampTzGetDatum(job->lease_until);
+		statuses[i] = CStringGetTextDatum(ft_outcome_name(job->outcome));
+		attempts[i] = Int32GetDatum(job->order_attempt);
+		payment_ids[i] = ft_text_or_null(job->payment_id, &payment_id_nulls[i]);
+		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
+		details[i] = CStringGetTextDatum(ft_detail(job));
+	}
+	values[0] = ft_array(event_ids, NULL, n, INT8OID);
+	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
+	values[2] = ft_array(statuses, NULL, n, TEXTOID);
+	values[3] = ft_array(attempts, NULL, n, INT4OID);
+	values[4] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
+	values[5] = ft_array(errors, error_nulls, n, TEXTOID);
+	values[6] = ft_array(details, NULL, n, TEXTOID);
+
+	if (ft_final_plan == NULL)
+		ft_final_plan = ft_prepare(ft_final_sql, 7, argtypes);
+	rc = SPI_execute_plan(ft_final_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "recording settled payments failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+static void
+ft_record_retries(FtJob **jobs, int n)
+{
+	Oid			argtypes[5] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+	TEXTARRAYOID, INT4ARRAYOID};
+	Datum	   *event_ids = palloc(n * sizeof(Datum));
+	Datum	   *leases = palloc(n * sizeof(Datum));
+	Datum	   *delays = palloc(n * sizeof(Datum));
+	Datum	   *errors = palloc(n * sizeof(Datum));
+	bool	   *error_nulls = palloc(n * sizeof(bool));
+	Datum	   *attempts = palloc(n * sizeof(Datum));
+	Datum		values[5];
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		FtJob	   *job = jobs[i];
+
+		event_ids[i] = Int64GetDatum(job->event_id);
+		leases[i] = TimestampTzGetDatum(job->lease_until);
+		delays[i] = Int32GetDatum(job->delay_ms);
+		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
+		attempts[i] = Int32GetDatum(job->order_attempt);
+	}
+	values[0] = ft_array(event_ids, NULL, n, INT8OID);
+	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
+	values[2] = ft_array(delays, NULL, n, INT4OID);
+	values[3] = ft_array(errors, error_nulls, n, TEXTOID);
+	values[4] = ft_array(attempts, NULL, n, INT4OID);
+
+	if (ft_retry_plan == NULL)
+		ft_retry_plan = ft_prepare(ft_retry_sql, 5, argtypes);
+	rc = SPI_execute_plan(ft_retry_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "rescheduling payments failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/*
+ * Record the outcomes of njobs completed requests: one payment_attempts
+ * row each, then the settled ones and the retries, at most three
+ * statements in all.  Caller is inside ft_outbox_begin.
+ */
+void
+ft_outbox_record(FtJob **jobs, int njobs)
+{
+	FtJob	  **settled = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **retries = palloc(njobs * sizeof(FtJob *));
+	int			nsettled = 0;
+	int			nretries = 0;
+
+	if (njobs <= 0)
+		return;
+	for (int i = 0; i < njobs; i++)
+	{
+		if (jobs[i]->outcome == FT_OUTCOME_RETRY)
+			retries[nretries++] = jobs[i];
+		else
+			settled[nsettled++] = jobs[i];
+	}
+	ft_record_attempts(jobs, njobs);
+	if (nsettled > 0)
+		ft_record_final(settled, nsettled);
+	if (nretries > 0)
+		ft_record_retries(retries, nretries);
+}
+
+/*
+ * Give back the leases of jobs whose outcome is unknown (shutdown): due
+ * again at once, for any worker.
+ */
+void
+ft_outbox_release(FtJob **jobs, int njobs)
+{
+	Oid			argtypes[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	Datum	   *event_ids;
+	Datum	   *leases;
+	Datum		values[2];
+	int			rc;
+
+	if (njobs <= 0)
+		return;
+	event_ids = palloc(njobs * sizeof(Datum));
+	leases = palloc(njobs * sizeof(Datum));
+	for (int i = 0; i < njobs; i++)
+	{
+		event_ids[i] = Int64GetDatum(jobs[i]->event_id);
+		leases[i] = TimestampTzGetDatum(jobs[i]->lease_until);
+	}
+	values[0] = ft_array(event_ids, NULL, njobs, INT8OID);
+	values[1] = ft_array(leases, NULL, njobs, TIMESTAMPTZOID);
+
+	if (ft_release_plan == NULL)
+		ft_release_plan = ft_prepare(ft_release_sql, 2, argtypes);
+	rc = SPI_execute_plan(ft_release_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "releasing outbox leases failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+/*
+ * Release every lease (launcher, when no payment worker runs).  Returns
+ * how many were released.  Caller is inside ft_outbox_begin.
+ */
+int64
+ft_outbox_release_all_leases(void)
+{
+	int			rc;
+
+	if (ft_release_all_plan == NULL)
+		ft_release_all_plan = ft_prepare(ft_release_all_sql, 0, NULL);
+	rc = SPI_execute_plan(ft_release_all_plan, NULL, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "releasing outbox leases failed: %s",
+			 SPI_result_code_string(rc));
+	return (int64) SPI_processed;
+}

@@ -1,0 +1,600 @@
+/*-------------------------------------------------------------------------
+ *
+ * payment_worker.c
+ *	  A payment worker: drains the outbox and charges the gateway.
+ *
+ * Started by the launcher as payment worker n in slot n-1 (bgw_main_arg).
+ * Each round of the loop:
+ *
+ *	1. waits at the one wait point (ft_http_wait): latch, postmaster death
+ *	   and libcurl's sockets and timer, bounded by whatever the worker
+ *	   itself has scheduled (batched record, next due event, poll);
+ *	2. CHECK_FOR_INTERRUPTS, reloads settings on SIGHUP, stops on SIGTERM;
+ *	3. classifies the requests libcurl finished (provider's classify_reply)
+ *	   and feeds them to the gateway figures and the circuit breaker;
+ *	4. when enough completions piled up (or they have waited ~2 ms, or
+ *	   nothing else is in flight) and/or there is room for more requests,
+ *	   runs ONE short transaction that records the completions and claims
+ *	   new events, commits, and only then starts the new requests.
+ *
+ * So no transaction is open while HTTP runs, a slow request only holds
+ * its own slot (claims refill free slots continuously), and everything
+ * written to the tables is batched.  A commit of place_order sets our
+ * latch (extension/wakeup.c): an idle worker claims at once and libcurl
+ * sends within the next round.
+ *
+ * Memory: a per-round context, reset at the top of every round, holds
+ * everything transient (classification, SQL arrays); jobs live in their
+ * own context from claim to record, since a request spans rounds.
+ *
+ * While the server is in recovery the worker publishes "standby", writes
+ * nothing, and looks again every 250 ms; after a promotion it also waits
+ * until the launcher has released the leases of the dead primary's
+ * workers (ft_shared->leases_released).
+ *
+ * On SIGTERM: no more claims, in-flight requests get up to one second,
+ * what completed is recorded, the leases of the rest are released, the
+ * slot shows "stopped", exit.  A worker ERROR (an SPI failure, say)
+ * becomes FATAL in a background worker: the transaction is aborted, the
+ * exit callbacks clear the slot and free libcurl, and the launcher starts
+ * a new worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "gateway.h"
+#include "guc.h"
+#include "worker.h"
+
+PGDLLEXPORT void ft_orders_payment_worker_main(Datum main_arg);
+
+/* jobs claimed and not yet recorded never exceed max_in_flight (<= 1024) */
+#define FT_MAX_OUTSTANDING		1024
+/* completions wait at most this long for company before being recorded */
+#define FT_RECORD_DELAY_MS		2
+/* a short claim makes the worker look again at the next due event, or: */
+#define FT_POLL_MAX_MS			1000
+#define FT_POLL_MIN_MS			10
+#define FT_STANDBY_POLL_MS		250
+#define FT_CIRCUIT_POLL_MS		100
+#define FT_SHUTDOWN_GRACE_MS	1000
+#define FT_LOG_INTERVAL_MS		10000
+
+static MemoryContext ft_round_cxt = NULL;
+static MemoryContext ft_job_cxt = NULL;
+
+static FtJob **ft_done;			/* completed, not recorded yet */
+static int	ft_ndone = 0;
+static TimestampTz ft_first_done_at = 0;
+static FtJob **ft_round_done;	/* completed in this round (for the stats) */
+static int	ft_nround_done = 0;
+static FtJob **ft_aborted;		/* shutdown: outcome unknown */
+static int	ft_naborted = 0;
+static FtJob **ft_claimed;
+
+static const FtProvider *ft_provider = NULL;
+static char *ft_url = NULL;		/* gateway_url + provider path; NULL: idle */
+static bool ft_url_hint_logged = false;
+
+static bool ft_want_claim = true;
+static TimestampTz ft_next_poll = 0;
+static TimestampTz ft_last_claim = 0;
+static bool ft_circuit_blocked = false;
+static bool ft_last_was_retry = false;
+
+/* rate-limited gateway trouble reports */
+static TimestampTz ft_last_trouble_log = 0;
+static int	ft_trouble_unlogged = 0;
+static TimestampTz ft_last_auth_log = 0;
+
+static const FtProvider *
+ft_current_provider(void)
+{
+	switch ((FtGatewayProvider) ft_gateway_provider)
+	{
+		case FT_PROVIDER_GENERIC:
+			return &ft_provider_generic;
+	}
+	return &ft_provider_generic;
+}
+
+/*
+ * (Re-)read the settings this worker caches: provider and URL.  An empty
+ * gateway_url leaves the worker idle, with one LOG hint per emptiness.
+ */
+static void
+ft_load_settings(void)
+{
+	size_t		len;
+
+	ft_provider = ft_current_provider();
+	if (ft_url)
+		pfree(ft_url);
+	ft_url = NULL;
+
+	if (ft_gateway_url == NULL || ft_gateway_url[0] == '\0')
+	{
+		if (!ft_url_hint_logged)
+			ereport(LOG,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("ft_orders.gateway_url is not set: the payment worker stays idle"),
+					 errhint("Set ft_orders.gateway_url to the payment gateway's base URL and reload the configuration.")));
+		ft_url_hint_logged = true;
+		return;
+	}
+	ft_url_hint_logged = false;
+	len = strlen(ft_gateway_url);
+	while (len > 0 && ft_gateway_url[len - 1] == '/')
+		len--;
+	ft_url = MemoryContextAlloc(TopMemoryContext, len + strlen(ft_provider->path) + 1);
+	memcpy(ft_url, ft_gateway_url, len);
+	strcpy(ft_url + len, ft_provider->path);
+}
+
+static void
+ft_process_signals(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		ft_load_settings();
+		ft_want_claim = true;
+	}
+}
+
+/* LOG a transient gateway failure, at most once per FT_LOG_INTERVAL_MS */
+static void
+ft_report_trouble(const FtJob *job, bool auth_problem)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (auth_problem)
+	{
+		if (TimestampDifferenceExceeds(ft_last_auth_log, now, FT_LOG_INTERVAL_MS))
+		{
+			ft_last_auth_log = now;
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("payment gateway refused the credentials: HTTP %d",
+							job->http_status),
+					 errhint("Check ft_orders.gateway_token; the orders stay pending and are retried.")));
+		}
+		return;
+	}
+
+	ft_trouble_unlogged++;
+	if (TimestampDifferenceExceeds(ft_last_trouble_log, now, FT_LOG_INTERVAL_MS))
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("payment gateway request failed: %s", job->error),
+				 errdetail("%d transient failure(s) since the last report; the payments will be retried.",
+						   ft_trouble_unlogged)));
+		ft_last_trouble_log = now;
+		ft_trouble_unlogged = 0;
+	}
+}
+
+/*
+ * A request finished (reply != NULL) or was aborted at shutdown (NULL).
+ * Classify it and queue the job for recording.
+ */
+static void
+ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
+{
+	FtJob	   *job = (FtJob *) owner;
+	FtClassification c;
+	MemoryContext oldcxt;
+
+	if (reply == NULL)
+	{
+		ft_aborted[ft_naborted++] = job;
+		return;
+	}
+
+	ft_provider->classify_reply(reply, &c);
+
+	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
+	job->http_status = reply->http_status;
+	job->latency_ms = latency_ms;
+	job->transient = c.transient;
+	job->outcome = c.outcome;
+	job->payment_id = c.payment_id ? pstrdup(c.payment_id) : NULL;
+	if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts)
+	{
+		job->outcome = FT_OUTCOME_FAILED;
+		job->error = psprintf("gave up after %d attempts: %s",
+							  job->event_attempts, c.error ? c.error : "unknown error");
+	}
+	else
+		job->error = c.error ? pstrdup(c.error) : NULL;
+	if (job->outcome == FT_OUTCOME_RETRY)
+		job->delay_ms = ft_backoff_delay_ms(job->event_attempts, c.retry_after_ms);
+	MemoryContextSwitchTo(oldcxt);
+
+	if (c.transient)
+		ft_report_trouble(job, c.auth_problem);
+
+	if (ft_ndone == 0)
+		ft_first_done_at = GetCurrentTimestamp();
+	ft_done[ft_ndone++] = job;
+	ft_round_done[ft_nround_done++] = job;
+}
+
+/* send a freshly claimed job; a request that cannot start fails at once */
+static void
+ft_send(FtJob *job)
+{
+	char		errbuf[256];
+
+	job->started_at = GetCurrentTimestamp();
+	if (!ft_http_start(job, ft_url, job->payment_key, job->body,
+					   (size_t) job->body_len, errbuf, sizeof(errbuf)))
+	{
+		FtGatewayReply reply;
+
+		memset(&reply, 0, sizeof(reply));
+		reply.transport_error = errbuf;
+		reply.body = "";
+		reply.now = time(NULL);
+		ft_on_done(job, &reply, 0.0);
+	}
+}
+
+static void
+ft_free_job(FtJob *job)
+{
+	if (job->body)
+		pfree(job->body);
+	if (job->payment_id)
+		pfree(job->payment_id);
+	if (job->error)
+		pfree(job->error);
+	pfree(job);
+}
+
+static int
+ft_outstanding(void)
+{
+	return ft_http_in_flight() + ft_ndone;
+}
+
+/*
+ * Should this round run the SQL step, and should it claim?  Recording
+ * waits a little for company unless nothing else is in flight; claiming
+ * waits for a quarter of the free slots unless the worker is idle or the
+ * last claim is FT_RECORD_DELAY_MS old.
+ */
+static bool
+ft_claim_due(TimestampTz now, int *limit)
+{
+	int			room = ft_max_in_flight - ft_http_in_flight();
+	int			chunk = Max(1, Min(ft_batch_size, ft_max_in_flight) / 4);
+
+	*limit = Min(ft_batch_size, room);
+	if (ft_url == NULL || *limit <= 0)
+		return false;
+	if (!ft_want_claim && now < ft_next_poll)
+		return false;
+	return (*limit >= chunk || ft_http_in_flight() == 0 ||
+			TimestampDifferenceExceeds(ft_last_claim, now, FT_RECORD_DELAY_MS));
+}
+
+static bool
+ft_record_due(TimestampTz now)
+{
+	int			chunk = Max(1, Min(ft_batch_size, ft_max_in_flight) / 4);
+
+	if (ft_ndone == 0)
+		return false;
+	return (ft_ndone >= chunk || ft_http_in_flight() == 0 ||
+			TimestampDifferenceExceeds(ft_first_done_at, now, FT_RECORD_DELAY_MS));
+}
+
+/*
+ * The SQL step of a round: one transaction that records completions and
+ * claims new work, then the new requests are sent.
+ */
+static void
+ft_sql_step(TimestampTz now)
+{
+	bool		record = ft_record_due(now);
+	int			limit = 0;
+	bool		claim = ft_claim_due(now, &limit);
+	bool		probe = false;
+	int			nclaimed = 0;
+	TimestampTz next_due = 0;
+
+	ft_circuit_blocked = false;
+	if (claim)
+	{
+		limit = ft_circuit_admit(limit, &probe, &ft_circuit_blocked);
+		if (limit <= 0)
+		{
+			claim = false;
+			/* look again when the circuit may let a probe through */
+			ft_next_poll = TimestampTzPlusMilliseconds(now, FT_CIRCUIT_POLL_MS);
+			ft_want_claim = false;
+		}
+	}
+	if (claim && ft_ndone > 0)
+		record = true;			/* same transaction anyway */
+	if (!record && !claim)
+		return;
+
+	ft_outbox_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
+	if (record)
+		ft_outbox_record(ft_done, ft_ndone);
+	if (claim)
+	{
+		nclaimed = ft_outbox_claim(limit, ft_job_cxt, ft_provider, ft_claimed);
+		if (nclaimed < limit)
+			next_due = ft_outbox_next_due();
+	}
+	ft_outbox_commit();
+
+	if (record)
+	{
+		ft_stats_recorded(ft_done, ft_ndone);
+		ft_last_was_retry = (ft_done[ft_ndone - 1]->outcome == FT_OUTCOME_RETRY);
+		for (int i = 0; i < ft_ndone; i++)
+			ft_free_job(ft_done[i]);
+		ft_ndone = 0;
+	}
+
+	if (claim)
+	{
+		ft_last_claim = GetCurrentTimestamp();
+		if (probe && nclaimed == 0)
+			ft_circuit_abandon_probe();
+		if (nclaimed > 0 && probe)
+			ft_claimed[0]->is_probe = true;
+		if (nclaimed == limit)
+			ft_want_claim = true;	/* there may be more due */
+		else
+		{
+			long		ms = FT_POLL_MAX_MS;
+
+			ft_want_claim = false;
+			if (next_due != 0)
+			{
+				long		secs;
+				int			usecs;
+
+				TimestampDifference(ft_last_claim, next_due, &secs, &usecs);
+				ms = Min(ms, secs * 1000 + usecs / 1000 + 1);
+			}
+			ft_next_poll = TimestampTzPlusMilliseconds(ft_last_claim,
+													   Max(ms, FT_POLL_MIN_MS));
+		}
+		for (int i = 0; i < nclaimed; i++)
+			ft_send(ft_claimed[i]);
+	}
+
+	if (ft_http_in_flight() == 0 && ft_ndone == 0)
+		MemoryContextReset(ft_job_cxt);
+}
+
+/* milliseconds the next wait may last */
+static long
+ft_wait_time(TimestampTz now)
+{
+	long		ms = FT_POLL_MAX_MS;
+	long		secs;
+	int			usecs;
+
+	if (ft_ndone > 0)
+		ms = Min(ms, FT_RECORD_DELAY_MS);
+	if (ft_url != NULL && ft_max_in_flight > ft_http_in_flight())
+	{
+		if (ft_want_claim)
+			ms = Min(ms, FT_RECORD_DELAY_MS);
+		else
+		{
+			TimestampDifference(now, ft_next_poll, &secs, &usecs);
+			ms = Min(ms, secs * 1000 + (usecs + 999) / 1000);
+		}
+	}
+	return Max(ms, 0);
+}
+
+static void
+ft_publish_state(void)
+{
+	FtWorkerState state;
+	int			in_flight = ft_http_in_flight();
+
+	if (ft_url == NULL)
+		state = FT_WORKER_IDLE;
+	else if (ft_circuit_blocked)
+		state = FT_WORKER_CIRCUIT_OPEN;
+	else if (in_flight > 0 || ft_ndone > 0)
+		state = FT_WORKER_WORKING;
+	else if (ft_last_was_retry)
+		state = FT_WORKER_BACKOFF;
+	else
+		state = FT_WORKER_IDLE;
+	ft_slot_set_state(state, in_flight);
+}
+
+/*
+ * SIGTERM: give requests under way FT_SHUTDOWN_GRACE_MS, record what
+ * completed, release the leases of the rest, then leave.
+ */
+static void
+ft_shutdown(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   FT_SHUTDOWN_GRACE_MS);
+
+	ft_slot_set_state(FT_WORKER_WORKING, ft_http_in_flight());
+	while (ft_http_in_flight() > 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		secs;
+		int			usecs;
+
+		if (now >= deadline)
+			break;
+		MemoryContextReset(ft_round_cxt);
+		TimestampDifference(now, deadline, &secs, &usecs);
+		if (ft_http_wait(secs * 1000 + usecs / 1000 + 1, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		ft_nround_done = 0;
+		ft_http_collect(ft_on_done);
+		ft_stats_completions(ft_round_done, ft_nround_done);
+	}
+	ft_http_abort_all(ft_on_done);
+
+	if (ft_ndone > 0 || ft_naborted > 0)
+	{
+		ft_outbox_begin("ft_orders: stopping");
+		ft_outbox_record(ft_done, ft_ndone);
+		ft_outbox_release(ft_aborted, ft_naborted);
+		ft_outbox_commit();
+		ft_stats_recorded(ft_done, ft_ndone);
+		if (ft_naborted > 0)
+			ereport(LOG,
+					(errmsg("payment worker stopping: released %d unfinished payment(s) for a retry",
+							ft_naborted)));
+	}
+	ft_http_shutdown();
+	ft_slot_detach();
+	proc_exit(0);
+}
+
+/*
+ * Before any claim: the server must be a primary and the launcher must
+ * have released the leases left by workers that no longer exist, and the
+ * extension must be installed.  Waits (latch, 250 ms) until then.
+ */
+static void
+ft_wait_until_ready(void)
+{
+	bool		hinted = false;
+
+	for (;;)
+	{
+		bool		in_recovery = RecoveryInProgress();
+
+		if (!in_recovery && ft_shared->leases_released)
+		{
+			bool		ready;
+
+			ft_outbox_begin("ft_orders: checking the extension");
+			ready = ft_outbox_extension_ready();
+			ft_outbox_commit();
+			if (ready)
+				return;
+			if (!hinted)
+				ereport(LOG,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("extension \"ft_orders\" is not installed in database \"%s\": the payment worker waits",
+								ft_database),
+						 errhint("Run CREATE EXTENSION ft_orders in that database.")));
+			hinted = true;
+		}
+		ft_slot_set_state(in_recovery ? FT_WORKER_STANDBY : FT_WORKER_STARTING, 0);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 FT_STANDBY_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		ft_process_signals();
+		if (ShutdownRequestPending)
+		{
+			ft_slot_detach();
+			proc_exit(0);
+		}
+	}
+}
+
+static void
+ft_http_on_exit(int code, Datum arg)
+{
+	ft_http_shutdown();
+}
+
+void
+ft_orders_payment_worker_main(Datum main_arg)
+{
+	int			slot_index = DatumGetInt32(main_arg);
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	if (ft_shared == NULL || slot_index < 0 || slot_index >= FT_MAX_WORKERS)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payment worker started without its shared memory slot"),
+				 errhint("ft_orders must be listed in shared_preload_libraries.")));
+
+	BackgroundWorkerInitializeConnection(ft_database, NULL, 0);
+	/* every name in outbox.c's SQL resolves to the built-in or ft_orders */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	ft_slot_attach(slot_index);
+
+	ft_round_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders round",
+										 ALLOCSET_DEFAULT_SIZES);
+	ft_job_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders jobs",
+									   ALLOCSET_DEFAULT_SIZES);
+	ft_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
+	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
+	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
+	ft_claimed = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
+
+	ft_http_init();
+	before_shmem_exit(ft_http_on_exit, (Datum) 0);
+	ft_load_settings();
+
+	ft_wait_until_ready();
+	ereport(LOG,
+			(errmsg("payment worker %d started", slot_index + 1)));
+
+	for (;;)
+	{
+		TimestampTz now;
+
+		MemoryContextReset(ft_round_cxt);
+		MemoryContextSwitchTo(ft_round_cxt);
+
+		ft_publish_state();
+		if (ft_http_wait(ft_wait_time(GetCurrentTimestamp()), PG_WAIT_EXTENSION) & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			ft_want_claim = true;
+		}
+		ft_process_signals();
+		if (ShutdownRequestPending)
+			break;
+
+		ft_nround_done = 0;
+		ft_http_collect(ft_on_done);
+		ft_stats_completions(ft_round_done, ft_nround_done);
+
+		now = GetCurrentTimestamp();
+		if (ft_outstanding() > FT_MAX_OUTSTANDING)
+			elog(ERROR, "payment worker holds more jobs than it can track");
+		ft_sql_step(now);
+	}
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	ft_shutdown();
+}

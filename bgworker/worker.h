@@ -1,0 +1,86 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *	  Declarations shared by the files of the payment workers and their
+ *	  launcher: the in-memory form of a claimed outbox event (FtJob), the
+ *	  outbox SQL (outbox.c), backoff, the circuit breaker and the shared
+ *	  memory figures a worker publishes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FT_WORKER_H
+#define FT_WORKER_H
+
+#include "datatype/timestamp.h"
+
+#include "gateway.h"
+#include "shmem.h"
+
+#define FT_UUID_TEXT_LEN	36
+
+/*
+ * One claimed outbox event, from its claim to the recording of its
+ * outcome.  Lives in the worker's job memory context, not in the per-round
+ * context: an HTTP request spans many rounds.
+ */
+typedef struct FtJob
+{
+	/* from the claim */
+	int64		event_id;
+	int64		order_id;
+	int32		event_attempts; /* outbox.attempts, this attempt included */
+	int32		order_attempt;	/* orders.attempts, this request included */
+	TimestampTz lease_until;	/* our lease: proves ownership at record */
+	bool		is_probe;		/* the circuit's half-open probe */
+	char		payment_key[FT_UUID_TEXT_LEN + 1];
+	char	   *body;			/* request body (kept alive for libcurl) */
+	int			body_len;
+
+	/* from the reply */
+	TimestampTz started_at;
+	FtOutcome	outcome;
+	bool		transient;		/* counted against the circuit */
+	int			http_status;	/* 0: none */
+	double		latency_ms;
+	int			delay_ms;		/* retry: backoff before the next attempt */
+	char	   *payment_id;		/* paid only */
+	char	   *error;			/* NULL when paid */
+} FtJob;
+
+/* outbox.c: every function runs inside ft_outbox_begin/commit */
+extern void ft_outbox_begin(const char *activity);
+extern void ft_outbox_commit(void);
+extern bool ft_outbox_extension_ready(void);
+extern int	ft_outbox_claim(int limit, MemoryContext job_cxt,
+							const FtProvider *provider, FtJob **jobs);
+extern TimestampTz ft_outbox_next_due(void);
+extern void ft_outbox_record(FtJob **jobs, int njobs);
+extern void ft_outbox_release(FtJob **jobs, int njobs);
+extern int64 ft_outbox_release_all_leases(void);
+
+/* backoff.c */
+extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);
+
+/* circuit.c */
+typedef enum FtCircuitChange
+{
+	FT_CIRCUIT_UNCHANGED = 0,
+	FT_CIRCUIT_OPENED,
+	FT_CIRCUIT_REOPENED,
+	FT_CIRCUIT_CLOSED_AGAIN
+} FtCircuitChange;
+
+extern int	ft_circuit_admit(int wanted, bool *probe, bool *blocked);
+extern void ft_circuit_abandon_probe(void);
+extern FtCircuitChange ft_circuit_report_locked(bool transient, bool was_probe,
+												TimestampTz now);
+
+/* worker_stats.c: the worker's slot and the gateway figures */
+extern void ft_slot_attach(int slot_index);
+extern void ft_slot_detach(void);
+extern void ft_slot_set_state(FtWorkerState state, int in_flight);
+extern void ft_slot_set_error(const char *error);
+extern void ft_stats_completions(FtJob **jobs, int njobs);
+extern void ft_stats_recorded(FtJob **jobs, int njobs);
+
+#endif							/* FT_WORKER_H */

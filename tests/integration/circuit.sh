@@ -1,0 +1,62 @@
+#!/bin/bash
+# circuit.sh: the circuit breaker stops all traffic to a failing gateway.
+#
+# 5 consecutive 503s open it: gateway_status.circuit = 'open', the workers
+# show 'circuit_open', and no request reaches the gateway while it is open.
+# After circuit_open_time a single probe goes out; while the gateway still
+# fails the circuit opens again, once it answers the circuit closes and
+# every order is paid.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+
+N=20
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" \
+	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
+	"ft_orders.circuit_failure_threshold = 5" "ft_orders.circuit_open_time = '3s'" ||
+	bail_out "server did not start"
+gw_faults '{"fail_rate":1.0,"fail_status":503}' || bail_out "could not set faults"
+
+psql_q "SELECT count(*) FROM generate_series(1, $N) g,
+        LATERAL ft_orders.place_order('cb-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+ok $? "placed $N orders against a failing gateway"
+
+wait_until "SELECT circuit = 'open' FROM ft_orders.gateway_status" 10
+ok $? "gateway_status.circuit becomes 'open'"
+r1=$(gw_ledger requests)
+cmp_ok "$(psql_q "SELECT consecutive_failures FROM ft_orders.gateway_status")" -ge 5 \
+	"consecutive_failures reached the threshold"
+is "$(psql_q "SELECT opened_at IS NOT NULL FROM ft_orders.gateway_status")" "t" "opened_at is set"
+wait_until "SELECT count(*) > 0 FROM ft_orders.worker_status WHERE state = 'circuit_open'" 3
+ok $? "workers show state 'circuit_open'"
+sleep 1.5
+r2=$(gw_ledger requests)
+is "$r2" "$r1" "no request reached the gateway while the circuit was open"
+like "$(grep 'circuit opened after' "$PG_LOG")" 'WARNING:  payment gateway circuit opened after 5 consecutive failures' \
+	"the opening is logged"
+
+# the probe after 3 s fails: the circuit opens again, after exactly one request
+wait_until "SELECT count(*) > 0 FROM ft_orders.payment_attempts WHERE started_at > (SELECT opened_at FROM ft_orders.gateway_status) - interval '10 s' AND started_at > now() - interval '10 s'" 1 >/dev/null
+sleep 3
+r3=$(gw_ledger requests)
+cmp_ok "$((r3 - r2))" -le 2 "half-open lets a single probe through ($((r3 - r2)) request(s) in 3 s)"
+like "$(grep -c 'circuit opened again' "$PG_LOG")" '^[1-9]' "a failed probe opens the circuit again"
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status <> 'pending'")" "0" \
+	"orders stay pending while the circuit is open"
+
+gw_faults reset
+wait_until "SELECT circuit = 'closed' FROM ft_orders.gateway_status" 10
+ok $? "a successful probe closes the circuit"
+wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 20
+ok $? "all orders are paid"
+is "$(gw_ledger charges)" "$N" "ledger: one charge per order"
+is "$(gw_ledger duplicates)" "0" "ledger: no duplicates"
+like "$(grep 'circuit closed' "$PG_LOG")" 'LOG:  payment gateway circuit closed' "the closing is logged"
+wait_until "SELECT count(*) = 0 FROM ft_orders.worker_status WHERE state = 'circuit_open'" 5
+ok $? "no worker is left in state 'circuit_open'"
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
+
+done_testing

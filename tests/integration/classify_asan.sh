@@ -1,0 +1,31 @@
+#!/bin/bash
+# classify_asan.sh: the pure parts of the payment workers under
+# AddressSanitizer and UBSan (reply classification, Retry-After, request
+# body, backoff), with a fuzz loop.  See harness/classify_harness.c.
+
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/ft_classify.XXXXXX")
+trap 'rm -rf "$OUT"' EXIT
+
+LIBDIR=$($PG_CONFIG --pkglibdir)
+if [ ! -f "$LIBDIR/libpgcommon.a" ] || ! command -v gcc >/dev/null; then
+	echo "1..0 # SKIP needs gcc and $LIBDIR/libpgcommon.a"
+	exit 0
+fi
+if ! gcc -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	-Wall -Werror -Wno-unused-label \
+	-I"$ROOT/bgworker" -I"$ROOT/extension" -I"$($PG_CONFIG --includedir-server)" \
+	"$HERE/harness/classify_harness.c" "$ROOT/bgworker/gateway_generic.c" "$ROOT/bgworker/backoff.c" \
+	-L"$LIBDIR" -lpgcommon -lpgport -lcurl -lcrypto -lm \
+	-o "$OUT/classify_harness" 2>"$OUT/build.log"; then
+	echo "not ok 1 - the sanitizer harness builds"
+	sed 's/^/# /' "$OUT/build.log"
+	echo "1..1"
+	exit 1
+fi
+
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	"$OUT/classify_harness" "${FT_FUZZ_ITERATIONS:-200000}"

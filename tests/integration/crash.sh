@@ -1,0 +1,62 @@
+#!/bin/bash
+# crash.sh: crashes while payments are in flight charge nobody twice.
+#
+#  1. SIGKILL of a payment worker with requests under way (the postmaster
+#     then restarts every process: a crash restart);
+#  2. an immediate shutdown of the whole server mid-flight, then a start.
+# After each, the launcher releases the dead workers' leases, the orders
+# are sent again under their original keys, and the ledger shows exactly
+# one charge per order.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+
+N=150
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" \
+	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '30s'" \
+	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" \
+	"ft_orders.max_in_flight = 16" "restart_after_crash = on" ||
+	bail_out "server did not start"
+# slow replies keep requests in flight when the blow comes
+gw_faults '{"latency_ms":300}' || bail_out "could not set faults"
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 20 ||
+	bail_out "workers did not start"
+
+# --- 1. SIGKILL of a payment worker --------------------------------------
+psql_q "SELECT count(*) FROM generate_series(1, $N) g,
+        LATERAL ft_orders.place_order('k-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
+ok $? "requests are in flight"
+victim=$(psql_q "SELECT pid FROM ft_orders.worker_status WHERE in_flight > 0 ORDER BY worker_id LIMIT 1")
+kill -9 "$victim"
+ok $? "SIGKILL payment worker $victim"
+sleep 1
+wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 60
+ok $? "after the crash restart all $N orders are paid"
+is "$(gw_ledger duplicates)" "0" "ledger: no duplicate charges"
+is "$(gw_ledger charges)" "$N" "ledger: charges = paid orders"
+is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid'")" "$N" \
+	"each order was recorded paid exactly once"
+is "$(grep -c 'terminated by signal 9' "$PG_LOG")" "1" "the only crash is the one we caused"
+
+# --- 2. immediate shutdown mid-flight ------------------------------------
+psql_q "SELECT count(*) FROM generate_series(1, $N) g,
+        LATERAL ft_orders.place_order('r-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
+ok $? "requests are in flight again"
+pg_restart_immediate
+ok $? "immediate shutdown and start"
+wait_until "SELECT count(*) = $((2 * N)) FROM ft_orders.orders WHERE status = 'paid'" 60
+ok $? "after the restart all $((2 * N)) orders are paid"
+is "$(gw_ledger duplicates)" "0" "ledger: no duplicate charges"
+is "$(gw_ledger charges)" "$((2 * N))" "ledger: charges = paid orders"
+is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid'")" "$((2 * N))" \
+	"each order was recorded paid exactly once"
+cmp_ok "$(gw_ledger replays)" -gt 0 "orders in flight at the crash were re-sent and replayed"
+like "$(grep -c 'released [0-9]* outbox lease' "$PG_LOG")" '^[1-9]' "the launcher released the dead workers' leases"
+is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "1" "no other process crashed"
+
+done_testing

@@ -1,0 +1,412 @@
+/*-------------------------------------------------------------------------
+ *
+ * classify_harness.c
+ *	  Stand-alone checks of the pure parts of the payment workers, built
+ *	  with AddressSanitizer and UBSan by ../classify_asan.sh: the generic
+ *	  provider (request body, reply classification, Retry-After) and the
+ *	  backoff computation.
+ *
+ * gateway_generic.c and backoff.c are compiled unchanged against the
+ * server headers and linked with the frontend libpgcommon (palloc,
+ * StringInfo, the JSON parser) plus the few backend symbols stubbed
+ * below.  The frontend JSON parser has no stack-depth check, so nesting
+ * is kept to a depth the process stack holds; the backend's
+ * "stack depth limit exceeded" path is covered by the integration tests.
+ *
+ * Output is TAP.  After the table of known replies comes a fuzz loop of
+ * random and mutated bodies: any crash or sanitizer report fails the run,
+ * and every verdict must respect the reply table's invariants.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <setjmp.h>
+
+#include "utils/timestamp.h"
+
+#include "gateway.h"
+#include "guc.h"
+#include "worker.h"
+
+/* --- backend symbols the two files reference ----------------------------- */
+sigjmp_buf *PG_exception_stack = NULL;
+ErrorContextCallback *error_context_stack = NULL;
+MemoryContext CurrentMemoryContext = NULL;
+int			MyProcPid = 1;
+int			ft_backoff_base_ms = 1000;
+int			ft_backoff_max_ms = 600000;
+
+void
+FlushErrorState(void)
+{
+}
+
+void
+pg_re_throw(void)
+{
+	abort();
+}
+
+TimestampTz
+GetCurrentTimestamp(void)
+{
+	return (TimestampTz) time(NULL) * 1000000;
+}
+
+/* the backend's escape_json, reduced to what JSON requires */
+void
+escape_json(StringInfo buf, const char *str)
+{
+	appendStringInfoCharMacro(buf, '"');
+	for (const char *p = str; *p; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c == '"' || c == '\\')
+		{
+			appendStringInfoCharMacro(buf, '\\');
+			appendStringInfoCharMacro(buf, c);
+		}
+		else if (c < 0x20)
+			appendStringInfo(buf, "\\u%04x", c);
+		else
+			appendStringInfoCharMacro(buf, c);
+	}
+	appendStringInfoCharMacro(buf, '"');
+}
+
+/* --- TAP ----------------------------------------------------------------- */
+static int	tap_n = 0;
+static int	tap_failed = 0;
+
+static void
+tap(bool cond, const char *desc, const char *got)
+{
+	tap_n++;
+	printf("%sok %d - %s\n", cond ? "" : "not ", tap_n, desc);
+	if (!cond)
+	{
+		printf("#   got: %s\n", got ? got : "(null)");
+		tap_failed++;
+	}
+}
+
+static const char *
+outcome_name(FtOutcome o)
+{
+	switch (o)
+	{
+		case FT_OUTCOME_PAID:
+			return "paid";
+		case FT_OUTCOME_DECLINED:
+			return "declined";
+		case FT_OUTCOME_FAILED:
+			return "failed";
+		case FT_OUTCOME_RETRY:
+			return "retry";
+	}
+	return "?";
+}
+
+static FtClassification
+classify(int status, const char *body, const char *retry_after,
+		 const char *transport_error, bool too_large)
+{
+	FtGatewayReply r;
+	FtClassification c;
+
+	memset(&r, 0, sizeof(r));
+	r.http_status = status;
+	r.body = body ? body : "";
+	r.body_len = body ? strlen(body) : 0;
+	r.retry_after = retry_after;
+	r.transport_error = transport_error;
+	r.too_large = too_large;
+	r.now = 1700000000;
+	ft_provider_generic.classify_reply(&r, &c);
+	return c;
+}
+
+typedef struct Case
+{
+	int			status;
+	const char *body;
+	const char *retry_after;
+	const char *transport_error;
+	const char *expect;			/* "outcome[:error][/retry_after_ms]" */
+} Case;
+
+static const Case cases[] = {
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"pay_1\"}", NULL, NULL, "paid"},
+	{201, "{\"payment_id\":\"p\",\"status\":\"succeeded\",\"x\":{\"status\":\"declined\"}}", NULL, NULL, "paid"},
+	{200, "{\"status\":\"declined\",\"decline_code\":\"card_declined\"}", NULL, NULL, "declined:declined: card_declined"},
+	{402, "{\"status\":\"declined\",\"decline_code\":\"insufficient_funds\"}", NULL, NULL, "declined:declined: insufficient_funds"},
+	{402, "not json", NULL, NULL, "declined:declined"},
+	{400, "{\"error\":\"invalid_request\",\"message\":\"bad\"}", NULL, NULL, "failed:HTTP 400 invalid_request: bad"},
+	{422, "", NULL, NULL, "failed:HTTP 422"},
+	{401, "{\"error\":\"unauthorized\"}", NULL, NULL, "retry:HTTP 401 unauthorized"},
+	{403, NULL, NULL, NULL, "retry:HTTP 403"},
+	{409, NULL, "2", NULL, "retry:HTTP 409/2000"},
+	{429, "{\"error\":\"rate\"}", "  7 ", NULL, "retry:HTTP 429 rate/7000"},
+	{503, NULL, "-5", NULL, "retry:HTTP 503/-1"},
+	{503, NULL, "1.5", NULL, "retry:HTTP 503/-1"},
+	{503, NULL, "garbage", NULL, "retry:HTTP 503/-1"},
+	{503, NULL, "99999999999999999999", NULL, "retry:HTTP 503/2147483000"},
+	{503, NULL, "Tue, 14 Nov 2023 22:13:30 GMT", NULL, "retry:HTTP 503/10000"},
+	{503, NULL, "Mon, 01 Jan 2001 00:00:00 GMT", NULL, "retry:HTTP 503/0"},
+	{500, "<html>oops</html>", NULL, NULL, "retry:HTTP 500"},
+	{200, "<html>oops</html>", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "[1,2]", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "\"succeeded\"", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "{\"status\":\"succeeded\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0001b\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0000b\"}", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":42}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"pending\",\"payment_id\":\"p\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"p\"} trailing", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{302, NULL, NULL, NULL, "retry:HTTP 302"},
+	{404, NULL, NULL, NULL, "retry:HTTP 404"},
+	{0, NULL, NULL, "Operation timed out after 1000 milliseconds", "retry:Operation timed out after 1000 milliseconds"},
+	{0, NULL, NULL, "bad\x01\xff bytes", "retry:bad?? bytes"},
+};
+
+static void
+check_cases(void)
+{
+	for (size_t i = 0; i < lengthof(cases); i++)
+	{
+		const Case *k = &cases[i];
+		FtClassification c = classify(k->status, k->body, k->retry_after,
+									  k->transport_error, false);
+		char		got[512];
+		char		desc[600];
+
+		snprintf(got, sizeof(got), "%s%s%s", outcome_name(c.outcome),
+				 c.error ? ":" : "", c.error ? c.error : "");
+		if (strchr(k->expect, '/'))
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), "/%d", c.retry_after_ms);
+		snprintf(desc, sizeof(desc), "HTTP %d %.60s -> %s", k->status,
+				 k->body ? k->body : k->transport_error ? k->transport_error : "", k->expect);
+		tap(strcmp(got, k->expect) == 0, desc, got);
+	}
+	{
+		FtClassification c = classify(200, "{\"status\":\"succeeded\",\"payment_id\":\"pay_9\"}",
+									  NULL, NULL, false);
+
+		tap(c.payment_id && strcmp(c.payment_id, "pay_9") == 0 && !c.transient,
+			"paid keeps the payment_id and is no failure", c.payment_id);
+		c = classify(200, "{}", NULL, NULL, true);
+		tap(c.outcome == FT_OUTCOME_RETRY && c.transient && strstr(c.error, "too large"),
+			"an oversize reply is a transient failure", c.error);
+		c = classify(401, NULL, NULL, NULL, false);
+		tap(c.auth_problem && c.transient, "401 is an auth problem and counts for the circuit", c.error);
+		c = classify(402, NULL, NULL, NULL, false);
+		tap(!c.transient, "a decline is no failure for the circuit", c.error);
+	}
+}
+
+static void
+check_body(void)
+{
+	FtPaymentRequest req = {
+		.order_id = 42,
+		.payment_key = "0b7d5a4e-1111-2222-3333-444455556666",
+		.customer_id = "cu\"st\\\n",
+		.amount_minor = 99999999999,
+		.currency = "EUR",
+		.payment_method = NULL,
+		.items_json = "[{\"sku\": \"a\"}]",
+	};
+	StringInfoData body;
+	initStringInfo(&body);
+	ft_provider_generic.build_request(&req, &body);
+	tap(strcmp(body.data,
+			   "{\"order_id\":42,\"payment_key\":\"0b7d5a4e-1111-2222-3333-444455556666\","
+			   "\"customer_id\":\"cu\\\"st\\\\\\u000a\",\"amount_minor\":99999999999,"
+			   "\"currency\":\"EUR\",\"payment_method\":null,\"items\":[{\"sku\": \"a\"}]}") == 0,
+		"request body follows SPEC section 5 and escapes strings", body.data);
+	req.payment_method = "pm_card_visa";
+	ft_provider_generic.build_request(&req, &body);
+	tap(strstr(body.data, "\"payment_method\":\"pm_card_visa\"") != NULL,
+		"payment_method is a string when set", body.data);
+}
+
+static void
+check_backoff(void)
+{
+	bool		ok = true;
+	char		got[128] = "";
+
+	ft_backoff_base_ms = 1000;
+	ft_backoff_max_ms = 600000;
+	for (int i = 0; i < 10000 && ok; i++)
+	{
+		int			attempt = 1 + i % 12;
+		int			d = ft_backoff_delay_ms(attempt, -1);
+		int64		ceiling = Min((int64) 1000 << (attempt - 1), 600000);
+
+		if (d < 0 || d > ceiling)
+		{
+			ok = false;
+			snprintf(got, sizeof(got), "attempt %d delay %d", attempt, d);
+		}
+	}
+	tap(ok, "full jitter stays within [0, min(max, base*2^(attempt-1))]", got);
+
+	ft_backoff_base_ms = INT_MAX;
+	ft_backoff_max_ms = INT_MAX;
+	ok = true;
+	for (int attempt = -5; attempt < 2000 && ok; attempt += 7)
+	{
+		int			d = ft_backoff_delay_ms(attempt, INT_MAX);
+
+		if (d < 0)
+		{
+			ok = false;
+			snprintf(got, sizeof(got), "attempt %d delay %d", attempt, d);
+		}
+	}
+	tap(ok, "no overflow with huge base, max, attempt and Retry-After", got);
+
+	ft_backoff_base_ms = 50;
+	ft_backoff_max_ms = 500;
+	tap(ft_backoff_delay_ms(1, 5000) == 500, "Retry-After is capped at backoff_max", NULL);
+	tap(ft_backoff_delay_ms(1, 400) >= 400, "Retry-After raises the delay", NULL);
+}
+
+/* random bytes, or a valid reply with bytes flipped, inserted or cut */
+static void
+fuzz(long iterations, unsigned seed)
+{
+	static const char *seeds[] = {
+		"{\"status\":\"succeeded\",\"payment_id\":\"pay_1\"}",
+		"{\"status\":\"declined\",\"decline_code\":\"card_declined\"}",
+		"{\"error\":\"invalid_request\",\"message\":\"amount rejected\"}",
+		"{\"a\":[1,2,{\"b\":null}],\"status\":\"succeeded\",\"payment_id\":\"\\ud83d\\ude00\"}",
+	};
+	static const int statuses[] = {0, 100, 200, 201, 204, 299, 302, 400, 401, 402,
+	403, 404, 409, 422, 429, 500, 502, 503, 599, 999, -1};
+	char	   *buf = malloc(FT_REPLY_MAX_BYTES + 1);
+	char		ra[FT_RETRY_AFTER_LEN];
+	long		bad = 0;
+	char		got[256] = "";
+
+	srandom(seed);
+	for (long i = 0; i < iterations; i++)
+	{
+		int			status = statuses[random() % lengthof(statuses)];
+		size_t		len;
+		FtClassification c;
+
+		if (random() % 3 == 0)
+		{
+			len = random() % 512;
+			for (size_t j = 0; j < len; j++)
+				buf[j] = (char) (random() % 256);
+		}
+		else if (random() % 20 == 0)
+		{
+			/* deep nesting (bounded: the frontend parser has no depth check) */
+			size_t		depth = random() % 2000;
+
+			len = 0;
+			for (size_t j = 0; j < depth; j++)
+				buf[len++] = (random() % 2) ? '[' : '{';
+		}
+		else
+		{
+			const char *s = seeds[random() % lengthof(seeds)];
+			int			edits = random() % 4;
+
+			len = strlen(s);
+			memcpy(buf, s, len);
+			for (int e = 0; e < edits && len > 0; e++)
+			{
+				size_t		pos = random() % len;
+
+				switch (random() % 3)
+				{
+					case 0:
+						buf[pos] = (char) (random() % 256);
+						break;
+					case 1:
+						len = pos;
+						break;
+					case 2:
+						if (len < 1000)
+						{
+							memmove(buf + pos + 1, buf + pos, len - pos);
+							buf[pos] = "{}[]\",:\\u0"[random() % 10];
+							len++;
+						}
+						break;
+				}
+			}
+		}
+		buf[len] = '\0';
+		for (size_t j = 0; j < sizeof(ra) - 1; j++)
+			ra[j] = (char) (random() % 2 ? '0' + random() % 10 : random() % 256);
+		ra[random() % sizeof(ra)] = '\0';
+
+		{
+			FtGatewayReply r;
+
+			memset(&r, 0, sizeof(r));
+			r.http_status = status;
+			r.body = buf;
+			r.body_len = len;	/* may hold NUL bytes */
+			r.retry_after = (random() % 2) ? ra : NULL;
+			r.now = 1700000000;
+			ft_provider_generic.classify_reply(&r, &c);
+		}
+
+		/* invariants of the reply table */
+		if ((c.outcome == FT_OUTCOME_PAID && (status < 200 || status > 299 || c.payment_id == NULL)) ||
+			(c.outcome == FT_OUTCOME_FAILED && status != 400 && status != 422) ||
+			(c.outcome == FT_OUTCOME_RETRY && (!c.transient || c.error == NULL)) ||
+			(c.outcome != FT_OUTCOME_RETRY && c.transient) ||
+			(c.retry_after_ms < -1))
+		{
+			bad++;
+			snprintf(got, sizeof(got), "HTTP %d -> %s", status, outcome_name(c.outcome));
+		}
+		for (const char *p = c.error; p && *p; p++)
+			if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+			{
+				bad++;
+				snprintf(got, sizeof(got), "non-printable error text");
+				break;
+			}
+		for (const char *p = c.payment_id; p && *p; p++)
+			if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+			{
+				bad++;
+				snprintf(got, sizeof(got), "non-printable payment_id");
+				break;
+			}
+	}
+	free(buf);
+	{
+		char		desc[128];
+
+		snprintf(desc, sizeof(desc), "%ld fuzzed replies classified within the reply table's invariants",
+				 iterations);
+		tap(bad == 0, desc, got);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	long		iterations = argc > 1 ? atol(argv[1]) : 100000;
+
+	check_cases();
+	check_body();
+	check_backoff();
+	fuzz(iterations, (unsigned) time(NULL));
+	printf("1..%d\n", tap_n);
+	return tap_failed ? 1 : 0;
+}
