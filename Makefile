@@ -52,7 +52,7 @@ else
 include $(PGXS)
 endif
 
-.PHONY: deps test demo fake_gateway
+.PHONY: deps test demo fake_gateway bench fuzz soak
 
 deps:
 	bash tests/setup/deps.sh
@@ -65,6 +65,15 @@ test:
 
 demo:
 	bash tests/demo.sh
+
+bench:
+	bash bench/run.sh
+
+fuzz:
+	bash fuzz/run.sh
+
+soak:
+	bash tests/chaos/soak.sh
 
 clean: clean-ft
 clean-ft:
