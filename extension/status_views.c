@@ -90,7 +90,8 @@ ft_percentile(const float4 *sorted, uint32 n, double p)
 		rank = 1;
 	if (rank > n)
 		rank = n;
-	return sorted[rank - 1];
+	/* microsecond resolution; float4 noise digits would only confuse psql */
+	return rint((double) sorted[rank - 1] * 1000.0) / 1000.0;
 }
 
 Datum
