@@ -13,6 +13,7 @@
 
 #include <limits.h>
 
+#include "access/parallel.h"
 #include "utils/guc.h"
 
 #include "guc.h"
@@ -22,6 +23,7 @@ int			ft_workers = 2;
 char	   *ft_gateway_url = NULL;
 int			ft_gateway_provider = FT_PROVIDER_GENERIC;
 char	   *ft_gateway_token = NULL;
+uint64		ft_gateway_token_generation = 0;
 int			ft_request_timeout_ms = 10000;
 int			ft_connect_timeout_ms = 2000;
 int			ft_max_in_flight = 64;
@@ -68,7 +70,8 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 		return false;
 	}
 
-	if (*rest == '\0' || *rest == '/')
+	/* "http://", "http:///x", "http://:8080", "http://?q": no host */
+	if (*rest == '\0' || strchr("/:?#@", *rest) != NULL)
 	{
 		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
 		GUC_check_errmsg("invalid value for parameter \"ft_orders.gateway_url\"");
@@ -98,6 +101,14 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 static bool
 ft_check_lease_timeout(int *newval, void **extra, GucSource source)
 {
+	/*
+	 * A parallel worker restores the leader's settings in an arbitrary
+	 * order, possibly this one before ft_orders.request_timeout: the pair
+	 * was already checked in the leader, and refusing here would make
+	 * every parallel query fail.
+	 */
+	if (InitializingParallelWorker)
+		return true;
 	if (*newval <= ft_request_timeout_ms)
 	{
 		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
@@ -121,7 +132,11 @@ ft_check_database(char **newval, void **extra, GucSource source)
 }
 
 /*
- * Never echo the secret: the hook only checks that it is printable.
+ * Never echo the secret: the hook only checks that it is printable.  A
+ * value "file:/absolute/path" names a file holding the token (read by the
+ * payment workers, see gateway_http.c): the postmaster logs every changed
+ * setting on reload, value included, so only the path should ever be in
+ * postgresql.conf.
  */
 static bool
 ft_check_gateway_token(char **newval, void **extra, GucSource source)
@@ -138,7 +153,27 @@ ft_check_gateway_token(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	}
+	if (strncmp(*newval, FT_TOKEN_FILE_PREFIX, strlen(FT_TOKEN_FILE_PREFIX)) == 0 &&
+		(*newval)[strlen(FT_TOKEN_FILE_PREFIX)] != '/')
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("invalid value for parameter \"ft_orders.gateway_token\"");
+		GUC_check_errdetail("A token file must be given as \"file:\" followed by an absolute path.");
+		return false;
+	}
 	return true;
+}
+
+/*
+ * Every (re)load of the setting, changed or not, bumps a generation
+ * counter: a worker re-reads a token file when it sees a new generation,
+ * so rotating the file's content and sending SIGHUP is enough.  No I/O
+ * here: assign hooks must not fail.
+ */
+static void
+ft_assign_gateway_token(const char *newval, void *extra)
+{
+	ft_gateway_token_generation++;
 }
 
 /*
@@ -187,12 +222,12 @@ ft_define_gucs(void)
 
 	DefineCustomStringVariable("ft_orders.gateway_token",
 							   "Bearer token sent to the gateway.",
-							   "Only superusers can see this setting.",
+							   "Only superusers can see this setting.  \"file:/path\" reads the token from that file, so that only the path is ever logged.",
 							   &ft_gateway_token,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   ft_check_gateway_token, NULL, NULL);
+							   ft_check_gateway_token, ft_assign_gateway_token, NULL);
 
 	DefineCustomIntVariable("ft_orders.request_timeout",
 							"Timeout of one whole gateway request.",

@@ -22,6 +22,7 @@ extern int	ft_workers;
 extern char *ft_gateway_url;
 extern int	ft_gateway_provider;
 extern char *ft_gateway_token;
+extern uint64 ft_gateway_token_generation;	/* bumped on every (re)load */
 extern int	ft_request_timeout_ms;
 extern int	ft_connect_timeout_ms;
 extern int	ft_max_in_flight;
@@ -36,6 +37,11 @@ extern int	ft_idempotency_ttl_s;
 extern bool ft_tls_verify;
 extern char *ft_ca_file;
 extern int	ft_history_retention_s;
+
+/* ft_orders.gateway_token = 'file:/path': the token is that file's content */
+#define FT_TOKEN_FILE_PREFIX	"file:"
+/* longest token accepted from a token file */
+#define FT_TOKEN_MAX_BYTES		4096
 
 /* upper bound of ft_orders.workers; sizes the shared-memory slot array */
 #define FT_MAX_WORKERS 32

@@ -5,7 +5,8 @@
 #
 # Suites: pg_regress (sql/ + expected/), pgTAP (tests/pgtap, pg_prove), the
 # fake gateway's self-test, the integration tests (tests/integration), the
-# cluster drills (tests/cluster) where present.  FT_SUITES="regress pgtap"
+# chaos tests (tests/chaos, crashes and a flapping gateway under load), the
+# cluster drills (tests/cluster).  FT_SUITES="regress pgtap"
 # runs a subset.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +15,7 @@ cd "$root"
 bash tests/setup/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bash tests/setup/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-suites=${FT_SUITES:-"regress pgtap gateway integration cluster"}
+suites=${FT_SUITES:-"regress pgtap gateway integration chaos cluster"}
 total_pass=0
 total_fail=0
 summary=()
@@ -85,6 +86,9 @@ for s in $suites; do
 		integration)
 			ls tests/integration/*.sh >/dev/null 2>&1 &&
 				run_tap integration prove -v --exec bash tests/integration/*.sh ;;
+		chaos)
+			# soak.sh is `make soak`, not part of make test
+			run_tap chaos prove -v --exec bash tests/chaos/crash_inflight.sh tests/chaos/flapping_load.sh ;;
 		cluster)
 			[ -f tests/cluster/run.sh ] && run_tap cluster bash tests/cluster/run.sh ;;
 		*)

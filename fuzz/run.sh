@@ -1,0 +1,77 @@
+#!/bin/bash
+# fuzz/run.sh (`make fuzz`): build the libFuzzer target over the reply
+# classification (classify_fuzzer.c) with ASan + UBSan, replay every
+# regression input in fuzz/regressions/, then fuzz for FT_FUZZ_SECONDS
+# (default 600) from the seed corpus in fuzz/corpus/.
+#
+# Environment: FT_FUZZ_SECONDS, FT_FUZZ_JOBS (parallel workers, default 1),
+# FT_FUZZ_OUT (work dir, default a temp dir: grown corpus, crash files, log).
+# A crash is copied to fuzz/regressions/ so it replays on every later run.
+# Exit status: 0 when no crash, 1 otherwise.
+
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+SECONDS_TO_RUN=${FT_FUZZ_SECONDS:-600}
+JOBS=${FT_FUZZ_JOBS:-1}
+OUT=${FT_FUZZ_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/ft_fuzz.XXXXXX")}
+mkdir -p "$OUT/corpus" "$OUT/crashes"
+
+if ! command -v clang >/dev/null 2>&1 || \
+	! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+	bash "$ROOT/tests/setup/deps.sh" --fuzz || exit 1
+fi
+LIBDIR=$($PG_CONFIG --pkglibdir)
+BIN="$OUT/classify_fuzzer"
+
+echo "# building $BIN"
+clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer -Wall -Werror -Wno-ignored-attributes -Wno-unused-command-line-argument \
+	-I"$ROOT/bgworker" -I"$ROOT/extension" -I"$($PG_CONFIG --includedir-server)" \
+	"$HERE/classify_fuzzer.c" "$ROOT/bgworker/gateway_generic.c" "$ROOT/bgworker/backoff.c" \
+	-L"$LIBDIR" -lpgcommon -lpgport -lcurl -lcrypto -lm \
+	-o "$BIN" || { echo "fuzz: build failed" >&2; exit 1; }
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# 1. regressions: every input that ever crashed must pass now
+shopt -s nullglob
+regs=("$HERE"/regressions/*)
+if [ ${#regs[@]} -gt 0 ]; then
+	echo "# replaying ${#regs[@]} regression input(s)"
+	if ! "$BIN" "${regs[@]}" >"$OUT/regressions.log" 2>&1; then
+		cat "$OUT/regressions.log" >&2
+		echo "fuzz: a regression input fails again" >&2
+		exit 1
+	fi
+fi
+
+# 2. fuzz.  -max_len bounds JSON nesting: the frontend parser has no stack
+# depth check (the backend's has, see the integration tests).
+echo "# fuzzing for ${SECONDS_TO_RUN}s (jobs=$JOBS), work dir $OUT"
+args=(-max_total_time="$SECONDS_TO_RUN" -max_len=8192 -timeout=10 -rss_limit_mb=2048
+	-print_final_stats=1 -artifact_prefix="$OUT/crashes/"
+	-dict="$HERE/reply.dict")
+if [ "$JOBS" -gt 1 ]; then
+	args+=(-fork="$JOBS" -ignore_crashes=0)
+fi
+"$BIN" "${args[@]}" "$OUT/corpus" "$HERE/corpus" 2>&1 | tee "$OUT/fuzz.log" | \
+	grep --line-buffered -E '^#[0-9]+ +(pulse|REDUCE|NEW|DONE)|^stat::|ERROR|SUMMARY|^==' | \
+	awk '(NR % 50 == 1 || /DONE|stat::|ERROR|SUMMARY|==/) { print; fflush() }'
+rc=${PIPESTATUS[0]}
+
+crashes=("$OUT"/crashes/*)
+for c in "${crashes[@]}"; do
+	name="$HERE/regressions/$(basename "$c")"
+	cp "$c" "$name"
+	echo "fuzz: crash saved as regression input $name" >&2
+done
+echo "# last status line:"
+grep --line-buffered -E '^#[0-9]+' "$OUT/fuzz.log" | tail -1
+if [ "$rc" -ne 0 ] || [ ${#crashes[@]} -gt 0 ]; then
+	echo "fuzz: FAILED (exit $rc, ${#crashes[@]} crash file(s)); log: $OUT/fuzz.log" >&2
+	exit 1
+fi
+echo "fuzz: no crash in ${SECONDS_TO_RUN}s"
