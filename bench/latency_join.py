@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""latency_join.py COMMITS_FILE RECEIPTS_FILE [server]: commit -> gateway latency.
+
+Joins the commit times with the gateway's receipts "<key> <order_id>
+<first_received_us> <charged>" by order_id.  COMMITS_FILE is
+latency_client.py's "<order_id> <start_us> <commit_us>" (the client saw the
+commit), or with "server": "<payment_key> <order_id> <commit_us>" from
+pg_xact_commit_timestamp.  Prints "p50 p99 max missing n min" in ms.
+"""
+import sys
+
+rec = {}
+with open(sys.argv[2]) as f:
+    for line in f:
+        p = line.split()
+        if len(p) >= 3:
+            rec[int(p[1])] = int(p[2])
+lat = []
+missing = 0
+with open(sys.argv[1]) as f:
+    for line in f:
+        p = line.split()
+        if len(p) < 3:
+            continue
+        oid = int(p[1]) if len(sys.argv) > 3 else int(p[0])
+        commit = int(p[2])
+        if oid in rec:
+            lat.append((rec[oid] - commit) / 1000.0)
+        else:
+            missing += 1
+lat.sort()
+
+
+def pct(q):
+    if not lat:
+        return float("nan")
+    return lat[min(len(lat) - 1, int(q * len(lat)))]
+
+
+print("%.3f %.3f %.3f %d %d %.3f" % (pct(0.5), pct(0.99), lat[-1] if lat else float("nan"),
+                                    missing, len(lat), lat[0] if lat else float("nan")))

@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# bench/run.sh: `make bench` (SPEC §8).  Self-contained like `make test`:
+# installs what is missing (+ wrk), builds and installs the extension, starts
+# a throwaway fsync'ing server and the fake gateway, runs each benchmark with
+# its baseline in the same run, prints a table and writes
+# bench/results/latest.json.
+#
+#   FT_BENCH="intake drain latency memory failover"   parts to run (default all)
+#   FT_BENCH_SCALE=small                               quick smoke run (minutes)
+#   FT_BENCH_OUT=file.json                             other output file
+#   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
+#   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS       override one knob
+#   FT_KEEP_TMP=1                                      keep the temp folder (logs)
+set -uo pipefail
+BENCH=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+cd "$ROOT"
+
+bash tests/setup/deps.sh --bench || exit 1
+bash tests/setup/build.sh || exit 1
+
+source "$ROOT/tests/lib/common.sh"
+PY=/usr/bin/python3
+
+PARTS=${FT_BENCH:-intake drain latency memory failover}
+SCALE=${FT_BENCH_SCALE:-full}
+export FT_BENCH_SCALE=$SCALE FT_BENCH="$PARTS"
+if [ "$SCALE" = small ]; then
+	d_intake_runs=3 d_intake_secs=5 d_drain_n=10000 d_drain_runs=1 d_lat_secs=5
+	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3
+else
+	d_intake_runs=3 d_intake_secs=20 d_drain_n=100000 d_drain_runs=1 d_lat_secs=20
+	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10
+fi
+INTAKE_RUNS=${FT_BENCH_INTAKE_RUNS:-$d_intake_runs}
+INTAKE_SECS=${FT_BENCH_INTAKE_SECS:-$d_intake_secs}
+DRAIN_N=${FT_BENCH_DRAIN_N:-$d_drain_n}
+DRAIN_RUNS=${FT_BENCH_DRAIN_RUNS:-$d_drain_runs}
+LAT_RATE=${FT_BENCH_LAT_RATE:-1000}
+LAT_SECS=${FT_BENCH_LAT_SECS:-$d_lat_secs}
+MEM_N=${FT_BENCH_MEM_N:-$d_mem_n}
+DRILL_RUNS=${FT_BENCH_DRILL_RUNS:-$d_drill_runs}
+WRK_SECS=${FT_BENCH_WRK_SECS:-$d_wrk_secs}
+OUT=${FT_BENCH_OUT:-$BENCH/results/latest.json}
+FIGS=$FT_TMP/figures.jsonl
+: >"$FIGS"
+RUN_ID=$(date +%s)
+
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+log() { echo "# $(date +%H:%M:%S) $*" >&2; }
+fig() { "$PY" "$BENCH/report.py" add "$FIGS" "$@"; }
+median() { "$PY" "$BENCH/report.py" stats "$1"; }
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc -l; }
+
+# --- the server: real fsync, synchronous commit ----------------------------
+start_server()
+{
+	gw_start || { echo "fake gateway did not start" >&2; exit 1; }
+	pg_start "fsync = on" "synchronous_commit = on" "full_page_writes = on" \
+		"shared_buffers = '2GB'" "wal_buffers = '64MB'" "max_wal_size = '16GB'" \
+		"checkpoint_timeout = '30min'" "max_connections = 120" \
+		"ft_orders.gateway_url = ''" "track_commit_timestamp = on" \
+		"log_min_messages = warning" ||
+		{ echo "server did not start" >&2; exit 1; }
+	wait_until "SELECT count(*) > 0 AND bool_and(state = 'idle') FROM ft_orders.worker_status" 30 ||
+		log "warning: workers not idle after 30 s"
+	log "server on port $PGPORT ($PGDATA), gateway $GW_URL"
+}
+
+# gateway_off / gateway_on: workers idle / draining (SIGHUP settings)
+gateway_off() { pg_set ft_orders.gateway_url ''; sleep 1; }
+gateway_on() { pg_set ft_orders.gateway_url "$GW_URL"; }
+
+# preload PREFIX N: N pending orders in chunks of 10,000 (one transaction each)
+preload()
+{
+	local prefix=$1 n=$2 a=1 b
+	while [ "$a" -le "$n" ]; do
+		b=$((a + 9999)); [ "$b" -gt "$n" ] && b=$n
+		psql_q "SELECT count(*) FROM generate_series($a, $b) g,
+		        LATERAL ft_orders.place_order('$prefix-' || g, 'cust-' || (g % 97), 1000, 'EUR') p" >/dev/null ||
+			return 1
+		a=$((b + 1))
+	done
+}
+
+outbox_count() { psql_q "SELECT count(*) FROM ft_orders.outbox" 2>/dev/null; }
+
+# wait_drained LIMIT_S: until the outbox is empty; fails after LIMIT_S
+wait_drained()
+{
+	local limit=$1 t0 c
+	t0=$(date +%s)
+	while :; do
+		c=$(outbox_count)
+		[ "$c" = 0 ] && return 0
+		[ $(($(date +%s) - t0)) -ge "$limit" ] && return 1
+		# a crashing worker restarts the whole server: no use waiting
+		if grep -q "terminated by signal" "$PG_LOG"; then
+			log "a server process crashed: $(grep -m1 'terminated by signal' "$PG_LOG")"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# clean_slate: empty the ft_orders tables (workers idle) so that each part
+# drains only its own orders
+clean_slate()
+{
+	gateway_off
+	psql_q "TRUNCATE ft_orders.orders, ft_orders.idempotency_keys, ft_orders.outbox,
+	        ft_orders.dead_letters, ft_orders.payment_attempts, ft_orders.order_events" >/dev/null
+	psql_q "VACUUM ANALYZE" >/dev/null
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+}
+
+# --- intake ------------------------------------------------------------------
+pgbench_tps()	# SCRIPT SECS -> tps
+{
+	local out
+	out=$(pgbench -n -M prepared -c 8 -j 2 -T "$2" -D run="$RUN_ID$RANDOM" -f "$1" 2>&1)
+	echo "$out" >>"$FT_TMP/pgbench.log"
+	echo "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p'
+}
+
+bench_intake()
+{
+	log "intake: pgbench -M prepared -c 8 -j 2, $INTAKE_RUNS x $INTAKE_SECS s each (fsync on, synchronous_commit on)"
+	gateway_off
+	psql_q "CREATE TABLE IF NOT EXISTS bench_bare (LIKE ft_orders.orders INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)" >/dev/null
+	psql_q "SELECT count(*) FROM generate_series(1, 1000) g,
+	        LATERAL ft_orders.place_order('replay-' || g, 'cust-replay', 1000, 'EUR', '[]'::jsonb, 'pm_card_visa')" >/dev/null
+	local bare="" po="" rp="" t i
+	# warm-up of each, then the runs interleaved so drift hits both alike
+	pgbench_tps "$BENCH/intake_bare.sql" 2 >/dev/null
+	pgbench_tps "$BENCH/intake_place_order.sql" 2 >/dev/null
+	for i in $(seq 1 "$INTAKE_RUNS"); do
+		psql_q "CHECKPOINT" >/dev/null
+		t=$(pgbench_tps "$BENCH/intake_bare.sql" "$INTAKE_SECS"); bare="$bare $t"
+		psql_q "CHECKPOINT" >/dev/null
+		t=$(pgbench_tps "$BENCH/intake_place_order.sql" "$INTAKE_SECS"); po="$po $t"
+		psql_q "CHECKPOINT" >/dev/null
+		t=$(pgbench_tps "$BENCH/intake_replay10.sql" "$INTAKE_SECS"); rp="$rp $t"
+		log "intake run $i: bare $(echo $bare | awk '{print $NF}') place_order $(echo $po | awk '{print $NF}') replay10 $t tps"
+	done
+	local mb mp ratios="" j
+	mb=$(median "$bare"); mp=$(median "$po")
+	# per-run ratios (run i of place_order / run i of bare)
+	read -r -a B <<<"$bare"; read -r -a P <<<"$po"
+	for j in "${!P[@]}"; do ratios="$ratios $(echo "${P[$j]} / ${B[$j]}" | bc -l)"; done
+	fig intake_tps tps "$mb" "$po" "" "place_order, fresh keys; baseline: bare INSERT tps (same width, same clients)"
+	fig intake_vs_bare_insert ratio "" "$ratios" "$(echo "$mp / $mb" | bc -l)" "median place_order tps / median bare INSERT tps; runs: per-run ratios"
+	fig intake_bare_insert_tps tps "" "$bare"
+	fig intake_replay10_tps tps "$mp" "$rp" "" "10 % replays of 1000 keys; baseline: place_order fresh keys"
+	psql_q "TRUNCATE bench_bare" >/dev/null
+}
+
+# --- drain -------------------------------------------------------------------
+wrk_ceiling()	# -> req/s of the fake gateway alone
+{
+	local out
+	out=$(wrk -t2 -c64 -d"${WRK_SECS}s" -s "$ROOT/tests/fake_gateway/bench_post.lua" "$GW_URL" 2>&1)
+	echo "$out" >>"$FT_TMP/wrk.log"
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'
+}
+
+# drain_once LABEL N -> payments/s (all N paid), or empty on a timeout
+drain_once()
+{
+	local label=$1 n=$2 prefix t0 el paid limit
+	prefix="dr-$RUN_ID-$label"
+	gateway_off
+	preload "$prefix" "$n" || { log "preload failed"; return 1; }
+	psql_q "VACUUM ANALYZE ft_orders.outbox" >/dev/null
+	psql_q "CHECKPOINT" >/dev/null
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	limit=$((n / 100 + 120))
+	t0=$(now)
+	gateway_on
+	if ! wait_drained "$limit"; then
+		log "drain $label: not drained after $limit s ($(outbox_count) left)"
+	fi
+	el=$(since "$t0")
+	paid=$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'paid'")
+	log "drain $label: $paid/$n paid in $(printf %.2f "$el") s, gateway $(curl -fsS "$GW_URL/ledger" | jq -c '{charges,duplicates,requests,faults_injected}')"
+	[ "$paid" = "$n" ] || return 1
+	echo "$n / $el" | bc -l
+}
+
+bench_drain()
+{
+	log "drain: $DRAIN_N orders x $DRAIN_RUNS per setting; wrk baseline ${WRK_SECS}s"
+	clean_slate
+	gw_faults reset
+	local ceil zero="" lat="" flt="" r i
+	ceil=$(wrk_ceiling)
+	log "fake gateway ceiling (wrk -t2 -c64): $ceil req/s"
+	for i in $(seq 1 "$DRAIN_RUNS"); do
+		gw_faults reset
+		r=$(drain_once "zero$i" "$DRAIN_N") && zero="$zero $r"
+		gw_faults '{"latency_ms":20}'
+		r=$(drain_once "lat$i" "$DRAIN_N") && lat="$lat $r"
+		gw_faults reset
+		gw_faults '{"fail_rate":0.2,"fail_status":503}'
+		psql_q "ALTER SYSTEM SET ft_orders.backoff_base = '10ms'" >/dev/null
+		psql_q "ALTER SYSTEM SET ft_orders.backoff_max = '200ms'" >/dev/null
+		psql_q "ALTER SYSTEM SET ft_orders.circuit_failure_threshold = 1000" >/dev/null
+		r=$(drain_once "flt$i" "$DRAIN_N") && flt="$flt $r"
+		psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
+		psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
+		psql_q "ALTER SYSTEM RESET ft_orders.circuit_failure_threshold" >/dev/null
+		gw_faults reset
+		pg_reload
+	done
+	local mz
+	mz=$(median "$zero")
+	fig drain_per_s "payments/s" "$ceil" "$zero" "" "$DRAIN_N pre-loaded orders to paid; baseline: fake gateway alone under wrk -t2 -c64"
+	fig fake_gateway_ceiling_rps "req/s" "" "$ceil"
+	fig drain_latency20_per_s "payments/s" "$mz" "$lat" "" "gateway latency_ms 20; baseline: drain_per_s"
+	local rl=""; [ -n "$lat" ] && [ -n "$mz" ] && rl=$(echo "$(median "$lat") / $mz" | bc -l)
+	fig drain_latency20_vs_zero ratio "" "$rl" "" "median drain with 20 ms gateway latency / median drain at 0 ms"
+	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, circuit threshold 1000; baseline: drain_per_s"
+}
+
+# --- latency -------------------------------------------------------------------
+bench_latency()
+{
+	log "latency: $LAT_RATE orders/s for $LAT_SECS s, commit -> gateway first_received_us"
+	gw_faults reset
+	clean_slate
+	gateway_on
+	sleep 1
+	"$PY" "$BENCH/latency_client.py" "$LAT_RATE" "$LAT_SECS" 32 "$FT_TMP/latency_client.txt" >&2 || return 1
+	wait_drained 120 || log "latency: outbox not drained"
+	curl -fsS "$GW_URL/ledger/receipts" >"$FT_TMP/receipts.txt"
+	# the server's commit timestamp of each order (track_commit_timestamp), from
+	# its idempotency_keys row: the workers update the orders row, not that one
+	psql_q "SELECT o.payment_key, o.order_id, (extract(epoch FROM pg_xact_commit_timestamp(k.xmin)) * 1000000)::bigint
+	          FROM ft_orders.idempotency_keys k JOIN ft_orders.orders o ON o.order_id = k.order_id
+	         WHERE k.idempotency_key LIKE 'lat-%'" | tr '|' ' ' >"$FT_TMP/commit_ts.txt"
+	local r p50 p99 mx miss n mn c50 c99 cmx
+	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/commit_ts.txt" "$FT_TMP/receipts.txt" server)
+	read -r p50 p99 mx miss n mn <<<"$r"
+	log "latency (server commit timestamp -> gateway): n=$n missing=$miss p50=$p50 p99=$p99 max=$mx min=$mn ms"
+	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/latency_client.txt" "$FT_TMP/receipts.txt")
+	read -r c50 c99 cmx _ _ _ <<<"$r"
+	log "latency (client saw the commit -> gateway): p50=$c50 p99=$c99 max=$cmx ms"
+	fig commit_to_gateway_p50_ms ms "" "$p50" "" "commit timestamp (track_commit_timestamp) -> gateway first_received_us; $n orders at $LAT_RATE/s, $miss not received"
+	fig commit_to_gateway_p99_ms ms "" "$p99"
+	fig commit_to_gateway_max_ms ms "" "$mx"
+	fig client_commit_to_gateway_p50_ms ms "" "$c50" "" "from the client's end of place_order instead (includes client scheduling delay; may be negative)"
+	fig client_commit_to_gateway_p99_ms ms "" "$c99"
+}
+
+# --- memory ----------------------------------------------------------------------
+# worker_rss [FIELD] -> "pid:kB ..." of the payment workers; FIELD RssAnon
+# (default: private memory) or VmRSS (also counts every shared buffer page the
+# worker has touched, so it grows with shared_buffers use, not leaks)
+worker_rss()
+{
+	local pid out="" field=${1:-RssAnon}
+	for pid in $(psql_q "SELECT pid FROM ft_orders.worker_status WHERE pid IS NOT NULL AND pid > 0"); do
+		out="$out $pid:$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null)"
+	done
+	echo "$out"
+}
+
+bench_memory()
+{
+	log "memory: worker RSS before/after $MEM_N payments"
+	gw_faults reset
+	clean_slate
+	gateway_on
+	local chunk=50000 done_n=0 before after prefix="mem-$RUN_ID" b growth="" base="" p kb kb0
+	[ "$MEM_N" -lt 200000 ] && chunk=10000
+	# warm-up: caches, plans, curl handles
+	preload "$prefix-w" 5000 && wait_drained 300
+	psql_q "TRUNCATE ft_orders.payment_attempts, ft_orders.order_events" >/dev/null
+	before=$(worker_rss)
+	log "memory: RssAnon before (pid:kB):$before; VmRSS:$(worker_rss VmRSS)"
+	while [ "$done_n" -lt "$MEM_N" ]; do
+		b=$chunk; [ $((done_n + b)) -gt "$MEM_N" ] && b=$((MEM_N - done_n))
+		preload "$prefix-$done_n" "$b" || break
+		done_n=$((done_n + b))
+		# keep the backlog bounded, the gateway's ledger small
+		while [ "$(outbox_count)" -gt "$chunk" ]; do sleep 0.2; done
+		curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	done
+	wait_drained 600 || log "memory: not drained"
+	after=$(worker_rss)
+	log "memory: RssAnon after $done_n payments (pid:kB):$after; VmRSS:$(worker_rss VmRSS)"
+	for p in $after; do
+		kb=${p#*:}
+		kb0=$(echo "$before" | tr ' ' '\n' | sed -n "s/^${p%%:*}://p")
+		[ -n "$kb0" ] && [ -n "$kb" ] || { log "memory: worker ${p%%:*} is new (restarted?)"; continue; }
+		growth="$growth $(echo "($kb - $kb0) / 1024" | bc -l)"
+		base="$base $(echo "$kb0 / 1024" | bc -l)"
+	done
+	local gmax
+	gmax=$(echo "$growth" | tr ' ' '\n' | grep . | sort -g | tail -1)
+	fig worker_rss_growth_mb MB "$(median "$base")" "$growth" "$gmax" "max over workers of private RSS (RssAnon) growth over $done_n payments; runs: per worker; baseline: RssAnon before (MB)"
+}
+
+# --- failover ----------------------------------------------------------------------
+bench_failover()
+{
+	log "failover: tests/cluster/bench.sh, FT_DRILL_RUNS=$DRILL_RUNS"
+	local js=$FT_TMP/drills.jsonl
+	: >"$js"
+	FT_DRILL_RUNS=$DRILL_RUNS FT_DRILL_JSON=$js bash "$ROOT/tests/cluster/bench.sh" >"$FT_TMP/drills.tap" 2>&1
+	log "failover: drills exit $?, $(grep -c '^not ok' "$FT_TMP/drills.tap") failed checks, $(wc -l <"$js") drills"
+	"$PY" - "$js" "$FIGS" "$BENCH/report.py" <<'PYEOF'
+import json, statistics, subprocess, sys
+js, figs, rep = sys.argv[1:4]
+d = [json.loads(l) for l in open(js) if l.strip()]
+def vals(rows, k):
+    return " ".join(str(r[k]) for r in rows if r.get(k) is not None)
+def add(*a):
+    subprocess.run(["/usr/bin/python3", rep, "add", figs] + [str(x) for x in a], check=True)
+for sc in ("node_loss", "postmaster_kill", "switchover"):
+    rows = [r for r in d if r["scenario"] == sc]
+    promo = [r["fault_to_promotion_s"] for r in rows if r.get("fault_to_promotion_s") is not None]
+    base = statistics.median(promo) if promo else ""
+    add("failover_rto_%s_s" % sc, "s", base, vals(rows, "rto_s"), "",
+        "median over drills; baseline: median fault -> promotion (Patroni's own)")
+add("promotion_to_first_payment_s", "s", "", vals(d, "promotion_to_first_payment_s"))
+add("failover_lost_orders", "orders", "", vals(d, "lost"), sum(r.get("lost") or 0 for r in d), "sum over drills")
+add("failover_duplicate_charges", "charges", "", vals(d, "duplicates"), sum(r.get("duplicates") or 0 for r in d), "sum over drills")
+PYEOF
+}
+
+# --- main ---------------------------------------------------------------------
+log "make bench: scale $SCALE, parts: $PARTS, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+export FT_BENCH_LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+if has intake || has drain || has latency || has memory; then
+	start_server
+	has intake && { bench_intake || log "intake failed"; }
+	has drain && { bench_drain || log "drain failed"; }
+	has latency && { bench_latency || log "latency failed"; }
+	has memory && { bench_memory || log "memory failed"; }
+	# free the CPU for the cluster
+	pg_stop; PGDATA=""
+	gw_stop
+fi
+has failover && { bench_failover || log "failover failed"; }
+
+echo
+"$PY" "$BENCH/report.py" write "$FIGS" "$OUT"
+echo "# written $OUT"
