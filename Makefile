@@ -20,6 +20,7 @@ BGWORKER_OBJS = \
 	bgworker/outbox.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
+	bgworker/gateway_stripe.o \
 	bgworker/backoff.o \
 	bgworker/circuit.o
 

@@ -43,6 +43,9 @@ typedef struct FtPaymentRequest
 	const char *currency;
 	const char *payment_method; /* NULL: JSON null */
 	const char *items_json;		/* a JSON array, as stored */
+	const char *pending_ref;	/* orders.payment_id while still pending
+								 * (a provider's reference to re-check), or
+								 * NULL */
 } FtPaymentRequest;
 
 /* What came back for one request, as the transport saw it. */
@@ -55,6 +58,7 @@ typedef struct FtGatewayReply
 	const char *body;			/* NUL-terminated; may contain anything */
 	size_t		body_len;
 	time_t		now;			/* reference for an HTTP-date Retry-After */
+	const char *should_retry;	/* Stripe-Should-Retry header value, or NULL */
 } FtGatewayReply;
 
 /* The verdict on one reply.  Strings are palloc'd, printable ASCII. */
@@ -64,7 +68,9 @@ typedef struct FtClassification
 	bool		transient;		/* counts as a failure for the circuit */
 	bool		auth_problem;	/* 401/403: the operator must act */
 	int			retry_after_ms; /* -1: no usable Retry-After */
-	char	   *payment_id;		/* paid only */
+	char	   *payment_id;		/* paid; or, with FT_OUTCOME_RETRY, the
+								 * gateway's reference to re-check later
+								 * (kept in orders.payment_id while pending) */
 	char	   *error;			/* short reason, NULL when paid */
 } FtClassification;
 
@@ -75,11 +81,23 @@ typedef struct FtProvider
 	void		(*build_request) (const FtPaymentRequest *req, StringInfo body);
 	void		(*classify_reply) (const FtGatewayReply *reply,
 								   FtClassification *result);
+	/* request Content-Type; NULL: application/json */
+	const char *content_type;
+	/*
+	 * Optional: a palloc'd path (appended to gateway_url) to GET instead of
+	 * POSTing a new payment, when req->pending_ref names a payment the
+	 * gateway is still working on; NULL: POST as usual.
+	 */
+	char	   *(*recheck_path) (const FtPaymentRequest *req);
 } FtProvider;
 
 /* gateway_generic.c */
 extern const FtProvider ft_provider_generic;
 extern int	ft_parse_retry_after(const char *value, time_t now);
+
+/* gateway_stripe.c: PaymentIntents and the older Charges API */
+extern const FtProvider ft_provider_stripe;
+extern const FtProvider ft_provider_stripe_charges;
 
 /*
  * gateway_http.c: the libcurl multi transport.  One per worker process.
@@ -92,6 +110,7 @@ typedef void (*FtHttpDoneCallback) (void *owner, const FtGatewayReply *reply,
 extern void ft_http_init(void);
 extern void ft_http_shutdown(void);
 extern bool ft_http_start(void *owner, const char *url, const char *payment_key,
+						  const char *content_type,
 						  const char *body, size_t body_len,
 						  char *errbuf, size_t errlen);
 extern int	ft_http_in_flight(void);

@@ -62,6 +62,7 @@ typedef struct FtHttpHandle
 	bool		too_large;
 	bool		out_of_memory;
 	char		retry_after[FT_RETRY_AFTER_LEN];
+	char		should_retry[8];	/* Stripe-Should-Retry value, "" if absent */
 	char		errbuf[CURL_ERROR_SIZE];
 } FtHttpHandle;
 
@@ -212,6 +213,24 @@ ft_http_header_cb(char *line, size_t size, size_t nitems, void *userdata)
 	{
 		/* a new response (e.g. after 100 Continue): forget the last one */
 		h->retry_after[0] = '\0';
+		h->should_retry[0] = '\0';
+	}
+	else if (n > 20 && pg_strncasecmp(line, "Stripe-Should-Retry:", 20) == 0)
+	{
+		const char *v = line + 20;
+		size_t		vlen = n - 20;
+
+		while (vlen > 0 && (*v == ' ' || *v == '\t'))
+		{
+			v++;
+			vlen--;
+		}
+		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
+							v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+			vlen--;
+		vlen = Min(vlen, sizeof(h->should_retry) - 1);
+		memcpy(h->should_retry, v, vlen);
+		h->should_retry[vlen] = '\0';
 	}
 	else if (n > 12 && pg_strncasecmp(line, "Retry-After:", 12) == 0)
 	{
@@ -431,14 +450,17 @@ ft_http_add_header(FtHttpHandle *h, const char *line)
 	} while (0)
 
 /*
- * Start POST url with body (which must stay valid until completion) and
- * Idempotency-Key payment_key.  Returns false with a reason in errbuf if
+ * Start POST url with body (which must stay valid until completion), of
+ * type content_type (NULL: application/json), and Idempotency-Key
+ * payment_key.  A NULL body makes it a GET (a provider's re-check of a
+ * payment under way), without a body or Idempotency-Key.  Returns false with a reason in errbuf if
  * the request could not even be started; the caller then treats it as a
  * transient failure.  The caller keeps in-flight requests at or below
  * ft_orders.max_in_flight.
  */
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
+			  const char *content_type,
 			  const char *body, size_t body_len, char *errbuf, size_t errlen)
 {
 	FtHttpHandle *h = ft_http_get_handle();
@@ -458,13 +480,23 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 	h->too_large = false;
 	h->out_of_memory = false;
 	h->retry_after[0] = '\0';
+	h->should_retry[0] = '\0';
 	h->errbuf[0] = '\0';
 
+	if (body != NULL)
+	{
+		snprintf(line, sizeof(line), "Content-Type: %s",
+				 content_type ? content_type : "application/json");
+		if (!ft_http_add_header(h, line))
+		{
+			snprintf(errbuf, errlen, "out of memory building request headers");
+			goto fail;
+		}
+	}
 	snprintf(line, sizeof(line), "Idempotency-Key: %s", payment_key);
-	if (!ft_http_add_header(h, "Content-Type: application/json") ||
-		!ft_http_add_header(h, "Accept: application/json") ||
+	if (!ft_http_add_header(h, "Accept: application/json") ||
 		!ft_http_add_header(h, "Expect:") ||
-		!ft_http_add_header(h, line))
+		(body != NULL && !ft_http_add_header(h, line)))
 	{
 		snprintf(errbuf, errlen, "out of memory building request headers");
 		goto fail;
@@ -490,9 +522,14 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 	FT_SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
 	FT_SETOPT(h, CURLOPT_NOSIGNAL, 1L);
 	FT_SETOPT(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	FT_SETOPT(h, CURLOPT_POST, 1L);
-	FT_SETOPT(h, CURLOPT_POSTFIELDS, body);
-	FT_SETOPT(h, CURLOPT_POSTFIELDSIZE, (long) body_len);
+	if (body != NULL)
+	{
+		FT_SETOPT(h, CURLOPT_POST, 1L);
+		FT_SETOPT(h, CURLOPT_POSTFIELDS, body);
+		FT_SETOPT(h, CURLOPT_POSTFIELDSIZE, (long) body_len);
+	}
+	else
+		FT_SETOPT(h, CURLOPT_HTTPGET, 1L);
 	FT_SETOPT(h, CURLOPT_HTTPHEADER, h->headers);
 	FT_SETOPT(h, CURLOPT_USERAGENT, "ft_orders/1.0");
 	FT_SETOPT(h, CURLOPT_TIMEOUT_MS, (long) ft_request_timeout_ms);
@@ -673,6 +710,7 @@ ft_http_collect(FtHttpDoneCallback callback)
 		reply.body = h->buf ? h->buf : "";
 		reply.body_len = h->len;
 		reply.retry_after = h->retry_after[0] ? h->retry_after : NULL;
+		reply.should_retry = h->should_retry[0] ? h->should_retry : NULL;
 		if (result != CURLE_OK)
 		{
 			if (h->too_large)

@@ -84,7 +84,7 @@ static const char *const ft_claim_sql =
 ")"
 "SELECT u.event_id, u.order_id, u.attempts, u.lease_until, o.attempts + 1,"
 "       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
-"       o.items::text, o.payment_method"
+"       o.items::text, o.payment_method, o.payment_id"
 "  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id";
 
 static const char *const ft_next_due_sql =
@@ -128,11 +128,16 @@ static const char *const ft_final_sql =
 "                                array_agg(x.error), array_agg(x.detail))"
 "  FROM x";
 
-/* transient failures: give the lease back with a delay */
+/*
+ * transient failures: give the lease back with a delay.  A payment the
+ * gateway is still working on (a provider's re-check reference, $6) is
+ * kept in orders.payment_id while the order stays pending.
+ */
 static const char *const ft_retry_sql =
 "WITH r AS ("
-"  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::text[], $5::int[])"
-"      AS r(event_id, lease_until, delay_ms, error, order_attempts)"
+"  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::text[], $5::int[],"
+"                       $6::text[])"
+"      AS r(event_id, lease_until, delay_ms, error, order_attempts, payment_id)"
 "), u AS ("
 "  UPDATE ft_orders.outbox ob"
 "     SET next_attempt_at = now() + make_interval(secs => r.delay_ms::float8 / 1000),"
@@ -140,10 +145,11 @@ static const char *const ft_retry_sql =
 "         last_error = r.error"
 "    FROM r"
 "   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
-"  RETURNING ob.order_id, r.error, r.order_attempts"
+"  RETURNING ob.order_id, r.error, r.order_attempts, r.payment_id"
 ")"
 "UPDATE ft_orders.orders o"
-"   SET attempts = u.order_attempts, last_error = u.error"
+"   SET attempts = u.order_attempts, last_error = u.error,"
+"       payment_id = coalesce(u.payment_id, o.payment_id)"
 "  FROM u WHERE o.order_id = u.order_id";
 
 /* unfinished work of a stopping worker: due again at once */
@@ -275,11 +281,22 @@ ft_outbox_claim(int limit, MemoryContext job_cxt,
 		req.currency = SPI_getvalue(tup, desc, 9);
 		req.items_json = SPI_getvalue(tup, desc, 10);
 		req.payment_method = SPI_getvalue(tup, desc, 11);
+		req.pending_ref = SPI_getvalue(tup, desc, 12);
 
-		initStringInfo(&body);
-		provider->build_request(&req, &body);
-		job->body = body.data;
-		job->body_len = body.len;
+		if (provider->recheck_path != NULL && req.pending_ref != NULL &&
+			(job->recheck_path = provider->recheck_path(&req)) != NULL)
+		{
+			/* a payment under way at the gateway: GET it, charge nothing */
+			job->body = NULL;
+			job->body_len = 0;
+		}
+		else
+		{
+			initStringInfo(&body);
+			provider->build_request(&req, &body);
+			job->body = body.data;
+			job->body_len = body.len;
+		}
 		MemoryContextSwitchTo(oldcxt);
 
 		/* SPI_getvalue copied into job_cxt: only the body needs them */
@@ -293,6 +310,8 @@ ft_outbox_claim(int limit, MemoryContext job_cxt,
 			pfree(unconstify(char *, req.items_json));
 		if (req.payment_method)
 			pfree(unconstify(char *, req.payment_method));
+		if (req.pending_ref)
+			pfree(unconstify(char *, req.pending_ref));
 
 		jobs[i] = job;
 	}
@@ -452,15 +471,17 @@ ft_record_final(FtJob **jobs, int n)
 static void
 ft_record_retries(FtJob **jobs, int n)
 {
-	Oid			argtypes[5] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-	TEXTARRAYOID, INT4ARRAYOID};
+	Oid			argtypes[6] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
+	TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
 	Datum	   *event_ids = palloc(n * sizeof(Datum));
 	Datum	   *leases = palloc(n * sizeof(Datum));
 	Datum	   *delays = palloc(n * sizeof(Datum));
 	Datum	   *errors = palloc(n * sizeof(Datum));
 	bool	   *error_nulls = palloc(n * sizeof(bool));
 	Datum	   *attempts = palloc(n * sizeof(Datum));
-	Datum		values[5];
+	Datum	   *payment_ids = palloc(n * sizeof(Datum));
+	bool	   *payment_id_nulls = palloc(n * sizeof(bool));
+	Datum		values[6];
 	int			rc;
 
 	for (int i = 0; i < n; i++)
@@ -472,15 +493,17 @@ ft_record_retries(FtJob **jobs, int n)
 		delays[i] = Int32GetDatum(job->delay_ms);
 		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
 		attempts[i] = Int32GetDatum(job->order_attempt);
+		payment_ids[i] = ft_text_or_null(job->payment_id, &payment_id_nulls[i]);
 	}
 	values[0] = ft_array(event_ids, NULL, n, INT8OID);
 	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
 	values[2] = ft_array(delays, NULL, n, INT4OID);
 	values[3] = ft_array(errors, error_nulls, n, TEXTOID);
 	values[4] = ft_array(attempts, NULL, n, INT4OID);
+	values[5] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
 
 	if (ft_retry_plan == NULL)
-		ft_retry_plan = ft_prepare(ft_retry_sql, 5, argtypes);
+		ft_retry_plan = ft_prepare(ft_retry_sql, 6, argtypes);
 	rc = SPI_execute_plan(ft_retry_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "rescheduling payments failed: %s",

@@ -88,6 +88,7 @@ static FtJob **ft_claimed;
 
 static const FtProvider *ft_provider = NULL;
 static char *ft_url = NULL;		/* gateway_url + provider path; NULL: idle */
+static char *ft_base_url = NULL;	/* gateway_url without trailing '/' */
 static bool ft_url_hint_logged = false;
 
 static bool ft_want_claim = true;
@@ -108,6 +109,10 @@ ft_current_provider(void)
 	{
 		case FT_PROVIDER_GENERIC:
 			return &ft_provider_generic;
+		case FT_PROVIDER_STRIPE:
+			return &ft_provider_stripe;
+		case FT_PROVIDER_STRIPE_CHARGES:
+			return &ft_provider_stripe_charges;
 	}
 	return &ft_provider_generic;
 }
@@ -125,6 +130,9 @@ ft_load_settings(void)
 	if (ft_url)
 		pfree(ft_url);
 	ft_url = NULL;
+	if (ft_base_url)
+		pfree(ft_base_url);
+	ft_base_url = NULL;
 
 	if (ft_gateway_url == NULL || ft_gateway_url[0] == '\0')
 	{
@@ -143,6 +151,8 @@ ft_load_settings(void)
 	ft_url = MemoryContextAlloc(TopMemoryContext, len + strlen(ft_provider->path) + 1);
 	memcpy(ft_url, ft_gateway_url, len);
 	strcpy(ft_url + len, ft_provider->path);
+	ft_base_url = MemoryContextAllocZero(TopMemoryContext, len + 1);
+	memcpy(ft_base_url, ft_gateway_url, len);
 }
 
 static void
@@ -242,10 +252,18 @@ static void
 ft_send(FtJob *job)
 {
 	char		errbuf[256];
+	char	   *url = ft_url;
+	bool		started;
 
 	job->started_at = GetCurrentTimestamp();
-	if (!ft_http_start(job, ft_url, job->payment_key, job->body,
-					   (size_t) job->body_len, errbuf, sizeof(errbuf)))
+	if (job->body == NULL && job->recheck_path != NULL)
+		url = psprintf("%s%s", ft_base_url, job->recheck_path);
+	started = ft_http_start(job, url, job->payment_key,
+							ft_provider->content_type, job->body,
+							(size_t) job->body_len, errbuf, sizeof(errbuf));
+	if (url != ft_url)
+		pfree(url);
+	if (!started)
 	{
 		FtGatewayReply reply;
 
@@ -262,6 +280,8 @@ ft_free_job(FtJob *job)
 {
 	if (job->body)
 		pfree(job->body);
+	if (job->recheck_path)
+		pfree(job->recheck_path);
 	if (job->payment_id)
 		pfree(job->payment_id);
 	if (job->error)

@@ -33,7 +33,9 @@ typedef struct FtJob
 	TimestampTz lease_until;	/* our lease: proves ownership at record */
 	bool		is_probe;		/* the circuit's half-open probe */
 	char		payment_key[FT_UUID_TEXT_LEN + 1];
-	char	   *body;			/* request body (kept alive for libcurl) */
+	char	   *body;			/* request body (kept alive for libcurl);
+								 * NULL: GET recheck_path instead */
+	char	   *recheck_path;	/* provider's re-check path, or NULL */
 	int			body_len;
 
 	/* from the reply */

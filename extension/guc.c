@@ -41,6 +41,8 @@ int			ft_history_retention_s = 7 * 86400;
 
 static const struct config_enum_entry ft_provider_options[] = {
 	{"generic", FT_PROVIDER_GENERIC, false},
+	{"stripe", FT_PROVIDER_STRIPE, false},
+	{"stripe_charges", FT_PROVIDER_STRIPE_CHARGES, false},
 	{NULL, 0, false}
 };
 

@@ -14,7 +14,9 @@
 
 typedef enum FtGatewayProvider
 {
-	FT_PROVIDER_GENERIC = 0
+	FT_PROVIDER_GENERIC = 0,
+	FT_PROVIDER_STRIPE,			/* Stripe PaymentIntents */
+	FT_PROVIDER_STRIPE_CHARGES	/* Stripe's older Charges API */
 } FtGatewayProvider;
 
 extern char *ft_database;

@@ -70,6 +70,11 @@ extern enum MHD_Result ft_gw_reply_error(struct MHD_Connection *conn,
 extern enum MHD_Result ft_gw_payments(struct MHD_Connection *conn,
 									  FtRequest *req);
 
+/* intents.c: the Stripe PaymentIntents shape (true: url was handled) */
+extern bool ft_gw_intents(struct MHD_Connection *conn, const char *url,
+						  const char *method, FtRequest *req,
+						  enum MHD_Result *ret);
+
 /* delay.c */
 extern bool ft_gw_delay(struct MHD_Connection *conn, long ms);
 extern bool ft_gw_delay_start(void);

@@ -174,6 +174,10 @@ static enum MHD_Result
 router_dispatch(struct MHD_Connection *conn, const char *url,
 				const char *method, FtRequest *req)
 {
+	enum MHD_Result ret;
+
+	if (ft_gw_intents(conn, url, method, req, &ret))
+		return ret;
 	if (strcmp(url, "/payments") == 0 && strcmp(method, "POST") == 0)
 		return ft_gw_payments(conn, req);
 	if (strcmp(url, "/health") == 0 && strcmp(method, "GET") == 0)

@@ -23,7 +23,26 @@ for p in "${pkgs[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	[ "$status" = "install ok installed" ] || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# node + npm run the third-party Stripe mock (tests/stripe_mock); any node
+# >= 18 will do (Debian 12's nodejs is 18), so an existing one is kept.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	missing+=(nodejs npm)
+fi
+
+# stripe-stateful-mock, pinned by tests/stripe_mock/package-lock.json
+stripe_mock()
+{
+	local dir
+	dir=$(cd "$(dirname "$0")/../stripe_mock" && pwd)
+	[ -f "$dir/node_modules/stripe-stateful-mock/package.json" ] && return 0
+	echo "deps.sh: npm ci in $dir"
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+	stripe_mock
+	exit 0
+fi
 
 if [ "$(id -u)" -eq 0 ]; then
 	SUDO=()
@@ -45,4 +64,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+stripe_mock
 echo "deps.sh: done"

@@ -1,0 +1,595 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway_stripe.c
+ *	  The Stripe gateway providers: "stripe" (PaymentIntents, confirmed at
+ *	  creation) and "stripe_charges" (the older Charges API).
+ *
+ * Requests are application/x-www-form-urlencoded (every name and value
+ * through curl_easy_escape), with the order's payment_key as
+ * Idempotency-Key (added by the transport).  Replies are parsed with
+ * PostgreSQL's own JSON parser, as in gateway_generic.c: the top-level
+ * "id", "object" and "status", and the "type", "code", "decline_code" and
+ * "message" of a top-level "error" object.  Like the generic provider,
+ * everything here is a pure function of its arguments, and whatever the
+ * gateway sends the result is an outcome, never an ERROR.
+ *
+ * Outcomes (Stripe's documented semantics):
+ *	2xx status "succeeded"						paid, payment_id = intent/charge id
+ *	2xx status "processing" / "requires_action"	stays pending; the id is kept in
+ *	  (charges: "pending")						orders.payment_id and the next
+ *												attempt GETs it instead of
+ *												creating a new payment
+ *	2xx "requires_payment_method" / charge "failed"	declined
+ *	2xx "canceled"								failed
+ *	402 (card_error)							declined
+ *	400 idempotency_error						failed, with an explicit reason
+ *	400 other (invalid_request_error)			failed
+ *	401, 403									retry, circuit, WARNING
+ *	409, 429, 5xx, anything else				retry (transient)
+ *	Stripe-Should-Retry: true / false on a non-2xx reply overrides the
+ *	status code (retry / fail), except that 401/403 are always retried.
+ *	Retry-After is honoured on every retry.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+
+#include "gateway.h"
+
+#define FT_STRIPE_ID_MAX	255
+#define FT_STRIPE_REASON_MAX	120
+
+typedef enum FtStripeField
+{
+	FT_SF_NONE = 0,
+	FT_SF_ID,
+	FT_SF_OBJECT,
+	FT_SF_STATUS,
+	FT_SF_ERROR,				/* the top-level "error" object */
+	FT_SF_ERR_TYPE,
+	FT_SF_ERR_CODE,
+	FT_SF_ERR_DECLINE_CODE,
+	FT_SF_ERR_MESSAGE
+} FtStripeField;
+
+typedef struct FtStripeFields
+{
+	int			depth;
+	bool		top_is_object;
+	bool		in_error;		/* inside the top-level "error" object */
+	int			error_depth;
+	bool		next_is_error;	/* the value of top-level "error" is next */
+	FtStripeField current;
+	char	   *id;
+	char	   *object;
+	char	   *status;
+	bool		has_error;
+	char	   *err_type;
+	char	   *err_code;
+	char	   *err_decline_code;
+	char	   *err_message;
+} FtStripeFields;
+
+static void stripe_build_intent(const FtPaymentRequest *req, StringInfo body);
+static void stripe_build_charge(const FtPaymentRequest *req, StringInfo body);
+static void stripe_classify_reply(const FtGatewayReply *reply,
+								  FtClassification *result);
+static char *stripe_intent_recheck(const FtPaymentRequest *req);
+static char *stripe_charge_recheck(const FtPaymentRequest *req);
+
+const FtProvider ft_provider_stripe = {
+	.name = "stripe",
+	.path = "/v1/payment_intents",
+	.build_request = stripe_build_intent,
+	.classify_reply = stripe_classify_reply,
+	.content_type = "application/x-www-form-urlencoded",
+	.recheck_path = stripe_intent_recheck,
+};
+
+const FtProvider ft_provider_stripe_charges = {
+	.name = "stripe_charges",
+	.path = "/v1/charges",
+	.build_request = stripe_build_charge,
+	.classify_reply = stripe_classify_reply,
+	.content_type = "application/x-www-form-urlencoded",
+	.recheck_path = stripe_charge_recheck,
+};
+
+/* append "&name=value" (no '&' first), both percent-encoded */
+static void
+ft_form_add(StringInfo body, const char *name, const char *value)
+{
+	char	   *n = curl_easy_escape(NULL, name, 0);
+	char	   *v = curl_easy_escape(NULL, value, 0);
+
+	if (n == NULL || v == NULL)
+	{
+		if (n)
+			curl_free(n);
+		if (v)
+			curl_free(v);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory encoding a Stripe request")));
+	}
+	if (body->len > 0)
+		appendStringInfoChar(body, '&');
+	appendStringInfoString(body, n);
+	appendStringInfoChar(body, '=');
+	appendStringInfoString(body, v);
+	curl_free(n);
+	curl_free(v);
+}
+
+/* amount, lower-case currency, metadata: common to both APIs */
+static void
+ft_form_common(const FtPaymentRequest *req, StringInfo body)
+{
+	char		amount[32];
+	char	   *currency = pstrdup(req->currency ? req->currency : "");
+	char		order_id[32];
+
+	for (char *p = currency; *p; p++)
+		*p = pg_ascii_tolower((unsigned char) *p);
+	snprintf(amount, sizeof(amount), INT64_FORMAT, req->amount_minor);
+	snprintf(order_id, sizeof(order_id), INT64_FORMAT, req->order_id);
+
+	ft_form_add(body, "amount", amount);
+	ft_form_add(body, "currency", currency);
+	ft_form_add(body, "metadata[order_id]", order_id);
+	ft_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
+	pfree(currency);
+}
+
+/*
+ * POST /v1/payment_intents, confirmed at once.  Redirect-based payment
+ * methods are excluded: nobody is there to follow a redirect.
+ */
+static void
+stripe_build_intent(const FtPaymentRequest *req, StringInfo body)
+{
+	resetStringInfo(body);
+	ft_form_common(req, body);
+	if (req->payment_method != NULL)
+		ft_form_add(body, "payment_method", req->payment_method);
+	ft_form_add(body, "confirm", "true");
+	ft_form_add(body, "automatic_payment_methods[enabled]", "true");
+	ft_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
+}
+
+/* POST /v1/charges with source = the order's payment method */
+static void
+stripe_build_charge(const FtPaymentRequest *req, StringInfo body)
+{
+	resetStringInfo(body);
+	ft_form_common(req, body);
+	if (req->payment_method != NULL)
+		ft_form_add(body, "source", req->payment_method);
+}
+
+/* a Stripe object id: [A-Za-z0-9_], 1..255 */
+static bool
+ft_stripe_valid_id(const char *s)
+{
+	size_t		n;
+
+	if (s == NULL)
+		return false;
+	n = strnlen(s, FT_STRIPE_ID_MAX + 1);
+	if (n == 0 || n > FT_STRIPE_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+	{
+		char		c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+static char *
+ft_stripe_recheck(const FtPaymentRequest *req, const char *prefix)
+{
+	if (!ft_stripe_valid_id(req->pending_ref))
+		return NULL;
+	return psprintf("%s/%s", prefix, req->pending_ref);
+}
+
+static char *
+stripe_intent_recheck(const FtPaymentRequest *req)
+{
+	/* only a PaymentIntent id can be re-checked here */
+	if (req->pending_ref == NULL || strncmp(req->pending_ref, "pi_", 3) != 0)
+		return NULL;
+	return ft_stripe_recheck(req, "/v1/payment_intents");
+}
+
+static char *
+stripe_charge_recheck(const FtPaymentRequest *req)
+{
+	if (req->pending_ref == NULL ||
+		(strncmp(req->pending_ref, "ch_", 3) != 0 &&
+		 strncmp(req->pending_ref, "py_", 3) != 0))
+		return NULL;
+	return ft_stripe_recheck(req, "/v1/charges");
+}
+
+/* printable ASCII copy cut at maxlen, safe for logs and any encoding */
+static char *
+ft_stripe_clean(const char *s, size_t maxlen)
+{
+	size_t		n = strnlen(s, maxlen);
+	char	   *out = palloc(n + 1);
+
+	for (size_t i = 0; i < n; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		out[i] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
+	}
+	out[n] = '\0';
+	return out;
+}
+
+static void
+sf_object_start(void *state)
+{
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	if (f->depth == 0)
+		f->top_is_object = true;
+	else if (f->depth == 1 && f->next_is_error)
+	{
+		f->in_error = true;
+		f->has_error = true;
+		f->error_depth = 2;
+	}
+	f->next_is_error = false;
+	f->depth++;
+}
+
+static void
+sf_object_end(void *state)
+{
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->depth--;
+	if (f->in_error && f->depth < f->error_depth)
+		f->in_error = false;
+}
+
+static void
+sf_array_start(void *state)
+{
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->next_is_error = false;
+	f->depth++;
+}
+
+static void
+sf_array_end(void *state)
+{
+	((FtStripeFields *) state)->depth--;
+}
+
+static void
+sf_field_start(void *state, char *fname, bool isnull)
+{
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->current = FT_SF_NONE;
+	f->next_is_error = false;
+	if (fname == NULL)
+		return;
+	if (f->depth == 1)
+	{
+		if (strcmp(fname, "id") == 0)
+			f->current = FT_SF_ID;
+		else if (strcmp(fname, "object") == 0)
+			f->current = FT_SF_OBJECT;
+		else if (strcmp(fname, "status") == 0)
+			f->current = FT_SF_STATUS;
+		else if (strcmp(fname, "error") == 0)
+			f->next_is_error = true;
+	}
+	else if (f->depth == 2 && f->in_error)
+	{
+		if (strcmp(fname, "type") == 0)
+			f->current = FT_SF_ERR_TYPE;
+		else if (strcmp(fname, "code") == 0)
+			f->current = FT_SF_ERR_CODE;
+		else if (strcmp(fname, "decline_code") == 0)
+			f->current = FT_SF_ERR_DECLINE_CODE;
+		else if (strcmp(fname, "message") == 0)
+			f->current = FT_SF_ERR_MESSAGE;
+	}
+}
+
+static void
+sf_field_end(void *state, char *fname, bool isnull)
+{
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->current = FT_SF_NONE;
+	f->next_is_error = false;
+}
+
+static void
+sf_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->next_is_error = false;
+	if (tokentype != JSON_TOKEN_STRING || token == NULL)
+	{
+		f->current = FT_SF_NONE;
+		return;
+	}
+	switch (f->current)
+	{
+		case FT_SF_ID:
+			f->id = token;
+			break;
+		case FT_SF_OBJECT:
+			f->object = token;
+			break;
+		case FT_SF_STATUS:
+			f->status = token;
+			break;
+		case FT_SF_ERR_TYPE:
+			f->err_type = token;
+			break;
+		case FT_SF_ERR_CODE:
+			f->err_code = token;
+			break;
+		case FT_SF_ERR_DECLINE_CODE:
+			f->err_decline_code = token;
+			break;
+		case FT_SF_ERR_MESSAGE:
+			f->err_message = token;
+			break;
+		case FT_SF_ERROR:
+		case FT_SF_NONE:
+			break;
+	}
+	f->current = FT_SF_NONE;
+}
+
+static bool
+ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	JsonSemAction sem;
+	volatile bool ok = false;
+
+	memset(fields, 0, sizeof(*fields));
+	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
+		return false;
+
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = fields;
+	sem.object_start = sf_object_start;
+	sem.object_end = sf_object_end;
+	sem.array_start = sf_array_start;
+	sem.array_end = sf_array_end;
+	sem.object_field_start = sf_field_start;
+	sem.object_field_end = sf_field_end;
+	sem.scalar = sf_scalar;
+
+	PG_TRY();
+	{
+		JsonLexContext *lex;
+
+		lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
+										   PG_UTF8, true);
+		ok = (pg_parse_json(lex, &sem) == JSON_SUCCESS);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+
+	if (!ok)
+		memset(fields, 0, sizeof(*fields));
+	return ok;
+}
+
+/* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */
+static char *
+ft_stripe_reason(int status, const FtStripeFields *f)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "HTTP %d", status);
+	if (f->err_type != NULL)
+		appendStringInfo(&buf, " %s", ft_stripe_clean(f->err_type, FT_STRIPE_REASON_MAX));
+	if (f->err_code != NULL)
+		appendStringInfo(&buf, " %s", ft_stripe_clean(f->err_code, FT_STRIPE_REASON_MAX));
+	if (f->err_message != NULL)
+		appendStringInfo(&buf, ": %s", ft_stripe_clean(f->err_message, FT_STRIPE_REASON_MAX));
+	return buf.data;
+}
+
+static void
+ft_stripe_declined(FtClassification *result, const FtStripeFields *f,
+				   const char *fallback)
+{
+	result->outcome = FT_OUTCOME_DECLINED;
+	if (f->err_code != NULL && f->err_decline_code != NULL)
+		result->error = psprintf("declined: %s (%s)",
+								 ft_stripe_clean(f->err_code, FT_STRIPE_REASON_MAX),
+								 ft_stripe_clean(f->err_decline_code, FT_STRIPE_REASON_MAX));
+	else if (f->err_decline_code != NULL)
+		result->error = psprintf("declined: %s",
+								 ft_stripe_clean(f->err_decline_code, FT_STRIPE_REASON_MAX));
+	else if (f->err_code != NULL)
+		result->error = psprintf("declined: %s",
+								 ft_stripe_clean(f->err_code, FT_STRIPE_REASON_MAX));
+	else
+		result->error = psprintf("declined: %s", fallback);
+}
+
+static void
+ft_stripe_retry(FtClassification *result, char *error)
+{
+	result->outcome = FT_OUTCOME_RETRY;
+	result->transient = true;
+	result->error = error;
+}
+
+/* the reply to a 2xx: a PaymentIntent or a Charge object */
+static void
+ft_stripe_classify_object(int status, const FtStripeFields *f,
+						  FtClassification *result)
+{
+	const char *st = f->status;
+
+	if (st == NULL || !ft_stripe_valid_id(f->id))
+	{
+		ft_stripe_retry(result, psprintf("HTTP %d unexpected reply", status));
+		return;
+	}
+	if (strcmp(st, "succeeded") == 0)
+	{
+		result->outcome = FT_OUTCOME_PAID;
+		result->payment_id = pstrdup(f->id);
+	}
+	else if (strcmp(st, "processing") == 0 ||
+			 strcmp(st, "requires_action") == 0 ||
+			 strcmp(st, "pending") == 0)
+	{
+		/* under way: stay pending, re-check this id later (not transient) */
+		result->outcome = FT_OUTCOME_RETRY;
+		result->transient = false;
+		result->payment_id = pstrdup(f->id);
+		result->error = psprintf("%s %s: re-checking later",
+								 ft_stripe_clean(f->id, FT_STRIPE_ID_MAX),
+								 ft_stripe_clean(st, FT_STRIPE_REASON_MAX));
+	}
+	else if (strcmp(st, "requires_payment_method") == 0 ||
+			 strcmp(st, "failed") == 0)
+	{
+		result->payment_id = pstrdup(f->id);
+		ft_stripe_declined(result, f, st);
+	}
+	else if (strcmp(st, "canceled") == 0)
+	{
+		result->outcome = FT_OUTCOME_FAILED;
+		result->payment_id = pstrdup(f->id);
+		result->error = psprintf("%s canceled at the gateway",
+								 ft_stripe_clean(f->id, FT_STRIPE_ID_MAX));
+	}
+	else
+	{
+		/* requires_confirmation, requires_capture, ...: not ours to settle */
+		result->outcome = FT_OUTCOME_FAILED;
+		result->payment_id = pstrdup(f->id);
+		result->error = psprintf("%s in unexpected state %s",
+								 ft_stripe_clean(f->id, FT_STRIPE_ID_MAX),
+								 ft_stripe_clean(st, FT_STRIPE_REASON_MAX));
+	}
+}
+
+static void
+stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtStripeFields f;
+	int			status = reply->http_status;
+	bool		parsed;
+
+	memset(result, 0, sizeof(*result));
+	result->retry_after_ms = -1;
+
+	if (reply->transport_error != NULL || status <= 0)
+	{
+		ft_stripe_retry(result,
+						psprintf("%s", reply->transport_error
+								 ? ft_stripe_clean(reply->transport_error, 200)
+								 : "no reply"));
+		return;
+	}
+	if (reply->too_large)
+	{
+		ft_stripe_retry(result, psprintf("HTTP %d reply too large (over %d bytes)",
+										 status, FT_REPLY_MAX_BYTES));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+													  reply->now);
+		return;
+	}
+
+	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
+
+	if (status >= 200 && status <= 299)
+	{
+		if (!parsed || !f.top_is_object)
+			ft_stripe_retry(result, psprintf("HTTP %d malformed reply", status));
+		else
+			ft_stripe_classify_object(status, &f, result);
+		if (result->outcome == FT_OUTCOME_RETRY)
+			result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+														  reply->now);
+		return;
+	}
+
+	if (status == 401 || status == 403)
+	{
+		ft_stripe_retry(result, ft_stripe_reason(status, &f));
+		result->auth_problem = true;
+	}
+	else if (status == 402 ||
+			 (f.err_type != NULL && strcmp(f.err_type, "card_error") == 0))
+		ft_stripe_declined(result, &f, "card_error");
+	else if (status == 400 && f.err_type != NULL &&
+			 strcmp(f.err_type, "idempotency_error") == 0)
+	{
+		result->outcome = FT_OUTCOME_FAILED;
+		result->error = psprintf("idempotency_error: the gateway holds a different request under this order's Idempotency-Key (was the order changed after it was first sent?)%s%s",
+								 f.err_message ? ": " : "",
+								 f.err_message ? ft_stripe_clean(f.err_message, FT_STRIPE_REASON_MAX) : "");
+	}
+	else if (status == 400)
+	{
+		result->outcome = FT_OUTCOME_FAILED;
+		result->error = ft_stripe_reason(status, &f);
+	}
+	else
+	{
+		/* 409 (concurrent use of the key), 429, 5xx, 404 and the rest */
+		ft_stripe_retry(result, ft_stripe_reason(status, &f));
+	}
+
+	/* Stripe-Should-Retry overrides the status code (credentials aside) */
+	if (reply->should_retry != NULL && !result->auth_problem)
+	{
+		if (pg_strcasecmp(reply->should_retry, "true") == 0 &&
+			result->outcome != FT_OUTCOME_RETRY)
+		{
+			result->outcome = FT_OUTCOME_RETRY;
+			result->transient = true;
+		}
+		else if (pg_strcasecmp(reply->should_retry, "false") == 0 &&
+				 result->outcome == FT_OUTCOME_RETRY)
+		{
+			result->outcome = FT_OUTCOME_FAILED;
+			result->transient = false;
+			result->error = psprintf("%s (Stripe-Should-Retry: false)",
+									 result->error ? result->error : "not retryable");
+		}
+	}
+
+	if (result->outcome == FT_OUTCOME_RETRY)
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+													  reply->now);
+}

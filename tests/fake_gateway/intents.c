@@ -1,0 +1,324 @@
+/*-------------------------------------------------------------------------
+ *
+ * intents.c
+ *	  A small Stripe PaymentIntents shape for the "stripe" provider of
+ *	  ft_orders: POST /v1/payment_intents (form-encoded, confirm=true) and
+ *	  GET /v1/payment_intents/{id}, with Stripe-like idempotency (same key +
+ *	  same body: replay with Idempotent-Replayed: true; other body: 400
+ *	  idempotency_error).  Outcomes are chosen by payment_method:
+ *
+ *	  pm_card_visa (or anything else)	200 succeeded
+ *	  pm_processing					200 processing; the 2nd GET says succeeded
+ *	  pm_requires_action			200 requires_action; the 2nd GET: succeeded
+ *	  pm_processing_fails			200 processing; the 2nd GET says
+ *									requires_payment_method (declined)
+ *	  pm_card_chargeDeclined		402 card_error card_declined
+ *	  pm_503_noretry				503 + Stripe-Should-Retry: false (not stored)
+ *	  pm_400_retry_once				first request: 400 + Stripe-Should-Retry:
+ *									true (not stored); then succeeded
+ *
+ *	  GET /v1/_intents: {"intents","creates","replays","gets","succeeded"}
+ *	  GET /v1/_intents/{id}: {"key","content_type","body"} of its creation
+ *	  DELETE /v1/_intents: forget everything.
+ *
+ * A missing "Authorization: Bearer" header gets 401.  State is in memory,
+ * behind one mutex (libmicrohttpd runs a thread pool).
+ *
+ * tests/fake_gateway/intents.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+#define FT_PI_MAX		4096
+#define FT_PI_PREFIX	"/v1/payment_intents/"
+
+typedef struct FtIntent
+{
+	char		id[32];
+	char		key[FT_GW_MAX_KEY + 1];
+	char	   *body;			/* the creating request, for idempotency */
+	char		content_type[64];
+	unsigned int reply_status;	/* stored reply to the creating request */
+	char		status[32];		/* current PaymentIntent status */
+	char		final_status[32];	/* what a later GET turns it into */
+	int			gets;
+	long long	amount;
+	char		currency[8];
+} FtIntent;
+
+static pthread_mutex_t ft_pi_lock = PTHREAD_MUTEX_INITIALIZER;
+static FtIntent ft_pi[FT_PI_MAX];
+static int	ft_npi = 0;
+static int	ft_pi_seq = 0;
+static int	ft_pi_creates = 0;
+static int	ft_pi_replays = 0;
+static int	ft_pi_gets = 0;
+static int	ft_pi_retry_once_seen = 0;
+
+/* value of form field name (URL-decoded into out), or false */
+static bool
+form_get(const char *body, const char *name, char *out, size_t outlen)
+{
+	size_t		nlen = strlen(name);
+	const char *p = body;
+
+	while (p && *p)
+	{
+		const char *amp = strchr(p, '&');
+		const char *end = amp ? amp : p + strlen(p);
+
+		if ((size_t) (end - p) > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=')
+		{
+			const char *v = p + nlen + 1;
+			size_t		o = 0;
+
+			while (v < end && o + 1 < outlen)
+			{
+				if (*v == '%' && end - v >= 3)
+				{
+					char		hex[3] = {v[1], v[2], 0};
+
+					out[o++] = (char) strtol(hex, NULL, 16);
+					v += 3;
+				}
+				else
+				{
+					out[o++] = (*v == '+') ? ' ' : *v;
+					v++;
+				}
+			}
+			out[o] = '\0';
+			return true;
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	return false;
+}
+
+static json_t *
+intent_json(const FtIntent *pi)
+{
+	return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", pi->id,
+					 "object", "payment_intent", "amount", (json_int_t) pi->amount,
+					 "currency", pi->currency, "status", pi->status);
+}
+
+static enum MHD_Result
+stripe_error(struct MHD_Connection *conn, unsigned int status, const char *type,
+			 const char *code, const char *message, const char *should_retry)
+{
+	return ft_gw_reply_json(conn, status,
+							json_pack("{s:{s:s, s:s*, s:s*, s:s*}}", "error",
+									  "type", type, "code", code,
+									  "decline_code", strcmp(type, "card_error") == 0 ? "generic_decline" : NULL,
+									  "message", message),
+							should_retry ? "Stripe-Should-Retry" : NULL, should_retry);
+}
+
+static enum MHD_Result
+intents_create(struct MHD_Connection *conn, const FtRequest *req)
+{
+	const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+	char		pm[128] = "";
+	char		amount[32] = "";
+	char		currency[8] = "";
+	FtIntent   *pi = NULL;
+	enum MHD_Result ret;
+
+	if (key == NULL || key[0] == '\0' || strlen(key) > FT_GW_MAX_KEY)
+		return stripe_error(conn, 400, "invalid_request_error", "idempotency_key_invalid",
+							"an Idempotency-Key of 1 to 255 characters is required", NULL);
+	if (!form_get(req->body, "amount", amount, sizeof(amount)) ||
+		!form_get(req->body, "currency", currency, sizeof(currency)) ||
+		strtoll(amount, NULL, 10) <= 0)
+		return stripe_error(conn, 400, "invalid_request_error", "parameter_missing",
+							"amount and currency are required", NULL);
+	form_get(req->body, "payment_method", pm, sizeof(pm));
+
+	pthread_mutex_lock(&ft_pi_lock);
+	for (int i = 0; i < ft_npi; i++)
+	{
+		if (strcmp(ft_pi[i].key, key) != 0)
+			continue;
+		if (strcmp(ft_pi[i].body, req->body) != 0)
+		{
+			pthread_mutex_unlock(&ft_pi_lock);
+			return stripe_error(conn, 400, "idempotency_error", NULL,
+								"Keys for idempotent requests can only be used with the same parameters they were first used with.",
+								NULL);
+		}
+		ft_pi_replays++;
+		if (ft_pi[i].reply_status == 402)
+		{
+			pthread_mutex_unlock(&ft_pi_lock);
+			return stripe_error(conn, 402, "card_error", "card_declined",
+								"Your card was declined.", NULL);
+		}
+		ret = ft_gw_reply_json(conn, 200, intent_json(&ft_pi[i]),
+							   "Idempotent-Replayed", "true");
+		pthread_mutex_unlock(&ft_pi_lock);
+		return ret;
+	}
+
+	/* transient answers, not stored under the key */
+	if (strcmp(pm, "pm_503_noretry") == 0)
+	{
+		pthread_mutex_unlock(&ft_pi_lock);
+		return stripe_error(conn, 503, "api_error", NULL, "will not get better",
+							"false");
+	}
+	if (strcmp(pm, "pm_400_retry_once") == 0 && ft_pi_retry_once_seen++ == 0)
+	{
+		pthread_mutex_unlock(&ft_pi_lock);
+		return stripe_error(conn, 400, "invalid_request_error", "lock_timeout",
+							"try again", "true");
+	}
+	if (ft_npi >= FT_PI_MAX)
+	{
+		pthread_mutex_unlock(&ft_pi_lock);
+		return stripe_error(conn, 429, "rate_limit_error", NULL, "intent table full", NULL);
+	}
+
+	pi = &ft_pi[ft_npi++];
+	memset(pi, 0, sizeof(*pi));
+	snprintf(pi->id, sizeof(pi->id), "pi_fake%06d", ++ft_pi_seq);
+	snprintf(pi->key, sizeof(pi->key), "%s", key);
+	pi->body = strdup(req->body);
+	{
+		const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+													 MHD_HTTP_HEADER_CONTENT_TYPE);
+
+		snprintf(pi->content_type, sizeof(pi->content_type), "%s", ct ? ct : "");
+	}
+	pi->amount = strtoll(amount, NULL, 10);
+	snprintf(pi->currency, sizeof(pi->currency), "%s", currency);
+	pi->reply_status = 200;
+	ft_pi_creates++;
+	if (strcmp(pm, "pm_card_chargeDeclined") == 0)
+	{
+		pi->reply_status = 402;
+		strcpy(pi->status, "requires_payment_method");
+		pthread_mutex_unlock(&ft_pi_lock);
+		return stripe_error(conn, 402, "card_error", "card_declined",
+							"Your card was declined.", NULL);
+	}
+	if (strcmp(pm, "pm_processing") == 0 || strcmp(pm, "pm_processing_fails") == 0)
+	{
+		strcpy(pi->status, "processing");
+		strcpy(pi->final_status, strcmp(pm, "pm_processing") == 0
+			   ? "succeeded" : "requires_payment_method");
+	}
+	else if (strcmp(pm, "pm_requires_action") == 0)
+	{
+		strcpy(pi->status, "requires_action");
+		strcpy(pi->final_status, "succeeded");
+	}
+	else
+		strcpy(pi->status, "succeeded");
+	ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
+	pthread_mutex_unlock(&ft_pi_lock);
+	return ret;
+}
+
+static enum MHD_Result
+intents_get(struct MHD_Connection *conn, const char *id)
+{
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&ft_pi_lock);
+	ft_pi_gets++;
+	for (int i = 0; i < ft_npi; i++)
+	{
+		FtIntent   *pi = &ft_pi[i];
+
+		if (strcmp(pi->id, id) != 0)
+			continue;
+		pi->gets++;
+		if (pi->final_status[0] != '\0' && pi->gets >= 2)
+		{
+			strcpy(pi->status, pi->final_status);
+			pi->final_status[0] = '\0';
+		}
+		ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
+		pthread_mutex_unlock(&ft_pi_lock);
+		return ret;
+	}
+	pthread_mutex_unlock(&ft_pi_lock);
+	return stripe_error(conn, 404, "invalid_request_error", "resource_missing",
+						"No such payment_intent", NULL);
+}
+
+static enum MHD_Result
+intents_stats(struct MHD_Connection *conn, const char *method)
+{
+	json_t	   *j;
+	int			succeeded = 0;
+
+	pthread_mutex_lock(&ft_pi_lock);
+	if (strcmp(method, "DELETE") == 0)
+	{
+		for (int i = 0; i < ft_npi; i++)
+			free(ft_pi[i].body);
+		ft_npi = ft_pi_creates = ft_pi_replays = ft_pi_gets = 0;
+		ft_pi_retry_once_seen = 0;
+	}
+	for (int i = 0; i < ft_npi; i++)
+		if (strcmp(ft_pi[i].status, "succeeded") == 0)
+			succeeded++;
+	j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "intents", ft_npi,
+				  "creates", ft_pi_creates, "replays", ft_pi_replays,
+				  "gets", ft_pi_gets, "succeeded", succeeded);
+	pthread_mutex_unlock(&ft_pi_lock);
+	return ft_gw_reply_json(conn, 200, j, NULL, NULL);
+}
+
+/* true when url is ours; *ret then holds the answer */
+bool
+ft_gw_intents(struct MHD_Connection *conn, const char *url, const char *method,
+			  FtRequest *req, enum MHD_Result *ret)
+{
+	const char *auth;
+
+	if (strcmp(url, "/v1/_intents") == 0)
+	{
+		*ret = intents_stats(conn, method);
+		return true;
+	}
+	if (strncmp(url, "/v1/_intents/", 13) == 0)
+	{
+		json_t	   *j = NULL;
+
+		pthread_mutex_lock(&ft_pi_lock);
+		for (int i = 0; i < ft_npi; i++)
+			if (strcmp(ft_pi[i].id, url + 13) == 0)
+				j = json_pack("{s:s, s:s, s:s}", "key", ft_pi[i].key,
+							  "content_type", ft_pi[i].content_type,
+							  "body", ft_pi[i].body);
+		pthread_mutex_unlock(&ft_pi_lock);
+		*ret = j ? ft_gw_reply_json(conn, 200, j, NULL, NULL)
+			: ft_gw_reply_error(conn, 404, "not_found", NULL);
+		return true;
+	}
+	if (strncmp(url, "/v1/payment_intents", strlen("/v1/payment_intents")) != 0)
+		return false;
+
+	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0')
+		*ret = stripe_error(conn, 401, "invalid_request_error", NULL,
+							"You did not provide an API key.", NULL);
+	else if (strcmp(url, "/v1/payment_intents") == 0 && strcmp(method, "POST") == 0)
+		*ret = intents_create(conn, req);
+	else if (strncmp(url, FT_PI_PREFIX, strlen(FT_PI_PREFIX)) == 0 &&
+			 strcmp(method, "GET") == 0)
+		*ret = intents_get(conn, url + strlen(FT_PI_PREFIX));
+	else
+		*ret = stripe_error(conn, 404, "invalid_request_error", NULL,
+							"Unrecognized request URL", NULL);
+	return true;
+}

@@ -1,0 +1,93 @@
+#!/bin/bash
+# stripe_intents.sh: the "stripe" provider (PaymentIntents) against the fake
+# gateway's PaymentIntents shape (tests/fake_gateway/intents.c).
+#
+# succeeded -> paid; processing / requires_action -> stays pending with the
+# intent id in orders.payment_id, re-checked with GET /v1/payment_intents/{id}
+# (never a second POST) until succeeded -> paid; processing that ends in
+# requires_payment_method -> declined; 402 card_error -> declined;
+# Stripe-Should-Retry: false on a 503 -> failed at once; Stripe-Should-Retry:
+# true on a 400 -> retried, then paid.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" \
+	"ft_orders.gateway_provider = 'stripe'" \
+	"ft_orders.gateway_token = 'sk_test_intents'" \
+	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '5s'" \
+	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '400ms'" ||
+	bail_out "server did not start"
+
+intents() { curl -fsS "$GW_URL/v1/_intents" | jq -r ".$1"; }
+place()
+{
+	psql_q "SELECT order_id FROM ft_orders.place_order('$1', 'cust-$1', $2, 'EUR', '[]', '$3')"
+}
+col() { psql_q "SELECT $2 FROM ft_orders.orders WHERE order_id = $1"; }
+attempts_of()
+{
+	psql_q "SELECT string_agg(outcome || ':' || coalesce(http_status::text, '-'), ',' ORDER BY attempt)
+	          FROM ft_orders.payment_attempts WHERE order_id = $1"
+}
+
+is "$(psql_q "SHOW ft_orders.gateway_provider")" "stripe" "provider stripe is accepted"
+
+o_visa=$(place visa 1000 pm_card_visa)
+o_proc=$(place proc 1100 pm_processing)
+o_act=$(place act 1200 pm_requires_action)
+o_pfail=$(place pfail 1300 pm_processing_fails)
+o_dec=$(place dec 1400 pm_card_chargeDeclined)
+o_noretry=$(place noretry 1500 pm_503_noretry)
+o_retry=$(place retry 1600 pm_400_retry_once)
+
+wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status = 'pending'" 30
+ok $? "every order is settled"
+
+is "$(col "$o_visa" "status || ' ' || attempts")" "paid 1" "succeeded: paid at once"
+pi=$(col "$o_visa" payment_id)
+like "$pi" '^pi_fake[0-9]+$' "payment_id is the intent id"
+req=$(curl -fsS "$GW_URL/v1/_intents/$pi")
+is "$(echo "$req" | jq -r .content_type)" "application/x-www-form-urlencoded" "form-encoded request"
+is "$(echo "$req" | jq -r .key)" "$(col "$o_visa" payment_key)" "Idempotency-Key is the order's payment_key"
+is "$(echo "$req" | jq -r .body)" \
+	"amount=1000&currency=eur&metadata%5Border_id%5D=$o_visa&metadata%5Bcustomer_id%5D=cust-visa&payment_method=pm_card_visa&confirm=true&automatic_payment_methods%5Benabled%5D=true&automatic_payment_methods%5Ballow_redirects%5D=never" \
+	"body: amount, lower-case currency, metadata, payment_method, confirm=true"
+
+is "$(col "$o_proc" "status")" "paid" "processing: paid after the re-check"
+like "$(col "$o_proc" "payment_id")" '^pi_fake[0-9]+$' "processing: payment_id is the intent id"
+is "$(attempts_of "$o_proc")" "retry:200,retry:200,paid:200" \
+	"processing: POST (processing), GET (processing), GET (succeeded)"
+is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE order_id = $o_proc AND status = 'paid'")" "1" \
+	"processing: one paid event"
+is "$(col "$o_act" "status")" "paid" "requires_action: paid after the re-check"
+is "$(attempts_of "$o_act")" "retry:200,retry:200,paid:200" "requires_action: re-checked with GET"
+
+is "$(col "$o_pfail" "status || ' ' || last_error")" "declined declined: requires_payment_method" \
+	"processing that fails: declined"
+like "$(col "$o_pfail" "payment_id")" '^pi_fake[0-9]+$' "the failed intent's id is kept"
+
+is "$(col "$o_dec" "status || ' ' || last_error")" "declined declined: card_declined (generic_decline)" \
+	"402 card_error: declined"
+is "$(attempts_of "$o_dec")" "declined:402" "402: one request"
+
+is "$(col "$o_noretry" "status")" "failed" "503 with Stripe-Should-Retry: false: failed"
+is "$(attempts_of "$o_noretry")" "failed:503" "503 with Stripe-Should-Retry: false: not retried"
+like "$(psql_q "SELECT last_error FROM ft_orders.dead_letters WHERE order_id = $o_noretry")" \
+	'Stripe-Should-Retry: false' "the dead letter says why"
+
+is "$(col "$o_retry" "status")" "paid" "400 with Stripe-Should-Retry: true: retried, then paid"
+is "$(attempts_of "$o_retry")" "retry:400,paid:200" "400 retried because the header said so"
+
+# no second charge: one create per order that reached the gateway's table
+is "$(intents creates)" "6" "6 intents created (one per order; the 503 and the first 400 store nothing)"
+is "$(intents replays)" "0" "re-checks never re-POSTed"
+is "$(intents gets)" "6" "6 GETs: two re-checks for each of the three intents under way"
+is "$(intents succeeded)" "4" "4 intents succeeded, 4 orders paid"
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "4" "4 paid orders"
+is "$(gw_ledger requests)" "0" "nothing went to the generic /payments endpoint"
+is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
+
+done_testing
