@@ -569,6 +569,17 @@ ft_orders_payment_worker_main(Datum main_arg)
 	/* every name in outbox.c's SQL resolves to the built-in or ft_orders */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * The worker's own transactions (claims, outcomes) need not wait for a
+	 * WAL flush or a synchronous standby: if a crash or a failover loses
+	 * one, the event is simply due again and re-sent under the same
+	 * Idempotency-Key, which the gateway answers with a replay, not a new
+	 * charge.  Orders themselves are committed by place_order's caller
+	 * with the server's own synchronous_commit.  This takes a WAL flush off
+	 * every round and off the commit-to-gateway path.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	ft_slot_attach(slot_index);
 
 	ft_round_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders round",

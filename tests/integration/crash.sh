@@ -4,9 +4,9 @@
 #  1. SIGKILL of a payment worker with requests under way (the postmaster
 #     then restarts every process: a crash restart);
 #  2. an immediate shutdown of the whole server mid-flight, then a start.
-# After each, the launcher releases the dead workers' leases, the orders
-# are sent again under their original keys, and the ledger shows exactly
-# one charge per order.
+# After each, the launcher releases the leases that survived (workers
+# commit asynchronously), the orders are sent again under their original
+# keys, and the ledger shows exactly one charge per order.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -48,14 +48,21 @@ wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
 ok $? "requests are in flight again"
 pg_restart_immediate
 ok $? "immediate shutdown and start"
+restarted=$(date +%s)
 wait_until "SELECT count(*) = $((2 * N)) FROM ft_orders.orders WHERE status = 'paid'" 60
-ok $? "after the restart all $((2 * N)) orders are paid"
+paid_rc=$?
+done_at=$(date +%s)
+ok $paid_rc "after the restart all $((2 * N)) orders are paid"
 is "$(gw_ledger duplicates)" "0" "ledger: no duplicate charges"
 is "$(gw_ledger charges)" "$((2 * N))" "ledger: charges = paid orders"
 is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid'")" "$((2 * N))" \
 	"each order was recorded paid exactly once"
 cmp_ok "$(gw_ledger replays)" -gt 0 "orders in flight at the crash were re-sent and replayed"
-like "$(grep -c 'released [0-9]* outbox lease' "$PG_LOG")" '^[1-9]' "the launcher released the dead workers' leases"
+# Workers commit asynchronously, so the claims made just before the crash
+# may or may not have survived it.  Those that did are released by the
+# launcher at start; either way no order may wait out its 30 s lease.
+diag "launcher log: $(grep -o 'released [0-9]* outbox lease[s]*' "$PG_LOG" | tail -1)"
+cmp_ok "$((done_at - restarted))" -lt 25 "no order waited for its lease to expire (all paid $((done_at - restarted)) s after the restart, lease_timeout 30 s)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "1" "no other process crashed"
 

@@ -48,7 +48,9 @@ psql_q "SELECT count(*) FROM generate_series(1, $N) g,
 ok $? "placed $N orders on the primary"
 wait_until "SELECT count(*) > 0 FROM ft_orders.outbox WHERE lease_until > now()" 5
 ok $? "the primary's workers hold leases"
-lsn=$(psql_q "SELECT pg_current_wal_lsn()")
+# insert position: the workers commit asynchronously, their leases may not
+# be written yet; the WAL writer flushes (and the walsender ships) them soon
+lsn=$(psql_q "SELECT pg_current_wal_insert_lsn()")
 sb wait_until "SELECT pg_last_wal_replay_lsn() >= '$lsn'" 10
 ok $? "the standby replayed everything"
 is "$(sb psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'")" "$N" \

@@ -36,7 +36,9 @@ stripe_mock()
 	dir=$(cd "$(dirname "$0")/../stripe_mock" && pwd)
 	[ -f "$dir/node_modules/stripe-stateful-mock/package.json" ] && return 0
 	echo "deps.sh: npm ci in $dir"
-	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	# a failure here fails only the Stripe mock tests, not every suite
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+		echo "deps.sh: WARNING: npm ci failed; tests/integration/stripe_mock.sh will fail" >&2
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
