@@ -94,6 +94,9 @@ typedef struct FtProvider
 /* gateway_generic.c */
 extern const FtProvider ft_provider_generic;
 extern int	ft_parse_retry_after(const char *value, time_t now);
+struct JsonSemAction;
+extern bool ft_gateway_parse_json(const char *body, size_t len,
+								  struct JsonSemAction *sem);
 
 /* gateway_stripe.c: PaymentIntents and the older Charges API */
 extern const FtProvider ft_provider_stripe;

@@ -241,21 +241,51 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
- * Parse body into fields.  Returns false when the body is not valid JSON
- * (or the parser gave up, e.g. on nesting deeper than the stack allows).
- * Allocates in CurrentMemoryContext.
+ * Run PostgreSQL's JSON parser over a reply body with the caller's semantic
+ * actions.  Returns false when the body is empty, oversize or not valid
+ * JSON, or when the parser gave up (nesting deeper than the stack allows
+ * raises an ERROR inside it; that is caught here, since a reply is an
+ * outcome, never a reason for the worker to fail).  Shared by every
+ * provider.
+ */
+bool
+ft_gateway_parse_json(const char *body, size_t len, JsonSemAction *sem)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
+		return false;
+
+	PG_TRY();
+	{
+		JsonLexContext *lex;
+
+		lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
+										   PG_UTF8, true);
+		ok = (pg_parse_json(lex, sem) == JSON_SUCCESS);
+	}
+	PG_CATCH();
+	{
+		/* stack depth, out of memory: the reply is unusable, not fatal */
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Parse body into fields.  Returns false (and empty fields) when the body
+ * is not usable JSON.  Allocates in CurrentMemoryContext.
  */
 static bool
 ft_parse_reply(const char *body, size_t len, FtReplyFields *fields)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
 	JsonSemAction sem;
-	volatile bool ok = false;
 
 	memset(fields, 0, sizeof(*fields));
-	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
-		return false;
-
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = fields;
 	sem.object_start = reply_object_start;
@@ -266,26 +296,12 @@ ft_parse_reply(const char *body, size_t len, FtReplyFields *fields)
 	sem.object_field_end = reply_field_end;
 	sem.scalar = reply_scalar;
 
-	PG_TRY();
+	if (!ft_gateway_parse_json(body, len, &sem))
 	{
-		JsonLexContext *lex;
-
-		lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
-										   PG_UTF8, true);
-		ok = (pg_parse_json(lex, &sem) == JSON_SUCCESS);
-	}
-	PG_CATCH();
-	{
-		/* stack depth, out of memory: the reply is unusable, not fatal */
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-
-	if (!ok)
 		memset(fields, 0, sizeof(*fields));
-	return ok;
+		return false;
+	}
+	return true;
 }
 
 /* printable 1..FT_PAYMENT_ID_MAX characters, as a gateway reference must be */

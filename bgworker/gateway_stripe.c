@@ -366,14 +366,9 @@ sf_scalar(void *state, char *token, JsonTokenType tokentype)
 static bool
 ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
 	JsonSemAction sem;
-	volatile bool ok = false;
 
 	memset(fields, 0, sizeof(*fields));
-	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
-		return false;
-
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = fields;
 	sem.object_start = sf_object_start;
@@ -384,25 +379,12 @@ ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 	sem.object_field_end = sf_field_end;
 	sem.scalar = sf_scalar;
 
-	PG_TRY();
+	if (!ft_gateway_parse_json(body, len, &sem))
 	{
-		JsonLexContext *lex;
-
-		lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
-										   PG_UTF8, true);
-		ok = (pg_parse_json(lex, &sem) == JSON_SUCCESS);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-
-	if (!ok)
 		memset(fields, 0, sizeof(*fields));
-	return ok;
+		return false;
+	}
+	return true;
 }
 
 /* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */
