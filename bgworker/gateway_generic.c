@@ -97,8 +97,8 @@ generic_build_request(const FtPaymentRequest *req, StringInfo body)
  * A copy of s cut to maxlen bytes of printable ASCII (others become '?'),
  * safe for a log line and for a text column in any server encoding.
  */
-static char *
-ft_clean_text(const char *s, size_t maxlen)
+char *
+ft_gateway_clean_text(const char *s, size_t maxlen)
 {
 	size_t		n = strnlen(s, maxlen);
 	char	   *out = palloc(n + 1);
@@ -332,9 +332,9 @@ ft_http_reason(int status, const FtReplyFields *f)
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "HTTP %d", status);
 	if (f->error != NULL)
-		appendStringInfo(&buf, " %s", ft_clean_text(f->error, FT_REASON_MAX));
+		appendStringInfo(&buf, " %s", ft_gateway_clean_text(f->error, FT_REASON_MAX));
 	if (f->message != NULL)
-		appendStringInfo(&buf, ": %s", ft_clean_text(f->message, FT_REASON_MAX));
+		appendStringInfo(&buf, ": %s", ft_gateway_clean_text(f->message, FT_REASON_MAX));
 	return buf.data;
 }
 
@@ -344,20 +344,53 @@ ft_set_declined(FtClassification *result, const FtReplyFields *f)
 	result->outcome = FT_OUTCOME_DECLINED;
 	if (f->decline_code != NULL)
 		result->error = psprintf("declined: %s",
-								 ft_clean_text(f->decline_code, FT_REASON_MAX));
+								 ft_gateway_clean_text(f->decline_code, FT_REASON_MAX));
 	else if (f->error != NULL)
 		result->error = psprintf("declined: %s",
-								 ft_clean_text(f->error, FT_REASON_MAX));
+								 ft_gateway_clean_text(f->error, FT_REASON_MAX));
 	else
 		result->error = pstrdup("declined");
 }
 
-static void
-ft_set_retry(FtClassification *result, char *error)
+void
+ft_gateway_set_retry(FtClassification *result, char *error)
 {
 	result->outcome = FT_OUTCOME_RETRY;
 	result->transient = true;
 	result->error = error;
+}
+
+/*
+ * The part of the reply table every provider shares: reset result, and
+ * classify a request that got no usable HTTP reply (transport error) or a
+ * body cut off at FT_REPLY_MAX_BYTES as a transient failure.  Returns true
+ * when it classified the reply, false when the provider must look at it.
+ */
+bool
+ft_gateway_classify_transport(const FtGatewayReply *reply,
+							  FtClassification *result)
+{
+	memset(result, 0, sizeof(*result));
+	result->retry_after_ms = -1;
+
+	if (reply->transport_error != NULL || reply->http_status <= 0)
+	{
+		ft_gateway_set_retry(result,
+							 psprintf("%s", reply->transport_error
+									  ? ft_gateway_clean_text(reply->transport_error, 200)
+									  : "no reply"));
+		return true;
+	}
+	if (reply->too_large)
+	{
+		ft_gateway_set_retry(result,
+							 psprintf("HTTP %d reply too large (over %d bytes)",
+									  reply->http_status, FT_REPLY_MAX_BYTES));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+													  reply->now);
+		return true;
+	}
+	return false;
 }
 
 /*
@@ -371,32 +404,15 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	int			status = reply->http_status;
 	bool		parsed;
 
-	memset(result, 0, sizeof(*result));
-	result->retry_after_ms = -1;
-
-	if (reply->transport_error != NULL || status <= 0)
-	{
-		ft_set_retry(result,
-					 psprintf("%s", reply->transport_error
-							  ? ft_clean_text(reply->transport_error, 200)
-							  : "no reply"));
+	if (ft_gateway_classify_transport(reply, result))
 		return;
-	}
-	if (reply->too_large)
-	{
-		ft_set_retry(result, psprintf("HTTP %d reply too large (over %d bytes)",
-									  status, FT_REPLY_MAX_BYTES));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
-													  reply->now);
-		return;
-	}
 
 	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
 		if (!parsed || !f.top_is_object)
-			ft_set_retry(result, psprintf("HTTP %d malformed reply", status));
+			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else if (f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
 				 ft_valid_payment_id(f.payment_id))
 		{
@@ -410,7 +426,7 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 			return;
 		}
 		else
-			ft_set_retry(result, psprintf("HTTP %d unexpected reply", status));
+			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 	}
 	else if (status == 402)
 	{
@@ -425,13 +441,13 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	}
 	else if (status == 401 || status == 403)
 	{
-		ft_set_retry(result, ft_http_reason(status, &f));
+		ft_gateway_set_retry(result, ft_http_reason(status, &f));
 		result->auth_problem = true;
 	}
 	else
 	{
 		/* 409, 429, 5xx and anything unexpected (404, 3xx): transient */
-		ft_set_retry(result, ft_http_reason(status, &f));
+		ft_gateway_set_retry(result, ft_http_reason(status, &f));
 	}
 
 	result->retry_after_ms = ft_parse_retry_after(reply->retry_after,

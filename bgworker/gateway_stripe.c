@@ -221,23 +221,6 @@ stripe_charge_recheck(const FtPaymentRequest *req)
 	return ft_stripe_recheck(req, "/v1/charges");
 }
 
-/* printable ASCII copy cut at maxlen, safe for logs and any encoding */
-static char *
-ft_stripe_clean(const char *s, size_t maxlen)
-{
-	size_t		n = strnlen(s, maxlen);
-	char	   *out = palloc(n + 1);
-
-	for (size_t i = 0; i < n; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		out[i] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
-	}
-	out[n] = '\0';
-	return out;
-}
-
 static void
 sf_object_start(void *state)
 {
@@ -396,11 +379,11 @@ ft_stripe_reason(int status, const FtStripeFields *f)
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "HTTP %d", status);
 	if (f->err_type != NULL)
-		appendStringInfo(&buf, " %s", ft_stripe_clean(f->err_type, FT_STRIPE_REASON_MAX));
+		appendStringInfo(&buf, " %s", ft_gateway_clean_text(f->err_type, FT_STRIPE_REASON_MAX));
 	if (f->err_code != NULL)
-		appendStringInfo(&buf, " %s", ft_stripe_clean(f->err_code, FT_STRIPE_REASON_MAX));
+		appendStringInfo(&buf, " %s", ft_gateway_clean_text(f->err_code, FT_STRIPE_REASON_MAX));
 	if (f->err_message != NULL)
-		appendStringInfo(&buf, ": %s", ft_stripe_clean(f->err_message, FT_STRIPE_REASON_MAX));
+		appendStringInfo(&buf, ": %s", ft_gateway_clean_text(f->err_message, FT_STRIPE_REASON_MAX));
 	return buf.data;
 }
 
@@ -411,24 +394,16 @@ ft_stripe_declined(FtClassification *result, const FtStripeFields *f,
 	result->outcome = FT_OUTCOME_DECLINED;
 	if (f->err_code != NULL && f->err_decline_code != NULL)
 		result->error = psprintf("declined: %s (%s)",
-								 ft_stripe_clean(f->err_code, FT_STRIPE_REASON_MAX),
-								 ft_stripe_clean(f->err_decline_code, FT_STRIPE_REASON_MAX));
+								 ft_gateway_clean_text(f->err_code, FT_STRIPE_REASON_MAX),
+								 ft_gateway_clean_text(f->err_decline_code, FT_STRIPE_REASON_MAX));
 	else if (f->err_decline_code != NULL)
 		result->error = psprintf("declined: %s",
-								 ft_stripe_clean(f->err_decline_code, FT_STRIPE_REASON_MAX));
+								 ft_gateway_clean_text(f->err_decline_code, FT_STRIPE_REASON_MAX));
 	else if (f->err_code != NULL)
 		result->error = psprintf("declined: %s",
-								 ft_stripe_clean(f->err_code, FT_STRIPE_REASON_MAX));
+								 ft_gateway_clean_text(f->err_code, FT_STRIPE_REASON_MAX));
 	else
 		result->error = psprintf("declined: %s", fallback);
-}
-
-static void
-ft_stripe_retry(FtClassification *result, char *error)
-{
-	result->outcome = FT_OUTCOME_RETRY;
-	result->transient = true;
-	result->error = error;
 }
 
 /* the reply to a 2xx: a PaymentIntent or a Charge object */
@@ -440,7 +415,7 @@ ft_stripe_classify_object(int status, const FtStripeFields *f,
 
 	if (st == NULL || !ft_stripe_valid_id(f->id))
 	{
-		ft_stripe_retry(result, psprintf("HTTP %d unexpected reply", status));
+		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 		return;
 	}
 	if (strcmp(st, "succeeded") == 0)
@@ -457,8 +432,8 @@ ft_stripe_classify_object(int status, const FtStripeFields *f,
 		result->transient = false;
 		result->payment_id = pstrdup(f->id);
 		result->error = psprintf("%s %s: re-checking later",
-								 ft_stripe_clean(f->id, FT_STRIPE_ID_MAX),
-								 ft_stripe_clean(st, FT_STRIPE_REASON_MAX));
+								 ft_gateway_clean_text(f->id, FT_STRIPE_ID_MAX),
+								 ft_gateway_clean_text(st, FT_STRIPE_REASON_MAX));
 	}
 	else if (strcmp(st, "requires_payment_method") == 0 ||
 			 strcmp(st, "failed") == 0)
@@ -471,7 +446,7 @@ ft_stripe_classify_object(int status, const FtStripeFields *f,
 		result->outcome = FT_OUTCOME_FAILED;
 		result->payment_id = pstrdup(f->id);
 		result->error = psprintf("%s canceled at the gateway",
-								 ft_stripe_clean(f->id, FT_STRIPE_ID_MAX));
+								 ft_gateway_clean_text(f->id, FT_STRIPE_ID_MAX));
 	}
 	else
 	{
@@ -479,8 +454,8 @@ ft_stripe_classify_object(int status, const FtStripeFields *f,
 		result->outcome = FT_OUTCOME_FAILED;
 		result->payment_id = pstrdup(f->id);
 		result->error = psprintf("%s in unexpected state %s",
-								 ft_stripe_clean(f->id, FT_STRIPE_ID_MAX),
-								 ft_stripe_clean(st, FT_STRIPE_REASON_MAX));
+								 ft_gateway_clean_text(f->id, FT_STRIPE_ID_MAX),
+								 ft_gateway_clean_text(st, FT_STRIPE_REASON_MAX));
 	}
 }
 
@@ -491,32 +466,15 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	int			status = reply->http_status;
 	bool		parsed;
 
-	memset(result, 0, sizeof(*result));
-	result->retry_after_ms = -1;
-
-	if (reply->transport_error != NULL || status <= 0)
-	{
-		ft_stripe_retry(result,
-						psprintf("%s", reply->transport_error
-								 ? ft_stripe_clean(reply->transport_error, 200)
-								 : "no reply"));
+	if (ft_gateway_classify_transport(reply, result))
 		return;
-	}
-	if (reply->too_large)
-	{
-		ft_stripe_retry(result, psprintf("HTTP %d reply too large (over %d bytes)",
-										 status, FT_REPLY_MAX_BYTES));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
-													  reply->now);
-		return;
-	}
 
 	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
 		if (!parsed || !f.top_is_object)
-			ft_stripe_retry(result, psprintf("HTTP %d malformed reply", status));
+			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
 			ft_stripe_classify_object(status, &f, result);
 		if (result->outcome == FT_OUTCOME_RETRY)
@@ -527,7 +485,7 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 
 	if (status == 401 || status == 403)
 	{
-		ft_stripe_retry(result, ft_stripe_reason(status, &f));
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 		result->auth_problem = true;
 	}
 	else if (status == 402 ||
@@ -539,7 +497,7 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 		result->outcome = FT_OUTCOME_FAILED;
 		result->error = psprintf("idempotency_error: the gateway holds a different request under this order's Idempotency-Key (was the order changed after it was first sent?)%s%s",
 								 f.err_message ? ": " : "",
-								 f.err_message ? ft_stripe_clean(f.err_message, FT_STRIPE_REASON_MAX) : "");
+								 f.err_message ? ft_gateway_clean_text(f.err_message, FT_STRIPE_REASON_MAX) : "");
 	}
 	else if (status == 400)
 	{
@@ -549,7 +507,7 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	else
 	{
 		/* 409 (concurrent use of the key), 429, 5xx, 404 and the rest */
-		ft_stripe_retry(result, ft_stripe_reason(status, &f));
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 	}
 
 	/* Stripe-Should-Retry overrides the status code (credentials aside) */
