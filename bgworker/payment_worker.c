@@ -580,6 +580,15 @@ ft_orders_payment_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Every statement of the worker reaches its rows through an index
+	 * (outbox.c keeps them with one generic plan each).  Those plans are
+	 * made once, possibly while a table is still empty or its statistics
+	 * are stale; without sequential scans they cannot degrade into a scan
+	 * of the whole orders table per batch when the tables grow.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	ft_slot_attach(slot_index);
 
 	ft_round_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders round",

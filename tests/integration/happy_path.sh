@@ -57,6 +57,12 @@ like "$entry" '"charges": *1|"charges":1|"status": *200|"payment_id"' "ledger en
 wait "$LISTEN_PID"
 like "$(cat "$FT_TMP/listen.out")" 'Asynchronous notification "ft_orders_events" with payload "\{"order_id" ?: ?[0-9]+, ?"status" ?: ?"paid"' \
 	"LISTEN ft_orders_events sees the status change"
+# the workers write the status change in their own statement (outbox.c);
+# its payload must be the one ft_orders._change_status sends
+first=$(psql_q "SELECT min(order_id) FROM ft_orders.orders")
+want=$(psql_q "SELECT json_build_object('order_id', $first, 'status', 'paid'::ft_orders.order_status, 'attempts', 1)::text")
+is "$(grep -c -F "payload \"$want\"" "$FT_TMP/listen.out")" "1" \
+	"the workers' NOTIFY payload has _change_status's exact format: $want"
 
 wait_until "SELECT sum(succeeded) = $N AND sum(processed) = $N FROM ft_orders.worker_status" 5
 ok $? "worker_status counts $N payments"
