@@ -10,7 +10,9 @@
 # counters move by exactly the paid/declined/failed amounts; every figure
 # equals what the monitoring views say; the exporter logs no query error.
 # A second exporter logged in as a role without ft_orders_app shows that
-# the error checks do catch failing queries.
+# the error checks do catch failing queries; a third one with
+# --auto-discover-databases, that "master: true" keeps our queries on the
+# DSN's database.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -23,15 +25,16 @@ N=10
 	bail_out "prometheus-postgres-exporter is not installed (tests/setup/deps.sh installs it)"
 [ -r "$QUERIES" ] || bail_out "no queries file at $QUERIES"
 
-# exporter_start ROLE LOGFILE: start an exporter for database ftdb logged in
-# as ROLE on a free loopback port; sets EXP_PID and EXP_URL
+# exporter_start ROLE LOGFILE [ARGS...]: start an exporter for database ftdb
+# logged in as ROLE on a free loopback port; sets EXP_PID and EXP_URL
 exporter_start()
 {
 	local role=$1 log=$2 port
+	shift 2
 	port=$(free_port) || return 1
 	DATA_SOURCE_NAME="host=$FT_TMP/run port=$PGPORT user=$role dbname=ftdb sslmode=disable" \
 		"$EXPORTER_BIN" --web.listen-address="127.0.0.1:$port" \
-		--extend.query-path="$QUERIES" --log.level=info >"$log" 2>&1 </dev/null &
+		--extend.query-path="$QUERIES" --log.level=info "$@" >"$log" 2>&1 </dev/null &
 	EXP_PID=$!
 	FT_PIDS+=("$EXP_PID")
 	EXP_PORT=$port
@@ -322,6 +325,20 @@ is "$(grep 'Error running query' "$FT_TMP/exporter_nobody.log" | grep 'permissio
 	sed -nE 's/.*": ([a-z_]+) pq: .*/\1/p' | sort -u | tr '\n' ' ')" \
 	"ft_orders ft_orders_gateway ft_orders_gateway_circuit_state ft_orders_queue ft_orders_worker ft_orders_worker_outcomes ft_orders_worker_state " \
 	"without ft_orders_app: the exporter logs the permission error of each of the 7 queries"
+kill "$EXP_PID"
+
+# --- 7. "master: true": with --auto-discover-databases the exporter also
+# connects to postgres and template1, where ft_orders does not exist; our
+# queries must run only on the DSN's database
+exporter_start ft_exporter "$FT_TMP/exporter_discover.log" --auto-discover-databases ||
+	bail_out "the auto-discovering exporter did not start"
+scrape
+is "$(mraw pg_exporter_last_scrape_error)" "0" "--auto-discover-databases: the scrape runs without error"
+cmp_ok "$(grep -c '^pg_stat_database_numbackends{.*datname="template1"' <<<"$SCRAPE")" -ge 1 \
+	"--auto-discover-databases: other databases are scraped too"
+is "$(grep -c '^ft_orders_' <<<"$SCRAPE")" "56" "--auto-discover-databases: the same 56 ft_orders series, once"
+errs=$(grep -E 'level=(error|warn)|Error running query' "$FT_TMP/exporter_discover.log" | head -n 5)
+is "$errs" "" "--auto-discover-databases: no failed query"
 kill "$EXP_PID"
 EXP_URL=$main_url
 
