@@ -21,8 +21,9 @@ QUERIES=$FT_ROOT/contrib/postgres_exporter/ft_orders_queries.yaml
 EXPORTER_BIN=${FT_EXPORTER_BIN:-$(command -v prometheus-postgres-exporter || true)}
 N=10
 
-[ -n "$EXPORTER_BIN" ] && [ -x "$EXPORTER_BIN" ] ||
+if [ -z "$EXPORTER_BIN" ] || [ ! -x "$EXPORTER_BIN" ]; then
 	bail_out "prometheus-postgres-exporter is not installed (tests/setup/deps.sh installs it)"
+fi
 [ -r "$QUERIES" ] || bail_out "no queries file at $QUERIES"
 
 # exporter_start ROLE LOGFILE [ARGS...]: start an exporter for database ftdb
