@@ -10,6 +10,7 @@ pkgs=(
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
+	prometheus-postgres-exporter
 )
 for arg in "$@"; do
 	case "$arg" in
@@ -66,5 +67,11 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Under systemd the exporter package starts its service on every interface
+# (:9187, no DSN).  tests/integration/exporter.sh runs its own exporter on
+# loopback, so stop and disable the service we just installed.
+if [[ " ${missing[*]} " == *" prometheus-postgres-exporter "* ]] && [ -d /run/systemd/system ]; then
+	"${SUDO[@]}" systemctl disable --now prometheus-postgres-exporter.service >/dev/null 2>&1 || true
+fi
 stripe_mock
 echo "deps.sh: done"
