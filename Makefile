@@ -40,10 +40,6 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
-# PGXS does not track header dependencies: rebuild everything when a header
-# (shared-memory layout, GUC externs) changes.
-$(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/bgworker/*.h)
-
 ifeq ($(PGXS),)
 # No server development files yet: only the set-up targets work.
 all install installcheck:
@@ -51,6 +47,11 @@ all install installcheck:
 	@exit 1
 else
 include $(PGXS)
+
+# PGXS does not track header dependencies: rebuild everything when a header
+# (shared-memory layout, GUC externs) changes.  After the include: srcdir
+# is only defined by PGXS (before it, the wildcard matched nothing).
+$(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/bgworker/*.h)
 endif
 
 .PHONY: deps test demo fake_gateway bench fuzz soak
