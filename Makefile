@@ -11,7 +11,8 @@ EXTENSION_OBJS = \
 	extension/orders_read.o \
 	extension/dead_letters.o \
 	extension/maintenance.o \
-	extension/status_views.o
+	extension/status_views.o \
+	extension/metrics.o
 
 BGWORKER_OBJS = \
 	bgworker/launcher.o \
@@ -27,7 +28,7 @@ BGWORKER_OBJS = \
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql
+DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension
