@@ -35,7 +35,7 @@ PG_CPPFLAGS = -I$(srcdir)/extension
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = intake idempotency validation views privileges
+REGRESS = intake idempotency validation views privileges upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders
 
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
