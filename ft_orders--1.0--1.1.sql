@@ -204,7 +204,7 @@ COMMENT ON COLUMN ft_orders.order_summary.oldest IS
 'created_at of the oldest order in this status';
 
 COMMENT ON VIEW ft_orders.worker_status IS
-'One row per payment worker: state, requests in flight, outcome counters, last activity and error (shared memory; empty without shared_preload_libraries). ft_orders_app may read it';
+'One row per payment worker: state, requests in flight, outcome counters (since reset_stats()), last activity and error, from shared memory. ft_orders_app may read it';
 COMMENT ON COLUMN ft_orders.worker_status.worker_id IS
 'Worker number, 1 .. ft_orders.workers';
 COMMENT ON COLUMN ft_orders.worker_status.pid IS
@@ -229,7 +229,7 @@ COMMENT ON COLUMN ft_orders.worker_status.last_error IS
 'Last error seen by this worker';
 
 COMMENT ON VIEW ft_orders.gateway_status IS
-'One row: circuit breaker state, request and error counts, recent latency percentiles, last HTTP status (shared memory; empty without shared_preload_libraries). ft_orders_app may read it';
+'One row: circuit breaker state, request and error counts (since reset_stats()), recent latency percentiles, last HTTP status, from shared memory. ft_orders_app may read it';
 COMMENT ON COLUMN ft_orders.gateway_status.circuit IS
 'closed (requests flow), open (nothing is sent, orders stay pending) or half_open (one probe decides)';
 COMMENT ON COLUMN ft_orders.gateway_status.consecutive_failures IS

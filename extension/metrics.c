@@ -11,7 +11,9 @@
  *	- the tables, read through SPI in read-only mode (so a scrape also
  *	  works on a hot standby): outbox events by state, orders by status,
  *	  dead letters.
- * Without shared memory the worker and gateway families are left out.
+ * Without shared memory the worker and gateway families are left out
+ * (defensive: ft_orders.database is a postmaster setting, so PostgreSQL
+ * refuses to load the library anywhere but in shared_preload_libraries).
  *
  * Nothing secret is exposed: neither the gateway URL nor its token, nor
  * any order's data, only counts.  The function is SECURITY DEFINER in the
