@@ -31,7 +31,7 @@ trap dump_restore_cleanup EXIT
 
 gw_start || bail_out "fake gateway did not start"
 pg_start "ft_orders.gateway_url = '$GW_URL'" \
-	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+	"ft_orders.request_timeout = '5s'" "ft_orders.lease_timeout = '10s'" \
 	"ft_orders.backoff_base = '1h'" "ft_orders.backoff_max = '1h'" \
 	"ft_orders.circuit_failure_threshold = 100" ||
 	bail_out "server did not start"

@@ -22,7 +22,7 @@ TOKEN=tok_metrics_secret_4711
 
 gw_start || bail_out "fake gateway did not start"
 pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.gateway_token = '$TOKEN'" \
-	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+	"ft_orders.request_timeout = '5s'" "ft_orders.lease_timeout = '10s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
 	bail_out "server did not start"
