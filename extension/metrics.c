@@ -161,15 +161,8 @@ ft_unix_seconds(TimestampTz ts)
 static void
 ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
 {
-	static const struct
-	{
-		const char *outcome;
-		size_t		offset;
-	}			outcomes[] = {
-		{"succeeded", offsetof(FtWorkerSlot, succeeded)},
-		{"declined", offsetof(FtWorkerSlot, declined)},
-		{"retried", offsetof(FtWorkerSlot, retried)},
-		{"failed", offsetof(FtWorkerSlot, failed)},
+	static const char *const outcomes[] = {
+		"succeeded", "declined", "retried", "failed"
 	};
 	static const FtWorkerState states[] = {
 		FT_WORKER_STARTING, FT_WORKER_IDLE, FT_WORKER_WORKING,
@@ -192,15 +185,18 @@ ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
 			  "Gateway outcomes recorded by the payment worker, by outcome: succeeded (order paid), declined, retried (transient failure, rescheduled), failed (dead letter).");
 	for (int i = 0; i < FT_MAX_WORKERS; i++)
 	{
+		/* in the order of outcomes[] */
+		uint64		counts[] = {
+			slots[i].succeeded, slots[i].declined, slots[i].retried, slots[i].failed
+		};
+
+		StaticAssertStmt(lengthof(counts) == lengthof(outcomes),
+						 "one count per outcome label");
 		if (!slots[i].in_use)
 			continue;
 		for (int j = 0; j < lengthof(outcomes); j++)
-		{
-			uint64		v = *(const uint64 *) ((const char *) &slots[i] + outcomes[j].offset);
-
 			ft_sample(buf, "worker_outcomes_total", "worker", ids[i],
-					  "outcome", outcomes[j].outcome, ft_fmt_u64(v));
-		}
+					  "outcome", outcomes[j], ft_fmt_u64(counts[j]));
 	}
 
 	ft_family(buf, "worker_state", "gauge",
