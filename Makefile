@@ -11,7 +11,8 @@ EXTENSION_OBJS = \
 	extension/orders_read.o \
 	extension/dead_letters.o \
 	extension/maintenance.o \
-	extension/status_views.o
+	extension/status_views.o \
+	extension/metrics.o
 
 BGWORKER_OBJS = \
 	bgworker/launcher.o \
@@ -27,14 +28,14 @@ BGWORKER_OBJS = \
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql
+DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension
 PG_CFLAGS = -Wall -Werror
 SHLIB_LINK = -lcurl
 
-REGRESS = intake idempotency validation views privileges
+REGRESS = intake idempotency validation views privileges upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders
 
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
@@ -47,12 +48,14 @@ all install installcheck:
 	@exit 1
 else
 include $(PGXS)
-endif
 
 # PGXS does not track header dependencies: rebuild everything when a header
-# (shared-memory layout, GUC externs) changes.  (After the include, so that
-# "all" stays the default goal.)
+# (shared-memory layout, GUC externs) changes.  After the include: srcdir
+# is only defined by PGXS (before it, the wildcard matched nothing), and
+# "all" stays the default goal (before it, this rule was, so a plain
+# "make" built one object).
 $(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/bgworker/*.h)
+endif
 
 .PHONY: deps test demo fake_gateway bench fuzz soak
 

@@ -3,7 +3,7 @@
  * worker_stats.c
  *	  What a payment worker publishes in shared memory: its own slot
  *	  (identity, state, counters) and the gateway figures (requests,
- *	  errors, latency ring, circuit breaker input).
+ *	  errors, latency ring and histogram, circuit breaker input).
  *
  * The worker owns its slot; the launcher only marks it in_use.  Writes go
  * under ft_shared->lock, once per round at most for the state and once per
@@ -112,8 +112,9 @@ ft_slot_set_error(const char *error)
 
 /*
  * Account for requests that just completed: gateway counters, latency
- * ring and the circuit breaker, all under one lock acquisition.  Circuit
- * transitions are logged afterwards, outside the lock.
+ * ring and histogram, and the circuit breaker, all under one lock
+ * acquisition.  Circuit transitions are logged afterwards, outside the
+ * lock.
  */
 void
 ft_stats_completions(FtJob **jobs, int njobs)
@@ -132,6 +133,8 @@ ft_stats_completions(FtJob **jobs, int njobs)
 	{
 		FtJob	   *job = jobs[i];
 		FtCircuitChange c;
+		/* a clock step must not make the histogram's sum go backwards */
+		double		ms = job->latency_ms > 0 ? job->latency_ms : 0;
 
 		gw->requests++;
 		if (job->transient)
@@ -144,6 +147,8 @@ ft_stats_completions(FtJob **jobs, int njobs)
 		gw->latency_next = (gw->latency_next + 1) % FT_LATENCY_WINDOW;
 		if (gw->latency_count < FT_LATENCY_WINDOW)
 			gw->latency_count++;
+		gw->latency_buckets[ft_latency_bucket(ms)]++;
+		gw->latency_sum_ms += ms;
 
 		c = ft_circuit_report_locked(job->transient, job->is_probe, now);
 		if (c != FT_CIRCUIT_UNCHANGED)

@@ -20,6 +20,10 @@
 
 FtSharedState *ft_shared = NULL;
 
+const double ft_latency_bucket_ms[FT_LATENCY_BUCKETS] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
+};
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -102,7 +106,25 @@ ft_shmem_reset_stats(void)
 	gw->last_http_status = 0;
 	gw->latency_next = 0;
 	gw->latency_count = 0;
+	memset(gw->latency_buckets, 0, sizeof(gw->latency_buckets));
+	gw->latency_sum_ms = 0;
 	LWLockRelease(ft_shared->lock);
+}
+
+/*
+ * Index of the latency histogram bucket a request of latency_ms falls in:
+ * the first bucket whose upper bound is >= latency_ms, or
+ * FT_LATENCY_BUCKETS for the overflow bucket.
+ */
+int
+ft_latency_bucket(double latency_ms)
+{
+	for (int i = 0; i < FT_LATENCY_BUCKETS; i++)
+	{
+		if (latency_ms <= ft_latency_bucket_ms[i])
+			return i;
+	}
+	return FT_LATENCY_BUCKETS;
 }
 
 const char *

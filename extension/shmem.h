@@ -52,6 +52,15 @@ typedef enum FtCircuitState
 #define FT_LAST_ERROR_LEN	256
 #define FT_LATENCY_WINDOW	1024	/* latest request latencies kept */
 
+/*
+ * Upper bounds (inclusive, in milliseconds) of the finite buckets of the
+ * request latency histogram; one more bucket counts everything above the
+ * last bound.  The bounds are Prometheus' default buckets (5 ms .. 10 s,
+ * 10 s being ft_orders.request_timeout's default).
+ */
+#define FT_LATENCY_BUCKETS	11
+extern const double ft_latency_bucket_ms[FT_LATENCY_BUCKETS];
+
 typedef struct FtWorkerSlot
 {
 	bool		in_use;			/* assigned by the launcher */
@@ -83,6 +92,11 @@ typedef struct FtGatewayStats
 	uint32		latency_next;	/* next ring position */
 	uint32		latency_count;	/* valid entries, <= FT_LATENCY_WINDOW */
 	float4		latency_ms[FT_LATENCY_WINDOW];
+	/* cumulative histogram of every completed request since reset_stats() */
+	uint64		latency_buckets[FT_LATENCY_BUCKETS + 1];	/* per bucket, not
+															 * cumulative; the
+															 * last is > 10 s */
+	double		latency_sum_ms;
 } FtGatewayStats;
 
 typedef struct FtSharedState
@@ -105,6 +119,7 @@ extern FtSharedState *ft_shared;
 
 extern void ft_shmem_install_hooks(void);
 extern void ft_shmem_reset_stats(void);
+extern int	ft_latency_bucket(double latency_ms);
 extern const char *ft_worker_state_name(FtWorkerState state);
 extern const char *ft_circuit_state_name(FtCircuitState state);
 

@@ -57,6 +57,11 @@ is "$(sb psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'"
 	"the standby sees the orders pending"
 is "$(sb psql_q "SELECT string_agg(DISTINCT state, ',') FROM ft_orders.worker_status")" "standby" \
 	"the standby's workers still wait"
+# metrics() reads the tables read-only: it works on the standby too
+sb psql_q "SELECT ft_orders.metrics()" | /usr/bin/python3 "$FT_ROOT/tests/lib/prom_check.py" >"$FT_TMP/standby.prom"
+ok $? "metrics() on the standby parses"
+is "$(awk '$1 ~ /^ft_orders_worker_state[{].*state="standby"/ { t += $2 } END { print t + 0 }' "$FT_TMP/standby.prom") $(awk '$1 == "ft_orders_orders{status=\"pending\"}" { print $2 }' "$FT_TMP/standby.prom")" \
+	"2 $N" "metrics() on the standby: both workers in state standby, $N orders pending"
 
 as_pg pg_ctl -D "$PGDATA" -m immediate -w -t 20 stop >/dev/null
 ok $? "the primary dies with requests in flight"

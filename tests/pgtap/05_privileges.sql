@@ -22,8 +22,9 @@ SELECT is_empty(
 		 AND p.oid NOT IN ('ft_orders.place_order(text, text, bigint, text, jsonb, text)'::regprocedure,
 						   'ft_orders.get_order(bigint)'::regprocedure,
 						   'ft_orders.worker_stats()'::regprocedure,
-						   'ft_orders.gateway_stats()'::regprocedure)$$,
-	'ft_orders_app may execute place_order, get_order and the stats functions behind the views, nothing else');
+						   'ft_orders.gateway_stats()'::regprocedure,
+						   'ft_orders.metrics()'::regprocedure)$$,
+	'ft_orders_app may execute place_order, get_order, metrics and the stats functions behind the views, nothing else');
 SELECT is_empty(
 	$$SELECT c.oid::regclass::text || ' ' || priv FROM pg_class c,
 			 unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS priv

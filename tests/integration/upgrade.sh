@@ -1,0 +1,133 @@
+#!/bin/bash
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 under live
+# payment workers.
+#
+# Installs 1.0, places orders (paid, declined, failed with a dead letter,
+# and pending ones while the gateway is down), updates to 1.1 and asserts:
+# every table's rows and the sequences are unchanged, the same worker
+# processes keep running, metrics() appears (granted to ft_orders_app) and
+# reports the data, the pending orders are paid afterwards, each once; and
+# the upgraded catalogue (objects, definitions, grants, comments, extconfig)
+# is identical to a fresh CREATE EXTENSION of 1.1.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/snapshot.sh"
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" \
+	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
+	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
+	bail_out "server did not start"
+
+is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.1" \
+	"the default version is 1.1"
+is "$(psql_q "SELECT string_agg(source || '->' || target || ':' || path, ' ' ORDER BY source, target)
+              FROM pg_extension_update_paths('ft_orders') WHERE path IS NOT NULL")" \
+	"1.0->1.1:1.0--1.1" "the update path 1.0 -> 1.1 exists"
+
+# pg_start installed the default (1.1); start over from 1.0 before any order
+psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders VERSION '1.0'" >/dev/null
+ok $? "CREATE EXTENSION ft_orders VERSION '1.0'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.0" "version 1.0 is installed"
+is "$(psql_q "SELECT count(*) FROM pg_proc WHERE proname = 'metrics' AND pronamespace = 'ft_orders'::regnamespace")" \
+	"0" "1.0 has no metrics()"
+
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 30
+ok $? "two payment workers serve the 1.0 schema"
+
+# --- orders under 1.0 ----------------------------------------------------------
+gw_faults '{"decline_amount_minor":[402],"reject_amount_minor":[422]}' || bail_out "could not set faults"
+psql_q "SELECT count(*) FROM (SELECT 'v10-' || g AS k, 100 + g AS amount FROM generate_series(1, 20) g
+                              UNION ALL SELECT 'v10-dec', 402 UNION ALL SELECT 'v10-rej', 422) v,
+        LATERAL ft_orders.place_order(v.k, 'cust', v.amount, 'EUR', '[{\"sku\":\"A\"}]', 'pm_card_visa')" >/dev/null
+ok $? "placed 22 orders under 1.0"
+wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status = 'pending'" 30
+ok $? "1.0: every order settled"
+is "$(psql_q "SELECT string_agg(status || ':' || n, ' ' ORDER BY status)
+              FROM (SELECT status, count(*) n FROM ft_orders.orders GROUP BY status) s")" \
+	"paid:20 declined:1 failed:1" "1.0: 20 paid, 1 declined, 1 failed"
+
+gw_faults '{"down":true}' || bail_out "could not take the gateway down"
+psql_q "SELECT count(*) FROM generate_series(1, 10) g, LATERAL ft_orders.place_order('v10-down-' || g, 'cust', 700 + g, 'EUR')" >/dev/null
+ok $? "placed 10 orders while the gateway is down"
+wait_until "SELECT count(*) = 10 FROM ft_orders.outbox WHERE attempts > 0" 30
+ok $? "the workers tried them and rescheduled them"
+
+# idle the workers (no gateway URL) so that the tables hold still for the digest
+pg_set ft_orders.gateway_url ''
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle' AND in_flight = 0" 20
+ok $? "workers idle without a gateway URL"
+wait_until "SELECT count(*) = 0 FROM ft_orders.outbox WHERE lease_until > now()" 20
+ok $? "no outbox lease is held"
+sleep 0.5
+
+ft_data_digest >"$FT_TMP/before.digest" || bail_out "digest failed"
+ft_catalog_snapshot >"$FT_TMP/v10.catalog" || bail_out "catalogue snapshot failed"
+pids_before=$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")
+launcher_before=$(psql_q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ft_orders launcher'")
+
+# --- the update ----------------------------------------------------------------
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.1'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.1'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.1" "version 1.1 is installed"
+
+ft_data_digest >"$FT_TMP/after.digest" || bail_out "digest failed"
+is "$(diff "$FT_TMP/before.digest" "$FT_TMP/after.digest")" "" "every table's rows and the sequences are unchanged"
+is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/after.digest")" "6" "(the digest covers the six tables)"
+is "$(awk '$1 == "orders" { print $2 }' "$FT_TMP/after.digest")" "32" "(32 orders were digested)"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"the same payment worker processes run after the update"
+is "$(psql_q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ft_orders launcher'")" "$launcher_before" \
+	"the same launcher runs after the update"
+
+psql_q "SELECT ft_orders.metrics()" | /usr/bin/python3 "$FT_ROOT/tests/lib/prom_check.py" >"$FT_TMP/m1.prom"
+ok $? "metrics() works after the update and parses"
+is "$(awk '$1 ~ /^ft_orders_orders[{]/ { printf "%s ", $0 }' "$FT_TMP/m1.prom")" \
+	'ft_orders_orders{status="pending"} 10 ft_orders_orders{status="paid"} 20 ft_orders_orders{status="declined"} 1 ft_orders_orders{status="failed"} 1 ' \
+	"metrics() counts the orders placed under 1.0"
+is "$(awk '$1 == "ft_orders_dead_letters" { print $2 }' "$FT_TMP/m1.prom")" "1" "metrics() counts the dead letter"
+is "$(psql_q "SELECT has_function_privilege('ft_orders_app', 'ft_orders.metrics()', 'EXECUTE')::text
+                     || ' ' || has_function_privilege('public', 'ft_orders.metrics()', 'EXECUTE')::text")" \
+	"true false" "after the update ft_orders_app may call metrics(), PUBLIC may not"
+
+# --- workers keep paying ---------------------------------------------------------
+gw_faults reset || bail_out "could not reset the faults"
+pg_set ft_orders.gateway_url "$GW_URL"
+wait_until "SELECT count(*) = 30 FROM ft_orders.orders WHERE status = 'paid'" 60
+ok $? "the 10 orders left pending under 1.0 are paid after the update"
+psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v11-' || g, 'cust', 900 + g, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 35 FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "new orders placed under 1.1 are paid"
+is "$(gw_ledger charges)" "35" "ledger: 35 charges"
+is "$(gw_ledger duplicates)" "0" "ledger: no duplicate charges"
+is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox drained"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"still the same worker processes"
+is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE order_id IN
+                (SELECT order_id FROM ft_orders.orders WHERE idempotency_key LIKE 'v10-down-%') AND status = 'paid'")" \
+	"10" "each formerly pending order has one 'paid' event"
+# a key of 1.0 is still known: a replay returns the old order
+is "$(psql_q "SELECT replayed || ' ' || status FROM ft_orders.place_order('v10-1', 'cust', 101, 'EUR', '[{\"sku\":\"A\"}]', 'pm_card_visa')")" \
+	"true paid" "an idempotency key from 1.0 replays under 1.1"
+
+# --- upgraded catalogue == fresh 1.1 install --------------------------------------
+ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
+psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
+ok $? "fresh CREATE EXTENSION ft_orders (1.1) in the same database"
+ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
+catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
+is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.1 install"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "26" "(the comparison covers the 26 members)"
+cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
+like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
+	"(... and the grants, e.g. metrics() for ft_orders_app)"
+v10_diff=$(diff "$FT_TMP/v10.catalog" "$FT_TMP/fresh.catalog")
+like "$v10_diff" '> function ft_orders.metrics\(\)' "(the 1.0 catalogue does differ: no metrics() ...)"
+like "$v10_diff" "< column orders.customer_id #3 text notnull=true default= comment="$'\n' \
+	"(... and columns without comments)"
+
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
+
+done_testing
