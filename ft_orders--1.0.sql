@@ -38,7 +38,7 @@ CREATE TABLE ft_orders.orders (
 	last_error		text,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
-) WITH (fillfactor = 70);
+);
 ALTER SEQUENCE ft_orders.orders_order_id_seq OWNED BY ft_orders.orders.order_id;
 COMMENT ON TABLE ft_orders.orders IS
 'One row per accepted order; written by place_order() and the payment workers only';
