@@ -68,7 +68,7 @@ ft_circuit_admit(int wanted, bool *probe, bool *blocked)
 		case FT_CIRCUIT_HALF_OPEN:
 			if (!gw->probe_in_flight ||
 				TimestampDifferenceExceeds(gw->probe_started_at, now,
-										   ft_request_timeout_ms + 1000))
+										   ft_request_timeout_eff_ms() + 1000))
 			{
 				gw->probe_in_flight = true;
 				gw->probe_started_at = now;

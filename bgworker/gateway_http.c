@@ -532,7 +532,7 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		FT_SETOPT(h, CURLOPT_HTTPGET, 1L);
 	FT_SETOPT(h, CURLOPT_HTTPHEADER, h->headers);
 	FT_SETOPT(h, CURLOPT_USERAGENT, "ft_orders/1.0");
-	FT_SETOPT(h, CURLOPT_TIMEOUT_MS, (long) ft_request_timeout_ms);
+	FT_SETOPT(h, CURLOPT_TIMEOUT_MS, (long) ft_request_timeout_eff_ms());
 	FT_SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long) ft_connect_timeout_ms);
 	FT_SETOPT(h, CURLOPT_SSL_VERIFYPEER, ft_tls_verify ? 1L : 0L);
 	FT_SETOPT(h, CURLOPT_SSL_VERIFYHOST, ft_tls_verify ? 2L : 0L);
