@@ -58,6 +58,8 @@ wait_settings()
 	return 1
 }
 nwarn() { grep -c 'must be greater than "ft_orders.request_timeout"' "$PG_LOG"; }
+# lastwarn: the last such WARNING and its DETAIL line
+lastwarn() { grep -A1 'must be greater than "ft_orders.request_timeout"' "$PG_LOG" | tail -n 2; }
 # wait_warn N: until the log holds N such warnings (10 s at most)
 wait_warn()
 {
@@ -117,11 +119,11 @@ conf "ft_orders.lease_timeout = '2s'" "ft_orders.request_timeout = '5s'"
 wait_settings "2s 5s"
 ok $? "lease 2s with request 5s is not refused"
 wait_warn 1
-like "$(grep 'must be greater than "ft_orders.request_timeout"' "$PG_LOG")" \
+like "$(lastwarn)" \
 	'WARNING:  "ft_orders.lease_timeout" \(2000 ms\) must be greater than "ft_orders.request_timeout" \(5000 ms\)' \
 	"a WARNING names both values"
-like "$(grep -A1 'must be greater than "ft_orders.request_timeout"' "$PG_LOG")" \
-	'DETAIL:  The payment workers use a request timeout of 1000 ms' "its DETAIL gives the request timeout in use"
+like "$(lastwarn)" 'DETAIL:  The payment workers use a request timeout of 1000 ms' \
+	"its DETAIL gives the request timeout in use"
 sleep 1
 is "$(nwarn)" "1" "one WARNING for the reload (from the launcher, not from every process)"
 
@@ -162,11 +164,9 @@ pg_stop || bail_out "server did not stop"
 pg_start_again
 ok $? "the server starts with lease_timeout 1s and request_timeout 10s"
 wait_warn 3
-like "$(grep -A1 'must be greater than "ft_orders.request_timeout"' "$PG_LOG" | tail -n 2)" \
-	'\(1000 ms\) must be greater than "ft_orders.request_timeout" \(10000 ms\)' \
+like "$(lastwarn)" '\(1000 ms\) must be greater than "ft_orders.request_timeout" \(10000 ms\)' \
 	"the launcher warns at start"
-like "$(grep -A1 'must be greater than "ft_orders.request_timeout"' "$PG_LOG" | tail -n 1)" \
-	'request timeout of 500 ms' "the request timeout is cut to half the 1 s lease"
+like "$(lastwarn)" 'request timeout of 500 ms' "the request timeout is cut to half the 1 s lease"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing
