@@ -68,7 +68,7 @@ ft_circuit_admit(int wanted, bool *probe, bool *blocked)
 		case FT_CIRCUIT_HALF_OPEN:
 			if (!gw->probe_in_flight ||
 				TimestampDifferenceExceeds(gw->probe_started_at, now,
-										   ft_request_timeout_ms + 1000))
+										   ft_request_timeout_eff_ms() + 1000))
 			{
 				gw->probe_in_flight = true;
 				gw->probe_started_at = now;
@@ -94,6 +94,17 @@ ft_circuit_abandon_probe(void)
 	if (ft_shared->gateway.circuit == FT_CIRCUIT_HALF_OPEN)
 		ft_shared->gateway.probe_in_flight = false;
 	LWLockRelease(ft_shared->lock);
+}
+
+/*
+ * True while the circuit is not closed: the only request a worker starts
+ * then is the half-open probe (gateway_http.c gives it a connection of its
+ * own).  An unlocked int read, as in ft_circuit_admit.
+ */
+bool
+ft_circuit_probing(void)
+{
+	return ft_shared->gateway.circuit != FT_CIRCUIT_CLOSED;
 }
 
 /*

@@ -45,6 +45,7 @@
 
 #include "gateway.h"
 #include "guc.h"
+#include "worker.h"
 
 /* ft_orders.max_in_flight's upper bound, and sockets libcurl may watch */
 #define FT_HTTP_MAX_HANDLES		1024
@@ -532,8 +533,22 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		FT_SETOPT(h, CURLOPT_HTTPGET, 1L);
 	FT_SETOPT(h, CURLOPT_HTTPHEADER, h->headers);
 	FT_SETOPT(h, CURLOPT_USERAGENT, "ft_orders/1.0");
-	FT_SETOPT(h, CURLOPT_TIMEOUT_MS, (long) ft_request_timeout_ms);
+	FT_SETOPT(h, CURLOPT_TIMEOUT_MS, (long) ft_request_timeout_eff_ms());
 	FT_SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long) ft_connect_timeout_ms);
+
+	/*
+	 * libcurl sends a request again, up to five times, when a reused
+	 * kept-alive connection dies before any byte of the reply: against a
+	 * gateway that reads the request and then closes, the half-open probe
+	 * -- the one request the circuit lets through -- reached it six times
+	 * (tests/integration/circuit_hostile.sh).  The probe gets a fresh
+	 * connection of its own, which libcurl never re-sends on.
+	 */
+	if (ft_circuit_probing())
+	{
+		FT_SETOPT(h, CURLOPT_FRESH_CONNECT, 1L);
+		FT_SETOPT(h, CURLOPT_FORBID_REUSE, 1L);
+	}
 	FT_SETOPT(h, CURLOPT_SSL_VERIFYPEER, ft_tls_verify ? 1L : 0L);
 	FT_SETOPT(h, CURLOPT_SSL_VERIFYHOST, ft_tls_verify ? 2L : 0L);
 	if (ft_ca_file != NULL && ft_ca_file[0] != '\0')

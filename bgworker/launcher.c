@@ -83,6 +83,7 @@ ft_launcher_check_signals(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		ft_report_timeouts();
 	}
 	if (ShutdownRequestPending)
 		proc_exit(1);
@@ -321,6 +322,7 @@ ft_orders_launcher_main(Datum main_arg)
 	ereport(LOG,
 			(errmsg("ft_orders launcher started for database \"%s\" with %d payment worker(s)",
 					ft_database, ft_nworkers())));
+	ft_report_timeouts();
 
 	for (;;)
 	{

@@ -74,6 +74,7 @@ typedef enum FtCircuitChange
 
 extern int	ft_circuit_admit(int wanted, bool *probe, bool *blocked);
 extern void ft_circuit_abandon_probe(void);
+extern bool ft_circuit_probing(void);
 extern FtCircuitChange ft_circuit_report_locked(bool transient, bool was_probe,
 												TimestampTz now);
 

@@ -7,13 +7,21 @@
  * Names, contexts and defaults are those of SPEC section 4.  Every time
  * setting carries a unit so that '30s', '2min' or '500ms' all work.
  *
+ * Every check hook looks at its own value only.  A rule that ties two
+ * settings together (lease_timeout > request_timeout) cannot live in a
+ * check hook: a reload applies the lines of postgresql.conf one by one in
+ * file order, and a parallel worker restores its leader's settings in
+ * any order, so a hook would judge the new value of one setting against
+ * the old value of the other and could refuse a valid new pair.  Such a
+ * rule is enforced where the values are used (ft_request_timeout_eff_ms)
+ * and reported once per reload (ft_report_timeouts).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <limits.h>
 
-#include "access/parallel.h"
 #include "utils/guc.h"
 
 #include "guc.h"
@@ -94,34 +102,6 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/*
- * A claimed event whose lease ran out is handed to another worker, so the
- * lease must outlive the longest request.  Only this hook compares the two:
- * ft_orders.request_timeout is defined first, so at start-up it already
- * holds its configured value when this runs.
- */
-static bool
-ft_check_lease_timeout(int *newval, void **extra, GucSource source)
-{
-	/*
-	 * A parallel worker restores the leader's settings in an arbitrary
-	 * order, possibly this one before ft_orders.request_timeout: the pair
-	 * was already checked in the leader, and refusing here would make
-	 * every parallel query fail.
-	 */
-	if (InitializingParallelWorker)
-		return true;
-	if (*newval <= ft_request_timeout_ms)
-	{
-		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
-		GUC_check_errmsg("\"ft_orders.lease_timeout\" must be greater than \"ft_orders.request_timeout\"");
-		GUC_check_errdetail("ft_orders.lease_timeout is %d ms, ft_orders.request_timeout is %d ms.",
-							*newval, ft_request_timeout_ms);
-		return false;
-	}
-	return true;
-}
-
 static bool
 ft_check_database(char **newval, void **extra, GucSource source)
 {
@@ -176,6 +156,47 @@ static void
 ft_assign_gateway_token(const char *newval, void *extra)
 {
 	ft_gateway_token_generation++;
+}
+
+/*
+ * The whole-request timeout the payment workers really use.
+ *
+ * SPEC section 4: lease_timeout must exceed request_timeout, or a lease
+ * could run out, and another worker claim the event, while its request
+ * is still in flight.  When the configuration breaks that rule the lease
+ * wins: it is the operator's bound on how long a claimed event may stay
+ * with one worker (and how long a crashed worker's events wait), so the
+ * request timeout is cut to lease_timeout minus a margin of one second
+ * (half the lease for leases under two seconds), which covers the claim
+ * commit before the request starts and the recording after it ends.
+ * ft_report_timeouts() says so in the log.
+ */
+int
+ft_request_timeout_eff_ms(void)
+{
+	if (ft_lease_timeout_ms > ft_request_timeout_ms)
+		return ft_request_timeout_ms;
+	return ft_lease_timeout_ms - Min(FT_LEASE_MARGIN_MS, ft_lease_timeout_ms / 2);
+}
+
+/*
+ * WARNING when lease_timeout does not exceed request_timeout.  Called by
+ * the launcher (one process per server) when it starts and after every
+ * reload, so the warning appears once per reload that leaves the pair
+ * invalid, with the values the workers actually use.
+ */
+void
+ft_report_timeouts(void)
+{
+	if (ft_lease_timeout_ms > ft_request_timeout_ms)
+		return;
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("\"ft_orders.lease_timeout\" (%d ms) must be greater than \"ft_orders.request_timeout\" (%d ms)",
+					ft_lease_timeout_ms, ft_request_timeout_ms),
+			 errdetail("The payment workers use a request timeout of %d ms, so that no lease runs out while its request is in flight.",
+					   ft_request_timeout_eff_ms()),
+			 errhint("Raise ft_orders.lease_timeout or lower ft_orders.request_timeout, then reload the configuration.")));
 }
 
 /*
@@ -301,7 +322,7 @@ ft_define_gucs(void)
 							60000, 1000, 86400000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
-							ft_check_lease_timeout, NULL, NULL);
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.circuit_failure_threshold",
 							"Consecutive transient failures that open the circuit.",

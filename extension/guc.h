@@ -48,6 +48,14 @@ extern int	ft_history_retention_s;
 /* upper bound of ft_orders.workers; sizes the shared-memory slot array */
 #define FT_MAX_WORKERS 32
 
+/*
+ * When lease_timeout <= request_timeout, requests are cut to the lease
+ * minus this margin (or minus half the lease if that is less)
+ */
+#define FT_LEASE_MARGIN_MS 1000
+
 extern void ft_define_gucs(void);
+extern int	ft_request_timeout_eff_ms(void);
+extern void ft_report_timeouts(void);
 
 #endif							/* FT_GUC_H */

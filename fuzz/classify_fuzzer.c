@@ -5,9 +5,11 @@
  *	  (SPEC section 5): HTTP status + Retry-After header + transport error
  *	  + body -> outcome.  Built and run by fuzz/run.sh (`make fuzz`).
  *
- * gateway_generic.c and backoff.c are compiled unchanged, as in
+ * gateway_generic.c and backoff.c are compiled unchanged, as for
  * tests/integration/harness/classify_harness.c, against the server headers
- * and linked with the frontend libpgcommon (StringInfo, the JSON parser).
+ * and linked with the frontend libpgcommon (StringInfo, the JSON parser);
+ * the backend stand-ins and the reply table's invariants are shared with
+ * that harness (classify_common.c, built by classify_build.sh).
  * The frontend palloc family is replaced below by a small arena freed
  * after every input, standing in for the worker's per-round memory
  * context: without it the classifier's (deliberate) allocations would
@@ -31,47 +33,7 @@
  */
 #include "postgres.h"
 
-#include <setjmp.h>
-
-#include "utils/timestamp.h"
-
-#include "gateway.h"
-#include "guc.h"
-#include "worker.h"
-
-/* --- backend symbols the two files reference ----------------------------- */
-sigjmp_buf *PG_exception_stack = NULL;
-ErrorContextCallback *error_context_stack = NULL;
-MemoryContext CurrentMemoryContext = NULL;
-int			MyProcPid = 1;
-int			ft_backoff_base_ms = 1000;
-int			ft_backoff_max_ms = 600000;
-
-void
-FlushErrorState(void)
-{
-}
-
-void
-pg_re_throw(void)
-{
-	abort();
-}
-
-TimestampTz
-GetCurrentTimestamp(void)
-{
-	return (TimestampTz) time(NULL) * 1000000;
-}
-
-void
-escape_json(StringInfo buf, const char *str)
-{
-	appendStringInfoCharMacro(buf, '"');
-	for (const char *p = str; *p; p++)
-		appendStringInfoCharMacro(buf, *p);
-	appendStringInfoCharMacro(buf, '"');
-}
+#include "classify_common.h"
 
 /* --- an arena in place of fe_memutils.c ----------------------------------- */
 typedef struct ArenaChunk
@@ -177,23 +139,6 @@ pnstrdup(const char *s, Size len)
 }
 
 /* --- the target ------------------------------------------------------------ */
-static void
-fail(const char *why, int status, const FtClassification *c)
-{
-	fprintf(stderr, "invariant violated: %s (HTTP %d, outcome %d, error \"%s\")\n",
-			why, status, (int) c->outcome, c->error ? c->error : "(null)");
-	abort();
-}
-
-static void
-check_printable(const char *s, const char *what, int status,
-				const FtClassification *c)
-{
-	for (const char *p = s; p && *p; p++)
-		if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
-			fail(what, status, c);
-}
-
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
@@ -206,9 +151,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			   *te = NULL,
 			   *body;
 	size_t		body_len;
-	FtGatewayReply r;
 	FtClassification c;
 	int			status;
+	const char *why;
 
 	memcpy(hdr, data, Min(size, sizeof(hdr)));
 	data += Min(size, sizeof(hdr));
@@ -239,57 +184,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(body, data, body_len);
 	body[body_len] = '\0';
 
-	memset(&r, 0, sizeof(r));
-	r.http_status = status;
-	r.transport_error = te;
-	r.too_large = (hdr[2] & 1) != 0;
-	r.retry_after = ra;
-	r.body = body;
-	r.body_len = body_len;
-	r.now = 1700000000;
-	ft_provider_generic.classify_reply(&r, &c);
-
-	/* invariants of the SPEC section 5 reply table */
-	if (c.outcome == FT_OUTCOME_PAID &&
-		(te != NULL || r.too_large || status < 200 || status > 299 ||
-		 c.payment_id == NULL || c.payment_id[0] == '\0'))
-		fail("paid without a 2xx reply and a payment_id", status, &c);
-	if (c.outcome == FT_OUTCOME_FAILED && status != 400 && status != 422)
-		fail("failed for a status other than 400/422", status, &c);
-	if (c.outcome == FT_OUTCOME_DECLINED &&
-		!(status == 402 || (status >= 200 && status <= 299)))
-		fail("declined for a status other than 402/2xx", status, &c);
-	if ((te != NULL || status <= 0 || r.too_large) && c.outcome != FT_OUTCOME_RETRY)
-		fail("transport error, no reply or oversize body not retried", status, &c);
-	if ((status == 401 || status == 403 || status == 409 || status == 429 ||
-		 (status >= 500 && status <= 599) || (status >= 300 && status <= 399)) &&
-		c.outcome != FT_OUTCOME_RETRY)
-		fail("401/403/409/429/3xx/5xx not retried", status, &c);
-	if (te == NULL && !r.too_large && (status == 400 || status == 422) &&
-		c.outcome != FT_OUTCOME_FAILED)
-		fail("400/422 not failed at once", status, &c);
-	if (te == NULL && !r.too_large && status == 402 && c.outcome != FT_OUTCOME_DECLINED)
-		fail("402 not declined", status, &c);
-	if ((c.outcome == FT_OUTCOME_RETRY) != c.transient)
-		fail("transient flag disagrees with the outcome", status, &c);
-	if (c.outcome != FT_OUTCOME_PAID && c.error == NULL)
-		fail("no error text for a non-paid outcome", status, &c);
-	if (c.retry_after_ms < -1)
-		fail("negative Retry-After", status, &c);
-	if (c.auth_problem && status != 401 && status != 403)
-		fail("auth problem for a status other than 401/403", status, &c);
-	check_printable(c.error, "non-printable error text", status, &c);
-	check_printable(c.payment_id, "non-printable payment_id", status, &c);
-	if (c.error && strlen(c.error) > 512)
-		fail("error text longer than 512 bytes", status, &c);
-
-	/* the backoff must stay in range whatever Retry-After said */
-	for (int attempt = 1; attempt <= 12; attempt += 11)
+	ft_classify(status, body, body_len, ra, te, (hdr[2] & 1) != 0, &c);
+	why = ft_classify_violation(status, te, (hdr[2] & 1) != 0, &c);
+	if (why != NULL)
 	{
-		int			d = ft_backoff_delay_ms(attempt, c.retry_after_ms);
-
-		if (d < 0 || d > ft_backoff_max_ms)
-			fail("backoff delay out of range", status, &c);
+		fprintf(stderr, "invariant violated: %s (HTTP %d, outcome %s, error \"%s\")\n",
+				why, status, ft_outcome_name(c.outcome), c.error ? c.error : "(null)");
+		abort();
 	}
 
 	arena_reset();

@@ -22,16 +22,13 @@ if ! command -v clang >/dev/null 2>&1 || \
 	! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
 	bash "$ROOT/tests/setup/deps.sh" --fuzz || exit 1
 fi
-LIBDIR=$($PG_CONFIG --pkglibdir)
 BIN="$OUT/classify_fuzzer"
 
 echo "# building $BIN"
-clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	-fno-omit-frame-pointer -Wall -Werror -Wno-ignored-attributes -Wno-unused-command-line-argument \
-	-I"$ROOT/bgworker" -I"$ROOT/extension" -I"$($PG_CONFIG --includedir-server)" \
-	"$HERE/classify_fuzzer.c" "$ROOT/bgworker/gateway_generic.c" "$ROOT/bgworker/backoff.c" \
-	-L"$LIBDIR" -lpgcommon -lpgport -lcurl -lcrypto -lm \
-	-o "$BIN" || { echo "fuzz: build failed" >&2; exit 1; }
+source "$HERE/classify_build.sh"
+ft_classify_build "$BIN" "$HERE/classify_fuzzer.c" clang \
+	-fsanitize=fuzzer,address,undefined -Wno-ignored-attributes -Wno-unused-command-line-argument ||
+	{ echo "fuzz: build failed" >&2; exit 1; }
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

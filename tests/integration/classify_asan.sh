@@ -1,7 +1,9 @@
 #!/bin/bash
 # classify_asan.sh: the pure parts of the payment workers under
 # AddressSanitizer and UBSan (reply classification, Retry-After, request
-# body, backoff), with a fuzz loop.  See harness/classify_harness.c.
+# body, backoff), with a fuzz loop.  See harness/classify_harness.c; the
+# build command and the backend stand-ins are shared with the libFuzzer
+# target (fuzz/classify_build.sh, fuzz/classify_common.c).
 
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -15,12 +17,9 @@ if [ ! -f "$LIBDIR/libpgcommon.a" ] || ! command -v gcc >/dev/null; then
 	echo "1..0 # SKIP needs gcc and $LIBDIR/libpgcommon.a"
 	exit 0
 fi
-if ! gcc -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-	-Wall -Werror -Wno-unused-label \
-	-I"$ROOT/bgworker" -I"$ROOT/extension" -I"$($PG_CONFIG --includedir-server)" \
-	"$HERE/harness/classify_harness.c" "$ROOT/bgworker/gateway_generic.c" "$ROOT/bgworker/backoff.c" \
-	-L"$LIBDIR" -lpgcommon -lpgport -lcurl -lcrypto -lm \
-	-o "$OUT/classify_harness" 2>"$OUT/build.log"; then
+source "$ROOT/fuzz/classify_build.sh"
+if ! ft_classify_build "$OUT/classify_harness" "$HERE/harness/classify_harness.c" gcc \
+	-fsanitize=address,undefined -Wno-unused-label 2>"$OUT/build.log"; then
 	echo "not ok 1 - the sanitizer harness builds"
 	sed 's/^/# /' "$OUT/build.log"
 	echo "1..1"

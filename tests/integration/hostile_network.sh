@@ -15,16 +15,9 @@
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/harness/hostile.sh"
 
-portfile=$FT_TMP/hostile.port
-holefile=$FT_TMP/blackhole.port
-FT_HOSTILE_LIFETIME=100 python3 "$(dirname "$0")/harness/hostile_gateway.py" \
-	"$portfile" network "$holefile" >"$FT_TMP/hostile.log" 2>&1 &
-FT_PIDS+=("$!")
-for _ in $(seq 1 100); do [ -s "$portfile" ] && [ -s "$holefile" ] && break; sleep 0.05; done
-[ -s "$portfile" ] && [ -s "$holefile" ] || bail_out "hostile responder did not start"
-good_url="http://127.0.0.1:$(cat "$portfile")"
-hole_url="http://127.0.0.1:$(cat "$holefile")"
+hostile_start network 100 blackhole || bail_out "hostile responder did not start"
 
 pg_start "ft_orders.gateway_url = '$good_url'" \
 	"ft_orders.workers = 1" \

@@ -15,14 +15,11 @@
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/harness/hostile.sh"
 
-portfile=$FT_TMP/hostile.port
-FT_HOSTILE_LIFETIME=100 python3 "$(dirname "$0")/harness/hostile_gateway.py" "$portfile" replies >"$FT_TMP/hostile.log" 2>&1 &
-FT_PIDS+=("$!")
-for _ in $(seq 1 100); do [ -s "$portfile" ] && break; sleep 0.05; done
-[ -s "$portfile" ] || bail_out "hostile responder did not start"
+hostile_start replies 100 || bail_out "hostile responder did not start"
 
-pg_start "ft_orders.gateway_url = 'http://127.0.0.1:$(cat "$portfile")'" \
+pg_start "ft_orders.gateway_url = '$good_url'" \
 	"ft_orders.workers = 1" \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '4s'" \
 	"ft_orders.backoff_base = '10ms'" "ft_orders.backoff_max = '50ms'" \

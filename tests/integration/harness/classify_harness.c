@@ -8,8 +8,9 @@
  *
  * gateway_generic.c and backoff.c are compiled unchanged against the
  * server headers and linked with the frontend libpgcommon (palloc,
- * StringInfo, the JSON parser) plus the few backend symbols stubbed
- * below.  The frontend JSON parser has no stack-depth check, so nesting
+ * StringInfo, the JSON parser) plus the backend stand-ins of
+ * fuzz/classify_common.c, which also holds the reply table's invariants
+ * checked here and by the libFuzzer target.  The frontend JSON parser has no stack-depth check, so nesting
  * is kept to a depth the process stack holds; the backend's
  * "stack depth limit exceeded" path is covered by the integration tests.
  *
@@ -21,60 +22,9 @@
  */
 #include "postgres.h"
 
-#include <setjmp.h>
-
-#include "utils/timestamp.h"
-
-#include "gateway.h"
+#include "classify_common.h"
 #include "guc.h"
 #include "worker.h"
-
-/* --- backend symbols the two files reference ----------------------------- */
-sigjmp_buf *PG_exception_stack = NULL;
-ErrorContextCallback *error_context_stack = NULL;
-MemoryContext CurrentMemoryContext = NULL;
-int			MyProcPid = 1;
-int			ft_backoff_base_ms = 1000;
-int			ft_backoff_max_ms = 600000;
-
-void
-FlushErrorState(void)
-{
-}
-
-void
-pg_re_throw(void)
-{
-	abort();
-}
-
-TimestampTz
-GetCurrentTimestamp(void)
-{
-	return (TimestampTz) time(NULL) * 1000000;
-}
-
-/* the backend's escape_json, reduced to what JSON requires */
-void
-escape_json(StringInfo buf, const char *str)
-{
-	appendStringInfoCharMacro(buf, '"');
-	for (const char *p = str; *p; p++)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		if (c == '"' || c == '\\')
-		{
-			appendStringInfoCharMacro(buf, '\\');
-			appendStringInfoCharMacro(buf, c);
-		}
-		else if (c < 0x20)
-			appendStringInfo(buf, "\\u%04x", c);
-		else
-			appendStringInfoCharMacro(buf, c);
-	}
-	appendStringInfoCharMacro(buf, '"');
-}
 
 /* --- TAP ----------------------------------------------------------------- */
 static int	tap_n = 0;
@@ -92,39 +42,14 @@ tap(bool cond, const char *desc, const char *got)
 	}
 }
 
-static const char *
-outcome_name(FtOutcome o)
-{
-	switch (o)
-	{
-		case FT_OUTCOME_PAID:
-			return "paid";
-		case FT_OUTCOME_DECLINED:
-			return "declined";
-		case FT_OUTCOME_FAILED:
-			return "failed";
-		case FT_OUTCOME_RETRY:
-			return "retry";
-	}
-	return "?";
-}
-
 static FtClassification
 classify(int status, const char *body, const char *retry_after,
 		 const char *transport_error, bool too_large)
 {
-	FtGatewayReply r;
 	FtClassification c;
 
-	memset(&r, 0, sizeof(r));
-	r.http_status = status;
-	r.body = body ? body : "";
-	r.body_len = body ? strlen(body) : 0;
-	r.retry_after = retry_after;
-	r.transport_error = transport_error;
-	r.too_large = too_large;
-	r.now = 1700000000;
-	ft_provider_generic.classify_reply(&r, &c);
+	ft_classify(status, body, body ? strlen(body) : 0, retry_after,
+				transport_error, too_large, &c);
 	return c;
 }
 
@@ -184,7 +109,7 @@ check_cases(void)
 		char		got[512];
 		char		desc[600];
 
-		snprintf(got, sizeof(got), "%s%s%s", outcome_name(c.outcome),
+		snprintf(got, sizeof(got), "%s%s%s", ft_outcome_name(c.outcome),
 				 c.error ? ":" : "", c.error ? c.error : "");
 		if (strchr(k->expect, '/'))
 			snprintf(got + strlen(got), sizeof(got) - strlen(got), "/%d", c.retry_after_ms);
@@ -352,41 +277,18 @@ fuzz(long iterations, unsigned seed)
 		ra[random() % sizeof(ra)] = '\0';
 
 		{
-			FtGatewayReply r;
+			const char *why;
 
-			memset(&r, 0, sizeof(r));
-			r.http_status = status;
-			r.body = buf;
-			r.body_len = len;	/* may hold NUL bytes */
-			r.retry_after = (random() % 2) ? ra : NULL;
-			r.now = 1700000000;
-			ft_provider_generic.classify_reply(&r, &c);
-		}
-
-		/* invariants of the reply table */
-		if ((c.outcome == FT_OUTCOME_PAID && (status < 200 || status > 299 || c.payment_id == NULL)) ||
-			(c.outcome == FT_OUTCOME_FAILED && status != 400 && status != 422) ||
-			(c.outcome == FT_OUTCOME_RETRY && (!c.transient || c.error == NULL)) ||
-			(c.outcome != FT_OUTCOME_RETRY && c.transient) ||
-			(c.retry_after_ms < -1))
-		{
-			bad++;
-			snprintf(got, sizeof(got), "HTTP %d -> %s", status, outcome_name(c.outcome));
-		}
-		for (const char *p = c.error; p && *p; p++)
-			if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+			ft_classify(status, buf, len,	/* len may count NUL bytes */
+						(random() % 2) ? ra : NULL, NULL, false, &c);
+			why = ft_classify_violation(status, NULL, false, &c);
+			if (why != NULL)
 			{
 				bad++;
-				snprintf(got, sizeof(got), "non-printable error text");
-				break;
+				snprintf(got, sizeof(got), "HTTP %d -> %s: %s", status,
+						 ft_outcome_name(c.outcome), why);
 			}
-		for (const char *p = c.payment_id; p && *p; p++)
-			if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
-			{
-				bad++;
-				snprintf(got, sizeof(got), "non-printable payment_id");
-				break;
-			}
+		}
 	}
 	free(buf);
 	{

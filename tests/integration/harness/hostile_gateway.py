@@ -1,20 +1,29 @@
 #!/usr/bin/python3
 """hostile_gateway.py: answers POST /payments with one hostile reply after
 another, then with a success, to check that nothing a gateway sends can
-crash a payment worker (used by ../hostile_replies.sh and
-../hostile_network.sh).
+crash a payment worker (used by ../hostile_replies.sh,
+../hostile_network.sh and ../circuit_hostile.sh).
 
-This is not a payment gateway (tests/fake_gateway is): it keeps no ledger
-and only plays back a script of replies in order, one per request, whatever
-the key; once the script is over every request gets the last entry.
+This is not a payment gateway (tests/fake_gateway is): in the "replies" and
+"network" modes it keeps no ledger and only plays back a script of replies
+in order, one per request, whatever the key; once the script is over every
+request gets the last entry.
 
-usage: hostile_gateway.py PORT_FILE [replies|network] [BLACKHOLE_PORT_FILE]
+usage: hostile_gateway.py PORT_FILE [replies|network|circuit] [BLACKHOLE_PORT_FILE]
 
   replies  (default) bad bodies and headers, see REPLIES
   network  bad transfers (10 MB, endless drip, truncated, reset, ...),
-           see NETWORK; with BLACKHOLE_PORT_FILE it also opens a second
-           port on 127.0.0.1 whose listener never accepts and whose
-           backlog is full, so that connecting to it hangs.
+           see NETWORK
+  circuit  one behaviour for every request until told otherwise, for the
+           circuit breaker test: POST /mode with a body naming one of
+           CIRCUIT_MODES switches it; GET /stats answers
+           {"mode":…, "requests":N, "charges":N, "duplicates":N}: requests
+           to /payments received, keys answered with a success, keys
+           answered with a success more than once (must stay 0)
+
+With BLACKHOLE_PORT_FILE ("network" and "circuit" modes) it also opens a
+second port on 127.0.0.1 whose listener never accepts and whose backlog is
+full, so that connecting to it hangs.
 
 Loopback only, standard library only.  It exits by itself after
 FT_HOSTILE_LIFETIME seconds (default 150) so that it never outlives a test.
@@ -72,10 +81,30 @@ NETWORK = [
     ("ok", None),                                 # order 4 paid; and so on
 ]
 
+# circuit mode: name -> (kind, argument); "replies" kinds are played with
+# reply(), the others with network().  Transient ones must open the circuit,
+# permanent ones (400/422 failed, 402 declined) must not.
+CIRCUIT_MODES = {
+    "ok": ("ok", None),
+    # transient
+    "garbage": ("reply", (200, {}, b"\x00\x01\x02 not json")),
+    "bad_503": ("reply", (503, {"Retry-After": "9" * 5000}, b"{\"error\":\"\xc3\x28\"}")),
+    "reset": ("reset", None),
+    "truncated": ("truncated", None),
+    "close_early": ("close_early", None),
+    "drip": ("drip", None),
+    # permanent
+    "bad_422": ("reply", (422, {}, b"{\"error\":" + b"[" * 20000 + b"}")),
+    "bad_400": ("reply", (400, {}, b"{\"error\":\"\xff\xfe\x00bad\"}")),
+    "bad_402": ("reply", (402, {}, b"\x00\x01 declined, not json")),
+}
+
 MODE = sys.argv[2] if len(sys.argv) > 2 else "replies"
 SCRIPT = REPLIES if MODE == "replies" else NETWORK
 lock = threading.Lock()
 count = 0
+circuit_mode = "ok"
+charged = {}                 # circuit mode: Idempotency-Key -> successes sent
 
 
 def rst_close(conn):
@@ -90,10 +119,23 @@ def rst_close(conn):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def do_GET(self):
+        if MODE != "circuit" or self.path != "/stats":
+            self.send_error(404)
+            return
+        with lock:
+            body = ('{"mode":"%s","requests":%d,"charges":%d,"duplicates":%d}' %
+                    (circuit_mode, count, len(charged),
+                     sum(1 for n in charged.values() if n > 1))).encode()
+        self.reply(200, {}, body)
+
     def do_POST(self):
         global count
         length = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(length)
+        body = self.rfile.read(length)
+        if MODE == "circuit":
+            self.circuit(body)
+            return
         with lock:
             i = min(count, len(SCRIPT) - 1)
             count += 1
@@ -102,6 +144,38 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(*SCRIPT[i])
             else:
                 self.network(*SCRIPT[i])
+        except OSError:
+            self.close_connection = True   # the client gave up: fine
+
+    def circuit(self, body):
+        global count, circuit_mode
+        if self.path == "/mode":
+            name = body.decode("ascii", "replace").strip()
+            if name not in CIRCUIT_MODES:
+                self.send_error(400)
+                return
+            with lock:
+                circuit_mode = name
+            self.reply(200, {}, b"{}")
+            return
+        if self.path != "/payments":
+            self.send_error(404)
+            return
+        key = self.headers.get("Idempotency-Key", "")
+        with lock:
+            count += 1
+            kind, arg = CIRCUIT_MODES[circuit_mode]
+            print("%.3f %d %s %s" % (time.time(), count, circuit_mode, key), flush=True)
+            if kind == "ok":
+                charged[key] = charged.get(key, 0) + 1
+        try:
+            if kind == "ok":
+                self.reply(200, {}, b"{\"status\":\"succeeded\",\"payment_id\":\"pay_" +
+                           key[:8].encode("ascii", "replace") + b"\"}")
+            elif kind == "reply":
+                self.reply(*arg)
+            else:
+                self.network(kind, arg)
         except OSError:
             self.close_connection = True   # the client gave up: fine
 
@@ -187,6 +261,10 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog of 5 overflows when a worker
+    # opens 10 connections at once: the kernel then drops handshakes, and
+    # a request can reach us a second later than it was sent
+    request_queue_size = 128
 
     def handle_error(self, request, client_address):
         pass                                      # resets and broken pipes
@@ -218,7 +296,7 @@ def blackhole(portfile):
 def main():
     threading.Timer(LIFETIME, lambda: os._exit(0)).start()
     keep = None
-    if MODE == "network" and len(sys.argv) > 3:
+    if MODE in ("network", "circuit") and len(sys.argv) > 3:
         keep = blackhole(sys.argv[3])
     server = Server(("127.0.0.1", 0), Handler)
     with open(sys.argv[1] + ".tmp", "w") as f:
