@@ -358,6 +358,7 @@ ft_sql_step(TimestampTz now)
 	if (!record && !claim)
 		return;
 
+	ft_slot_set_in_sql(true);
 	ft_outbox_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
 	if (record)
 		ft_outbox_record(ft_done, ft_ndone);
@@ -368,6 +369,7 @@ ft_sql_step(TimestampTz now)
 			next_due = ft_outbox_next_due();
 	}
 	ft_outbox_commit();
+	ft_slot_set_in_sql(false);
 
 	if (record)
 	{

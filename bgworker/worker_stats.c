@@ -47,6 +47,7 @@ ft_slot_attach(int slot_index)
 	slot->pid = MyProcPid;
 	slot->state = FT_WORKER_STARTING;
 	slot->in_flight = 0;
+	pg_atomic_write_u32(&slot->in_sql, 0);
 	slot->last_activity = GetCurrentTimestamp();
 	slot->proc = MyProc;
 	LWLockRelease(ft_shared->lock);
@@ -79,6 +80,17 @@ ft_slot_detach(void)
 	slot->in_flight = 0;
 	slot->state = FT_WORKER_STOPPED;
 	LWLockRelease(ft_shared->lock);
+}
+
+/*
+ * Tell committing backends whether this worker is inside its SQL step
+ * (extension/wakeup.c wakes a worker that is not, if there is one).
+ */
+void
+ft_slot_set_in_sql(bool in_sql)
+{
+	if (ft_my_slot != NULL)
+		pg_atomic_write_u32(&ft_my_slot->in_sql, in_sql ? 1 : 0);
 }
 
 /*

@@ -17,7 +17,9 @@
  *	- FtWorkerSlot.proc is also read WITHOUT the lock by committing backends
  *	  that only want to set a latch: a stale pointer at worst sets the latch
  *	  of an unrelated process (PGPROCs are never freed), which is harmless.
- *	- wake_next is an atomic round-robin cursor, touched lock-free.
+ *	- wake_next is an atomic round-robin cursor, touched lock-free, and so
+ *	  is FtWorkerSlot.in_sql (a hint: a stale value only picks a busier
+ *	  worker).
  *
  *-------------------------------------------------------------------------
  */
@@ -69,6 +71,9 @@ typedef struct FtWorkerSlot
 	PGPROC	   *proc;			/* latch target; NULL when not running */
 	FtWorkerState state;
 	int			in_flight;		/* HTTP requests under way */
+	pg_atomic_uint32 in_sql;	/* 1 while the worker runs its SQL step:
+								 * commit wake-ups prefer another worker;
+								 * written lock-free by the worker only */
 	uint64		processed;		/* outcomes recorded (any kind) */
 	uint64		succeeded;		/* -> paid */
 	uint64		declined;		/* -> declined */

@@ -77,15 +77,24 @@ ft_wake_one_worker(void)
 	if (ft_shared == NULL || nslots <= 0)
 		return;
 
-	/* the launcher gives payment worker n slot n-1, so slots 0..nslots-1 */
+	/*
+	 * The launcher gives payment worker n slot n-1, so slots 0..nslots-1.
+	 * Round robin, but skip a worker that is inside its SQL step if another
+	 * one is not: that one claims at once, the busy one only after its
+	 * transaction.  If all are busy, the first live one in turn.
+	 */
 	start = pg_atomic_fetch_add_u32(&ft_shared->wake_next, 1);
-	for (int i = 0; i < nslots; i++)
+	for (int pass = 0; pass < 2; pass++)
 	{
-		volatile FtWorkerSlot *slot = &ft_shared->workers[(start + i) % nslots];
-		PGPROC	   *proc = slot->proc;
-
-		if (proc != NULL)
+		for (int i = 0; i < nslots; i++)
 		{
+			FtWorkerSlot *slot = &ft_shared->workers[(start + i) % nslots];
+			PGPROC	   *proc = ((volatile FtWorkerSlot *) slot)->proc;
+
+			if (proc == NULL)
+				continue;
+			if (pass == 0 && pg_atomic_read_u32(&slot->in_sql) != 0)
+				continue;
 			SetLatch(&proc->procLatch);
 			return;
 		}
