@@ -123,14 +123,23 @@ async function withRetry(cfg, log, ctx, fn) {
 // that failed with a connection-level error is destroyed, never reused.
 async function query(pool, sql, params) {
   const client = await pool.connect();
+  // a checked-out client has no 'error' listener of the pool's: a server
+  // that dies between two messages (e.g. "terminating connection due to
+  // unexpected postmaster exit" while no query is active) would otherwise
+  // be an unhandled 'error' event and end the process
+  let lost = null;
+  const onError = (err) => { lost = err; };
+  client.on('error', onError);
   let res;
   try {
     res = await client.query(sql, params);
   } catch (err) {
-    client.release(isRetryable(err) ? err : undefined);
+    client.removeListener('error', onError);
+    client.release(isRetryable(err) || lost ? err : undefined);
     throw err;
   }
-  client.release();
+  client.removeListener('error', onError);
+  client.release(lost || undefined);
   return res;
 }
 
