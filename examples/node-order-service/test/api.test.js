@@ -4,7 +4,7 @@
 // Needs FT_WRITE_PORT (+ FT_READ_PORT, FT_PASSWORD, ...); FT_GATEWAY_URL
 // (the fake gateway) for the slow-gateway test.
 
-const test = require('node:test');
+const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const { dbEnv, startService, request, sse, sleep, keyPrefix } = require('./helpers');
 
@@ -29,8 +29,8 @@ function fetchJson(u, method, body) {
   return request(Number(u.port), method, u.pathname, body ? { body } : {});
 }
 
-test.before(async () => { if (env) svc = await startService(env); });
-test.after(async () => { if (svc) await svc.stop(); });
+before(async () => { if (env) svc = await startService(env); });
+after(async () => { if (svc) await svc.stop(); });
 
 test('POST /orders without Idempotency-Key: 400', { skip }, async () => {
   const r = await post(null, order(1));
