@@ -76,7 +76,8 @@ ns_failover()
 
 run_node_service()
 {
-	local dir=$1 leader log_file f
+	local dir=$1 leader log_file f t_begin
+	t_begin=$(date +%s)
 	CL_DIR=$(cd "$dir" && pwd)
 	cl_load_env "$CL_DIR" || { ok 1 "node service: cluster environment"; return 1; }
 	if ! command -v node >/dev/null 2>&1; then
@@ -126,7 +127,8 @@ for raw in open(sys.argv[1]):
     if event in cap and seen[event] > cap[event]:
         continue
     print("# " + raw.rstrip())
-print("# (not shown: %s)" % ", ".join("%d of %d %s lines" % (seen[e] - c, seen[e], e)
-                                      for e, c in cap.items() if seen.get(e, 0) > c) or "nothing")
+print("# (not shown: %s)" % (", ".join("%d of %d %s lines" % (seen[e] - c, seen[e], e)
+                                       for e, c in cap.items() if seen.get(e, 0) > c) or "nothing"))
 PY
+	diag "node service tests took $(( $(date +%s) - t_begin )) s"
 }

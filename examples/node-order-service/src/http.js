@@ -134,7 +134,9 @@ function createServer({ cfg, log, orders, listener }) {
       cleanups.forEach((f) => f());
       res.end();
     };
-    req.on('close', stream.close);
+    // 'close' on the response: the client went away (or we ended it)
+    res.on('close', stream.close);
+    res.on('error', stream.close);
     return { send: (event, data) => !closed && res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`), onClose: (f) => cleanups.push(f), close: stream.close };
   }
 

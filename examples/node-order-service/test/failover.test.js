@@ -30,7 +30,7 @@ const N = Number(process.env.FT_LOAD_ORDERS || 300);
 const PACE_MS = 25;
 const MAX_IN_FLIGHT = 40;
 const MIN_AFTER = 50;            // orders started after the new leader took writes
-const MAX_ORDERS = 4 * N;
+const MAX_ORDERS = 10 * N;       // a bound, should the failover never end
 const prefix = keyPrefix('failover');
 
 const run = {
