@@ -39,16 +39,19 @@ function readBody(req, limit) {
     let size = 0;
     req.on('data', (c) => {
       size += c.length;
+      // past the limit the rest is read and dropped, so that the 413 can
+      // still be sent on this connection
+      if (size <= limit) chunks.push(c);
+    });
+    req.on('end', () => {
       if (size > limit) {
         const e = new BadRequest(`request body larger than ${limit} bytes`);
         e.status = 413;
         reject(e);
-        req.destroy();
         return;
       }
-      chunks.push(c);
+      resolve(Buffer.concat(chunks).toString('utf8'));
     });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
 }

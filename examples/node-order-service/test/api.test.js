@@ -52,6 +52,8 @@ test('invalid requests: 400 with place_order\'s SQLSTATE and message', { skip },
   assert.deepStrictEqual([r.status, r.body.sqlstate], [400, '22023']);
   r = await post('k'.repeat(256), order(5));   // keys are 1..255 characters
   assert.deepStrictEqual([r.status, r.body.sqlstate], [400, '22023']);
+  r = await post(`${prefix}-too-big`, JSON.stringify(order(6, { items: [{ note: 'x'.repeat(1100000) }] })));
+  assert.strictEqual(r.status, 413);
 });
 
 test('sequential duplicates with one key: one order, then replays', { skip }, async () => {
