@@ -1,15 +1,19 @@
 #!/bin/bash
 # run.sh: the cluster suite of `make test`.  Brings up the cluster
 # (up.sh), runs each drill once (postmaster_kill, node_loss, switchover),
-# prints the drill table, and tears everything down (down.sh) on any exit,
-# interrupted or not.  One TAP stream, plan at the end.
+# prints the drill table, tests the Node.js example service on the same
+# cluster (node_service_lib.sh: its API and a failover under load), and tears
+# everything down (down.sh) on any exit, interrupted or not.  One TAP
+# stream, plan at the end.
 #   FT_KEEP_TMP=1     keep the cluster folder (logs, load records)
 #   FT_DRILLS="..."   scenarios to run (default: all three)
 #   FT_DRILL_JSON=F   append the drills' JSON lines to F as well
+#   FT_NODE_SERVICE=0 skip the Node.js example service
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../lib/tap.sh"
 . "$HERE/drill_lib.sh"
+. "$HERE/node_service_lib.sh"
 
 T_BEGIN=$(date +%s)
 CL_RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ft_cluster.XXXXXX")
@@ -60,4 +64,9 @@ for r in rows:
     print("# " + " ".join("%-15s" % ("-" if r.get(k) is None else r.get(k)) for k, _ in cols))
 PY
 [ -n "$FT_DRILL_JSON" ] && cat "$RUN_JSON" >>"$FT_DRILL_JSON"
+
+if [ "${FT_NODE_SERVICE:-1}" != 0 ]; then
+	diag "---- Node.js order service (examples/node-order-service)"
+	run_node_service "$CL_RUN_DIR"
+fi
 exit 0

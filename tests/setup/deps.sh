@@ -43,8 +43,21 @@ stripe_mock()
 		echo "deps.sh: WARNING: npm ci failed; tests/integration/stripe_mock.sh will fail" >&2
 }
 
+# pg for the Node.js example service, pinned by its package-lock.json
+node_order_service()
+{
+	local dir
+	dir=$(cd "$(dirname "$0")/../../examples/node-order-service" && pwd)
+	[ -f "$dir/node_modules/pg/package.json" ] && return 0
+	echo "deps.sh: npm ci in $dir"
+	# a failure here fails only the Node service's tests in the cluster suite
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+		echo "deps.sh: WARNING: npm ci failed; tests/cluster/node_service.sh will fail" >&2
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
 	stripe_mock
+	node_order_service
 	exit 0
 fi
 
@@ -75,4 +88,5 @@ if [[ " ${missing[*]} " == *" prometheus-postgres-exporter "* ]] && [ -d /run/sy
 	"${SUDO[@]}" systemctl disable --now prometheus-postgres-exporter.service >/dev/null 2>&1 || true
 fi
 stripe_mock
+node_order_service
 echo "deps.sh: done"

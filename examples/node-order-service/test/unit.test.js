@@ -1,0 +1,70 @@
+'use strict';
+// unit.test.js: the pieces that need no database.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const { loadConfig } = require('../src/config');
+const { isRetryable, backoffMs, withRetry, ServiceUnavailable } = require('../src/db');
+const { parseOrderRequest, BadRequest } = require('../src/orders');
+
+const quiet = { info() {}, warn() {}, error() {} };
+
+test('config: defaults, overrides and malformed values', () => {
+  const c = loadConfig({});
+  assert.strictEqual(c.write.port, 5432);
+  assert.strictEqual(c.read.port, 5432, 'the read side defaults to the write side');
+  assert.strictEqual(c.listenHost, '127.0.0.1');
+  const d = loadConfig({ FT_WRITE_PORT: '6000', FT_READ_PORT: '6001', FT_PASSWORD: 'x' });
+  assert.deepStrictEqual([d.write.port, d.read.port, d.password], [6000, 6001, 'x']);
+  assert.throws(() => loadConfig({ FT_WRITE_PORT: 'abc' }), /FT_WRITE_PORT must be/);
+  assert.throws(() => loadConfig({ FT_WRITE_PORT: '70000' }), /between 1 and 65535/);
+});
+
+test('errors: connection-level ones are retried, request errors are not', () => {
+  for (const code of ['57P01', '57P03', '25006', '08006', '08001', '53300', 'ECONNREFUSED', 'ECONNRESET']) {
+    assert.ok(isRetryable({ code, message: 'x' }), code);
+  }
+  assert.ok(isRetryable(new Error('Connection terminated unexpectedly')));
+  assert.ok(isRetryable(new Error('Connection terminated due to connection timeout')));
+  for (const code of ['22023', '22004', 'FT409', '42501', '42883']) {
+    assert.ok(!isRetryable({ code, message: 'x' }), code);
+  }
+  assert.ok(!isRetryable(new Error('some bug')));
+});
+
+test('backoff: full jitter below an exponential cap', () => {
+  const cfg = { retryBaseMs: 50, retryMaxMs: 1000 };
+  for (let i = 0; i < 200; i++) {
+    assert.ok(backoffMs(cfg, 1) <= 50);
+    assert.ok(backoffMs(cfg, 3) <= 200);
+    assert.ok(backoffMs(cfg, 40) <= 1000);
+  }
+});
+
+test('withRetry: retries a connection error, stops at the budget, passes others through', async () => {
+  const cfg = { retryBaseMs: 1, retryMaxMs: 5, retryBudgetMs: 200 };
+  let n = 0;
+  const v = await withRetry(cfg, quiet, {}, async () => {
+    n++;
+    if (n < 3) throw Object.assign(new Error('down'), { code: '57P01' });
+    return 'ok';
+  });
+  assert.deepStrictEqual([v, n], ['ok', 3]);
+  await assert.rejects(withRetry(cfg, quiet, {}, async () => { throw Object.assign(new Error('down'), { code: 'ECONNREFUSED' }); }),
+    (e) => e instanceof ServiceUnavailable && e.attempts > 1);
+  n = 0;
+  await assert.rejects(withRetry(cfg, quiet, {}, async () => { n++; throw Object.assign(new Error('bad'), { code: '22023' }); }),
+    (e) => e.code === '22023' && n === 1);
+});
+
+test('request bodies: types checked, NULLs left to place_order', () => {
+  assert.deepStrictEqual(
+    parseOrderRequest({ customer_id: 'c', amount_minor: 100, currency: 'EUR', items: [{ sku: 'a' }], payment_method: 'pm_card_visa' }),
+    ['c', 100, 'EUR', '[{"sku":"a"}]', 'pm_card_visa']);
+  assert.deepStrictEqual(parseOrderRequest({ amount_minor: 1 }), [null, 1, null, '[]', null]);
+  assert.throws(() => parseOrderRequest([]), BadRequest);
+  assert.throws(() => parseOrderRequest({ amount_minor: 1.5 }), /amount_minor must be an integer/);
+  assert.throws(() => parseOrderRequest({ amount_minor: '100' }), /amount_minor must be an integer/);
+  assert.throws(() => parseOrderRequest({ items: {} }), /items must be a JSON array/);
+  assert.throws(() => parseOrderRequest({ amount: 1 }), /unknown field "amount"/);
+});
