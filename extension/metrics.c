@@ -162,7 +162,7 @@ static void
 ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
 {
 	static const char *const outcomes[] = {
-		"succeeded", "declined", "retried", "failed"
+		"paid", "declined", "retried", "failed"
 	};
 	static const FtWorkerState states[] = {
 		FT_WORKER_STARTING, FT_WORKER_IDLE, FT_WORKER_WORKING,
@@ -182,7 +182,7 @@ ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
 					  ft_fmt_u64(slots[i].processed));
 
 	ft_family(buf, "worker_outcomes_total", "counter",
-			  "Gateway outcomes recorded by the payment worker, by outcome: succeeded (order paid), declined, retried (transient failure, rescheduled), failed (dead letter).");
+			  "Gateway outcomes recorded by the payment worker, by outcome: paid (worker_status.succeeded), declined, retried (transient failure, rescheduled), failed (dead letter).");
 	for (int i = 0; i < FT_MAX_WORKERS; i++)
 	{
 		/* in the order of outcomes[] */

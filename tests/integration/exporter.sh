@@ -214,7 +214,7 @@ ok $? "placed $N orders while the gateway is down"
 
 wait_metric 20 1 ft_orders_gateway_circuit_state_current state=\"open\"
 ok $? "ft_orders_gateway_circuit_state_current{state=\"open\"} becomes 1"
-is "$(mraw ft_orders_gateway_circuit)" "2" "ft_orders_gateway_circuit is 2 (open)"
+is "$(mraw ft_orders_gateway_circuit)" "1" "ft_orders_gateway_circuit is 1 (open)"
 is "$(msum ft_orders_gateway_circuit_state_current)" "1" "the circuit is in exactly one state"
 cmp_ok "$(msum ft_orders_gateway_consecutive_failures)" -ge 3 "consecutive_failures reached the threshold of 3"
 cmp_ok "$(msum ft_orders_gateway_errors_total)" -ge 3 "gateway errors_total counted the failures"

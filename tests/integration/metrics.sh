@@ -88,7 +88,7 @@ wait_until "SELECT sum(processed) = 25 FROM ft_orders.worker_status" 10
 
 scrape s1
 ok $? "scrape after the flow parses"
-is "$(total s1 '^ft_orders_worker_outcomes_total[{]outcome="succeeded",')" "20" "outcomes: succeeded 20 (summed over workers)"
+is "$(total s1 '^ft_orders_worker_outcomes_total[{]outcome="paid",')" "20" "outcomes: paid 20 (summed over workers)"
 is "$(total s1 '^ft_orders_worker_outcomes_total[{]outcome="declined",')" "3" "outcomes: declined 3"
 is "$(total s1 '^ft_orders_worker_outcomes_total[{]outcome="failed",')" "2" "outcomes: failed 2"
 is "$(total s1 '^ft_orders_worker_outcomes_total[{]outcome="retried",')" "0" "outcomes: retried 0"
@@ -133,7 +133,7 @@ wait_until "SELECT sum(succeeded) = 30 FROM ft_orders.worker_status" 10
 scrape s3
 ok $? "scrape after the recovery parses"
 is "$(total s3 '^ft_orders_outbox_events')" "0" "outbox gauge dropped to 0"
-is "$(total s3 '^ft_orders_worker_outcomes_total[{]outcome="succeeded",')" "30" "outcomes: succeeded 30"
+is "$(total s3 '^ft_orders_worker_outcomes_total[{]outcome="paid",')" "30" "outcomes: paid 30"
 cmp_ok "$(val s3 ft_orders_gateway_request_duration_seconds_count)" -ge 38 \
 	"histogram _count grew by the failed and the successful requests (>= 25 + 3 + 10)"
 is "$(val s3 ft_orders_gateway_request_duration_seconds_count)" "$(val s3 ft_orders_gateway_requests_total)" \
