@@ -3,7 +3,7 @@
 
 Joins the commit times with the gateway's receipts "<key> <order_id>
 <first_received_us> <charged>" by order_id.  COMMITS_FILE is
-latency_client.py's "<order_id> <start_us> <commit_us>" (the client saw the
+latency_pgbench.py's "<order_id> <start_us> <commit_us>" (the client saw the
 commit), or with "server": "<payment_key> <order_id> <commit_us>" from
 pg_xact_commit_timestamp.  Prints "p50 p99 max missing n min" in ms.
 """
