@@ -31,7 +31,7 @@ for name in logs:
                 continue
             client, txno, lat_us = int(p[0]), int(p[1]), int(p[2])
             end_us = int(p[4]) * 1000000 + int(p[5])
-            rows.append((end_us, end_us - lat_us, "lat-%s-%d-%d" % (run, client, txno + 1)))
+            rows.append((end_us, end_us - lat_us, "lat-%s-%d-%d" % (run, client, txno)))
 if not rows:
     sys.exit("no pgbench log lines")
 t0 = min(r[1] for r in rows) + int(warm * 1e6)

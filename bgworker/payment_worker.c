@@ -583,13 +583,18 @@ ft_orders_payment_worker_main(Datum main_arg)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * Every statement of the worker reaches its rows through an index
-	 * (outbox.c keeps them with one generic plan each).  Those plans are
-	 * made once, possibly while a table is still empty or its statistics
-	 * are stale; without sequential scans they cannot degrade into a scan
-	 * of the whole orders table per batch when the tables grow.
+	 * Every statement of the worker reaches its rows through an index, each
+	 * join driven by an array or a CTE of this batch (outbox.c keeps them
+	 * with one generic plan each).  Those plans are made once, possibly
+	 * while a table is empty or just truncated and analyzed; without
+	 * sequential scans, hash and merge joins they cannot turn into a scan
+	 * of a whole table per batch as the tables grow (seen: a hashed subplan
+	 * over orders; a hash join over all of the outbox after TRUNCATE +
+	 * ANALYZE, which slowed every batch until autovacuum analyzed again).
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_mergejoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	ft_slot_attach(slot_index);
 
