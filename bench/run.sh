@@ -258,7 +258,7 @@ bench_latency()
 	local run="$RUN_ID$RANDOM" out
 	# pgbench is the client (C, 8 sessions, a fixed rate): a heavier client
 	# would take CPU from the pipeline being measured on these 2 cores
-	out=$(cd "$FT_TMP" && pgbench -n -M prepared -c 32 -j 2 -R "$LAT_RATE" -T $((LAT_SECS + 2)) \
+	out=$(cd "$FT_TMP" && pgbench -n -M prepared -c 8 -j 2 -R "$LAT_RATE" -T $((LAT_SECS + 2)) \
 		-l --log-prefix=latlog -D run="$run" -D n=0 -f "$BENCH/latency_place_order.sql" 2>&1)
 	echo "$out" >>"$FT_TMP/pgbench.log"
 	log "latency: pgbench $(echo "$out" | grep -E '^(number of transactions actually|tps|latency average)' | tr '\n' ' ')"
@@ -280,7 +280,7 @@ bench_latency()
 	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/latency_client.txt" "$FT_TMP/receipts.txt")
 	read -r c50 c99 cmx _ _ _ <<<"$r"
 	log "latency (client saw the commit -> gateway): p50=$c50 p99=$c99 max=$cmx ms"
-	fig commit_to_gateway_p50_ms ms "" "$p50" "" "commit timestamp (track_commit_timestamp, taken before the commit's WAL flush) -> gateway first_received_us; $n orders at $LAT_RATE/s (pgbench -R, 32 clients), $miss not received"
+	fig commit_to_gateway_p50_ms ms "" "$p50" "" "commit timestamp (track_commit_timestamp, taken before the commit's WAL flush) -> gateway first_received_us; $n orders at $LAT_RATE/s (pgbench -R, 8 clients), $miss not received"
 	fig commit_to_gateway_p99_ms ms "" "$p99"
 	fig commit_to_gateway_max_ms ms "" "$mx"
 	fig client_commit_to_gateway_p50_ms ms "" "$c50" "" "from the moment pgbench saw place_order's commit acknowledged instead"
