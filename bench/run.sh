@@ -198,7 +198,7 @@ DRAIN_BATCH=${FT_BENCH_DRAIN_BATCH:-500}
 
 drain_settings()	# INFLIGHT BATCH (empty: defaults)
 {
-	if [ -n "$1" ]; then
+	if [ -n "${1:-}" ]; then
 		psql_q "ALTER SYSTEM SET ft_orders.max_in_flight = $1" >/dev/null
 		psql_q "ALTER SYSTEM SET ft_orders.batch_size = $2" >/dev/null
 	else
