@@ -95,6 +95,7 @@ typedef struct FtProvider
 extern const FtProvider ft_provider_generic;
 extern int	ft_parse_retry_after(const char *value, time_t now);
 struct JsonSemAction;
+extern const char *ft_outcome_name(FtOutcome outcome);
 extern char *ft_gateway_clean_text(const char *s, size_t maxlen);
 extern void ft_gateway_set_retry(FtClassification *result, char *error);
 extern bool ft_gateway_classify_transport(const FtGatewayReply *reply,

@@ -93,6 +93,24 @@ generic_build_request(const FtPaymentRequest *req, StringInfo body)
 	appendStringInfoChar(body, '}');
 }
 
+/* the payment_attempts.outcome text of an outcome (also the tests' name) */
+const char *
+ft_outcome_name(FtOutcome outcome)
+{
+	switch (outcome)
+	{
+		case FT_OUTCOME_PAID:
+			return "paid";
+		case FT_OUTCOME_DECLINED:
+			return "declined";
+		case FT_OUTCOME_FAILED:
+			return "failed";
+		case FT_OUTCOME_RETRY:
+			return "retry";
+	}
+	return "retry";
+}
+
 /*
  * A copy of s cut to maxlen bytes of printable ASCII (others become '?'),
  * safe for a log line and for a text column in any server encoding.

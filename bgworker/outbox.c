@@ -407,23 +407,6 @@ ft_outbox_next_due(void)
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-static const char *
-ft_outcome_name(FtOutcome outcome)
-{
-	switch (outcome)
-	{
-		case FT_OUTCOME_PAID:
-			return "paid";
-		case FT_OUTCOME_DECLINED:
-			return "declined";
-		case FT_OUTCOME_FAILED:
-			return "failed";
-		case FT_OUTCOME_RETRY:
-			return "retry";
-	}
-	return "retry";
-}
-
 static Datum
 ft_text_or_null(const char *s, bool *isnull)
 {

@@ -87,23 +87,6 @@ ft_classify(int status, const char *body, size_t body_len,
 	ft_provider_generic.classify_reply(&r, c);
 }
 
-const char *
-ft_outcome_name(FtOutcome o)
-{
-	switch (o)
-	{
-		case FT_OUTCOME_PAID:
-			return "paid";
-		case FT_OUTCOME_DECLINED:
-			return "declined";
-		case FT_OUTCOME_FAILED:
-			return "failed";
-		case FT_OUTCOME_RETRY:
-			return "retry";
-	}
-	return "?";
-}
-
 static bool
 printable(const char *s)
 {

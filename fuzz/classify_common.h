@@ -41,6 +41,5 @@ extern const char *ft_classify_violation(int status, const char *transport_error
 										 bool too_large,
 										 const FtClassification *c);
 
-extern const char *ft_outcome_name(FtOutcome o);
 
 #endif							/* FT_CLASSIFY_COMMON_H */
