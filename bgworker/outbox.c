@@ -58,7 +58,7 @@ static MemoryContext ft_caller_cxt = NULL;
  * A claim is two statements, each with one generic plan that is right for
  * every batch size (the planner cannot know a LIMIT $1 or an array's
  * length; with one statement it guessed 10 % of the outbox and chose
- * sequential scans, so every claim had to be planned anew):
+ * sequential scans and a hashed subplan, so every claim was planned anew):
  *
  * 1. lock up to $1 due events, oldest first, skipping those another worker
  *    holds;
@@ -192,18 +192,18 @@ static const char *const ft_release_all_sql =
 " WHERE lease_until IS NOT NULL";
 
 /*
- * Prepare and keep a statement.  Most take arrays and have one generic
- * plan, right whatever the values (index lookups driven by the arrays),
- * which spares planning on every execution: CURSOR_OPT_GENERIC_PLAN.  The
- * claim's LIMIT $1 is planned with its value (CURSOR_OPT_CUSTOM_PLAN): a
- * generic plan would assume 10 % of the outbox, which on a large outbox
- * could tip it to a sort instead of the index scan; that statement is
- * small and cheap to plan.
+ * Prepare and keep a statement with one generic plan, which spares
+ * planning on every execution (CURSOR_OPT_GENERIC_PLAN).  Each is right
+ * whatever the values: index lookups driven by the arrays, and for the
+ * claim's LIMIT $1 (a generic plan assumes 10 % of the outbox) the
+ * next_attempt_at index, since the worker plans without sequential scans,
+ * hash and merge joins (payment_worker.c).
  */
 static SPIPlanPtr
-ft_prepare_opt(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+ft_prepare(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "could not prepare outbox statement: %s",
@@ -211,12 +211,6 @@ ft_prepare_opt(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not keep outbox statement");
 	return plan;
-}
-
-static SPIPlanPtr
-ft_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	return ft_prepare_opt(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 }
 
 /*
@@ -289,8 +283,7 @@ ft_outbox_claim(int limit, MemoryContext job_cxt,
 	int			n;
 
 	if (ft_lock_due_plan == NULL)
-		ft_lock_due_plan = ft_prepare_opt(ft_lock_due_sql, 1, lock_argtypes,
-										  CURSOR_OPT_CUSTOM_PLAN);
+		ft_lock_due_plan = ft_prepare(ft_lock_due_sql, 1, lock_argtypes);
 	if (ft_claim_plan == NULL)
 		ft_claim_plan = ft_prepare(ft_claim_sql, 3, argtypes);
 
