@@ -96,29 +96,28 @@ wait_drained()
 {
 	local limit=$1 charges=${2:-} t0 c
 	t0=$(date +%s)
-	if [ -n "$charges" ]; then
-		while :; do
-			c=$(curl -fsS "$GW_URL/ledger" 2>/dev/null | jq -r '.charges // 0')
-			[ "${c:-0}" -ge "$charges" ] && break
-			[ $(($(date +%s) - t0)) -ge "$limit" ] && return 1
-			if grep -q "terminated by signal" "$PG_LOG"; then
-				log "a server process crashed: $(grep -m1 'terminated by signal' "$PG_LOG")"
-				return 1
-			fi
-			sleep 0.05
-		done
-	fi
-	while :; do
-		c=$(outbox_count)
-		[ "$c" = 0 ] && return 0
-		[ $(($(date +%s) - t0)) -ge "$limit" ] && return 1
-		# a crashing worker restarts the whole server: no use waiting
-		if grep -q "terminated by signal" "$PG_LOG"; then
-			log "a server process crashed: $(grep -m1 'terminated by signal' "$PG_LOG")"
-			return 1
-		fi
+	while [ -n "$charges" ]; do
+		c=$(curl -fsS "$GW_URL/ledger" 2>/dev/null | jq -r '.charges // 0')
+		[ "${c:-0}" -ge "$charges" ] && break
+		drain_hopeless "$t0" "$limit" && return 1
 		sleep 0.05
 	done
+	while [ "$(outbox_count)" != 0 ]; do
+		drain_hopeless "$t0" "$limit" && return 1
+		sleep 0.05
+	done
+}
+
+# drain_hopeless T0 LIMIT_S: the wait is over LIMIT_S, or a server process
+# crashed (a crashing worker restarts the whole server: no use waiting)
+drain_hopeless()
+{
+	[ $(($(date +%s) - $1)) -ge "$2" ] && return 0
+	if grep -q "terminated by signal" "$PG_LOG"; then
+		log "a server process crashed: $(grep -m1 'terminated by signal' "$PG_LOG")"
+		return 0
+	fi
+	return 1
 }
 
 # clean_slate: empty the ft_orders tables (workers idle) so that each part

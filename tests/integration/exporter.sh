@@ -59,31 +59,16 @@ scrape()
 # of NAME in $SCRAPE that carries all these labels (empty if none)
 mraw()
 {
-	local name=$1
-	shift
-	awk -v name="$name" -v want="$*" '
-		/^#/ { next }
-		{
-			series = $1; value = $NF
-			base = series; sub(/\{.*/, "", base)
-			if (base != name) next
-			labels = series; sub(/^[^{]*/, "", labels)
-			n = split(want, w, " ")
-			for (i = 1; i <= n; i++)
-				if (index(labels, "{" w[i]) == 0 && index(labels, "," w[i]) == 0) next
-			print value
-			exit
-		}' <<<"$SCRAPE"
+	msamples "$@" | head -n 1
 }
 
-# msum NAME [LABEL="VALUE"...]: sum of all samples of NAME with these
-# labels, as an integer when it is one ("none" when there is no sample)
-msum()
+# msamples NAME [LABEL="VALUE"...]: the values of NAME's samples that carry
+# these labels, one a line
+msamples()
 {
 	local name=$1
 	shift
 	awk -v name="$name" -v want="$*" '
-		BEGIN { found = 0; sum = 0 }
 		/^#/ { next }
 		{
 			series = $1
@@ -93,9 +78,16 @@ msum()
 			n = split(want, w, " ")
 			for (i = 1; i <= n; i++)
 				if (index(labels, "{" w[i]) == 0 && index(labels, "," w[i]) == 0) next
-			found = 1; sum += $NF
-		}
-		END { if (found) printf "%.15g\n", sum; else print "none" }' <<<"$SCRAPE"
+			print $NF
+		}' <<<"$SCRAPE"
+}
+
+# msum NAME [LABEL="VALUE"...]: sum of all samples of NAME with these
+# labels, as an integer when it is one ("none" when there is no sample)
+msum()
+{
+	msamples "$@" | awk 'BEGIN { found = 0; sum = 0 } { found = 1; sum += $1 }
+		END { if (found) printf "%.15g\n", sum; else print "none" }'
 }
 
 # wait_metric SECONDS EXPECTED NAME [LABEL="VALUE"...]: scrape until

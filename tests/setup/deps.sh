@@ -31,33 +31,28 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	missing+=(nodejs npm)
 fi
 
-# stripe-stateful-mock, pinned by tests/stripe_mock/package-lock.json
-stripe_mock()
+# npm_ci DIR MARKER USER: the npm packages pinned by DIR/package-lock.json,
+# unless DIR/node_modules/MARKER is already there; a failure fails only
+# USER (the tests that need them), not every suite
+npm_ci()
 {
 	local dir
-	dir=$(cd "$(dirname "$0")/../stripe_mock" && pwd)
-	[ -f "$dir/node_modules/stripe-stateful-mock/package.json" ] && return 0
+	dir=$(cd "$(dirname "$0")/../../$1" && pwd)
+	[ -f "$dir/node_modules/$2" ] && return 0
 	echo "deps.sh: npm ci in $dir"
-	# a failure here fails only the Stripe mock tests, not every suite
 	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-		echo "deps.sh: WARNING: npm ci failed; tests/integration/stripe_mock.sh will fail" >&2
+		echo "deps.sh: WARNING: npm ci failed; $3 will fail" >&2
 }
 
-# pg for the Node.js example service, pinned by its package-lock.json
-node_order_service()
+# stripe-stateful-mock for the Stripe tests, pg for the Node.js example
+node_packages()
 {
-	local dir
-	dir=$(cd "$(dirname "$0")/../../examples/node-order-service" && pwd)
-	[ -f "$dir/node_modules/pg/package.json" ] && return 0
-	echo "deps.sh: npm ci in $dir"
-	# a failure here fails only the Node service's tests in the cluster suite
-	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-		echo "deps.sh: WARNING: npm ci failed; tests/cluster/node_service.sh will fail" >&2
+	npm_ci tests/stripe_mock stripe-stateful-mock/package.json tests/integration/stripe_mock.sh
+	npm_ci examples/node-order-service pg/package.json tests/cluster/node_service.sh
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
-	stripe_mock
-	node_order_service
+	node_packages
 	exit 0
 fi
 
@@ -87,6 +82,5 @@ export DEBIAN_FRONTEND=noninteractive
 if [[ " ${missing[*]} " == *" prometheus-postgres-exporter "* ]] && [ -d /run/systemd/system ]; then
 	"${SUDO[@]}" systemctl disable --now prometheus-postgres-exporter.service >/dev/null 2>&1 || true
 fi
-stripe_mock
-node_order_service
+node_packages
 echo "deps.sh: done"
