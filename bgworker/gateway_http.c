@@ -6,13 +6,18 @@
  *
  * libcurl tells us which sockets it wants watched (CURLMOPT_SOCKETFUNCTION)
  * and when it wants to be called back (CURLMOPT_TIMERFUNCTION).  The
- * callbacks only record that in a fixed array and a deadline: no palloc,
- * no ereport, nothing that can longjmp out of libcurl.  ft_http_wait()
- * turns the array into a WaitEventSet together with the latch and
- * postmaster death, waits, and hands socket readiness and timer expiry
- * back to curl_multi_socket_action.  The set is rebuilt (in its own
- * memory context) only when sockets were added or removed; a change of
- * direction on a known socket is a ModifyWaitEvent.
+ * socket callback registers each socket with an epoll instance of this
+ * module's own (epoll_ctl: add, change and remove in O(1)); the timer
+ * callback records a deadline.  Neither pallocs nor ereports: nothing may
+ * longjmp out of libcurl, so a failed epoll_ctl is only recorded and
+ * reported as a WARNING at the next wait.  The worker's one wait point,
+ * ft_http_wait(), is a WaitEventSet built once with the latch, postmaster
+ * death and the epoll descriptor, which is readable whenever one of
+ * libcurl's sockets is ready; the ready sockets are then collected with a
+ * non-blocking epoll_wait and handed, like timer expiry, to
+ * curl_multi_socket_action.  (A WaitEventSet cannot remove a socket:
+ * watching libcurl's sockets in it directly meant rebuilding the set, with
+ * every socket, each time libcurl dropped one of its connections.)
  *
  * Easy handles come from a pool that grows up to ft_orders.max_in_flight
  * and are reused, and the multi handle keeps a connection cache of the
@@ -34,6 +39,7 @@
 #include "postgres.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -47,9 +53,10 @@
 #include "guc.h"
 #include "worker.h"
 
-/* ft_orders.max_in_flight's upper bound, and sockets libcurl may watch */
+/* ft_orders.max_in_flight's upper bound */
 #define FT_HTTP_MAX_HANDLES		1024
-#define FT_HTTP_MAX_SOCKETS		(4 * FT_HTTP_MAX_HANDLES + 64)
+/* ready sockets taken from the epoll instance per wait */
+#define FT_HTTP_EPOLL_BATCH		FT_HTTP_MAX_HANDLES
 
 typedef struct FtHttpHandle
 {
@@ -71,14 +78,6 @@ typedef struct FtHttpHandle
 static char ft_token[FT_TOKEN_MAX_BYTES + 1];
 static uint64 ft_token_generation = 0;
 
-typedef struct FtHttpSocket
-{
-	curl_socket_t fd;
-	uint32		events;			/* WL_SOCKET_* wanted */
-	int			pos;			/* position in the wait set, -1: none */
-	bool		modified;		/* events changed since the set was built */
-} FtHttpSocket;
-
 static CURLM *ft_multi = NULL;
 static FtHttpHandle *ft_handles[FT_HTTP_MAX_HANDLES];
 static int	ft_nhandles = 0;	/* created */
@@ -87,69 +86,59 @@ static int	ft_nfree = 0;
 static int	ft_busy = 0;
 
 /* written by the libcurl callbacks */
-static FtHttpSocket ft_sockets[FT_HTTP_MAX_SOCKETS];
-static int	ft_nsockets = 0;
-static bool ft_sockets_rebuild = true;
-static bool ft_sockets_modified = false;
-static bool ft_sockets_overflow = false;
+static int	ft_epoll_fd = -1;	/* libcurl's sockets */
+static int	ft_epoll_errno = 0;	/* last failed epoll_ctl, 0: none */
 static TimestampTz ft_timer_deadline = 0;	/* 0: no timer */
 
-static MemoryContext ft_wait_cxt = NULL;
+/* the wait point: latch, postmaster death, ft_epoll_fd */
 static WaitEventSet *ft_wait_set = NULL;
-static WaitEvent *ft_occurred = NULL;
-static int	ft_occurred_len = 0;
+static WaitEvent ft_occurred[3];
+static struct epoll_event ft_ready[FT_HTTP_EPOLL_BATCH];
+
+/* the socketp libcurl keeps for a socket registered with ft_epoll_fd */
+static int	ft_socket_known;
 
 /*
- * libcurl: watch fd for what (CURL_POLL_*).  Records only.
+ * libcurl: watch fd for what (CURL_POLL_*).  A socket libcurl wants
+ * watched for nothing (CURL_POLL_NONE) is taken out of the epoll set, as
+ * epoll would still report hang-ups on it.  Changing a socket that epoll
+ * no longer knows (closed and reopened behind libcurl's back) re-adds it.
  */
 static int
 ft_http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
 				  void *socketp)
 {
-	uint32		events = 0;
-	int			i;
+	struct epoll_event ev;
 
-	for (i = 0; i < ft_nsockets; i++)
-		if (ft_sockets[i].fd == fd)
-			break;
-
-	if (what == CURL_POLL_REMOVE)
+	if (what == CURL_POLL_REMOVE || what == CURL_POLL_NONE)
 	{
-		if (i < ft_nsockets)
-		{
-			ft_sockets[i] = ft_sockets[ft_nsockets - 1];
-			ft_nsockets--;
-			ft_sockets_rebuild = true;
-		}
+		/* a socket libcurl already closed has left the set by itself */
+		if (epoll_ctl(ft_epoll_fd, EPOLL_CTL_DEL, fd, NULL) != 0 &&
+			errno != ENOENT && errno != EBADF)
+			ft_epoll_errno = errno;
 		return 0;
 	}
 
+	memset(&ev, 0, sizeof(ev));
 	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-		events |= WL_SOCKET_READABLE;
+		ev.events |= EPOLLIN;
 	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-		events |= WL_SOCKET_WRITEABLE;
+		ev.events |= EPOLLOUT;
+	ev.data.fd = fd;
 
-	if (i == ft_nsockets)
+	if (socketp == NULL)
 	{
-		if (ft_nsockets >= FT_HTTP_MAX_SOCKETS)
+		if (epoll_ctl(ft_epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+			(errno != EEXIST || epoll_ctl(ft_epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0))
 		{
-			ft_sockets_overflow = true;
+			ft_epoll_errno = errno;
 			return 0;
 		}
-		ft_sockets[i].fd = fd;
-		ft_sockets[i].pos = -1;
-		ft_sockets[i].modified = false;
-		ft_nsockets++;
-		ft_sockets_rebuild = true;
+		curl_multi_assign(ft_multi, fd, &ft_socket_known);
 	}
-	else if (ft_sockets[i].events != events)
-	{
-		ft_sockets[i].modified = true;
-		ft_sockets_modified = true;
-		if (events == 0 || ft_sockets[i].events == 0)
-			ft_sockets_rebuild = true;
-	}
-	ft_sockets[i].events = events;
+	else if (epoll_ctl(ft_epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+			 (errno != ENOENT || epoll_ctl(ft_epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0))
+		ft_epoll_errno = errno;
 	return 0;
 }
 
@@ -391,8 +380,16 @@ ft_http_init(void)
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not configure the libcurl multi handle")));
 
-	ft_wait_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders wait set",
-										ALLOCSET_SMALL_SIZES);
+	ft_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (ft_epoll_fd < 0)
+		ereport(ERROR,
+				(errcode_for_socket_access(),
+				 errmsg("could not create an epoll instance for libcurl's sockets: %m")));
+
+	ft_wait_set = CreateWaitEventSet(TopMemoryContext, lengthof(ft_occurred));
+	AddWaitEventToSet(ft_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(ft_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(ft_wait_set, WL_SOCKET_READABLE, ft_epoll_fd, NULL, NULL);
 }
 
 /* a free handle, creating one if the pool may still grow; NULL if none */
@@ -582,30 +579,41 @@ ft_http_in_flight(void)
 	return ft_busy;
 }
 
-/* rebuild the wait set: latch, postmaster death, every watched socket */
+/*
+ * Hand every ready socket of libcurl's to curl_multi_socket_action.  The
+ * set is level-triggered: what is left over (more than a batch) is still
+ * ready at the next wait.
+ */
 static void
-ft_http_rebuild_set(void)
+ft_http_sockets_ready(void)
 {
-	if (ft_wait_set != NULL)
-		FreeWaitEventSet(ft_wait_set);
-	ft_wait_set = NULL;
-	MemoryContextReset(ft_wait_cxt);
+	int			n;
+	int			running;
 
-	ft_wait_set = CreateWaitEventSet(ft_wait_cxt, ft_nsockets + 2);
-	AddWaitEventToSet(ft_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(ft_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < ft_nsockets; i++)
+	n = epoll_wait(ft_epoll_fd, ft_ready, lengthof(ft_ready), 0);
+	if (n < 0)
 	{
-		ft_sockets[i].modified = false;
-		ft_sockets[i].pos = -1;
-		if (ft_sockets[i].events != 0)
-			ft_sockets[i].pos = AddWaitEventToSet(ft_wait_set, ft_sockets[i].events,
-												  ft_sockets[i].fd, NULL, NULL);
+		if (errno != EINTR)
+			ereport(LOG,
+					(errcode_for_socket_access(),
+					 errmsg("epoll_wait() on libcurl's sockets failed: %m")));
+		return;
 	}
-	ft_occurred_len = ft_nsockets + 2;
-	ft_occurred = MemoryContextAlloc(ft_wait_cxt, sizeof(WaitEvent) * ft_occurred_len);
-	ft_sockets_rebuild = false;
-	ft_sockets_modified = false;
+	for (int i = 0; i < n; i++)
+	{
+		uint32		ev = ft_ready[i].events;
+		int			mask = 0;
+
+		if (ev & (EPOLLIN | EPOLLHUP))
+			mask |= CURL_CSELECT_IN;
+		if (ev & EPOLLOUT)
+			mask |= CURL_CSELECT_OUT;
+		if (ev & EPOLLERR)
+			mask |= CURL_CSELECT_ERR;
+		ft_http_check_multi(curl_multi_socket_action(ft_multi, ft_ready[i].data.fd,
+													 mask, &running),
+							"socket action");
+	}
 }
 
 /*
@@ -622,27 +630,14 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 	int			nevents;
 	int			result = 0;
 
-	if (ft_sockets_overflow)
+	if (ft_epoll_errno != 0)
 	{
-		ft_sockets_overflow = false;
+		errno = ft_epoll_errno;
+		ft_epoll_errno = 0;
 		ereport(WARNING,
-				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("libcurl watches more than %d sockets; some requests may time out",
-						FT_HTTP_MAX_SOCKETS)));
-	}
-
-	if (ft_wait_set == NULL || ft_sockets_rebuild)
-		ft_http_rebuild_set();
-	else if (ft_sockets_modified)
-	{
-		for (int i = 0; i < ft_nsockets; i++)
-		{
-			if (ft_sockets[i].modified && ft_sockets[i].pos >= 0)
-				ModifyWaitEvent(ft_wait_set, ft_sockets[i].pos,
-								ft_sockets[i].events, NULL);
-			ft_sockets[i].modified = false;
-		}
-		ft_sockets_modified = false;
+				(errcode_for_socket_access(),
+				 errmsg("could not watch a libcurl socket: %m"),
+				 errdetail("A request on that socket ends at ft_orders.request_timeout.")));
 	}
 
 	if (ft_timer_deadline != 0)
@@ -654,26 +649,15 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 		timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
 	}
 
-	nevents = WaitEventSetWait(ft_wait_set, timeout, ft_occurred, ft_occurred_len,
-							   wait_event_info);
+	nevents = WaitEventSetWait(ft_wait_set, timeout, ft_occurred,
+							   lengthof(ft_occurred), wait_event_info);
 
 	for (int i = 0; i < nevents; i++)
 	{
-		WaitEvent  *ev = &ft_occurred[i];
-		int			mask = 0;
-
-		if (ev->events & WL_LATCH_SET)
-		{
+		if (ft_occurred[i].events & WL_LATCH_SET)
 			result |= WL_LATCH_SET;
-			continue;
-		}
-		if (ev->events & WL_SOCKET_READABLE)
-			mask |= CURL_CSELECT_IN;
-		if (ev->events & WL_SOCKET_WRITEABLE)
-			mask |= CURL_CSELECT_OUT;
-		if (mask != 0)
-			ft_http_check_multi(curl_multi_socket_action(ft_multi, ev->fd, mask, &running),
-								"socket action");
+		else if (ft_occurred[i].events & WL_SOCKET_READABLE)
+			ft_http_sockets_ready();
 	}
 
 	if (ft_timer_deadline != 0 && GetCurrentTimestamp() >= ft_timer_deadline)
@@ -797,5 +781,8 @@ ft_http_shutdown(void)
 	if (ft_wait_set != NULL)
 		FreeWaitEventSet(ft_wait_set);
 	ft_wait_set = NULL;
+	if (ft_epoll_fd >= 0)
+		close(ft_epoll_fd);
+	ft_epoll_fd = -1;
 	curl_global_cleanup();
 }
