@@ -182,10 +182,24 @@ wrk_ceiling()	# -> req/s of the fake gateway alone
 	echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'
 }
 
-# drain_once LABEL N -> payments/s (all N paid), or empty on a timeout
+# cpu_ticks PID... -> user + system CPU of those processes (all their
+# threads) so far, in clock ticks
+cpu_ticks()
+{
+	local t=0 p
+	for p in "$@"; do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+# drain_once LABEL N -> payments/s (all N paid), or empty on a timeout.
+# Also appends "worker_us gateway_us" (CPU per payment over the whole
+# drain: both payment workers, the fake gateway) to $FT_TMP/cpu.SETTING
 drain_once()
 {
-	local label=$1 n=$2 prefix t0 el paid limit
+	local label=$1 n=$2 prefix t0 el paid limit wpids w0 g0 wus gus
 	prefix="dr-$RUN_ID-$label"
 	# every drain starts from empty tables: with the tables of the runs
 	# before, later runs drained up to a third slower than earlier ones
@@ -198,14 +212,19 @@ drain_once()
 	psql_q "CHECKPOINT" >/dev/null
 	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
 	limit=$((n / 100 + 120))
+	wpids=$(psql_q "SELECT string_agg(pid::text, ' ') FROM ft_orders.worker_status WHERE pid > 0")
+	w0=$(cpu_ticks $wpids); g0=$(cpu_ticks "$GW_PID")
 	t0=$(now)
 	gateway_on
 	if ! wait_drained "$limit" "$n"; then
 		log "drain $label: not drained after $limit s ($(outbox_count) left)"
 	fi
 	el=$(since "$t0")
+	wus=$(echo "($(cpu_ticks $wpids) - $w0) * 1000000 / $HZ / $n" | bc -l)
+	gus=$(echo "($(cpu_ticks "$GW_PID") - $g0) * 1000000 / $HZ / $n" | bc -l)
+	echo "$wus $gus" >>"$FT_TMP/cpu.${label%%[0-9]*}"
 	paid=$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'paid'")
-	log "drain $label: $paid/$n paid in $(printf %.2f "$el") s, gateway $(curl -fsS "$GW_URL/ledger" | jq -c '{charges,duplicates,requests,faults_injected}')"
+	log "drain $label: $paid/$n paid in $(printf %.2f "$el") s, CPU per payment: workers $(printf %.0f "$wus") µs, fake gateway $(printf %.0f "$gus") µs; gateway $(curl -fsS "$GW_URL/ledger" | jq -c '{charges,duplicates,requests,faults_injected}')"
 	[ "$paid" = "$n" ] || return 1
 	echo "$n / $el" | bc -l
 }
@@ -265,6 +284,14 @@ bench_drain()
 	local rl=""; [ -n "$lat" ] && [ -n "$mz" ] && rl=$(echo "$(median "$lat") / $mz" | bc -l)
 	fig drain_latency20_vs_zero ratio "" "$rl" "" "median drain with 20 ms gateway latency / median drain at 0 ms (same settings)"
 	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, circuit threshold 1000; baseline: drain_per_s"
+	# where the CPU goes (both share the 2 cores): per payment, whole drain
+	local wz gz wl gl
+	wz=$(awk '{print $1}' "$FT_TMP/cpu.zero" 2>/dev/null | xargs); gz=$(awk '{print $2}' "$FT_TMP/cpu.zero" 2>/dev/null | xargs)
+	wl=$(awk '{print $1}' "$FT_TMP/cpu.lat" 2>/dev/null | xargs); gl=$(awk '{print $2}' "$FT_TMP/cpu.lat" 2>/dev/null | xargs)
+	fig drain_worker_cpu_us "µs/payment" "" "$wz" "" "CPU (user + system) of both payment workers per payment over the zero-latency drains"
+	fig drain_gateway_cpu_us "µs/payment" "" "$gz" "" "CPU of the fake gateway per request, same drains (it shares the 2 cores)"
+	[ -n "$wz" ] && fig drain_latency20_worker_cpu_us "µs/payment" "$(median "$wz")" "$wl" "" "the same with 20 ms gateway latency; baseline: zero latency"
+	[ -n "$gz" ] && fig drain_latency20_gateway_cpu_us "µs/payment" "$(median "$gz")" "$gl" "" "the fake gateway with 20 ms latency (suspended and resumed connections); baseline: zero latency"
 }
 
 # --- latency -------------------------------------------------------------------
