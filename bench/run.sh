@@ -193,6 +193,8 @@ cpu_ticks()
 	echo "$t"
 }
 HZ=$(getconf CLK_TCK)
+# cpu_runs SETTING COLUMN -> the runs' CPU figures (1 workers, 2 gateway)
+cpu_runs() { awk -v c="$2" '{print $c}' "$FT_TMP/cpu.$1" 2>/dev/null | xargs; }
 
 # drain_once LABEL N -> payments/s (all N paid), or empty on a timeout.
 # Also appends "worker_us gateway_us" (CPU per payment over the whole
@@ -250,7 +252,6 @@ drain_settings()	# INFLIGHT BATCH (empty: defaults)
 bench_drain()
 {
 	log "drain: $DRAIN_N orders x $DRAIN_RUNS per setting (max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH; also the defaults); wrk baseline ${WRK_SECS}s"
-	clean_slate
 	gw_faults reset
 	local ceil zero="" lat="" flt="" dflt="" r i
 	ceil=$(wrk_ceiling)
@@ -286,8 +287,7 @@ bench_drain()
 	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, circuit threshold 1000; baseline: drain_per_s"
 	# where the CPU goes (both share the 2 cores): per payment, whole drain
 	local wz gz wl gl
-	wz=$(awk '{print $1}' "$FT_TMP/cpu.zero" 2>/dev/null | xargs); gz=$(awk '{print $2}' "$FT_TMP/cpu.zero" 2>/dev/null | xargs)
-	wl=$(awk '{print $1}' "$FT_TMP/cpu.lat" 2>/dev/null | xargs); gl=$(awk '{print $2}' "$FT_TMP/cpu.lat" 2>/dev/null | xargs)
+	wz=$(cpu_runs zero 1); gz=$(cpu_runs zero 2); wl=$(cpu_runs lat 1); gl=$(cpu_runs lat 2)
 	fig drain_worker_cpu_us "µs/payment" "" "$wz" "" "CPU (user + system) of both payment workers per payment over the zero-latency drains"
 	fig drain_gateway_cpu_us "µs/payment" "" "$gz" "" "CPU of the fake gateway per request, same drains (it shares the 2 cores)"
 	[ -n "$wz" ] && fig drain_latency20_worker_cpu_us "µs/payment" "$(median "$wz")" "$wl" "" "the same with 20 ms gateway latency; baseline: zero latency"

@@ -19,6 +19,24 @@
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# cluster_suite_end RC DIR WHAT [FILE...]: the end of a TAP suite that
+# brought up the cluster in DIR (its EXIT trap): down.sh as one more test,
+# FILEs removed, the suite's duration, the plan; exits with RC if the suite
+# failed, else with done_testing's status
+cluster_suite_end()
+{
+	local rc=$1 dir=$2 what=$3 done_rc
+	shift 3
+	"$CL_HERE/down.sh" "$dir" >&2
+	ok $? "down.sh stopped everything up.sh started"
+	[ $# -gt 0 ] && rm -f "$@"
+	diag "$what took $(( $(date +%s) - T_BEGIN )) s"
+	done_testing
+	done_rc=$?
+	[ "$rc" -ne 0 ] && exit "$rc"
+	exit $done_rc
+}
+
 FT_DRILL_FAULTS=${FT_DRILL_FAULTS:-'{"fail_rate":0.05,"fail_status":503,"timeout_rate":0.01}'}
 FT_DRILL_BEFORE=${FT_DRILL_BEFORE:-5}		# seconds of load before the fault
 FT_DRILL_AFTER=${FT_DRILL_AFTER:-10}		# seconds of load after recovery

@@ -27,13 +27,7 @@ cleanup()
 {
 	local rc=$?
 	trap - EXIT INT TERM
-	"$HERE/down.sh" "$NS_DIR" >&2
-	ok $? "down.sh stopped everything up.sh started"
-	diag "node service suite took $(( $(date +%s) - T_BEGIN )) s"
-	done_testing
-	local done_rc=$?
-	[ $rc -ne 0 ] && exit $rc
-	exit $done_rc
+	cluster_suite_end "$rc" "$NS_DIR" "node service suite"
 }
 trap cleanup EXIT
 trap 'ok 1 "node_service.sh interrupted"; exit 130' INT TERM

@@ -26,14 +26,7 @@ cleanup()
 	local rc=$?
 	trap - EXIT INT TERM
 	stop_load 5
-	"$HERE/down.sh" "$CL_RUN_DIR" >&2
-	ok $? "down.sh stopped everything up.sh started"
-	rm -f "$RUN_JSON"
-	diag "cluster suite took $(( $(date +%s) - T_BEGIN )) s"
-	done_testing
-	local done_rc=$?
-	[ $rc -ne 0 ] && exit $rc
-	exit $done_rc
+	cluster_suite_end "$rc" "$CL_RUN_DIR" "cluster suite" "$RUN_JSON"
 }
 trap cleanup EXIT
 trap 'ok 1 "run.sh interrupted"; exit 130' INT TERM
