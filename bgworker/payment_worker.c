@@ -119,7 +119,9 @@ ft_current_provider(void)
 
 /*
  * (Re-)read the settings this worker caches: provider and URL.  An empty
- * gateway_url leaves the worker idle, with one LOG hint per emptiness.
+ * gateway_url leaves the worker idle, with one LOG hint per emptiness, and
+ * out of the commit wake-ups (it could not send; the claim that follows
+ * setting a URL finds what was committed meanwhile).
  */
 static void
 ft_load_settings(void)
@@ -127,6 +129,7 @@ ft_load_settings(void)
 	size_t		len;
 
 	ft_provider = ft_current_provider();
+	ft_slot_set_can_send(false);
 	if (ft_url)
 		pfree(ft_url);
 	ft_url = NULL;
@@ -153,6 +156,8 @@ ft_load_settings(void)
 	strcpy(ft_url + len, ft_provider->path);
 	ft_base_url = MemoryContextAllocZero(TopMemoryContext, len + 1);
 	memcpy(ft_base_url, ft_gateway_url, len);
+	/* the callers claim next: commits before this are found by that claim */
+	ft_slot_set_can_send(true);
 }
 
 static void

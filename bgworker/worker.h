@@ -83,6 +83,7 @@ extern void ft_slot_attach(int slot_index);
 extern void ft_slot_detach(void);
 extern void ft_slot_set_state(FtWorkerState state, int in_flight);
 extern void ft_slot_set_in_sql(bool in_sql);
+extern void ft_slot_set_can_send(bool can_send);
 extern void ft_slot_set_error(const char *error);
 extern void ft_stats_completions(FtJob **jobs, int njobs);
 extern void ft_stats_recorded(FtJob **jobs, int njobs);

@@ -48,6 +48,7 @@ ft_slot_attach(int slot_index)
 	slot->state = FT_WORKER_STARTING;
 	slot->in_flight = 0;
 	pg_atomic_write_u32(&slot->in_sql, 0);
+	pg_atomic_write_u32(&slot->can_send, 0);
 	slot->last_activity = GetCurrentTimestamp();
 	slot->proc = MyProc;
 	LWLockRelease(ft_shared->lock);
@@ -91,6 +92,18 @@ ft_slot_set_in_sql(bool in_sql)
 {
 	if (ft_my_slot != NULL)
 		pg_atomic_write_u32(&ft_my_slot->in_sql, in_sql ? 1 : 0);
+}
+
+/*
+ * Tell committing backends whether this worker can send at all (it has a
+ * gateway URL); wake-ups skip one that cannot.  Set to true only right
+ * before a claim of everything due, so that no commit is missed in between.
+ */
+void
+ft_slot_set_can_send(bool can_send)
+{
+	if (ft_my_slot != NULL)
+		pg_atomic_write_u32(&ft_my_slot->can_send, can_send ? 1 : 0);
 }
 
 /*

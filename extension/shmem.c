@@ -57,6 +57,7 @@ ft_shmem_startup(void)
 			ft_shared->workers[i].worker_id = i + 1;
 			ft_shared->workers[i].state = FT_WORKER_STOPPED;
 			pg_atomic_init_u32(&ft_shared->workers[i].in_sql, 0);
+			pg_atomic_init_u32(&ft_shared->workers[i].can_send, 0);
 		}
 		ft_shared->gateway.circuit = FT_CIRCUIT_CLOSED;
 	}

@@ -18,8 +18,9 @@
  *	  that only want to set a latch: a stale pointer at worst sets the latch
  *	  of an unrelated process (PGPROCs are never freed), which is harmless.
  *	- wake_next is an atomic round-robin cursor, touched lock-free, and so
- *	  is FtWorkerSlot.in_sql (a hint: a stale value only picks a busier
- *	  worker).
+ *	  are FtWorkerSlot.in_sql (a hint: a stale value only picks a busier
+ *	  worker) and FtWorkerSlot.can_send (a stale 0 only skips a worker that
+ *	  claims right after setting it to 1; a stale 1 wakes an idle worker).
  *
  *-------------------------------------------------------------------------
  */
@@ -74,6 +75,9 @@ typedef struct FtWorkerSlot
 	pg_atomic_uint32 in_sql;	/* 1 while the worker runs its SQL step:
 								 * commit wake-ups prefer another worker;
 								 * written lock-free by the worker only */
+	pg_atomic_uint32 can_send;	/* 1 while the worker has a gateway URL;
+								 * commit wake-ups skip a worker without
+								 * (it could not send); lock-free, worker */
 	uint64		processed;		/* outcomes recorded (any kind) */
 	uint64		succeeded;		/* -> paid */
 	uint64		declined;		/* -> declined */

@@ -6,7 +6,9 @@
  * place_order() only marks the transaction; a transaction callback sets the
  * latch of one payment worker at COMMIT, after the new rows became visible
  * to other snapshots.  An aborted transaction wakes nobody.  Workers are
- * chosen round-robin so that a burst of commits spreads over all of them.
+ * chosen round-robin so that a burst of commits spreads over all of them;
+ * a worker without a gateway URL is left asleep, since it could not send
+ * (it claims everything due once a URL is set).
  *
  *-------------------------------------------------------------------------
  */
@@ -81,7 +83,8 @@ ft_wake_one_worker(void)
 	 * The launcher gives payment worker n slot n-1, so slots 0..nslots-1.
 	 * Round robin, but skip a worker that is inside its SQL step if another
 	 * one is not: that one claims at once, the busy one only after its
-	 * transaction.  If all are busy, the first live one in turn.
+	 * transaction.  If all are busy, the first live one in turn.  Workers
+	 * that cannot send (no gateway URL) are skipped.
 	 */
 	start = pg_atomic_fetch_add_u32(&ft_shared->wake_next, 1);
 	for (int pass = 0; pass < 2; pass++)
@@ -91,7 +94,7 @@ ft_wake_one_worker(void)
 			FtWorkerSlot *slot = &ft_shared->workers[(start + i) % nslots];
 			PGPROC	   *proc = ((volatile FtWorkerSlot *) slot)->proc;
 
-			if (proc == NULL)
+			if (proc == NULL || pg_atomic_read_u32(&slot->can_send) == 0)
 				continue;
 			if (pass == 0 && pg_atomic_read_u32(&slot->in_sql) != 0)
 				continue;

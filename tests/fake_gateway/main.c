@@ -197,6 +197,14 @@ main(int argc, char **argv)
 
 	ft_faults_init((int) hang_ms, getenv("FAKE_GATEWAY_TOKEN"));
 
+	/*
+	 * One libmicrohttpd thread per core (at most 16).  Each connection gets
+	 * an 8 kB memory pool instead of the default 32 kB: requests have small
+	 * headers (bodies are handed to us in pieces and kept in our buffer;
+	 * checked with a 67 kB body and a 7 kB header), a memset of the pool
+	 * showed in profiles, and with hundreds of connections held open by
+	 * latency_ms the smaller pools stay in the CPU caches.
+	 */
 	nthreads = sysconf(_SC_NPROCESSORS_ONLN);
 	nthreads = nthreads < 1 ? 1 : nthreads > 16 ? 16 : nthreads;
 	daemon = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD |
@@ -209,6 +217,7 @@ main(int argc, char **argv)
 							  MHD_OPTION_CONNECTION_LIMIT,
 							  (unsigned int) FT_GW_MAX_CONNECTIONS,
 							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+							  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 8192,
 							  MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int) 1024,
 							  MHD_OPTION_NOTIFY_COMPLETED, ft_gw_completed, NULL,
 							  MHD_OPTION_END);

@@ -5,7 +5,9 @@
 #    retried); switching gateway_url with a reload gets them paid;
 #  - an empty gateway_url leaves the workers idle with a LOG hint;
 #  - a gateway that wants a token answers 401: WARNING, orders pending, the
-#    token never appears in the log; setting gateway_token gets them paid.
+#    token never appears in the log; setting gateway_token gets them paid;
+#  - commits do not wake workers that have no gateway_url; setting it gets
+#    what was placed meanwhile paid.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -57,6 +59,38 @@ ok $? "after setting gateway_token the order is paid"
 # every reloaded setting, the secret included: not ours to suppress)
 is "$(grep 's3cr3t-T0ken' "$PG_LOG" | grep -vc 'parameter "ft_orders.gateway_token" changed to')" "0" \
 	"the workers never log the token"
+
+# --- no wake-ups for idle workers -------------------------------------------
+pg_set ft_orders.gateway_url ""
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 10
+sleep 1
+# an idle worker (no URL) could do nothing with a commit's wake-up, so
+# place_order's commits leave it asleep: 1000 commits, and the workers'
+# voluntary context switches (one per wake-up; without URL they wait up to
+# a second) stay near zero instead of rising with the commits
+ctxsw() {
+	local t=0 p
+	for p in $(psql_q "SELECT string_agg(pid::text, ' ') FROM ft_orders.worker_status WHERE pid > 0"); do
+		t=$((t + $(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$p/status")))
+	done
+	echo "$t"
+}
+sw0=$(ctxsw)
+psql_q "DO \$\$ BEGIN
+          FOR i IN 1..1000 LOOP
+            PERFORM ft_orders.place_order('idle-burst-' || i, 'cust', 100, 'EUR');
+            COMMIT;
+          END LOOP;
+        END \$\$" >/dev/null
+sw=$(($(ctxsw) - sw0))
+diag "idle workers: $sw voluntary context switches during 1000 commits"
+cmp_ok "$sw" -lt 100 "1000 commits do not wake workers that have no gateway_url"
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE 'idle-burst-%' AND status = 'pending'")" "1000" \
+	"the 1000 orders are committed and wait"
+pg_set ft_orders.gateway_url "$GW_URL"
+wait_until "SELECT count(*) = 1000 FROM ft_orders.orders WHERE idempotency_key LIKE 'idle-burst-%' AND status = 'paid'" 30
+ok $? "once gateway_url is set again they are all paid"
+
 is "$(gw_ledger duplicates)" "0" "ledger: no duplicates"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
