@@ -126,10 +126,12 @@ ft_current_provider(void)
 static void
 ft_load_settings(void)
 {
+	bool		idle = (ft_gateway_url == NULL || ft_gateway_url[0] == '\0');
 	size_t		len;
 
 	ft_provider = ft_current_provider();
-	ft_slot_set_can_send(false);
+	/* the callers claim next: commits made meanwhile are found by that claim */
+	ft_slot_set_can_send(!idle);
 	if (ft_url)
 		pfree(ft_url);
 	ft_url = NULL;
@@ -137,7 +139,7 @@ ft_load_settings(void)
 		pfree(ft_base_url);
 	ft_base_url = NULL;
 
-	if (ft_gateway_url == NULL || ft_gateway_url[0] == '\0')
+	if (idle)
 	{
 		if (!ft_url_hint_logged)
 			ereport(LOG,
@@ -156,8 +158,6 @@ ft_load_settings(void)
 	strcpy(ft_url + len, ft_provider->path);
 	ft_base_url = MemoryContextAllocZero(TopMemoryContext, len + 1);
 	memcpy(ft_base_url, ft_gateway_url, len);
-	/* the callers claim next: commits before this are found by that claim */
-	ft_slot_set_can_send(true);
 }
 
 static void
