@@ -12,7 +12,8 @@ EXTENSION_OBJS = \
 	extension/dead_letters.o \
 	extension/maintenance.o \
 	extension/status_views.o \
-	extension/metrics.o
+	extension/metrics.o \
+	extension/spi_plan.o
 
 BGWORKER_OBJS = \
 	bgworker/launcher.o \
@@ -33,7 +34,11 @@ PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension
 PG_CFLAGS = -Wall -Werror
-SHLIB_LINK = -lcurl
+# libcurl >= 7.85 (curl_easy_header, CURLOPT_PROTOCOLS_STR)
+CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+PG_CPPFLAGS += $(CURL_CFLAGS)
+SHLIB_LINK = $(CURL_LIBS)
 
 REGRESS = intake idempotency validation views privileges upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders

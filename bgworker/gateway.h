@@ -76,7 +76,6 @@ typedef struct FtClassification
 
 typedef struct FtProvider
 {
-	const char *name;
 	const char *path;			/* appended to ft_orders.gateway_url */
 	void		(*build_request) (const FtPaymentRequest *req, StringInfo body);
 	void		(*classify_reply) (const FtGatewayReply *reply,

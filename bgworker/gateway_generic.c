@@ -61,7 +61,6 @@ static void generic_classify_reply(const FtGatewayReply *reply,
 								   FtClassification *result);
 
 const FtProvider ft_provider_generic = {
-	.name = "generic",
 	.path = "/payments",
 	.build_request = generic_build_request,
 	.classify_reply = generic_classify_reply,

@@ -15,9 +15,9 @@
  * death and the epoll descriptor, which is readable whenever one of
  * libcurl's sockets is ready; the ready sockets are then collected with a
  * non-blocking epoll_wait and handed, like timer expiry, to
- * curl_multi_socket_action.  (A WaitEventSet cannot remove a socket:
- * watching libcurl's sockets in it directly meant rebuilding the set, with
- * every socket, each time libcurl dropped one of its connections.)
+ * curl_multi_socket_action.  (A WaitEventSet cannot remove a socket, so
+ * watching libcurl's sockets in it directly would mean rebuilding the set,
+ * with every socket, each time libcurl drops one of its connections.)
  *
  * Easy handles come from a pool that grows up to ft_orders.max_in_flight
  * and are reused, and the multi handle keeps a connection cache of the
@@ -53,10 +53,8 @@
 #include "guc.h"
 #include "worker.h"
 
-/* ft_orders.max_in_flight's upper bound */
-#define FT_HTTP_MAX_HANDLES		1024
 /* ready sockets taken from the epoll instance per wait */
-#define FT_HTTP_EPOLL_BATCH		FT_HTTP_MAX_HANDLES
+#define FT_HTTP_EPOLL_BATCH		FT_MAX_IN_FLIGHT
 
 typedef struct FtHttpHandle
 {
@@ -79,9 +77,9 @@ static char ft_token[FT_TOKEN_MAX_BYTES + 1];
 static uint64 ft_token_generation = 0;
 
 static CURLM *ft_multi = NULL;
-static FtHttpHandle *ft_handles[FT_HTTP_MAX_HANDLES];
+static FtHttpHandle *ft_handles[FT_MAX_IN_FLIGHT];
 static int	ft_nhandles = 0;	/* created */
-static int	ft_free[FT_HTTP_MAX_HANDLES];	/* stack of free handle indexes */
+static int	ft_free[FT_MAX_IN_FLIGHT];	/* stack of free handle indexes */
 static int	ft_nfree = 0;
 static int	ft_busy = 0;
 
@@ -375,7 +373,7 @@ ft_http_init(void)
 				 errmsg("could not create a libcurl multi handle")));
 	if (curl_multi_setopt(ft_multi, CURLMOPT_SOCKETFUNCTION, ft_http_socket_cb) != CURLM_OK ||
 		curl_multi_setopt(ft_multi, CURLMOPT_TIMERFUNCTION, ft_http_timer_cb) != CURLM_OK ||
-		curl_multi_setopt(ft_multi, CURLMOPT_MAXCONNECTS, (long) FT_HTTP_MAX_HANDLES) != CURLM_OK)
+		curl_multi_setopt(ft_multi, CURLMOPT_MAXCONNECTS, (long) FT_MAX_IN_FLIGHT) != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not configure the libcurl multi handle")));
@@ -400,7 +398,7 @@ ft_http_get_handle(void)
 
 	if (ft_nfree > 0)
 		return ft_handles[ft_free[--ft_nfree]];
-	if (ft_nhandles >= FT_HTTP_MAX_HANDLES)
+	if (ft_nhandles >= FT_MAX_IN_FLIGHT)
 		return NULL;
 	h = MemoryContextAllocZero(TopMemoryContext, sizeof(FtHttpHandle));
 	h->easy = curl_easy_init();

@@ -59,7 +59,6 @@
 PGDLLEXPORT void ft_orders_launcher_main(Datum main_arg);
 
 #define FT_LAUNCHER_POLL_MS		1000
-#define FT_STANDBY_POLL_MS		250
 #define FT_RESTART_DELAY_MS		1000
 #define FT_MAINTENANCE_MS		60000
 #define FT_STRAY_WAIT_MS		10000
@@ -309,8 +308,6 @@ ft_orders_launcher_main(Datum main_arg)
 	ft_shared->launcher_db_seen = true;
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	ft_shared->launcher_pid = MyProcPid;
-	ft_shared->launcher_proc = MyProc;
 	ft_shared->leases_released = false;
 	ft_launcher_stop_strays();
 

@@ -40,6 +40,7 @@
 #include "utils/timestamp.h"
 
 #include "guc.h"
+#include "spi_plan.h"
 #include "worker.h"
 
 static SPIPlanPtr ft_lock_due_plan = NULL;
@@ -57,8 +58,8 @@ static MemoryContext ft_caller_cxt = NULL;
 /*
  * A claim is two statements, each with one generic plan that is right for
  * every batch size (the planner cannot know a LIMIT $1 or an array's
- * length; with one statement it guessed 10 % of the outbox and chose
- * sequential scans and a hashed subplan, so every claim was planned anew):
+ * length, and a single statement joining both steps has no generic plan
+ * that stays on the indexes):
  *
  * 1. lock up to $1 due events, oldest first, skipping those another worker
  *    holds;
@@ -192,26 +193,14 @@ static const char *const ft_release_all_sql =
 " WHERE lease_until IS NOT NULL";
 
 /*
- * Prepare and keep a statement with one generic plan, which spares
- * planning on every execution (CURSOR_OPT_GENERIC_PLAN).  Each is right
- * whatever the values: index lookups driven by the arrays, and for the
- * claim's LIMIT $1 (a generic plan assumes 10 % of the outbox) the
- * next_attempt_at index, since the worker plans without sequential scans,
- * hash and merge joins (payment_worker.c).
+ * Every statement below is prepared once with one generic plan
+ * (CURSOR_OPT_GENERIC_PLAN), which spares planning on every execution.
+ * Each is right whatever the values: index lookups driven by the arrays,
+ * and for the claim's LIMIT $1 (a generic plan assumes 10 % of the outbox)
+ * the next_attempt_at index, since the worker plans without sequential
+ * scans, hash and merge joins (payment_worker.c).
  */
-static SPIPlanPtr
-ft_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
-										  CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare outbox statement: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not keep outbox statement");
-	return plan;
-}
+#define FT_OUTBOX_PLAN	CURSOR_OPT_GENERIC_PLAN
 
 /*
  * Open the short transaction every SQL step of a round runs in.  The
@@ -283,9 +272,9 @@ ft_outbox_claim(int limit, MemoryContext job_cxt,
 	int			n;
 
 	if (ft_lock_due_plan == NULL)
-		ft_lock_due_plan = ft_prepare(ft_lock_due_sql, 1, lock_argtypes);
+		ft_lock_due_plan = ft_prepare_kept(ft_lock_due_sql, 1, lock_argtypes, FT_OUTBOX_PLAN);
 	if (ft_claim_plan == NULL)
-		ft_claim_plan = ft_prepare(ft_claim_sql, 3, argtypes);
+		ft_claim_plan = ft_prepare_kept(ft_claim_sql, 3, argtypes, FT_OUTBOX_PLAN);
 
 	values[0] = Int32GetDatum(limit);
 	rc = SPI_execute_plan(ft_lock_due_plan, values, NULL, false, 0);
@@ -392,7 +381,7 @@ ft_outbox_next_due(void)
 	int			rc;
 
 	if (ft_next_due_plan == NULL)
-		ft_next_due_plan = ft_prepare(ft_next_due_sql, 0, NULL);
+		ft_next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_next_due_plan, NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
@@ -446,7 +435,7 @@ ft_record_attempts(FtJob **jobs, int n)
 	values[6] = ft_array(started, NULL, n, TIMESTAMPTZOID);
 
 	if (ft_attempts_plan == NULL)
-		ft_attempts_plan = ft_prepare(ft_attempts_sql, 7, argtypes);
+		ft_attempts_plan = ft_prepare_kept(ft_attempts_sql, 7, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_attempts_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "recording payment attempts failed: %s",
@@ -506,7 +495,7 @@ ft_record_final(FtJob **jobs, int n)
 	values[6] = ft_array(details, NULL, n, TEXTOID);
 
 	if (ft_final_plan == NULL)
-		ft_final_plan = ft_prepare(ft_final_sql, 7, argtypes);
+		ft_final_plan = ft_prepare_kept(ft_final_sql, 7, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_final_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "recording settled payments failed: %s",
@@ -548,7 +537,7 @@ ft_record_retries(FtJob **jobs, int n)
 	values[5] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
 
 	if (ft_retry_plan == NULL)
-		ft_retry_plan = ft_prepare(ft_retry_sql, 6, argtypes);
+		ft_retry_plan = ft_prepare_kept(ft_retry_sql, 6, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_retry_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "rescheduling payments failed: %s",
@@ -610,7 +599,7 @@ ft_outbox_release(FtJob **jobs, int njobs)
 	values[1] = ft_array(leases, NULL, njobs, TIMESTAMPTZOID);
 
 	if (ft_release_plan == NULL)
-		ft_release_plan = ft_prepare(ft_release_sql, 2, argtypes);
+		ft_release_plan = ft_prepare_kept(ft_release_sql, 2, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_release_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "releasing outbox leases failed: %s",
@@ -627,7 +616,7 @@ ft_outbox_release_all_leases(void)
 	int			rc;
 
 	if (ft_release_all_plan == NULL)
-		ft_release_all_plan = ft_prepare(ft_release_all_sql, 0, NULL);
+		ft_release_all_plan = ft_prepare_kept(ft_release_all_sql, 0, NULL, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_release_all_plan, NULL, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "releasing outbox leases failed: %s",

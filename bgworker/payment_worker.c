@@ -62,14 +62,11 @@
 
 PGDLLEXPORT void ft_orders_payment_worker_main(Datum main_arg);
 
-/* jobs claimed and not yet recorded never exceed max_in_flight (<= 1024) */
-#define FT_MAX_OUTSTANDING		1024
 /* completions wait at most this long for company before being recorded */
 #define FT_RECORD_DELAY_MS		2
 /* a short claim makes the worker look again at the next due event, or: */
 #define FT_POLL_MAX_MS			1000
 #define FT_POLL_MIN_MS			10
-#define FT_STANDBY_POLL_MS		250
 #define FT_CIRCUIT_POLL_MS		100
 #define FT_SHUTDOWN_GRACE_MS	1000
 #define FT_LOG_INTERVAL_MS		10000
@@ -128,6 +125,7 @@ ft_load_settings(void)
 {
 	bool		idle = (ft_gateway_url == NULL || ft_gateway_url[0] == '\0');
 	size_t		len;
+	MemoryContext oldcxt;
 
 	ft_provider = ft_current_provider();
 	/* the callers claim next: commits made meanwhile are found by that claim */
@@ -153,11 +151,10 @@ ft_load_settings(void)
 	len = strlen(ft_gateway_url);
 	while (len > 0 && ft_gateway_url[len - 1] == '/')
 		len--;
-	ft_url = MemoryContextAlloc(TopMemoryContext, len + strlen(ft_provider->path) + 1);
-	memcpy(ft_url, ft_gateway_url, len);
-	strcpy(ft_url + len, ft_provider->path);
-	ft_base_url = MemoryContextAllocZero(TopMemoryContext, len + 1);
-	memcpy(ft_base_url, ft_gateway_url, len);
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	ft_base_url = pnstrdup(ft_gateway_url, len);
+	ft_url = psprintf("%s%s", ft_base_url, ft_provider->path);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 static void
@@ -216,6 +213,14 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	FtJob	   *job = (FtJob *) owner;
 	FtClassification c;
 	MemoryContext oldcxt;
+
+	/*
+	 * Jobs in flight plus jobs done and not yet recorded never exceed
+	 * max_in_flight (a claim records first), which the arrays are sized for.
+	 */
+	if (ft_ndone >= FT_MAX_IN_FLIGHT || ft_nround_done >= FT_MAX_IN_FLIGHT ||
+		ft_naborted >= FT_MAX_IN_FLIGHT)
+		elog(ERROR, "payment worker holds more jobs than it can track");
 
 	if (reply == NULL)
 	{
@@ -292,12 +297,6 @@ ft_free_job(FtJob *job)
 	if (job->error)
 		pfree(job->error);
 	pfree(job);
-}
-
-static int
-ft_outstanding(void)
-{
-	return ft_http_in_flight() + ft_ndone;
 }
 
 /*
@@ -593,9 +592,8 @@ ft_orders_payment_worker_main(Datum main_arg)
 	 * with one generic plan each).  Those plans are made once, possibly
 	 * while a table is empty or just truncated and analyzed; without
 	 * sequential scans, hash and merge joins they cannot turn into a scan
-	 * of a whole table per batch as the tables grow (seen: a hashed subplan
-	 * over orders; a hash join over all of the outbox after TRUNCATE +
-	 * ANALYZE, which slowed every batch until autovacuum analyzed again).
+	 * of a whole table per batch as the tables grow (a hashed subplan over
+	 * orders, a hash join over all of the outbox).
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
@@ -607,10 +605,10 @@ ft_orders_payment_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	ft_job_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders jobs",
 									   ALLOCSET_DEFAULT_SIZES);
-	ft_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
-	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
-	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
-	ft_claimed = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
+	ft_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_claimed = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
 
 	ft_http_init();
 	before_shmem_exit(ft_http_on_exit, (Datum) 0);
@@ -642,8 +640,6 @@ ft_orders_payment_worker_main(Datum main_arg)
 		ft_stats_completions(ft_round_done, ft_nround_done);
 
 		now = GetCurrentTimestamp();
-		if (ft_outstanding() > FT_MAX_OUTSTANDING)
-			elog(ERROR, "payment worker holds more jobs than it can track");
 		ft_sql_step(now);
 	}
 

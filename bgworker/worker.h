@@ -18,6 +18,9 @@
 
 #define FT_UUID_TEXT_LEN	36
 
+/* launcher and workers look this often whether a standby was promoted */
+#define FT_STANDBY_POLL_MS	250
+
 /*
  * One claimed outbox event, from its claim to the recording of its
  * outcome.  Lives in the worker's job memory context, not in the per-round
@@ -84,7 +87,6 @@ extern void ft_slot_detach(void);
 extern void ft_slot_set_state(FtWorkerState state, int in_flight);
 extern void ft_slot_set_in_sql(bool in_sql);
 extern void ft_slot_set_can_send(bool can_send);
-extern void ft_slot_set_error(const char *error);
 extern void ft_stats_completions(FtJob **jobs, int njobs);
 extern void ft_stats_recorded(FtJob **jobs, int njobs);
 

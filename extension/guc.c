@@ -274,7 +274,7 @@ ft_define_gucs(void)
 							"Concurrent gateway requests per payment worker.",
 							NULL,
 							&ft_max_in_flight,
-							64, 1, 1024,
+							64, 1, FT_MAX_IN_FLIGHT,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

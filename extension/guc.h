@@ -49,6 +49,12 @@ extern int	ft_history_retention_s;
 #define FT_MAX_WORKERS 32
 
 /*
+ * upper bound of ft_orders.max_in_flight; sizes a worker's job arrays and
+ * its libcurl handle pool
+ */
+#define FT_MAX_IN_FLIGHT 1024
+
+/*
  * When lease_timeout <= request_timeout, requests are cut to the lease
  * minus this margin (or minus half the lease if that is less)
  */

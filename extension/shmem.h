@@ -112,8 +112,6 @@ typedef struct FtSharedState
 {
 	LWLock	   *lock;
 	pg_atomic_uint32 wake_next;
-	pid_t		launcher_pid;
-	PGPROC	   *launcher_proc;
 	bool		launcher_db_seen;	/* ft_orders.database existed when the
 									 * launcher last looked */
 	bool		leases_released;	/* the launcher released the leases of
