@@ -58,7 +58,14 @@ typedef struct FtGatewayReply
 	const char *body;			/* NUL-terminated; may contain anything */
 	size_t		body_len;
 	time_t		now;			/* reference for an HTTP-date Retry-After */
-	const char *should_retry;	/* Stripe-Should-Retry header value, or NULL */
+
+	/*
+	 * Any other header of the reply, for a provider's own headers: use
+	 * ft_gateway_reply_header().  NULL when there was no reply to ask.
+	 */
+	const char *(*header) (const struct FtGatewayReply *reply,
+						   const char *name);
+	void	   *transport;		/* the transport's state for header() */
 } FtGatewayReply;
 
 /* The verdict on one reply.  Strings are palloc'd, printable ASCII. */
@@ -101,6 +108,8 @@ extern bool ft_gateway_classify_transport(const FtGatewayReply *reply,
 										  FtClassification *result);
 extern bool ft_gateway_parse_json(const char *body, size_t len,
 								  struct JsonSemAction *sem);
+extern const char *ft_gateway_reply_header(const FtGatewayReply *reply,
+										   const char *name);
 
 /* gateway_stripe.c: PaymentIntents and the older Charges API */
 extern const FtProvider ft_provider_stripe;

@@ -131,6 +131,19 @@ ft_gateway_clean_text(const char *s, size_t maxlen)
 }
 
 /*
+ * Value of the reply's header name (the last one if repeated), trimmed, or
+ * NULL when it has none or when there was no reply to ask.  Valid until
+ * the next call; the caller copies what it keeps.
+ */
+const char *
+ft_gateway_reply_header(const FtGatewayReply *reply, const char *name)
+{
+	if (reply->header == NULL)
+		return NULL;
+	return reply->header(reply, name);
+}
+
+/*
  * Seconds of a Retry-After value (delta-seconds or HTTP-date), in ms, or
  * -1 when absent or unusable.  A date in the past means "now" (0).  Huge
  * values are capped rather than overflowing; the caller caps them again

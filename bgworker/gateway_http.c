@@ -68,7 +68,6 @@ typedef struct FtHttpHandle
 	bool		too_large;
 	bool		out_of_memory;
 	char		retry_after[FT_RETRY_AFTER_LEN];
-	char		should_retry[8];	/* Stripe-Should-Retry value, "" if absent */
 	char		errbuf[CURL_ERROR_SIZE];
 } FtHttpHandle;
 
@@ -187,56 +186,6 @@ ft_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	memcpy(h->buf + h->len, ptr, n);
 	h->len += n;
 	h->buf[h->len] = '\0';
-	return n;
-}
-
-/* libcurl: one header line; keep Retry-After (bounded) */
-static size_t
-ft_http_header_cb(char *line, size_t size, size_t nitems, void *userdata)
-{
-	FtHttpHandle *h = (FtHttpHandle *) userdata;
-	size_t		n = size * nitems;
-
-	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0)
-	{
-		/* a new response (e.g. after 100 Continue): forget the last one */
-		h->retry_after[0] = '\0';
-		h->should_retry[0] = '\0';
-	}
-	else if (n > 20 && pg_strncasecmp(line, "Stripe-Should-Retry:", 20) == 0)
-	{
-		const char *v = line + 20;
-		size_t		vlen = n - 20;
-
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-		{
-			v++;
-			vlen--;
-		}
-		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
-							v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-			vlen--;
-		vlen = Min(vlen, sizeof(h->should_retry) - 1);
-		memcpy(h->should_retry, v, vlen);
-		h->should_retry[vlen] = '\0';
-	}
-	else if (n > 12 && pg_strncasecmp(line, "Retry-After:", 12) == 0)
-	{
-		const char *v = line + 12;
-		size_t		vlen = n - 12;
-
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-		{
-			v++;
-			vlen--;
-		}
-		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
-							v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-			vlen--;
-		vlen = Min(vlen, (size_t) FT_RETRY_AFTER_LEN - 1);
-		memcpy(h->retry_after, v, vlen);
-		h->retry_after[vlen] = '\0';
-	}
 	return n;
 }
 
@@ -475,8 +424,6 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		h->buf[0] = '\0';
 	h->too_large = false;
 	h->out_of_memory = false;
-	h->retry_after[0] = '\0';
-	h->should_retry[0] = '\0';
 	h->errbuf[0] = '\0';
 
 	if (body != NULL)
@@ -550,8 +497,6 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		FT_SETOPT(h, CURLOPT_CAINFO, ft_ca_file);
 	FT_SETOPT(h, CURLOPT_WRITEFUNCTION, ft_http_write_cb);
 	FT_SETOPT(h, CURLOPT_WRITEDATA, h);
-	FT_SETOPT(h, CURLOPT_HEADERFUNCTION, ft_http_header_cb);
-	FT_SETOPT(h, CURLOPT_HEADERDATA, h);
 	FT_SETOPT(h, CURLOPT_ERRORBUFFER, h->errbuf);
 	FT_SETOPT(h, CURLOPT_PRIVATE, h);
 
@@ -669,6 +614,32 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 }
 
 /*
+ * The value of header name in the final reply of a finished transfer (the
+ * last one if repeated; libcurl trims it), or NULL.  Valid until the next
+ * call or until the handle is reused.
+ */
+static const char *
+ft_http_header(FtHttpHandle *h, const char *name)
+{
+	struct curl_header *hd;
+
+	if (curl_easy_header(h->easy, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK)
+		return NULL;
+	if (hd->amount > 1 &&
+		curl_easy_header(h->easy, name, hd->amount - 1, CURLH_HEADER, -1,
+						 &hd) != CURLHE_OK)
+		return NULL;
+	return hd->value;
+}
+
+/* FtGatewayReply.header: reply->transport is the handle */
+static const char *
+ft_http_reply_header(const FtGatewayReply *reply, const char *name)
+{
+	return ft_http_header((FtHttpHandle *) reply->transport, name);
+}
+
+/*
  * Hand every finished transfer to callback and recycle its handle.
  * Returns the number handed over.
  */
@@ -687,7 +658,7 @@ ft_http_collect(FtHttpDoneCallback callback)
 		FtGatewayReply reply;
 		long		status = 0;
 		curl_off_t	total_us = 0;
-		void	   *owner;
+		const char *retry_after;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
@@ -706,8 +677,14 @@ ft_http_collect(FtHttpDoneCallback callback)
 		reply.http_status = (int) status;
 		reply.body = h->buf ? h->buf : "";
 		reply.body_len = h->len;
-		reply.retry_after = h->retry_after[0] ? h->retry_after : NULL;
-		reply.should_retry = h->should_retry[0] ? h->should_retry : NULL;
+		reply.header = ft_http_reply_header;
+		reply.transport = h;
+		retry_after = ft_http_header(h, "Retry-After");
+		if (retry_after != NULL)
+		{
+			strlcpy(h->retry_after, retry_after, sizeof(h->retry_after));
+			reply.retry_after = h->retry_after;
+		}
 		if (result != CURLE_OK)
 		{
 			if (h->too_large)
@@ -721,10 +698,10 @@ ft_http_collect(FtHttpDoneCallback callback)
 				reply.http_status = 0;
 		}
 
-		owner = h->owner;
+		/* the handle keeps the reply's headers until it is reused */
+		callback(h->owner, &reply, (double) total_us / 1000.0);
 		ft_http_put_handle(h);
 		ft_busy--;
-		callback(owner, &reply, (double) total_us / 1000.0);
 		done++;
 	}
 	return done;

@@ -463,6 +463,7 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	FtStripeFields f;
 	int			status = reply->http_status;
 	bool		parsed;
+	const char *should_retry;
 
 	if (ft_gateway_classify_transport(reply, result))
 		return;
@@ -509,15 +510,16 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	}
 
 	/* Stripe-Should-Retry overrides the status code (credentials aside) */
-	if (reply->should_retry != NULL && !result->auth_problem)
+	should_retry = ft_gateway_reply_header(reply, "Stripe-Should-Retry");
+	if (should_retry != NULL && !result->auth_problem)
 	{
-		if (pg_strcasecmp(reply->should_retry, "true") == 0 &&
+		if (pg_strcasecmp(should_retry, "true") == 0 &&
 			result->outcome != FT_OUTCOME_RETRY)
 		{
 			result->outcome = FT_OUTCOME_RETRY;
 			result->transient = true;
 		}
-		else if (pg_strcasecmp(reply->should_retry, "false") == 0 &&
+		else if (pg_strcasecmp(should_retry, "false") == 0 &&
 				 result->outcome == FT_OUTCOME_RETRY)
 		{
 			result->outcome = FT_OUTCOME_FAILED;
