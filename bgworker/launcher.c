@@ -294,12 +294,6 @@ ft_orders_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	if (ft_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("ft_orders launcher started without shared memory"),
-				 errhint("ft_orders must be listed in shared_preload_libraries.")));
-
 	if (!ft_shared->launcher_db_seen)
 		ft_launcher_wait_for_database();
 	/* a FATAL while connecting (database dropped) makes us look again */
