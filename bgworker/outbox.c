@@ -16,9 +16,8 @@
  * request did happen.
  *
  * Records are batched: arrays in, a handful of statements per batch,
- * whatever the batch size.  Status changes write what
- * ft_orders._change_status writes (orders + order_events + NOTIFY), in
- * the worker's own kept plan (see ft_final_sql).
+ * whatever the batch size.  Status changes go through
+ * ft_orders._change_status, like every other caller's.
  *
  * The worker's search_path is pg_catalog, pg_temp (payment_worker.c), so
  * unqualified functions and operators below are the built-in ones.
@@ -109,13 +108,10 @@ static const char *const ft_attempts_sql =
 
 /*
  * Settled events (paid, declined, failed): delete the leased outbox row,
- * park failed ones in dead_letters, change the order status, append the
- * order_events rows and NOTIFY ft_orders_events.  The last three do what
- * ft_orders._change_status does for the SQL-callable side, written out
- * here so that they run inside this kept plan: a SQL function is parsed
- * and planned again on every call, which cost more than the rest of the
- * statement (keep the two in step: happy_path.sh checks the payload
- * byte for byte, the pgTAP and integration tests the order_events rows).
+ * park failed ones in dead_letters, then ft_orders._change_status moves
+ * the order (order status, order_events row, NOTIFY ft_orders_events) as
+ * for every other caller.  One call per batch; from 1.2 on it is PL/pgSQL,
+ * whose own statement is planned once per worker.
  */
 static const char *const ft_final_sql =
 "WITH r AS ("
@@ -135,26 +131,11 @@ static const char *const ft_final_sql =
 "  ON CONFLICT (event_id) DO UPDATE"
 "     SET order_id = excluded.order_id, attempts = excluded.attempts,"
 "         last_error = excluded.last_error, failed_at = now()"
-"), u AS ("
-"  UPDATE ft_orders.orders o"
-"     SET status = x.status,"
-"         attempts = coalesce(x.order_attempts, o.attempts),"
-"         payment_id = coalesce(x.payment_id, o.payment_id),"
-"         last_error = x.error,"
-"         updated_at = now()"
-"    FROM x"
-"   WHERE o.order_id = x.order_id"
-"  RETURNING o.order_id, o.status, o.attempts, x.detail"
-"), e AS ("
-"  INSERT INTO ft_orders.order_events (order_id, status, attempts, detail)"
-"  SELECT u.order_id, u.status, u.attempts, u.detail FROM u"
-"  RETURNING order_events.order_id, order_events.status, order_events.attempts"
 ")"
-"SELECT count(pg_notify('ft_orders_events',"
-"                       json_build_object('order_id', e.order_id,"
-"                                         'status', e.status,"
-"                                         'attempts', e.attempts)::text))::integer"
-"  FROM e";
+"SELECT ft_orders._change_status(array_agg(x.order_id), array_agg(x.status),"
+"                                array_agg(x.order_attempts), array_agg(x.payment_id),"
+"                                array_agg(x.error), array_agg(x.detail))"
+"  FROM x";
 
 /*
  * transient failures: give the lease back with a delay.  A payment the
