@@ -19,6 +19,7 @@ BGWORKER_OBJS = \
 	bgworker/launcher.o \
 	bgworker/payment_worker.o \
 	bgworker/worker_stats.o \
+	bgworker/worker_xact.o \
 	bgworker/outbox.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \

@@ -128,6 +128,7 @@ extern void ft_http_shutdown(void);
 extern bool ft_http_start(void *owner, const char *url, const char *payment_key,
 						  const char *content_type,
 						  const char *body, size_t body_len,
+						  bool fresh_connection,
 						  char *errbuf, size_t errlen);
 extern int	ft_http_in_flight(void);
 extern int	ft_http_wait(long max_wait_ms, uint32 wait_event_info);

@@ -51,7 +51,6 @@
 
 #include "gateway.h"
 #include "guc.h"
-#include "worker.h"
 
 /* ready sockets taken from the epoll instance per wait */
 #define FT_HTTP_EPOLL_BATCH		FT_MAX_IN_FLIGHT
@@ -398,15 +397,18 @@ ft_http_add_header(FtHttpHandle *h, const char *line)
  * Start POST url with body (which must stay valid until completion), of
  * type content_type (NULL: application/json), and Idempotency-Key
  * payment_key.  A NULL body makes it a GET (a provider's re-check of a
- * payment under way), without a body or Idempotency-Key.  Returns false with a reason in errbuf if
- * the request could not even be started; the caller then treats it as a
- * transient failure.  The caller keeps in-flight requests at or below
+ * payment under way), without a body or Idempotency-Key.  With
+ * fresh_connection the request opens a connection of its own and closes
+ * it afterwards.  Returns false with a reason in errbuf if the request
+ * could not even be started; the caller then treats it as a transient
+ * failure.  The caller keeps in-flight requests at or below
  * ft_orders.max_in_flight.
  */
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
 			  const char *content_type,
-			  const char *body, size_t body_len, char *errbuf, size_t errlen)
+			  const char *body, size_t body_len, bool fresh_connection,
+			  char *errbuf, size_t errlen)
 {
 	FtHttpHandle *h = ft_http_get_handle();
 	char		line[512];
@@ -480,13 +482,12 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 
 	/*
 	 * libcurl sends a request again, up to five times, when a reused
-	 * kept-alive connection dies before any byte of the reply: against a
-	 * gateway that reads the request and then closes, the half-open probe
-	 * -- the one request the circuit lets through -- reached it six times
-	 * (tests/integration/circuit_hostile.sh).  The probe gets a fresh
-	 * connection of its own, which libcurl never re-sends on.
+	 * kept-alive connection dies before any byte of the reply; on a fresh
+	 * connection of its own it never does.  The caller asks for one when a
+	 * request must reach the gateway at most once per attempt (the
+	 * circuit's half-open probe: tests/integration/circuit_hostile.sh).
 	 */
-	if (ft_circuit_probing())
+	if (fresh_connection)
 	{
 		FT_SETOPT(h, CURLOPT_FRESH_CONNECT, 1L);
 		FT_SETOPT(h, CURLOPT_FORBID_REUSE, 1L);

@@ -265,12 +265,12 @@ ft_launcher_maintenance(void)
 	{
 		int			rc;
 
-		ft_outbox_begin("ft_orders: maintenance");
+		ft_xact_begin("ft_orders: maintenance");
 		rc = SPI_execute("SELECT ft_orders.purge_expired_keys(), ft_orders.purge_history()",
 						 false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "ft_orders maintenance failed: %s", SPI_result_code_string(rc));
-		ft_outbox_commit();
+		ft_xact_commit();
 	}
 	PG_CATCH();
 	{
@@ -322,11 +322,11 @@ ft_orders_launcher_main(Datum main_arg)
 		int64		nreleased = 0;
 		TimestampTz now;
 
-		ft_outbox_begin("ft_orders: launcher");
+		ft_xact_begin("ft_orders: launcher");
 		ready = ft_outbox_extension_ready();
 		if (ready && !in_recovery && !released)
 			nreleased = ft_outbox_release_all_leases();
-		ft_outbox_commit();
+		ft_xact_commit();
 
 		if (ready && !in_recovery && !released)
 		{

@@ -4,8 +4,9 @@
  *	  The SQL side of a payment worker: claim due outbox events, record
  *	  outcomes, release leases.  Everything runs through SPI with plans
  *	  prepared once and kept, inside one short transaction opened by
- *	  ft_outbox_begin and closed by ft_outbox_commit; no transaction is
- *	  ever open while HTTP runs.
+ *	  ft_xact_begin and closed by ft_xact_commit (worker_xact.c); no
+ *	  transaction is ever open while HTTP runs.  Requests are not built
+ *	  here: a claim returns rows, the worker hands them to the provider.
  *
  * Lease protocol (see the outbox table in ft_orders--1.0.sql): a claim sets
  * next_attempt_at = lease_until = now() + lease_timeout and bumps attempts.
@@ -26,16 +27,13 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
-#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "guc.h"
@@ -50,9 +48,6 @@ static SPIPlanPtr ft_final_plan = NULL;
 static SPIPlanPtr ft_retry_plan = NULL;
 static SPIPlanPtr ft_release_plan = NULL;
 static SPIPlanPtr ft_release_all_plan = NULL;
-
-/* memory context of ft_outbox_begin's caller, restored at commit */
-static MemoryContext ft_caller_cxt = NULL;
 
 /*
  * A claim is two statements, each with one generic plan that is right for
@@ -183,34 +178,6 @@ static const char *const ft_release_all_sql =
  */
 #define FT_OUTBOX_PLAN	CURSOR_OPT_GENERIC_PLAN
 
-/*
- * Open the short transaction every SQL step of a round runs in.  The
- * caller's memory context is current again after ft_outbox_commit (a
- * commit would otherwise leave TopMemoryContext current).
- */
-void
-ft_outbox_begin(const char *activity)
-{
-	ft_caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-void
-ft_outbox_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(ft_caller_cxt);
-}
-
 /* true when CREATE EXTENSION ft_orders was run in this database */
 bool
 ft_outbox_extension_ready(void)
@@ -235,19 +202,19 @@ ft_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 }
 
 /*
- * Claim up to limit due events and turn each into a job (allocated in
- * job_cxt, request body built by provider).  Returns the number of jobs
- * stored in jobs[].  Caller is inside ft_outbox_begin.
+ * Claim up to limit due events: lease them and return, in claims[], the
+ * event and the order fields a request is built from (strings allocated
+ * in cxt).  Returns the number of claims.  Caller is inside ft_xact_begin.
  */
 int
-ft_outbox_claim(int limit, MemoryContext job_cxt,
-				const FtProvider *provider, FtJob **jobs)
+ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
 	Oid			lock_argtypes[1] = {INT4OID};
 	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID};
 	Datum		values[3];
 	Datum	   *event_ids;
 	Datum	   *order_ids;
+	MemoryContext oldcxt;
 	int			nlocked;
 	int			rc;
 	int			n;
@@ -285,68 +252,28 @@ ft_outbox_claim(int limit, MemoryContext job_cxt,
 			 SPI_result_code_string(rc));
 
 	n = (int) Min(SPI_processed, (uint64) limit);
+	oldcxt = MemoryContextSwitchTo(cxt);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		FtPaymentRequest req;
-		StringInfoData body;
-		MemoryContext oldcxt;
-		FtJob	   *job;
+		FtClaim    *claim = &claims[i];
 		bool		isnull;
-		char	   *key;
 
-		oldcxt = MemoryContextSwitchTo(job_cxt);
-		job = palloc0(sizeof(FtJob));
-		job->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		job->order_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		job->event_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		job->lease_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-		job->order_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		key = SPI_getvalue(tup, desc, 6);
-		strlcpy(job->payment_key, key ? key : "", sizeof(job->payment_key));
-
-		req.order_id = job->order_id;
-		req.payment_key = job->payment_key;
-		req.customer_id = SPI_getvalue(tup, desc, 7);
-		req.amount_minor = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
-		req.currency = SPI_getvalue(tup, desc, 9);
-		req.items_json = SPI_getvalue(tup, desc, 10);
-		req.payment_method = SPI_getvalue(tup, desc, 11);
-		req.pending_ref = SPI_getvalue(tup, desc, 12);
-
-		if (provider->recheck_path != NULL && req.pending_ref != NULL &&
-			(job->recheck_path = provider->recheck_path(&req)) != NULL)
-		{
-			/* a payment under way at the gateway: GET it, charge nothing */
-			job->body = NULL;
-			job->body_len = 0;
-		}
-		else
-		{
-			initStringInfo(&body);
-			provider->build_request(&req, &body);
-			job->body = body.data;
-			job->body_len = body.len;
-		}
-		MemoryContextSwitchTo(oldcxt);
-
-		/* SPI_getvalue copied into job_cxt: only the body needs them */
-		if (key)
-			pfree(key);
-		if (req.customer_id)
-			pfree(unconstify(char *, req.customer_id));
-		if (req.currency)
-			pfree(unconstify(char *, req.currency));
-		if (req.items_json)
-			pfree(unconstify(char *, req.items_json));
-		if (req.payment_method)
-			pfree(unconstify(char *, req.payment_method));
-		if (req.pending_ref)
-			pfree(unconstify(char *, req.pending_ref));
-
-		jobs[i] = job;
+		claim->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		claim->order.order_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		claim->event_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		claim->lease_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		claim->order_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		claim->order.payment_key = SPI_getvalue(tup, desc, 6);
+		claim->order.customer_id = SPI_getvalue(tup, desc, 7);
+		claim->order.amount_minor = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+		claim->order.currency = SPI_getvalue(tup, desc, 9);
+		claim->order.items_json = SPI_getvalue(tup, desc, 10);
+		claim->order.payment_method = SPI_getvalue(tup, desc, 11);
+		claim->order.pending_ref = SPI_getvalue(tup, desc, 12);
 	}
+	MemoryContextSwitchTo(oldcxt);
 	return n;
 }
 
@@ -528,7 +455,7 @@ ft_record_retries(FtJob **jobs, int n)
 /*
  * Record the outcomes of njobs completed requests: one payment_attempts
  * row each, then the settled ones and the retries, at most three
- * statements in all.  Caller is inside ft_outbox_begin.
+ * statements in all.  Caller is inside ft_xact_begin.
  */
 void
 ft_outbox_record(FtJob **jobs, int njobs)
@@ -589,7 +516,7 @@ ft_outbox_release(FtJob **jobs, int njobs)
 
 /*
  * Release every lease (launcher, when no payment worker runs).  Returns
- * how many were released.  Caller is inside ft_outbox_begin.
+ * how many were released.  Caller is inside ft_xact_begin.
  */
 int64
 ft_outbox_release_all_leases(void)

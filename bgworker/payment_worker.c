@@ -15,7 +15,9 @@
  *	4. when enough completions piled up (or they have waited ~2 ms, or
  *	   nothing else is in flight) and/or there is room for more requests,
  *	   runs ONE short transaction that records the completions and claims
- *	   new events, commits, and only then starts the new requests.
+ *	   new events (outbox.c), commits, and only then has the provider
+ *	   build the new requests and the transport start them (the circuit's
+ *	   probe on a fresh connection).
  *
  * So no transaction is open while HTTP runs, a slow request only holds
  * its own slot (claims refill free slots continuously), and everything
@@ -81,6 +83,8 @@ static FtJob **ft_round_done;	/* completed in this round (for the stats) */
 static int	ft_nround_done = 0;
 static FtJob **ft_aborted;		/* shutdown: outcome unknown */
 static int	ft_naborted = 0;
+static FtClaim *ft_claims;		/* this round's claim (strings in the round
+								 * context) */
 static FtJob **ft_claimed;
 
 static const FtProvider *ft_provider = NULL;
@@ -257,6 +261,46 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	ft_round_done[ft_nround_done++] = job;
 }
 
+/*
+ * The job for a claimed event, in the job context: the provider builds its
+ * request (a body to POST, or a path to GET for a payment the gateway is
+ * still working on).
+ */
+static FtJob *
+ft_new_job(const FtClaim *claim)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(ft_job_cxt);
+	const FtPaymentRequest *order = &claim->order;
+	FtJob	   *job = palloc0(sizeof(FtJob));
+
+	job->event_id = claim->event_id;
+	job->order_id = order->order_id;
+	job->event_attempts = claim->event_attempts;
+	job->order_attempt = claim->order_attempt;
+	job->lease_until = claim->lease_until;
+	strlcpy(job->payment_key, order->payment_key ? order->payment_key : "",
+			sizeof(job->payment_key));
+
+	if (ft_provider->recheck_path != NULL && order->pending_ref != NULL &&
+		(job->recheck_path = ft_provider->recheck_path(order)) != NULL)
+	{
+		/* a payment under way at the gateway: GET it, charge nothing */
+		job->body = NULL;
+		job->body_len = 0;
+	}
+	else
+	{
+		StringInfoData body;
+
+		initStringInfo(&body);
+		ft_provider->build_request(order, &body);
+		job->body = body.data;
+		job->body_len = body.len;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return job;
+}
+
 /* send a freshly claimed job; a request that cannot start fails at once */
 static void
 ft_send(FtJob *job)
@@ -270,7 +314,8 @@ ft_send(FtJob *job)
 		url = psprintf("%s%s", ft_base_url, job->recheck_path);
 	started = ft_http_start(job, url, job->payment_key,
 							ft_provider->content_type, job->body,
-							(size_t) job->body_len, errbuf, sizeof(errbuf));
+							(size_t) job->body_len, job->is_probe,
+							errbuf, sizeof(errbuf));
 	if (url != ft_url)
 		pfree(url);
 	if (!started)
@@ -363,16 +408,16 @@ ft_sql_step(TimestampTz now)
 		return;
 
 	ft_slot_set_in_sql(true);
-	ft_outbox_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
+	ft_xact_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
 	if (record)
 		ft_outbox_record(ft_done, ft_ndone);
 	if (claim)
 	{
-		nclaimed = ft_outbox_claim(limit, ft_job_cxt, ft_provider, ft_claimed);
+		nclaimed = ft_outbox_claim(limit, ft_round_cxt, ft_claims);
 		if (nclaimed < limit)
 			next_due = ft_outbox_next_due();
 	}
-	ft_outbox_commit();
+	ft_xact_commit();
 	ft_slot_set_in_sql(false);
 
 	if (record)
@@ -389,6 +434,8 @@ ft_sql_step(TimestampTz now)
 		ft_last_claim = GetCurrentTimestamp();
 		if (probe && nclaimed == 0)
 			ft_circuit_abandon_probe();
+		for (int i = 0; i < nclaimed; i++)
+			ft_claimed[i] = ft_new_job(&ft_claims[i]);
 		if (nclaimed > 0 && probe)
 			ft_claimed[0]->is_probe = true;
 		if (nclaimed == limit)
@@ -490,10 +537,10 @@ ft_shutdown(void)
 
 	if (ft_ndone > 0 || ft_naborted > 0)
 	{
-		ft_outbox_begin("ft_orders: stopping");
+		ft_xact_begin("ft_orders: stopping");
 		ft_outbox_record(ft_done, ft_ndone);
 		ft_outbox_release(ft_aborted, ft_naborted);
-		ft_outbox_commit();
+		ft_xact_commit();
 		ft_stats_recorded(ft_done, ft_ndone);
 		if (ft_naborted > 0)
 			ereport(LOG,
@@ -523,9 +570,9 @@ ft_wait_until_ready(void)
 		{
 			bool		ready;
 
-			ft_outbox_begin("ft_orders: checking the extension");
+			ft_xact_begin("ft_orders: checking the extension");
 			ready = ft_outbox_extension_ready();
-			ft_outbox_commit();
+			ft_xact_commit();
 			if (ready)
 				return;
 			if (!hinted)
@@ -606,6 +653,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
 	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
 	ft_claimed = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_claims = MemoryContextAlloc(TopMemoryContext, sizeof(FtClaim) * FT_MAX_IN_FLIGHT);
 
 	ft_http_init();
 	before_shmem_exit(ft_http_on_exit, (Datum) 0);

@@ -34,7 +34,8 @@ typedef struct FtJob
 	int32		event_attempts; /* outbox.attempts, this attempt included */
 	int32		order_attempt;	/* orders.attempts, this request included */
 	TimestampTz lease_until;	/* our lease: proves ownership at record */
-	bool		is_probe;		/* the circuit's half-open probe */
+	bool		is_probe;		/* the circuit's half-open probe: sent on a
+								 * fresh connection */
 	char		payment_key[FT_UUID_TEXT_LEN + 1];
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
@@ -52,12 +53,26 @@ typedef struct FtJob
 	char	   *error;			/* NULL when paid */
 } FtJob;
 
-/* outbox.c: every function runs inside ft_outbox_begin/commit */
-extern void ft_outbox_begin(const char *activity);
-extern void ft_outbox_commit(void);
+/*
+ * One claimed outbox event and the order fields its request is built from
+ * (order.order_id included).
+ */
+typedef struct FtClaim
+{
+	int64		event_id;
+	int32		event_attempts; /* outbox.attempts, this attempt included */
+	int32		order_attempt;	/* orders.attempts, this request included */
+	TimestampTz lease_until;
+	FtPaymentRequest order;
+} FtClaim;
+
+/* worker_xact.c: the short transaction every SQL step runs in */
+extern void ft_xact_begin(const char *activity);
+extern void ft_xact_commit(void);
+
+/* outbox.c: every function runs inside ft_xact_begin/commit */
 extern bool ft_outbox_extension_ready(void);
-extern int	ft_outbox_claim(int limit, MemoryContext job_cxt,
-							const FtProvider *provider, FtJob **jobs);
+extern int	ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims);
 extern TimestampTz ft_outbox_next_due(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
 extern void ft_outbox_release(FtJob **jobs, int njobs);
@@ -77,7 +92,6 @@ typedef enum FtCircuitChange
 
 extern int	ft_circuit_admit(int wanted, bool *probe, bool *blocked);
 extern void ft_circuit_abandon_probe(void);
-extern bool ft_circuit_probing(void);
 extern FtCircuitChange ft_circuit_report_locked(bool transient, bool was_probe,
 												TimestampTz now);
 
