@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * gateway_generic.c
- *	  The "generic" gateway provider (SPEC section 5): the JSON request body
- *	  and the classification of a reply into paid / declined / failed /
- *	  retry.
+ *	  The "generic" gateway provider (docs/reference.md, "Wire protocol"):
+ *	  the JSON request body and the classification of a reply into paid /
+ *	  declined / failed / retry.
  *
  * Everything here is a pure function of its arguments: no database, no
  * shared memory, no globals, so a fuzzer can call ft_provider_generic's
@@ -67,8 +67,9 @@ const FtProvider ft_provider_generic = {
 };
 
 /*
- * Build the SPEC section 5 body into body (reset first).  items_json is
- * the order's jsonb as text, therefore valid JSON.
+ * Build the request body of docs/reference.md, "Wire protocol", into body
+ * (reset first).  items_json is the order's jsonb as text, therefore valid
+ * JSON.
  */
 static void
 generic_build_request(const FtPaymentRequest *req, StringInfo body)
@@ -424,8 +425,8 @@ ft_gateway_classify_transport(const FtGatewayReply *reply,
 }
 
 /*
- * SPEC section 5 reply table.  result is fully overwritten; its strings
- * are palloc'd in CurrentMemoryContext.
+ * The reply table of docs/reference.md, "Wire protocol".  result is fully
+ * overwritten; its strings are palloc'd in CurrentMemoryContext.
  */
 static void
 generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * guc.h
- *	  The ft_orders.* configuration parameters (SPEC section 4).
+ *	  The ft_orders.* configuration parameters (docs/reference.md,
+ *	  "Settings").
  *
  * Every time setting is held in the unit named in its variable: _ms for
  * milliseconds, _s for seconds.  Values are only ever written by the GUC
