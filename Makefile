@@ -41,7 +41,7 @@ CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 PG_CPPFLAGS += $(CURL_CFLAGS)
 SHLIB_LINK = $(CURL_LIBS)
 
-REGRESS = intake idempotency validation views privileges upgrade
+REGRESS = intake idempotency validation views upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders
 
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
