@@ -101,9 +101,9 @@ like "$(cat "$FT_TMP/same_server.err")" 'ft_orders can only be created in databa
 	"... with the install script's message naming ft_orders.database"
 
 # --- a fresh server that does not charge the copy -------------------------------
-# ft_orders must be preloaded to be loaded at all (ft_orders.database is a
-# postmaster setting: loading the library later is a FATAL error), so the
-# second server preloads it with no payment worker and no gateway.
+# ft_orders must be preloaded to be loaded at all (otherwise _PG_init
+# raises an ERROR: tests/integration/not_preloaded.sh), so the second
+# server preloads it with no payment worker and no gateway.
 PG2DATA=$FT_TMP/pgdata2
 as_pg initdb -D "$PG2DATA" -U postgres -A trust -E UTF8 --no-sync >"$FT_TMP/initdb2.log" 2>&1 ||
 	bail_out "initdb of the second server failed"
