@@ -453,6 +453,19 @@ ft_record_retries(FtJob **jobs, int n)
 }
 
 /*
+ * Run the settle statement once on an empty batch: it writes nothing, but
+ * the one-time costs of the first settle (planning, loading PL/pgSQL and
+ * compiling _change_status) are paid before the worker's first request,
+ * not while its requests wait in libcurl.  Caller is inside
+ * ft_xact_begin.
+ */
+void
+ft_outbox_warm_up(void)
+{
+	ft_record_final(NULL, 0);
+}
+
+/*
  * Record the outcomes of njobs completed requests: one payment_attempts
  * row each, then the settled ones and the retries, at most three
  * statements in all.  Caller is inside ft_xact_begin.

@@ -572,6 +572,8 @@ ft_wait_until_ready(void)
 
 			ft_xact_begin("ft_orders: checking the extension");
 			ready = ft_outbox_extension_ready();
+			if (ready)
+				ft_outbox_warm_up();
 			ft_xact_commit();
 			if (ready)
 				return;

@@ -74,6 +74,7 @@ extern void ft_xact_commit(void);
 extern bool ft_outbox_extension_ready(void);
 extern int	ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims);
 extern TimestampTz ft_outbox_next_due(void);
+extern void ft_outbox_warm_up(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
 extern void ft_outbox_release(FtJob **jobs, int njobs);
 extern int64 ft_outbox_release_all_leases(void);
