@@ -34,6 +34,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -217,17 +218,34 @@ ft_prepare(const char *sql, int nargs, Oid *argtypes)
  * Open the short transaction every SQL step of a round runs in.  The
  * caller's memory context is current again after ft_outbox_commit (a
  * commit would otherwise leave TopMemoryContext current).
+ *
+ * async: commit with synchronous_commit = off (SET LOCAL), for writes
+ * whose loss only makes work due again (records, releases, maintenance).
+ * Otherwise the commit follows the server's own synchronous_commit: a
+ * claim waits for the WAL flush and, with synchronous_standby_names set,
+ * for the synchronous standby (payment_worker.c says why).
  */
 void
-ft_outbox_begin(const char *activity)
+ft_outbox_begin(const char *activity, bool async)
 {
 	ft_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (async)
+		ft_outbox_set_async();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* this transaction commits with synchronous_commit = off (SET LOCAL) */
+void
+ft_outbox_set_async(void)
+{
+	(void) set_config_option("synchronous_commit", "off",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
 }
 
 void

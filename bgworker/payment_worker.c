@@ -17,6 +17,26 @@
  *	   runs ONE short transaction that records the completions and claims
  *	   new events, commits, and only then starts the new requests.
  *
+ * Durability (SPEC §9): a transaction that claims commits with the
+ * server's own synchronous_commit, so with synchronous_standby_names set
+ * (Patroni synchronous_mode) the claim is on the synchronous standby
+ * before any of its requests leaves: a failover cannot lose a claim whose
+ * requests were sent.  A server with synchronous_commit = local or off
+ * opts out (the claim then waits for the local flush, or nothing).
+ * Transactions that only record outcomes or release leases commit with
+ * synchronous_commit = off: losing one only re-sends under the same
+ * Idempotency-Key, which the gateway answers as a replay.
+ *
+ * SyncRepWaitForLSN leaves its wait only on ProcDiePending, a query cancel
+ * or postmaster death, not on our shutdown flag: SIGTERM during a claim's
+ * commit therefore also sets ProcDiePending (ft_handle_sigterm).  An
+ * interrupted wait still commits, with a WARNING, although the standby
+ * may not have the claim: after every claim's commit the worker looks for
+ * a shutdown, a die or a cancel (ft_handle_sigint counts them) that came
+ * during it, and then sends nothing of that claim; it releases the leases
+ * with an asynchronous commit (they are due again) and stops or claims
+ * again.
+ *
  * So no transaction is open while HTTP runs, a slow request only holds
  * its own slot (claims refill free slots continuously), and everything
  * written to the tables is batched.  A commit of place_order sets our
@@ -85,6 +105,11 @@ static int	ft_nround_done = 0;
 static FtJob **ft_aborted;		/* shutdown: outcome unknown */
 static int	ft_naborted = 0;
 static FtJob **ft_claimed;
+
+/* set around a claim's commit: SIGTERM then also interrupts the sync wait */
+static volatile sig_atomic_t ft_in_claim_commit = false;
+/* SIGINTs (query cancels) received: a cancel ends a sync wait silently */
+static volatile sig_atomic_t ft_cancel_count = 0;
 
 static const FtProvider *ft_provider = NULL;
 static char *ft_url = NULL;		/* gateway_url + provider path; NULL: idle */
@@ -158,6 +183,35 @@ ft_load_settings(void)
 	strcpy(ft_url + len, ft_provider->path);
 	ft_base_url = MemoryContextAllocZero(TopMemoryContext, len + 1);
 	memcpy(ft_base_url, ft_gateway_url, len);
+}
+
+/*
+ * SIGTERM: the shutdown flag as SignalHandlerForShutdownRequest sets it,
+ * plus, during a claim's commit only, what die() sets, which is the one
+ * thing a wait for the synchronous standby gives up on.  ft_sql_step
+ * clears ProcDiePending again after the commit and stops gracefully.
+ */
+static void
+ft_handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	if (ft_in_claim_commit)
+	{
+		ProcDiePending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* SIGINT: core's query cancel, counted (SyncRepWaitForLSN clears the flag) */
+static void
+ft_handle_sigint(SIGNAL_ARGS)
+{
+	ft_cancel_count = ft_cancel_count + 1;
+	StatementCancelHandler(postgres_signal_arg);
 }
 
 static void
@@ -333,6 +387,56 @@ ft_record_due(TimestampTz now)
 }
 
 /*
+ * Commit a transaction that claimed *nclaimed jobs (ft_claimed), waiting
+ * as synchronous_commit says.  If a shutdown, a die or a query cancel came
+ * while it waited, the claim may not be on the synchronous standby:
+ * nothing of it may be sent.  Then the leases are released (async), the
+ * jobs freed and *nclaimed set to 0; a shutdown continues in the main
+ * loop, a die (postmaster death) ends the process here.
+ */
+static void
+ft_claim_commit(int *nclaimed)
+{
+	sig_atomic_t cancels = ft_cancel_count;
+	bool		interrupted;
+
+	if (ShutdownRequestPending)
+	{
+		/* stopping already: commit what was recorded, send nothing */
+		ft_outbox_set_async();
+		ft_outbox_commit();
+		interrupted = true;
+	}
+	else
+	{
+		ft_in_claim_commit = true;
+		ft_outbox_commit();
+		ft_in_claim_commit = false;
+		interrupted = (ShutdownRequestPending || ProcDiePending ||
+					   cancels != ft_cancel_count);
+	}
+	if (!interrupted)
+		return;
+
+	/* ours, set for the shutdown: the graceful stop of the main loop does it */
+	if (ShutdownRequestPending)
+		ProcDiePending = false;
+	/* a die not of our making (postmaster death) ends the process here */
+	CHECK_FOR_INTERRUPTS();
+
+	ereport(LOG,
+			(errmsg("payment worker: the commit of a claim of %d payment(s) was interrupted; none of them is sent",
+					*nclaimed),
+			 errdetail("The claim may not have reached the synchronous standby; its leases are released.")));
+	ft_outbox_begin("ft_orders: releasing an interrupted claim", true);
+	ft_outbox_release(ft_claimed, *nclaimed);
+	ft_outbox_commit();
+	for (int i = 0; i < *nclaimed; i++)
+		ft_free_job(ft_claimed[i]);
+	*nclaimed = 0;
+}
+
+/*
  * The SQL step of a round: one transaction that records completions and
  * claims new work, then the new requests are sent.
  */
@@ -364,7 +468,8 @@ ft_sql_step(TimestampTz now)
 		return;
 
 	ft_slot_set_in_sql(true);
-	ft_outbox_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
+	ft_outbox_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments",
+					!claim);
 	if (record)
 		ft_outbox_record(ft_done, ft_ndone);
 	if (claim)
@@ -373,7 +478,14 @@ ft_sql_step(TimestampTz now)
 		if (nclaimed < limit)
 			next_due = ft_outbox_next_due();
 	}
-	ft_outbox_commit();
+	if (claim && nclaimed > 0)
+		ft_claim_commit(&nclaimed);
+	else
+	{
+		/* nothing claimed: what was recorded need not wait */
+		ft_outbox_set_async();
+		ft_outbox_commit();
+	}
 	ft_slot_set_in_sql(false);
 
 	if (record)
@@ -491,7 +603,7 @@ ft_shutdown(void)
 
 	if (ft_ndone > 0 || ft_naborted > 0)
 	{
-		ft_outbox_begin("ft_orders: stopping");
+		ft_outbox_begin("ft_orders: stopping", true);
 		ft_outbox_record(ft_done, ft_ndone);
 		ft_outbox_release(ft_aborted, ft_naborted);
 		ft_outbox_commit();
@@ -524,7 +636,7 @@ ft_wait_until_ready(void)
 		{
 			bool		ready;
 
-			ft_outbox_begin("ft_orders: checking the extension");
+			ft_outbox_begin("ft_orders: checking the extension", true);
 			ready = ft_outbox_extension_ready();
 			ft_outbox_commit();
 			if (ready)
@@ -563,7 +675,8 @@ ft_orders_payment_worker_main(Datum main_arg)
 	int			slot_index = DatumGetInt32(main_arg);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, ft_handle_sigterm);
+	pqsignal(SIGINT, ft_handle_sigint);
 	BackgroundWorkerUnblockSignals();
 
 	if (ft_shared == NULL || slot_index < 0 || slot_index >= FT_MAX_WORKERS)
@@ -577,15 +690,10 @@ ft_orders_payment_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * The worker's own transactions (claims, outcomes) need not wait for a
-	 * WAL flush or a synchronous standby: if a crash or a failover loses
-	 * one, the event is simply due again and re-sent under the same
-	 * Idempotency-Key, which the gateway answers with a replay, not a new
-	 * charge.  Orders themselves are committed by place_order's caller
-	 * with the server's own synchronous_commit.  This takes a WAL flush off
-	 * every round and off the commit-to-gateway path.
+	 * No synchronous_commit override here: claims commit with the
+	 * server's own setting, records and releases set it off locally
+	 * (ft_outbox_begin's async; see the file banner).
 	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * Every statement of the worker reaches its rows through an index, each

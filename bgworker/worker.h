@@ -50,7 +50,8 @@ typedef struct FtJob
 } FtJob;
 
 /* outbox.c: every function runs inside ft_outbox_begin/commit */
-extern void ft_outbox_begin(const char *activity);
+extern void ft_outbox_begin(const char *activity, bool async);
+extern void ft_outbox_set_async(void);
 extern void ft_outbox_commit(void);
 extern bool ft_outbox_extension_ready(void);
 extern int	ft_outbox_claim(int limit, MemoryContext job_cxt,
