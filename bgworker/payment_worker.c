@@ -188,8 +188,11 @@ ft_load_settings(void)
 /*
  * SIGTERM: the shutdown flag as SignalHandlerForShutdownRequest sets it,
  * plus, during a claim's commit only, what die() sets, which is the one
- * thing a wait for the synchronous standby gives up on.  ft_sql_step
- * clears ProcDiePending again after the commit and stops gracefully.
+ * thing a wait for the synchronous standby gives up on.  ft_claim_commit
+ * clears ProcDiePending again after the commit; the main loop then stops
+ * gracefully.  (A SIGTERM between the claim's last statement and its
+ * commit may instead end the worker with a FATAL error before the commit:
+ * the claim is then rolled back, nothing was sent.)
  */
 static void
 ft_handle_sigterm(SIGNAL_ARGS)
@@ -400,16 +403,18 @@ ft_claim_commit(int *nclaimed)
 	sig_atomic_t cancels = ft_cancel_count;
 	bool		interrupted;
 
+	/* the flag first: a SIGTERM after the test below finds it set */
+	ft_in_claim_commit = true;
 	if (ShutdownRequestPending)
 	{
 		/* stopping already: commit what was recorded, send nothing */
+		ft_in_claim_commit = false;
 		ft_outbox_set_async();
 		ft_outbox_commit();
 		interrupted = true;
 	}
 	else
 	{
-		ft_in_claim_commit = true;
 		ft_outbox_commit();
 		ft_in_claim_commit = false;
 		interrupted = (ShutdownRequestPending || ProcDiePending ||
