@@ -265,7 +265,8 @@ ft_launcher_maintenance(void)
 	{
 		int			rc;
 
-		ft_xact_begin("ft_orders: maintenance");
+		/* async (as all the launcher writes): a lost purge runs again */
+		ft_xact_begin("ft_orders: maintenance", true);
 		rc = SPI_execute("SELECT ft_orders.purge_expired_keys(), ft_orders.purge_history()",
 						 false, 0);
 		if (rc != SPI_OK_SELECT)
@@ -322,7 +323,12 @@ ft_orders_launcher_main(Datum main_arg)
 		int64		nreleased = 0;
 		TimestampTz now;
 
-		ft_xact_begin("ft_orders: launcher");
+		/*
+		 * async: lost releases are simply redone at the next start; and
+		 * the launcher never waits for a synchronous standby, so SIGTERM
+		 * (SignalHandlerForShutdownRequest) always stops it.
+		 */
+		ft_xact_begin("ft_orders: launcher", true);
 		ready = ft_outbox_extension_ready();
 		if (ready && !in_recovery && !released)
 			nreleased = ft_outbox_release_all_leases();

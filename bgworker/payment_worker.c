@@ -19,6 +19,26 @@
  *	   build the new requests and the transport start them (the circuit's
  *	   probe on a fresh connection).
  *
+ * Durability (SPEC §9): a transaction that claims commits with the
+ * server's own synchronous_commit, so with synchronous_standby_names set
+ * (Patroni synchronous_mode) the claim is on the synchronous standby
+ * before any of its requests leaves: a failover cannot lose a claim whose
+ * requests were sent.  A server with synchronous_commit = local or off
+ * opts out (the claim then waits for the local flush, or nothing).
+ * Transactions that only record outcomes or release leases commit with
+ * synchronous_commit = off: losing one only re-sends under the same
+ * Idempotency-Key, which the gateway answers as a replay.
+ *
+ * SyncRepWaitForLSN leaves its wait only on ProcDiePending, a query cancel
+ * or postmaster death, not on our shutdown flag: SIGTERM during a claim's
+ * commit therefore also sets ProcDiePending (ft_handle_sigterm).  An
+ * interrupted wait still commits, with a WARNING, although the standby
+ * may not have the claim: after every claim's commit the worker looks for
+ * a shutdown, a die or a cancel (ft_handle_sigint counts them) that came
+ * during it, and then sends nothing of that claim; it releases the leases
+ * with an asynchronous commit (they are due again) and stops or claims
+ * again.
+ *
  * So no transaction is open while HTTP runs, a slow request only holds
  * its own slot (claims refill free slots continuously), and everything
  * written to the tables is batched.  A commit of place_order sets our
@@ -86,6 +106,11 @@ static int	ft_naborted = 0;
 static FtClaim *ft_claims;		/* this round's claim (strings in the round
 								 * context) */
 static FtJob **ft_claimed;
+
+/* set around a claim's commit: SIGTERM then also interrupts the sync wait */
+static volatile sig_atomic_t ft_in_claim_commit = false;
+/* SIGINTs (query cancels) received: a cancel ends a sync wait silently */
+static volatile sig_atomic_t ft_cancel_count = 0;
 
 static const FtProvider *ft_provider = NULL;
 static char *ft_url = NULL;		/* gateway_url + provider path; NULL: idle */
@@ -159,6 +184,38 @@ ft_load_settings(void)
 	ft_base_url = pnstrdup(ft_gateway_url, len);
 	ft_url = psprintf("%s%s", ft_base_url, ft_provider->path);
 	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * SIGTERM: the shutdown flag as SignalHandlerForShutdownRequest sets it,
+ * plus, during a claim's commit only, what die() sets, which is the one
+ * thing a wait for the synchronous standby gives up on.  ft_claim_commit
+ * clears ProcDiePending again after the commit; the main loop then stops
+ * gracefully.  (A SIGTERM between the claim's last statement and its
+ * commit may instead end the worker with a FATAL error before the commit:
+ * the claim is then rolled back, nothing was sent.)
+ */
+static void
+ft_handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	ShutdownRequestPending = true;
+	if (ft_in_claim_commit)
+	{
+		ProcDiePending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* SIGINT: core's query cancel, counted (SyncRepWaitForLSN clears the flag) */
+static void
+ft_handle_sigint(SIGNAL_ARGS)
+{
+	ft_cancel_count = ft_cancel_count + 1;
+	StatementCancelHandler(postgres_signal_arg);
 }
 
 static void
@@ -377,6 +434,60 @@ ft_record_due(TimestampTz now)
 }
 
 /*
+ * Commit a transaction that claimed *nclaimed events (ft_claims), waiting
+ * as synchronous_commit says.  If a shutdown, a die or a query cancel came
+ * while it waited, the claim may not be on the synchronous standby:
+ * nothing of it may be sent.  Then the leases are released (async), the
+ * jobs freed and *nclaimed set to 0; a shutdown continues in the main
+ * loop, a die (postmaster death) ends the process here.
+ */
+static void
+ft_claim_commit(int *nclaimed)
+{
+	sig_atomic_t cancels = ft_cancel_count;
+	bool		interrupted;
+
+	/* the flag first: a SIGTERM after the test below finds it set */
+	ft_in_claim_commit = true;
+	if (ShutdownRequestPending)
+	{
+		/* stopping already: commit what was recorded, send nothing */
+		ft_in_claim_commit = false;
+		ft_xact_set_async();
+		ft_xact_commit();
+		interrupted = true;
+	}
+	else
+	{
+		ft_xact_commit();
+		ft_in_claim_commit = false;
+		interrupted = (ShutdownRequestPending || ProcDiePending ||
+					   cancels != ft_cancel_count);
+	}
+	if (!interrupted)
+		return;
+
+	/* ours, set for the shutdown: the graceful stop of the main loop does it */
+	if (ShutdownRequestPending)
+		ProcDiePending = false;
+	/* a die not of our making (postmaster death) ends the process here */
+	CHECK_FOR_INTERRUPTS();
+
+	ereport(LOG,
+			(errmsg("payment worker: the commit of a claim of %d payment(s) was interrupted; none of them is sent",
+					*nclaimed),
+			 errdetail("The claim may not have reached the synchronous standby; its leases are released.")));
+	for (int i = 0; i < *nclaimed; i++)
+		ft_claimed[i] = ft_new_job(&ft_claims[i]);
+	ft_xact_begin("ft_orders: releasing an interrupted claim", true);
+	ft_outbox_release(ft_claimed, *nclaimed);
+	ft_xact_commit();
+	for (int i = 0; i < *nclaimed; i++)
+		ft_free_job(ft_claimed[i]);
+	*nclaimed = 0;
+}
+
+/*
  * The SQL step of a round: one transaction that records completions and
  * claims new work, then the new requests are sent.
  */
@@ -408,7 +519,8 @@ ft_sql_step(TimestampTz now)
 		return;
 
 	ft_slot_set_in_sql(true);
-	ft_xact_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
+	ft_xact_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments",
+					!claim);
 	if (record)
 		ft_outbox_record(ft_done, ft_ndone);
 	if (claim)
@@ -417,7 +529,14 @@ ft_sql_step(TimestampTz now)
 		if (nclaimed < limit)
 			next_due = ft_outbox_next_due();
 	}
-	ft_xact_commit();
+	if (claim && nclaimed > 0)
+		ft_claim_commit(&nclaimed);
+	else
+	{
+		/* nothing claimed: what was recorded need not wait */
+		ft_xact_set_async();
+		ft_xact_commit();
+	}
 	ft_slot_set_in_sql(false);
 
 	if (record)
@@ -537,7 +656,7 @@ ft_shutdown(void)
 
 	if (ft_ndone > 0 || ft_naborted > 0)
 	{
-		ft_xact_begin("ft_orders: stopping");
+		ft_xact_begin("ft_orders: stopping", true);
 		ft_outbox_record(ft_done, ft_ndone);
 		ft_outbox_release(ft_aborted, ft_naborted);
 		ft_xact_commit();
@@ -570,7 +689,7 @@ ft_wait_until_ready(void)
 		{
 			bool		ready;
 
-			ft_xact_begin("ft_orders: checking the extension");
+			ft_xact_begin("ft_orders: checking the extension", true);
 			ready = ft_outbox_extension_ready();
 			if (ready)
 				ft_outbox_warm_up();
@@ -611,7 +730,8 @@ ft_orders_payment_worker_main(Datum main_arg)
 	int			slot_index = DatumGetInt32(main_arg);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGTERM, ft_handle_sigterm);
+	pqsignal(SIGINT, ft_handle_sigint);
 	BackgroundWorkerUnblockSignals();
 
 	if (slot_index < 0 || slot_index >= FT_MAX_WORKERS)
@@ -622,15 +742,10 @@ ft_orders_payment_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * The worker's own transactions (claims, outcomes) need not wait for a
-	 * WAL flush or a synchronous standby: if a crash or a failover loses
-	 * one, the event is simply due again and re-sent under the same
-	 * Idempotency-Key, which the gateway answers with a replay, not a new
-	 * charge.  Orders themselves are committed by place_order's caller
-	 * with the server's own synchronous_commit.  This takes a WAL flush off
-	 * every round and off the commit-to-gateway path.
+	 * No synchronous_commit override here: claims commit with the
+	 * server's own setting, records and releases set it off locally
+	 * (ft_xact_begin's async; see the file banner).
 	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
 	 * Every statement of the worker reaches its rows through an index, each

@@ -67,7 +67,8 @@ typedef struct FtClaim
 } FtClaim;
 
 /* worker_xact.c: the short transaction every SQL step runs in */
-extern void ft_xact_begin(const char *activity);
+extern void ft_xact_begin(const char *activity, bool async);
+extern void ft_xact_set_async(void);
 extern void ft_xact_commit(void);
 
 /* outbox.c: every function runs inside ft_xact_begin/commit */

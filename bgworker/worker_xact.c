@@ -18,6 +18,7 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -31,17 +32,34 @@ static MemoryContext ft_caller_cxt = NULL;
  * what pg_stat_activity shows meanwhile.  The caller's memory context is
  * current again after ft_xact_commit (a commit would otherwise leave
  * TopMemoryContext current).
+ *
+ * async: commit with synchronous_commit = off (SET LOCAL), for writes
+ * whose loss only makes work due again (records, releases, maintenance).
+ * Otherwise the commit follows the server's own synchronous_commit: a
+ * claim waits for the WAL flush and, with synchronous_standby_names set,
+ * for the synchronous standby (payment_worker.c says why).
  */
 void
-ft_xact_begin(const char *activity)
+ft_xact_begin(const char *activity, bool async)
 {
 	ft_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (async)
+		ft_xact_set_async();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* this transaction commits with synchronous_commit = off (SET LOCAL) */
+void
+ft_xact_set_async(void)
+{
+	(void) set_config_option("synchronous_commit", "off",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, 0, false);
 }
 
 /* Finish SPI, commit, report the statistics and go back to idle. */

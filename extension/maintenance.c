@@ -6,6 +6,11 @@
  *	  install-time check that the extension is created in the database
  *	  the workers serve.
  *
+ * From schema 1.2 on, purging a key also counts its purge generation up
+ * (ft_orders.idempotency_key_generations, one row per key ever purged, in
+ * the same statement): place_order derives the payment_key of the key's
+ * next order from it, so that order is charged as a new one.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -17,6 +22,7 @@
 #include "miscadmin.h"
 
 #include "guc.h"
+#include "place_order.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_check_database);
 PG_FUNCTION_INFO_V1(ft_orders_purge_expired_keys);
@@ -64,11 +70,41 @@ ft_delete_older_than(const char *sql, int age_s)
 Datum
 ft_orders_purge_expired_keys(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(ft_delete_older_than(
-										 "DELETE FROM ft_orders.idempotency_keys"
-										 " WHERE created_at OPERATOR(pg_catalog.<)"
-										 "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
-										 ft_idempotency_ttl_s));
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(ft_idempotency_ttl_s)};
+	int64		n;
+	int			rc;
+
+	/* a 1.0 or 1.1 schema (not updated yet) keeps no generations */
+	if (!ft_schema_derives_keys())
+		PG_RETURN_INT64(ft_delete_older_than(
+											 "DELETE FROM ft_orders.idempotency_keys"
+											 " WHERE created_at OPERATOR(pg_catalog.<)"
+											 "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
+											 ft_idempotency_ttl_s));
+
+	/*
+	 * Each deleted key is unique, so the upsert touches each generation
+	 * row once; a concurrent purge skips the rows this one deleted.
+	 */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("WITH d AS ("
+							   "  DELETE FROM ft_orders.idempotency_keys"
+							   "   WHERE created_at OPERATOR(pg_catalog.<)"
+							   "         (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))"
+							   "  RETURNING idempotency_key)"
+							   "INSERT INTO ft_orders.idempotency_key_generations AS g (idempotency_key, generation)"
+							   "SELECT d.idempotency_key, 1 FROM d"
+							   "  ON CONFLICT (idempotency_key) DO UPDATE"
+							   "  SET generation = g.generation OPERATOR(pg_catalog.+) 1,"
+							   "      purged_at = pg_catalog.now()",
+							   1, argtypes, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "purge failed: %s", SPI_result_code_string(rc));
+	n = (int64) SPI_processed;
+	SPI_finish();
+	PG_RETURN_INT64(n);
 }
 
 Datum

@@ -13,10 +13,29 @@
  * Every argument is checked before anything is written, so bad input
  * leaves no trace.  Both statements are prepared once per backend and kept.
  *
+ * The order's payment_key (the Idempotency-Key sent to the gateway) is
+ * derived, from schema version 1.2 on, by ft_orders._payment_key():
+ *
+ *	 uuid = SHA-256("ft_orders payment_key v1", idempotency_key,
+ *					fingerprint, generation)[0..15], version 8, variant 10
+ *
+ * each input length-prefixed (ft_hash_field), generation an 8-byte
+ * big-endian integer: how many times purge_expired_keys() has purged this
+ * key (ft_orders.idempotency_key_generations, 0 when never).  So every
+ * incarnation of one order (e.g. one committed on an isolated old primary
+ * and lost with its timeline, then retried on the new primary) carries the
+ * same Idempotency-Key, while the same key and request placed again after
+ * the key expired is a new order under a new payment_key.  If a derived
+ * key is taken all the same (a purge committed while this statement waited
+ * on the key), nothing is written and the caller gets 40001 to retry.
+ * Under an installed 1.0 or 1.1 schema (new binaries, ALTER EXTENSION
+ * UPDATE not run yet) keys stay random, as there.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
@@ -26,13 +45,17 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/tuplestore.h"
+#include "utils/uuid.h"
 
 #include "errcodes.h"
 #include "spi_plan.h"
+#include "place_order.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_place_order);
+PG_FUNCTION_INFO_V1(ft_orders_payment_key);
 
 #define FT_MAX_KEY_LEN			255
 #define FT_MAX_CUSTOMER_LEN		255
@@ -52,8 +75,13 @@ typedef struct FtOrderRequest
 	text	   *payment_method; /* NULL if none */
 } FtOrderRequest;
 
+/* domain separation: no other SHA-256 of ours starts with these bytes */
+#define FT_PAYMENT_KEY_DOMAIN	"ft_orders payment_key v1"
+
 static SPIPlanPtr ft_insert_plan = NULL;
 static SPIPlanPtr ft_lookup_plan = NULL;
+/* does ft_insert_plan derive payment keys (schema 1.2 or later)? */
+static bool ft_insert_plan_derives = false;
 
 static void
 ft_null_argument(const char *argname)
@@ -265,29 +293,140 @@ ft_request_fingerprint(const FtOrderRequest *req)
 	return result;
 }
 
+/*
+ * The payment_key of an order: a name-based UUID (RFC 9562 version 8,
+ * SHA-256) of the idempotency key, the request fingerprint and the key's
+ * purge generation.  See the file banner for why.
+ */
+static void
+ft_derive_payment_key(const char *key, uint32 keylen,
+					  const char *fingerprint, uint32 fplen,
+					  int64 generation, pg_uuid_t *uuid)
+{
+	pg_cryptohash_ctx *ctx;
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	char		gen[8];
+
+	for (int i = 0; i < 8; i++)
+		gen[i] = (char) (((uint64) generation >> (56 - 8 * i)) & 0xff);
+
+	ctx = pg_cryptohash_create(PG_SHA256);
+	if (pg_cryptohash_init(ctx) < 0)
+		elog(ERROR, "could not initialize SHA-256 context: %s",
+			 pg_cryptohash_error(ctx));
+	ft_hash_field(ctx, FT_PAYMENT_KEY_DOMAIN, strlen(FT_PAYMENT_KEY_DOMAIN));
+	ft_hash_field(ctx, key, keylen);
+	ft_hash_field(ctx, fingerprint, fplen);
+	ft_hash_field(ctx, gen, sizeof(gen));
+	if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+		elog(ERROR, "could not finalize SHA-256 context: %s",
+			 pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+
+	memcpy(uuid->data, digest, UUID_LEN);
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x80;	/* version 8 */
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;	/* variant 10 */
+}
+
+/*
+ * ft_orders._payment_key(idempotency_key text, fingerprint bytea,
+ * generation bigint) RETURNS uuid: the derivation above, for place_order's
+ * statement and for anyone who wants to recompute a key.
+ */
+Datum
+ft_orders_payment_key(PG_FUNCTION_ARGS)
+{
+	text	   *key = PG_GETARG_TEXT_PP(0);
+	bytea	   *fingerprint = PG_GETARG_BYTEA_PP(1);
+	int64		generation = PG_GETARG_INT64(2);
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+	if (generation < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for argument \"generation\""),
+				 errdetail("The purge generation must be 0 or more; it is " INT64_FORMAT ".",
+						   generation)));
+	ft_derive_payment_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+						  VARDATA_ANY(fingerprint), VARSIZE_ANY_EXHDR(fingerprint),
+						  generation, uuid);
+	PG_RETURN_UUID_P(uuid);
+}
+
+/*
+ * Does the installed schema derive payment keys (1.2 or later)?  Two
+ * syscache lookups: cheap enough for every call, so that a session that
+ * outlives ALTER EXTENSION ft_orders UPDATE switches at once.
+ */
+bool
+ft_schema_derives_keys(void)
+{
+	Oid			nsp = get_namespace_oid("ft_orders", true);
+
+	return OidIsValid(nsp) &&
+		OidIsValid(get_relname_relid("idempotency_key_generations", nsp));
+}
+
 static void
 ft_prepare_plans(void)
 {
+	bool		derive = ft_schema_derives_keys();
+
+	if (ft_insert_plan != NULL && ft_insert_plan_derives != derive)
+	{
+		SPI_freeplan(ft_insert_plan);
+		ft_insert_plan = NULL;
+	}
 	if (ft_insert_plan == NULL)
 	{
 		Oid			argtypes[7] = {TEXTOID, BYTEAOID, TEXTOID, INT8OID,
 		TEXTOID, JSONBOID, TEXTOID};
 
-		ft_insert_plan = ft_prepare_kept(
-										 "WITH k AS ("
-										 "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
-										 "  VALUES ($1, $2, pg_catalog.nextval('ft_orders.orders_order_id_seq'::pg_catalog.regclass))"
-										 "  ON CONFLICT (idempotency_key) DO NOTHING"
-										 "  RETURNING order_id),"
-										 " o AS ("
-										 "  INSERT INTO ft_orders.orders (order_id, idempotency_key, customer_id,"
-										 "    amount_minor, currency, items, payment_method, payment_key)"
-										 "  SELECT k.order_id, $1, $3, $4, $5, $6, $7, pg_catalog.gen_random_uuid() FROM k"
-										 "  RETURNING order_id, status),"
-										 " e AS ("
-										 "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
-										 "SELECT o.order_id, o.status FROM o",
-										 7, argtypes, 0);
+		/*
+		 * The payment key is computed per row of k, i.e. after the key's
+		 * insert (and any wait on a concurrent one); its generation comes
+		 * from the statement's snapshot.  ON CONFLICT on payment_key turns
+		 * a key taken meanwhile into "no order row" (see the caller).
+		 */
+		if (derive)
+			ft_insert_plan = ft_prepare_kept(
+											 "WITH k AS ("
+											 "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
+											 "  VALUES ($1, $2, pg_catalog.nextval('ft_orders.orders_order_id_seq'::pg_catalog.regclass))"
+											 "  ON CONFLICT (idempotency_key) DO NOTHING"
+											 "  RETURNING order_id),"
+											 " o AS ("
+											 "  INSERT INTO ft_orders.orders (order_id, idempotency_key, customer_id,"
+											 "    amount_minor, currency, items, payment_method, payment_key)"
+											 "  SELECT k.order_id, $1, $3, $4, $5, $6, $7,"
+											 "         ft_orders._payment_key($1, $2, COALESCE("
+											 "           (SELECT g.generation FROM ft_orders.idempotency_key_generations g"
+											 "             WHERE g.idempotency_key OPERATOR(pg_catalog.=) $1), 0))"
+											 "    FROM k"
+											 "  ON CONFLICT (payment_key) DO NOTHING"
+											 "  RETURNING order_id, status),"
+											 " e AS ("
+											 "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
+											 "SELECT k.order_id, o.status"
+											 "  FROM k LEFT JOIN o ON o.order_id OPERATOR(pg_catalog.=) k.order_id",
+											 7, argtypes, 0);
+		else
+			ft_insert_plan = ft_prepare_kept(
+											 "WITH k AS ("
+											 "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
+											 "  VALUES ($1, $2, pg_catalog.nextval('ft_orders.orders_order_id_seq'::pg_catalog.regclass))"
+											 "  ON CONFLICT (idempotency_key) DO NOTHING"
+											 "  RETURNING order_id),"
+											 " o AS ("
+											 "  INSERT INTO ft_orders.orders (order_id, idempotency_key, customer_id,"
+											 "    amount_minor, currency, items, payment_method, payment_key)"
+											 "  SELECT k.order_id, $1, $3, $4, $5, $6, $7, pg_catalog.gen_random_uuid() FROM k"
+											 "  RETURNING order_id, status),"
+											 " e AS ("
+											 "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
+											 "SELECT o.order_id, o.status FROM o",
+											 7, argtypes, 0);
+		ft_insert_plan_derives = derive;
 	}
 	if (ft_lookup_plan == NULL)
 	{
@@ -348,6 +487,22 @@ ft_orders_place_order(PG_FUNCTION_ARGS)
 		{
 			result[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			result[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			if (isnull)
+			{
+				/*
+				 * The key row went in but the order's derived payment_key
+				 * is taken: only a purge of this key that committed after
+				 * our snapshot (so the generation we read is stale) leads
+				 * here.  The error rolls the key row back; a retry reads
+				 * the new generation.
+				 */
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to a concurrent purge of idempotency key \"%s\"",
+								text_to_cstring(req.idempotency_key)),
+						 errdetail("The payment key derived for the new order belongs to an earlier order of this key."),
+						 errhint("Retry the transaction.")));
+			}
 			result[2] = BoolGetDatum(false);
 			ft_wakeup_at_commit();
 			done = true;

@@ -1,6 +1,7 @@
 -- upgrade: the chain 1.0 -> 1.1 -> 1.2 keeps the data; 1.1 adds metrics()
--- and the comments, 1.2 makes _change_status PL/pgSQL (runs last: it drops
--- and re-creates the extension).  The same
+-- and the comments, 1.2 the derived payment keys and their purge
+-- generations and makes _change_status PL/pgSQL (runs last: it drops and
+-- re-creates the extension).  The same
 -- under live payment workers: tests/integration/upgrade.sh.
 \set SHOW_CONTEXT never
 SELECT name, version, installed FROM pg_available_extension_versions
@@ -67,15 +68,80 @@ SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS comm
 SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comment;
 \dx+ ft_orders
 
--- 1.2: _change_status becomes PL/pgSQL (the payment workers call it too);
--- same signature, grants and data
+-- 1.1 -> 1.2: the rows stay, old orders keep their random payment keys, new
+-- orders get keys derived from (key, fingerprint, purge generation)
+-- purge under 1.1 (ttl 24h) deletes keys only
+UPDATE ft_orders.idempotency_keys SET created_at = created_at - interval '2 days' WHERE idempotency_key = 'up-2';
+SELECT ft_orders.purge_expired_keys() AS purged_under_1_1;
+CREATE TEMP TABLE before_1_2 AS
+SELECT (SELECT string_agg(t::text, ' ' ORDER BY order_id) FROM ft_orders.orders t) AS orders,
+	   (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.outbox t) AS outbox,
+	   (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.dead_letters t) AS dead_letters,
+	   (SELECT string_agg(t::text, ' ' ORDER BY idempotency_key) FROM ft_orders.idempotency_keys t) AS idempotency_keys,
+	   (SELECT string_agg(t::text, ' ' ORDER BY id) FROM ft_orders.order_events t) AS order_events;
+-- under 1.1 (new library, old schema) keys are random v4 UUIDs as before
+SELECT substr(payment_key::text, 15, 1) AS version_digit_1_1
+  FROM ft_orders.orders WHERE idempotency_key = 'up-4';
+
 ALTER EXTENSION ft_orders UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
+SELECT b.orders = (SELECT string_agg(t::text, ' ' ORDER BY order_id) FROM ft_orders.orders t) AS orders_same,
+	   b.outbox = (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.outbox t) AS outbox_same,
+	   b.dead_letters = (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.dead_letters t) AS dead_letters_same,
+	   b.idempotency_keys = (SELECT string_agg(t::text, ' ' ORDER BY idempotency_key) FROM ft_orders.idempotency_keys t) AS keys_same,
+	   b.order_events = (SELECT string_agg(t::text, ' ' ORDER BY id) FROM ft_orders.order_events t) AS events_same
+  FROM before_1_2 b;
+SELECT count(*) AS generations_after_update FROM ft_orders.idempotency_key_generations;
+-- a replay of a 1.0 key still returns its order
+SELECT order_id, status, replayed FROM ft_orders.place_order('up-1', 'c', 100, 'EUR');
+-- a new order under 1.2: version 8, variant 10, and the recomputation matches
+SELECT order_id, status, replayed FROM ft_orders.place_order('up-5', 'c', 500, 'EUR');
+SELECT substr(o.payment_key::text, 15, 1) AS version_digit,
+	   substr(o.payment_key::text, 20, 1) IN ('8', '9', 'a', 'b') AS variant_10,
+	   o.payment_key = ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0) AS derived
+  FROM ft_orders.orders o JOIN ft_orders.idempotency_keys k USING (order_id)
+ WHERE o.idempotency_key = 'up-5';
+-- the key purged under 1.1 (generation 0, no row) starts a new order
+SELECT order_id, status, replayed FROM ft_orders.place_order('up-2', 'c', 200, 'EUR');
+SELECT count(*) AS orders_of_up_2, count(DISTINCT payment_key) AS payment_keys_of_up_2
+  FROM ft_orders.orders WHERE idempotency_key = 'up-2';
+-- purged under 1.2: generation 1, and the next order of the key gets another key
+UPDATE ft_orders.idempotency_keys SET created_at = created_at - interval '2 days' WHERE idempotency_key = 'up-2';
+SELECT ft_orders.purge_expired_keys() AS purged_under_1_2;
+SELECT idempotency_key, generation FROM ft_orders.idempotency_key_generations;
+SELECT order_id, status, replayed FROM ft_orders.place_order('up-2', 'c', 200, 'EUR');
+SELECT count(*) AS orders_of_up_2, count(DISTINCT payment_key) AS payment_keys_of_up_2
+  FROM ft_orders.orders WHERE idempotency_key = 'up-2';
+-- the derivation is fixed: these values must never change (gateways hold them)
+SELECT ft_orders._payment_key('k', '\x00'::bytea, 0) AS key_k_0,
+	   ft_orders._payment_key('k', '\x00'::bytea, 1) AS key_k_1,
+	   ft_orders._payment_key('k', '\x01'::bytea, 0) AS key_k_fp1;
+SELECT ft_orders._payment_key('k', '\x00'::bytea, -1);
+
+-- the new members: commented, internal ones closed to PUBLIC, dumped
+SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
+	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
+  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   AND pg_describe_object(d.classid, d.objid, 0) ~ '(generations|_payment_key)'
+ ORDER BY 1;
+SELECT has_function_privilege('public', 'ft_orders._payment_key(text, bytea, bigint)', 'EXECUTE') AS public_may_derive,
+	   has_table_privilege('ft_orders_app', 'ft_orders.idempotency_key_generations', 'SELECT') AS app_may_read_generations,
+	   'ft_orders.idempotency_key_generations'::regclass = ANY (extconfig) AS generations_dumped
+  FROM pg_extension WHERE extname = 'ft_orders';
+SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
+   AND a.attnum > 0 AND NOT a.attisdropped;
+
+-- 1.2: _change_status is PL/pgSQL (the payment workers call it too); same
+-- signature, grants and rows
 SELECT l.lanname, has_function_privilege('ft_orders_app', p.oid, 'EXECUTE') AS app_may_call,
 	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call
   FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.oid = 'ft_orders._change_status(bigint[], ft_orders.order_status[], integer[], text[], text[], text[])'::regprocedure;
 SELECT ft_orders._change_status(ARRAY[1::bigint], ARRAY['paid'::ft_orders.order_status],
 	ARRAY[1], ARRAY['pay_up1'], ARRAY[NULL::text], ARRAY['paid']);
-SELECT order_id, status, attempts, payment_id FROM ft_orders.orders ORDER BY order_id;
-SELECT order_id, status, attempts, detail FROM ft_orders.order_events ORDER BY id;
+SELECT order_id, status, attempts, payment_id FROM ft_orders.orders WHERE order_id = 1;
+SELECT order_id, status, attempts, detail FROM ft_orders.order_events WHERE order_id = 1 ORDER BY id;

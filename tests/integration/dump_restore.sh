@@ -64,6 +64,10 @@ psql_q "SELECT count(*) FROM generate_series(1, 3) g, LATERAL ft_orders.place_or
 ok $? "3 orders never tried"
 is "$(psql_q "SELECT ft_orders.retry_dead_letter((SELECT min(event_id) FROM ft_orders.dead_letters))")" "t" \
 	"one dead letter requeued"
+# a purged key: its purge generation (1.2) must survive the restore
+psql_q "UPDATE ft_orders.idempotency_keys SET created_at = now() - interval '2 days' WHERE idempotency_key = 'new-3'" >/dev/null
+is "$(psql_q "SELECT ft_orders.purge_expired_keys()") $(psql_q "SELECT generation FROM ft_orders.idempotency_key_generations WHERE idempotency_key = 'new-3'")" \
+	"1 1" "one key purged: its purge generation is 1"
 sleep 0.5
 
 is "$(psql_q "SELECT string_agg(status || ':' || n, ' ' ORDER BY status)
@@ -87,7 +91,7 @@ pg_dump -Fc -f "$FT_TMP/ftdb.dump" ftdb 2>"$FT_TMP/pg_dump.err"
 ok $? "pg_dump -Fc"
 toc=$(pg_restore -l "$FT_TMP/ftdb.dump")
 like "$toc" 'EXTENSION - ft_orders' "the dump creates the extension"
-for t in orders idempotency_keys outbox dead_letters payment_attempts order_events; do
+for t in orders idempotency_keys outbox dead_letters payment_attempts order_events idempotency_key_generations; do
 	like "$toc" "TABLE DATA ft_orders $t " "the dump holds the rows of ft_orders.$t"
 done
 like "$toc" 'SEQUENCE SET ft_orders orders_order_id_seq' "the dump holds the position of orders_order_id_seq"
@@ -134,7 +138,7 @@ ft_data_digest "${P2[@]}" -d shop_restored >"$FT_TMP/restored.digest" || bail_ou
 is "$(diff "$FT_TMP/source.digest" "$FT_TMP/restored.digest")" "" \
 	"every table equal row for row, sequences at the same position"
 is "$(awk '$1 == "orders" { print $2 }' "$FT_TMP/restored.digest")" "22" "(22 orders compared)"
-is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/restored.digest")" "6" "(six tables compared)"
+is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/restored.digest")" "7" "(seven tables compared, the purge generations too)"
 ft_catalog_snapshot "${P2[@]}" -d shop_restored >"$FT_TMP/restored.catalog" || bail_out "catalogue snapshot failed"
 is "$(diff "$FT_TMP/source.catalog" "$FT_TMP/restored.catalog")" "" \
 	"the restored catalogue (objects, grants, comments) equals the source's"

@@ -1,14 +1,17 @@
 #!/bin/bash
-# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.2 under live
-# payment workers.
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 under
+# live payment workers.
 #
 # Installs 1.0, places orders (paid, declined, failed with a dead letter,
-# and pending ones while the gateway is down), updates to 1.2 and asserts:
+# and pending ones while the gateway is down), updates to 1.1 and asserts:
 # every table's rows and the sequences are unchanged, the same worker
 # processes keep running, metrics() appears (granted to ft_orders_app) and
-# reports the data, the pending orders are paid afterwards, each once; and
-# the upgraded catalogue (objects, definitions, grants, comments, extconfig)
-# is identical to a fresh CREATE EXTENSION of 1.2.
+# reports the data, the pending orders are paid afterwards, each once.
+# Then 1.1 -> 1.2 the same way: rows unchanged, same workers, old orders
+# keep their random payment keys, new orders get derived ones and are paid,
+# a purge counts generations.  The upgraded catalogue (objects,
+# definitions, grants, comments, extconfig) is identical to a fresh CREATE
+# EXTENSION of 1.2.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -69,9 +72,9 @@ pids_before=$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM 
 launcher_before=$(psql_q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ft_orders launcher'")
 
 # --- the update ----------------------------------------------------------------
-psql_q "ALTER EXTENSION ft_orders UPDATE" >/dev/null
-ok $? "ALTER EXTENSION ft_orders UPDATE"
-is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.2" "version 1.2 is installed"
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.1'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.1'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.1" "version 1.1 is installed"
 
 ft_data_digest >"$FT_TMP/after.digest" || bail_out "digest failed"
 is "$(diff "$FT_TMP/before.digest" "$FT_TMP/after.digest")" "" "every table's rows and the sequences are unchanged"
@@ -99,7 +102,7 @@ wait_until "SELECT count(*) = 30 FROM ft_orders.orders WHERE status = 'paid'" 60
 ok $? "the 10 orders left pending under 1.0 are paid after the update"
 psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v11-' || g, 'cust', 900 + g, 'EUR')" >/dev/null
 wait_until "SELECT count(*) = 35 FROM ft_orders.orders WHERE status = 'paid'" 30
-ok $? "new orders placed under 1.2 are paid"
+ok $? "new orders placed under 1.1 are paid"
 is "$(gw_ledger charges)" "35" "ledger: 35 charges"
 is "$(gw_ledger duplicates)" "0" "ledger: no duplicate charges"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox drained"
@@ -110,7 +113,38 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE order_id IN
 	"10" "each formerly pending order has one 'paid' event"
 # a key of 1.0 is still known: a replay returns the old order
 is "$(psql_q "SELECT replayed || ' ' || status FROM ft_orders.place_order('v10-1', 'cust', 101, 'EUR', '[{\"sku\":\"A\"}]', 'pm_card_visa')")" \
-	"true paid" "an idempotency key from 1.0 replays under 1.2"
+	"true paid" "an idempotency key from 1.0 replays under 1.1"
+
+# --- 1.1 -> 1.2 -------------------------------------------------------------------
+pg_set ft_orders.gateway_url ''
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle' AND in_flight = 0" 20
+ok $? "workers idle again before the update to 1.2"
+sleep 0.5
+ft_data_digest >"$FT_TMP/before12.digest" || bail_out "digest failed"
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.2'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.2'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.2" "version 1.2 is installed"
+ft_data_digest >"$FT_TMP/after12.digest" || bail_out "digest failed"
+is "$(diff "$FT_TMP/before12.digest" <(grep -v '^idempotency_key_generations ' "$FT_TMP/after12.digest"))" "" \
+	"1.2: every table's rows and the sequences are unchanged"
+is "$(grep '^idempotency_key_generations ' "$FT_TMP/after12.digest" | cut -d' ' -f2)" "0" "1.2: the purge generations start empty"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.2: the same worker processes run after the update"
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE substr(payment_key::text, 15, 1) = '4'")" "37" \
+	"1.2: the 37 orders of 1.0 and 1.1 keep their random (version 4) payment keys"
+pg_set ft_orders.gateway_url "$GW_URL"
+psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v12-' || g, 'cust', 950 + g, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 40 FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "new orders placed under 1.2 are paid"
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders o JOIN ft_orders.idempotency_keys k USING (order_id)
+              WHERE o.idempotency_key LIKE 'v12-%' AND o.payment_key = ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0)")" \
+	"5" "1.2: their payment keys are derived (key, fingerprint, generation 0)"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "40 0" "ledger: 40 charges, no duplicates"
+psql_q "UPDATE ft_orders.idempotency_keys SET created_at = now() - interval '2 days' WHERE idempotency_key IN ('v10-2', 'v12-2')" >/dev/null
+is "$(psql_q "SELECT ft_orders.purge_expired_keys()") $(psql_q "SELECT string_agg(idempotency_key || ':' || generation, ' ' ORDER BY 1) FROM ft_orders.idempotency_key_generations")" \
+	"2 v10-2:1 v12-2:1" "1.2: a purge counts the generations of a 1.0 key and a 1.2 key"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.2: still the same worker processes"
 
 # --- upgraded catalogue == fresh 1.2 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
@@ -119,7 +153,7 @@ ok $? "fresh CREATE EXTENSION ft_orders (1.2) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
 is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.2 install"
-is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "26" "(the comparison covers the 26 members)"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "28" "(the comparison covers the 28 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"

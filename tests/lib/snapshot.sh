@@ -4,7 +4,8 @@
 #
 #   ft_data_digest [psql args...]     one line per table: name, rows, md5 of
 #                                     the rows in text form (sorted), and the
-#                                     sequences' positions
+#                                     sequences' positions (the generations
+#                                     table from 1.2 on)
 #   ft_catalog_snapshot [psql args...] every object of the extension as text:
 #                                     members, function definitions, columns,
 #                                     defaults, constraints, indexes, views,
@@ -22,6 +23,11 @@ SELECT 'outbox ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' OR
 SELECT 'dead_letters ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.dead_letters t;
 SELECT 'payment_attempts ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.payment_attempts t;
 SELECT 'order_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.order_events t;
+-- 1.2 and later: the purge generations
+SELECT to_regclass('ft_orders.idempotency_key_generations') IS NOT NULL AS ft_has_generations \gset
+\if :ft_has_generations
+SELECT 'idempotency_key_generations ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.idempotency_key_generations t;
+\endif
 SELECT 'orders_order_id_seq ' || last_value || ' ' || is_called FROM ft_orders.orders_order_id_seq;
 SELECT 'outbox_event_id_seq ' || last_value || ' ' || is_called FROM ft_orders.outbox_event_id_seq;
 SELECT 'order_events_id_seq ' || last_value || ' ' || is_called FROM ft_orders.order_events_id_seq;
