@@ -116,6 +116,9 @@ def main():
     p.add_argument("--drain-s", type=float)
     p.add_argument("--whole", type=int, default=0, help="cluster whole again after the heal")
     p.add_argument("--demotion-window", type=float, default=2.0)
+    p.add_argument("--demotion-after-heal", action="store_true",
+                   help="the fault itself keeps the old leader from demoting (its Patroni is "
+                        "frozen): the window starts at the heal, not at the new primary")
     p.add_argument("--request-bound", type=float, default=15.0)
     p.add_argument("--no-client-errors", action="store_true")
     p.add_argument("--json", help="append the JSON line here (FT_PARTITION_JSON)")
@@ -234,10 +237,14 @@ def main():
     ov = [(s, e) for s, e in overlaps(tl) if s >= a.t0 - 1]
     # two primaries are tolerated only within the demotion window after the
     # new one appeared (the old one answers until Patroni demotes it)
+    t_window = t_promo
+    if a.demotion_after_heal and t_promo is not None:
+        t_window = max(t_promo, a.t_heal)
     bad_ov = [(s, e) for s, e in ov
-              if t_promo is None or e > t_promo + a.demotion_window]
+              if t_window is None or e > t_window + a.demotion_window]
     ov_s = sum(e - s for s, e in ov)
-    check(not bad_ov, "%s: at most one writable node outside a %.0f s demotion window" % (sc, a.demotion_window),
+    check(not bad_ov, "%s: at most one writable node outside a %.0f s demotion window (from the %s)" % (
+        sc, a.demotion_window, "heal" if a.demotion_after_heal else "new primary's promotion"),
           "two-primary intervals (s after the fault): %s; new primary at %s" % (
               [(round(s - a.t0, 2), round(e - a.t0, 2)) for s, e in ov][:5],
               None if t_promo is None else round(t_promo - a.t0, 2)))

@@ -13,6 +13,9 @@
 # Scenarios (ftp_scenario_* below; FTP_SUBSET is what `make test` runs):
 FTP_SUBSET="zombie_leader freeze_patroni disk_full gateway_partition"
 FTP_ALL="$FTP_SUBSET leader_isolated clients_only replica_isolated one_way_leader_to_sync one_way_sync_to_leader one_way_leader_to_etcd flap_leader loss_leader node_frozen postmaster_stopped gateway_loss"
+# drills that need the fault shims preloaded (up.sh with FTP_PRELOAD=1):
+# run.sh runs them on a second cluster so the others run without them
+FTP_PRELOADED="eio_leader skew_leader_plus skew_leader_minus"
 
 HERE_P=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE_P/../cluster/drill_lib.sh"
@@ -27,14 +30,16 @@ FTP_DRILL_FAULTS=${FTP_DRILL_FAULTS:-'{"fail_rate":0.05,"fail_status":503,"timeo
 ftp_scenario()
 {
 	local old=$1 sync=$2 other=$3
-	FTP_UNTIL_NEW=0 FTP_FAILOVER=0 FTP_NO_CLIENT_ERRORS=0 FTP_HOLD=20
+	FTP_UNTIL_NEW=0 FTP_FAILOVER=0 FTP_NO_CLIENT_ERRORS=0 FTP_HOLD=20 FTP_DEMOTE_AFTER_HEAL=0
 	case $FTP_SC in
 		zombie_leader)		# cut from etcd and the replicas, still reaching clients and gateway
 			FTP_DO="isolate_from_cluster $old"; FTP_UNDO=heal
 			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=10 ;;
 		freeze_patroni)		# only the leader's Patroni SIGSTOPped past ttl (10 s)
+			# (nothing demotes its PostgreSQL until Patroni runs again:
+			# Patroni's watchdog would, it is off here)
 			FTP_DO="freeze_patroni $old"; FTP_UNDO="thaw_patroni $old"
-			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=8 ;;
+			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=8 FTP_DEMOTE_AFTER_HEAL=1 ;;
 		disk_full)			# the leader's pg_wal filesystem full
 			FTP_DO="fill_disk $old"; FTP_UNDO="free_disk $old"
 			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=5 ;;
@@ -59,12 +64,18 @@ ftp_scenario()
 		loss_leader)		# 30 % of the packets to the leader dropped for 30 s
 			FTP_DO="loss $old 30"; FTP_UNDO=heal; FTP_HOLD=30 FTP_FAILOVER=maybe ;;
 		node_frozen)		# the leader's etcd, Patroni and PostgreSQL SIGSTOPped past ttl
-			FTP_DO="freeze $old"; FTP_UNDO=thaw; FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=8 ;;
+			FTP_DO="freeze $old"; FTP_UNDO=thaw; FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=8 FTP_DEMOTE_AFTER_HEAL=1 ;;
 		postmaster_stopped)	# only the leader's postmaster SIGSTOPped for 20 s
 			FTP_DO="kill -STOP \$(postmaster_pid $old)"; FTP_UNDO="kill -CONT \$(postmaster_pid $old)"
 			FTP_HOLD=20 FTP_FAILOVER=maybe ;;
 		gateway_loss)		# 30 % of the packets toward the gateway dropped for 30 s
 			FTP_DO="loss g 30"; FTP_UNDO=heal; FTP_HOLD=30 FTP_NO_CLIENT_ERRORS=1 ;;
+		eio_leader)			# fsync/fdatasync/pwrite of the leader's postgres fail with EIO
+			FTP_DO="eio $old on"; FTP_UNDO="eio $old off"; FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=5 ;;
+		skew_leader_plus)	# the leader's PostgreSQL clock 1 h ahead for 30 s, then back
+			FTP_DO="skew $old 3600"; FTP_UNDO="skew $old 0"; FTP_HOLD=30 ;;
+		skew_leader_minus)	# the leader's PostgreSQL clock 1 h behind for 30 s, then back
+			FTP_DO="skew $old -3600"; FTP_UNDO="skew $old 0"; FTP_HOLD=30 ;;
 		*) return 1 ;;
 	esac
 }
@@ -179,6 +190,7 @@ run_partition_drill()
 	# ---------------------------------------------------------- checks
 	local extra=()
 	[ "$FTP_NO_CLIENT_ERRORS" = 1 ] && extra+=(--no-client-errors)
+	[ "$FTP_DEMOTE_AFTER_HEAL" = 1 ] && extra+=(--demotion-after-heal)
 	[ -n "${FT_PARTITION_JSON:-}" ] && extra+=(--json "$FT_PARTITION_JSON")
 	out=$(in_client "$CL_PYTHON" "$HERE_P/check.py" --scenario "$scenario" --load "$load_json" \
 		--roles "$CL_DIR/drill-$tag.roles" --t0 "$t0" --t-heal "$t_heal" --old "$old" --final "$final" \
@@ -210,9 +222,9 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 cols = ["scenario", "acknowledged", "unknown", "lost", "duplicate_charges", "phantom_charges",
         "stuck", "write_unavailable_s", "old_leader_requests_after_demotion",
-        "last_old_leader_request_s", "new_primary_after_s", "checker_ok"]
+        "last_old_leader_request_s", "new_primary_after_s", "two_primaries_s", "checker_ok"]
 heads = ["scenario", "acked", "unknown", "lost", "dup_charges", "phantom", "stuck",
-         "write_unavail_s", "old_req_after", "old_last_req_s", "new_primary_s", "ok"]
+         "write_unavail_s", "old_req_after", "old_last_req_s", "new_primary_s", "two_primaries_s", "ok"]
 print("# | " + " | ".join(heads) + " |")
 for r in rows:
     print("# | " + " | ".join("-" if r.get(k) is None else str(r.get(k)) for k in cols) + " |")

@@ -65,7 +65,13 @@ ftp_net_down()
 	for m in 1 2 3 c g; do
 		ns=$(ftp_ns "$m"); veth=$(ftp_veth "$m")
 		ip netns list 2>/dev/null | grep -qw "^$ns" && { ip netns del "$ns" || rc=1; }
-		ip link show "$veth" >/dev/null 2>&1 && { ip link del "$veth" || rc=1; }
+		# deleting the namespace deletes the pair, asynchronously
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			ip link show "$veth" >/dev/null 2>&1 || break
+			sleep 0.1
+		done
+		ip link show "$veth" >/dev/null 2>&1 && { ip link del "$veth" 2>/dev/null ||
+			! ip link show "$veth" >/dev/null 2>&1 || rc=1; }
 	done
 	ip link show "${FTP_PREFIX}br" >/dev/null 2>&1 && { ip link del "${FTP_PREFIX}br" || rc=1; }
 	# verify
@@ -145,8 +151,8 @@ heal()
 	local m
 	ftp_flap_stop
 	for m in 1 2 3 c g; do
-		ip netns exec "$(ftp_ns "$m")" nft flush chain inet ftp in
-		ip link set "$(ftp_veth "$m")" up
+		ip netns exec "$(ftp_ns "$m")" nft flush chain inet ftp in 2>/dev/null
+		ip link set "$(ftp_veth "$m")" up 2>/dev/null
 	done
 }
 
@@ -230,7 +236,8 @@ eio()
 }
 
 # skew I SECONDS: node I's postgres processes see the clock moved by SECONDS
-# (libfaketime; FTP_PRELOAD=1); skew I 0 puts it back
+# (libfaketime, re-read at most once a second; FTP_PRELOAD=1); skew I 0
+# puts it back
 skew()
 {
 	local s=$2

@@ -75,7 +75,7 @@ APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 		echo "DATA_$i=$CL_DIR/n$i"
 		[ "$FTP_WAL_MB" != 0 ] && echo "CL_WALDIR_$i=$CL_DIR/wal$i/pg_wal"
 		if [ -n "${FTP_PRELOAD:-}" ]; then
-			echo "NODE_ENV_$i=\"LD_PRELOAD=$HERE/eio_shim.so:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 FT_EIO_TRIGGER=$CL_DIR/eio-n$i FAKETIME_TIMESTAMP_FILE=$CL_DIR/faketime-n$i FAKETIME_NO_CACHE=1 FAKETIME_ONLY_CMDS=postgres DONT_FAKE_MONOTONIC=1\""
+			echo "NODE_ENV_$i=\"LD_PRELOAD=$HERE/eio_shim.so:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 FT_EIO_TRIGGER=$CL_DIR/eio-n$i FAKETIME_TIMESTAMP_FILE=$CL_DIR/faketime-n$i FAKETIME_CACHE_DURATION=1 FAKETIME_ONLY_CMDS=postgres DONT_FAKE_MONOTONIC=1\""
 		fi
 	done
 	echo "SU_PASSWORD=$SU_PASSWORD"
