@@ -91,7 +91,7 @@ class Load:
                     password=a.password, connect_timeout=2,
                     application_name="ft_load",
                     keepalives=1, keepalives_idle=5, keepalives_interval=1,
-                    keepalives_count=3)
+                    keepalives_count=3, options=a.session_options)
 
     # ------------------------------------------------------------ connections
     # A small pool per port, as an application has: an attempt takes an idle
@@ -308,6 +308,8 @@ def main():
     p.add_argument("--ro-port", type=int, required=True)
     p.add_argument("--rest-ports", default="", help="Patroni REST ports n1,n2,n3 to poll")
     p.add_argument("--rest-hosts", default="", help="their hosts n1,n2,n3 (default: --host)")
+    p.add_argument("--session-options", default="",
+                   help="libpq options for every connection, e.g. '-c synchronous_commit=on'")
     p.add_argument("--customer-is-key", action="store_true",
                    help="customer_id = the idempotency key, so the gateway's request log "
                         "maps every charge to the client's key (tests/partition)")

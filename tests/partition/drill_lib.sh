@@ -16,6 +16,8 @@ FTP_ALL="$FTP_SUBSET leader_isolated clients_only replica_isolated one_way_leade
 # drills that need the fault shims preloaded (up.sh with FTP_PRELOAD=1):
 # run.sh runs them on a second cluster so the others run without them
 FTP_PRELOADED="eio_leader skew_leader_plus skew_leader_minus"
+# (zombie_leader_local_commit is in FTP_ALL: see its comment)
+FTP_ALL="$FTP_ALL zombie_leader_local_commit"
 
 HERE_P=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE_P/../cluster/drill_lib.sh"
@@ -31,9 +33,27 @@ ftp_scenario()
 {
 	local old=$1 sync=$2 other=$3
 	FTP_UNTIL_NEW=0 FTP_FAILOVER=0 FTP_NO_CLIENT_ERRORS=0 FTP_HOLD=20 FTP_DEMOTE_AFTER_HEAL=0
+	FTP_SESSION_OPTIONS=
 	case $FTP_SC in
 		zombie_leader)		# cut from etcd and the replicas, still reaching clients and gateway
 			FTP_DO="isolate_from_cluster $old"; FTP_UNDO=heal
+			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=10 ;;
+		zombie_leader_local_commit)
+			# The drill that proves a deterministic payment_key (SPEC §9 (a))
+			# once workers claim with the server's synchronous_commit (b):
+			# the server runs with synchronous_commit = local (so a worker's
+			# claim does not wait for the standby) while the load client
+			# sets synchronous_commit = on in its own sessions (so its
+			# commits do).  The zombie's commits that wait for the
+			# unreachable standby become visible when Patroni demotes it
+			# (the wait is cancelled), its workers claim and charge them,
+			# pg_rewind then loses them with the old timeline and the
+			# client's retry re-creates each order on the new primary: only
+			# a payment_key derived from the client's key and request keeps
+			# that at one charge.
+			FTP_DO="sync_commit_local on; isolate_from_cluster $old"
+			FTP_UNDO="heal; sync_commit_local off"
+			FTP_SESSION_OPTIONS="-c synchronous_commit=on"
 			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=10 ;;
 		freeze_patroni)		# only the leader's Patroni SIGSTOPped past ttl (10 s)
 			# (nothing demotes its PostgreSQL until Patroni runs again:
@@ -80,6 +100,19 @@ ftp_scenario()
 	esac
 }
 
+# sync_commit_local on|off: the server's synchronous_commit = local on every
+# node (ALTER SYSTEM + reload over the Unix sockets, which no network fault
+# touches), or back to the default
+sync_commit_local()
+{
+	local i sql="ALTER SYSTEM SET synchronous_commit = 'local'"
+	[ "$1" = off ] && sql="ALTER SYSTEM RESET synchronous_commit"
+	for i in 1 2 3; do
+		node_q "$i" "$sql" postgres >/dev/null
+		node_q "$i" "SELECT pg_catalog.pg_reload_conf()" postgres >/dev/null
+	done
+}
+
 # in the client namespace
 in_client() { ip netns exec "$NETNS_CLIENT" "$@"; }
 
@@ -105,6 +138,9 @@ run_partition_drill()
 	sync=${sync#n}
 	for other in 1 2 3; do [ "$other" != "$old" ] && [ "$other" != "$sync" ] && break; done
 	ftp_scenario "$old" "$sync" "$other" || { ok 1 "unknown scenario $scenario"; return 1; }
+	# zombie_leader_local_commit: the server setting must be in place
+	# before the load starts (FTP_DO sets it again, harmlessly)
+	case $FTP_DO in sync_commit_local*) sync_commit_local on ;; esac
 	ok 0 "$scenario: cluster whole before the drill: leader n$old, sync standby n$sync"
 
 	in_client curl -fsS -m 5 -X DELETE "$GW_URL/ledger" >/dev/null &&
@@ -120,6 +156,7 @@ run_partition_drill()
 		--rest-ports "$REST_PORT_1,$REST_PORT_2,$REST_PORT_3" \
 		--rest-hosts "$NODE_ADDR_1,$NODE_ADDR_2,$NODE_ADDR_3" --customer-is-key \
 		--user "$APP_USER" --prefix "$tag" --out "$load_json" --status "$DRILL_STATUS" \
+		--session-options "$FTP_SESSION_OPTIONS" \
 		--drain-timeout 60 2>"$CL_DIR/log/load-$tag.log" &
 	DRILL_LOAD_PID=$!
 	cl_set_env "$CL_DIR" LOAD_PID "$DRILL_LOAD_PID"
