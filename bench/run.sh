@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: `make bench` (SPEC §8).  Self-contained like `make test`:
+# bench/run.sh: `make bench` (bench/README.md).  Self-contained like `make test`:
 # installs what is missing (+ wrk), builds and installs the extension, starts
 # a throwaway fsync'ing server and the fake gateway, runs each benchmark with
 # its baseline in the same run, prints a table and writes

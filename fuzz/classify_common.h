@@ -9,7 +9,8 @@
  * unchanged against the server headers and link them with the frontend
  * libpgcommon; classify_common.c supplies the few backend symbols those
  * files reference, one way to run the classifier on a reply, and the
- * invariants of SPEC section 5's reply table that every verdict must
+ * invariants of the reply table (docs/reference.md, "Wire protocol")
+ * that every verdict must
  * respect.  fuzz/classify_build.sh holds the shared compiler command.
  *
  *-------------------------------------------------------------------------

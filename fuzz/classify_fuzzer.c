@@ -2,7 +2,7 @@
  *
  * classify_fuzzer.c
  *	  libFuzzer target over the generic provider's reply classification
- *	  (SPEC section 5): HTTP status + Retry-After header + transport error
+ *	  (docs/reference.md, "Wire protocol"): HTTP status + Retry-After header + transport error
  *	  + body -> outcome.  Built and run by fuzz/run.sh (`make fuzz`).
  *
  * gateway_generic.c and backoff.c are compiled unchanged, as for

@@ -2,7 +2,7 @@
  *
  * gateway.h
  *	  Declarations shared by the modules of the fake payment gateway
- *	  (SPEC §6): the per-request body buffer, reply helpers, the router
+ *	  (docs/reference.md, "Fake gateway"): the per-request body buffer, reply helpers, the router
  *	  entry points and the shutdown-aware sleep.
  *
  * libmicrohttpd runs a small pool of epoll threads; handlers never block:

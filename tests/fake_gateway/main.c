@@ -2,7 +2,7 @@
  *
  * main.c
  *	  Command line, daemon start and clean shutdown of the fake payment
- *	  gateway (SPEC §6).
+ *	  gateway (docs/reference.md, "Fake gateway").
  *
  *	  fake_gateway [--listen 127.0.0.1] [--port N] [--port-file FILE]
  *				   [--pid-file FILE] [--hang-ms N]

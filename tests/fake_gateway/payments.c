@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * payments.c
- *	  POST /payments: the "generic" provider of SPEC §5, with the
- *	  idempotency ledger and injected faults of SPEC §6.
+ *	  POST /payments: the "generic" provider (docs/reference.md,
+ *	  "Wire protocol"), with the idempotency ledger and injected faults
+ *	  (docs/reference.md, "Fake gateway").
  *
  * Order of decisions: latency wait (suspended, see delay.c) -> token -> Idempotency-Key -> body
  * validation -> stored-reply check (replay / 422) -> down -> status_script

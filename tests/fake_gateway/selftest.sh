@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 #
-# selftest.sh -- TAP self-test of the fake payment gateway (SPEC §6).
+# selftest.sh -- TAP self-test of the fake payment gateway (docs/reference.md, "Fake gateway").
 #
 # Starts tests/fake_gateway/fake_gateway on a free loopback port, drives
 # every endpoint and fault with curl, checks replies with jq, and stops the

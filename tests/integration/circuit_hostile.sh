@@ -1,7 +1,7 @@
 #!/bin/bash
 # circuit_hostile.sh: the circuit breaker behaves under hostile replies
 # (issue 6: "no server crash, bounded memory, order retried or failed per
-# SPEC section 5, circuit behaves").
+# the reply table, circuit behaves"; docs/reference.md, "Wire protocol").
 #
 # hostile_replies.sh and hostile_network.sh set the failure threshold out
 # of reach; here it is the default 5, with circuit_open_time 2s and two
@@ -12,8 +12,8 @@
 #  1. permanent hostile replies (422 with JSON nested 20,000 deep, 400 with
 #     invalid UTF-8 and a NUL, 402 with a non-JSON body), 6 orders each:
 #     failed / declined at once, one request each, the circuit stays
-#     closed and consecutive_failures stays 0 (SPEC 5: answers, not
-#     failures);
+#     closed and consecutive_failures stays 0 (docs/reference.md,
+#     "Wire protocol": answers, not failures);
 #  2. for each transient hostile reply -- garbage 200 body, 503 with an
 #     invalid-UTF-8 body and a 5,000-digit Retry-After, reset mid-reply,
 #     truncated body, close before any reply, an endless drip that

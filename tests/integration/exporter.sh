@@ -129,7 +129,7 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '2s'" ||
 	bail_out "server did not start"
 
-# the role the README recommends: login, no superuser, read-only sessions
+# the role docs/monitoring.md recommends: login, no superuser, read-only sessions
 psql_q "CREATE ROLE ft_exporter LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE ft_orders_app, pg_monitor;
         ALTER ROLE ft_exporter SET default_transaction_read_only = on" >/dev/null ||
 	bail_out "could not create the exporter role"

@@ -49,7 +49,7 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE outcome = 'p
 is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid' AND detail = 'paid'")" "$N" \
 	"one order_events row per order"
 
-# the request body carried the order as SPEC section 5 describes
+# the request body carried the order as docs/reference.md, "Wire protocol" describes
 key=$(psql_q "SELECT payment_key FROM ft_orders.orders ORDER BY order_id LIMIT 1")
 entry=$(curl -fsS "$GW_URL/ledger/$key")
 like "$entry" '"charges": *1|"charges":1|"status": *200|"payment_id"' "ledger entry for one key: $entry"

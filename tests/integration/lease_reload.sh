@@ -1,7 +1,7 @@
 #!/bin/bash
 # lease_reload.sh: ft_orders.lease_timeout and ft_orders.request_timeout
 # can be changed together by one reload, in either line order, and a pair
-# that breaks "lease_timeout > request_timeout" (SPEC section 4) is not
+# that breaks "lease_timeout > request_timeout" (docs/reference.md, "Settings") is not
 # refused but made safe.
 #
 # A reload applies postgresql.conf line by line, so a check hook that

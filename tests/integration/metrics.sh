@@ -161,7 +161,7 @@ is "$(val s4 'ft_orders_orders{status="paid"}') $(val s4 ft_orders_dead_letters)
 
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
-# a sample for the README
+# a sample for docs/monitoring.md
 diag "sample: $(grep -c . "$FT_TMP/s3.raw") lines, e.g."
 grep -E '^ft_orders_(worker_outcomes_total[{]worker="1"|gateway_request_duration_seconds_(bucket[{]le="0.0(1|5)"|count)|outbox_events|orders[{]status="paid")' \
 	"$FT_TMP/s3.raw" | sed 's/^/#   /'

@@ -10,8 +10,8 @@
 #    never fetched: no request, the order stays pending.
 # 3. A local server answering 302/307 (harness/redirect_server.py) to the
 #    fake gateway: the redirect is not followed (ledger: 0 requests), and
-#    each 3xx is a transient failure.  3xx is not in SPEC section 5's
-#    table; like any unexpected status it is retried with backoff.
+#    each 3xx is a transient failure.  3xx is not in the reply table of
+#    docs/reference.md, "Wire protocol"; like any unexpected status it is retried with backoff.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"

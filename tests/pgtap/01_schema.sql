@@ -1,4 +1,5 @@
--- 01_schema.sql: the objects SPEC §2-§3 names exist with the right shape,
+-- 01_schema.sql: the objects of docs/reference.md, "SQL API" and
+-- "Monitoring views" exist with the right shape,
 -- pg_dump keeps the user data, SECURITY DEFINER functions pin search_path.
 BEGIN;
 SELECT plan(135);
@@ -147,7 +148,7 @@ SELECT cmp_ok((SELECT count(*)::int FROM pg_proc
 				WHERE pronamespace = 'ft_orders'::regnamespace AND prosecdef), '>=', 2,
 			  'there are SECURITY DEFINER functions to check (place_order, get_order)');
 
--- COMMENT ON every public object (STYLE.md)
+-- COMMENT ON every public object (docs/reference.md, "SQL API", Roles)
 SELECT is_empty(
 	$$SELECT c.oid::regclass::text FROM pg_class c
 	   WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')

@@ -1,8 +1,8 @@
--- 02_sqlstates.sql: every validation rule of place_order raises the SPEC §2
--- SQLSTATE with a message naming the argument; FT409 on a key reused with
--- other parameters; replays and the normalisations that make two calls the
--- same request.  (Calls with the default NULL payment_method are in
--- 07_default_payment_method.sql.)
+-- 02_sqlstates.sql: every validation rule of place_order raises the
+-- SQLSTATE of docs/reference.md, "SQL API", with a message naming the
+-- argument; FT409 on a key reused with other parameters; replays and the
+-- normalisations that make two calls the same request.  (Calls with the
+-- default NULL payment_method are in 07_default_payment_method.sql.)
 BEGIN;
 SELECT plan(77);
 

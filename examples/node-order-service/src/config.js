@@ -37,7 +37,7 @@ function loadConfig(env = process.env) {
     connectTimeoutMs: intEnv(env, 'FT_CONNECT_TIMEOUT_MS', 3000, 100, 600000),
     // client-side limit on one statement.  No server-side statement_timeout:
     // under synchronous_mode a cancelled commit that waits for the standby
-    // reports success although nothing was replicated (RECIPES.md)
+    // reports success although nothing was replicated (docs/operations.md)
     queryTimeoutMs: intEnv(env, 'FT_QUERY_TIMEOUT_MS', 10000, 100, 600000),
     // retries of one request on connection errors: exponential backoff with
     // full jitter from retryBaseMs doubling to retryMaxMs, for at most

@@ -152,7 +152,7 @@ check_body(void)
 			   "{\"order_id\":42,\"payment_key\":\"0b7d5a4e-1111-2222-3333-444455556666\","
 			   "\"customer_id\":\"cu\\\"st\\\\\\u000a\",\"amount_minor\":99999999999,"
 			   "\"currency\":\"EUR\",\"payment_method\":null,\"items\":[{\"sku\": \"a\"}]}") == 0,
-		"request body follows SPEC section 5 and escapes strings", body.data);
+		"request body follows the wire protocol and escapes strings", body.data);
 	req.payment_method = "pm_card_visa";
 	ft_provider_generic.build_request(&req, &body);
 	tap(strstr(body.data, "\"payment_method\":\"pm_card_visa\"") != NULL,
