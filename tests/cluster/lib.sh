@@ -282,7 +282,7 @@ postgresql:
   listen: $a:${!pg}
   connect_address: $a:${!pg}
   data_dir: $CL_DIR/n$i
-  bin_dir: $FT_PG_BIN
+  bin_dir: ${CL_PATRONI_BIN_DIR:-$FT_PG_BIN}
   pgpass: $CL_DIR/pgpass-n$i
   basebackup:
   - checkpoint: fast

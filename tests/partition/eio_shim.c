@@ -8,9 +8,11 @@
  * libfiu's fiu-run cannot be used: its hash_create symbol collides with
  * PostgreSQL's and the server crashes.  This shim exports only the three
  * libc functions it wraps and forwards to the next definition (RTLD_NEXT).
- * Patroni (python3) inherits the preload but is left alone: the shim acts
- * only when the program's short name is "postgres".  The trigger is checked
- * with access(2) on every call: cheap next to an fsync.
+ * Only processes whose program is "postgres" are affected, decided once
+ * when the library loads: PostgreSQL later overwrites its argv[0] area with
+ * the process title, which program_invocation_short_name points into.
+ * The trigger is checked with access(2) on every call: cheap next to an
+ * fsync.
  *
  * tests/partition/eio_shim.c
  *
@@ -28,6 +30,15 @@ extern char *program_invocation_short_name;
 static int (*next_fsync) (int);
 static int (*next_fdatasync) (int);
 static ssize_t (*next_pwrite) (int, const void *, size_t, off_t);
+static int	shim_is_postgres;
+
+/* at load time, before PostgreSQL rewrites argv: is this postgres? */
+__attribute__((constructor))
+static void
+shim_init(void)
+{
+	shim_is_postgres = strcmp(program_invocation_short_name, "postgres") == 0;
+}
 
 /* true while the trigger file exists and this process is a postgres one */
 static int
@@ -37,7 +48,7 @@ shim_failing(void)
 
 	if (trigger == NULL || trigger[0] == '\0')
 		return 0;
-	if (strcmp(program_invocation_short_name, "postgres") != 0)
+	if (!shim_is_postgres)
 		return 0;
 	return access(trigger, F_OK) == 0;
 }

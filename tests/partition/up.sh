@@ -74,8 +74,12 @@ APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 		echo "ETCD_PEER_PORT_$i=2380"
 		echo "DATA_$i=$CL_DIR/n$i"
 		[ "$FTP_WAL_MB" != 0 ] && echo "CL_WALDIR_$i=$CL_DIR/wal$i/pg_wal"
+		# the shims' settings reach PostgreSQL through Patroni's
+		# environment; the preload itself only through the postgres
+		# wrapper below (libfaketime preloaded into Patroni's python broke
+		# its time.time(): BlockingIOError)
 		if [ -n "${FTP_PRELOAD:-}" ]; then
-			echo "NODE_ENV_$i=\"LD_PRELOAD=$HERE/eio_shim.so:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 FT_EIO_TRIGGER=$CL_DIR/eio-n$i FAKETIME_TIMESTAMP_FILE=$CL_DIR/faketime-n$i FAKETIME_CACHE_DURATION=1 FAKETIME_ONLY_CMDS=postgres DONT_FAKE_MONOTONIC=1\""
+			echo "NODE_ENV_$i=\"FT_EIO_TRIGGER=$CL_DIR/eio-n$i FAKETIME_TIMESTAMP_FILE=$CL_DIR/faketime-n$i FAKETIME_CACHE_DURATION=1 FAKETIME_ONLY_CMDS=postgres DONT_FAKE_MONOTONIC=1\""
 		fi
 	done
 	echo "SU_PASSWORD=$SU_PASSWORD"
@@ -97,6 +101,17 @@ fi
 if [ -n "${FTP_PRELOAD:-}" ]; then
 	make -s -C "$HERE" eio_shim.so >&2 || fail "cannot build eio_shim.so"
 	for i in 1 2 3; do skew "$i" 0; done
+	# Patroni's bin_dir: the real binaries, but postgres through a wrapper
+	# that preloads the EIO shim and libfaketime
+	mkdir -p "$CL_DIR/bin"
+	for b in "$FT_PG_BIN"/*; do ln -s "$b" "$CL_DIR/bin/$(basename "$b")"; done
+	rm -f "$CL_DIR/bin/postgres"
+	cat >"$CL_DIR/bin/postgres" <<SH
+#!/bin/sh
+LD_PRELOAD=$HERE/eio_shim.so:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 exec $FT_PG_BIN/postgres "\$@"
+SH
+	chmod 755 "$CL_DIR/bin/postgres"
+	CL_PATRONI_BIN_DIR=$CL_DIR/bin
 fi
 
 CL_HBA_NET=$FTP_NET.0/24
