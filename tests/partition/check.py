@@ -170,21 +170,27 @@ def main():
 
     paid_pk = {pk for v in by_key.values() for (_, st, pk) in v if st == "paid"}
     all_pk = {pk: k for k, v in by_key.items() for (_, _, pk) in v}
-    (pending, no_outbox, overdue, orphan, dead), = q(leader, """
-        SELECT (SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'),
-               (SELECT count(*) FROM ft_orders.orders o WHERE o.status = 'pending'
+    # this drill's orders (an earlier drill's leftovers are its own finding)
+    (pending, no_outbox, overdue, orphan, dead, pending_all, due_max), = q(leader, """
+        WITH o AS (SELECT * FROM ft_orders.orders WHERE idempotency_key LIKE %(p)s)
+        SELECT (SELECT count(*) FROM o WHERE status = 'pending'),
+               (SELECT count(*) FROM o WHERE o.status = 'pending'
                   AND NOT EXISTS (SELECT 1 FROM ft_orders.outbox b WHERE b.order_id = o.order_id)),
-               (SELECT count(*) FROM ft_orders.outbox b
+               (SELECT count(*) FROM ft_orders.outbox b JOIN o USING (order_id)
                  WHERE b.next_attempt_at < now() - interval '15 s'
                    AND (b.lease_until IS NULL OR b.lease_until < now() - interval '15 s')),
-               (SELECT count(*) FROM ft_orders.outbox b JOIN ft_orders.orders o USING (order_id)
+               (SELECT count(*) FROM ft_orders.outbox b JOIN o USING (order_id)
                  WHERE o.status <> 'pending'),
-               (SELECT count(*) FROM ft_orders.dead_letters)""")
+               (SELECT count(*) FROM ft_orders.dead_letters d JOIN o USING (order_id)),
+               (SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'),
+               (SELECT max(b.next_attempt_at)::text FROM ft_orders.outbox b JOIN o USING (order_id))
+        """, {"p": prefix + "-%"})
     stuck = pending + no_outbox + overdue + orphan + dead
     check(a.drained == 1 and stuck == 0,
           "%s: nothing stuck after the heal (all settled, no dead letter)" % sc,
-          "pending=%d no_outbox=%d overdue=%d orphan_events=%d dead_letters=%d drain=%ss" % (
-              pending, no_outbox, overdue, orphan, dead, a.drain_s))
+          "pending=%d no_outbox=%d overdue=%d orphan_events=%d dead_letters=%d (this drill's orders; "
+          "pending in all=%d) latest next_attempt_at=%s drain=%ss" % (
+              pending, no_outbox, overdue, orphan, dead, pending_all, due_max, a.drain_s))
     leader.close()
 
     # ------------------------------------------------------------ gateway

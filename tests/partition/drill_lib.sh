@@ -217,7 +217,7 @@ run_partition_drill()
 	t_stop=$(now_s)
 	deadline=$(($(date +%s) + FT_DRILL_DRAIN_TIMEOUT))
 	while [ "$(date +%s)" -le "$deadline" ]; do
-		[ "$(node_q "$final" "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'")" = 0 ] && { drained=1; break; }
+		[ "$(node_q "$final" "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending' AND idempotency_key LIKE '$tag-%'")" = 0 ] && { drained=1; break; }
 		sleep 0.5
 	done
 	drain_s=$(secs_since "$t_stop")
