@@ -27,7 +27,9 @@ for i in 1 2 3; do
 done
 [ -n "${FTP_PREFIX:-}" ] && heal 2>/dev/null
 
-"$HERE/../cluster/down.sh" --keep "$CL_DIR" || rc=1
+# (--keep: this script removes DIR at the end; its "kept" note would mislead)
+"$HERE/../cluster/down.sh" --keep "$CL_DIR" 2>&1 | grep -v '^# kept' >&2
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 
 for i in 1 2 3; do
 	ftp_wal_fs_down "$i" || { echo "down.sh: pg_wal filesystem of n$i still mounted" >&2; rc=1; }
