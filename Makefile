@@ -12,12 +12,14 @@ EXTENSION_OBJS = \
 	extension/dead_letters.o \
 	extension/maintenance.o \
 	extension/status_views.o \
-	extension/metrics.o
+	extension/metrics.o \
+	extension/spi_plan.o
 
 BGWORKER_OBJS = \
 	bgworker/launcher.o \
 	bgworker/payment_worker.o \
 	bgworker/worker_stats.o \
+	bgworker/worker_xact.o \
 	bgworker/outbox.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
@@ -28,14 +30,18 @@ BGWORKER_OBJS = \
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql
+DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension
 PG_CFLAGS = -Wall -Werror
-SHLIB_LINK = -lcurl
+# libcurl >= 7.85 (curl_easy_header, CURLOPT_PROTOCOLS_STR)
+CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+PG_CPPFLAGS += $(CURL_CFLAGS)
+SHLIB_LINK = $(CURL_LIBS)
 
-REGRESS = intake idempotency validation views privileges upgrade
+REGRESS = intake idempotency validation views upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders
 
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)

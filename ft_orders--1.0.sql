@@ -180,7 +180,7 @@ AS 'MODULE_PATHNAME', 'ft_orders_purge_expired_keys'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ft_orders.purge_expired_keys() IS
-'Delete idempotency keys older than ft_orders.idempotency_ttl; returns how many (the workers also run it)';
+'Delete idempotency keys older than ft_orders.idempotency_ttl; returns how many (the launcher runs it every minute)';
 
 CREATE FUNCTION ft_orders.purge_history()
 RETURNS bigint
@@ -188,7 +188,7 @@ AS 'MODULE_PATHNAME', 'ft_orders_purge_history'
 LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ft_orders.purge_history() IS
-'Delete payment_attempts and order_events rows older than ft_orders.history_retention; returns how many (the workers also run it)';
+'Delete payment_attempts and order_events rows older than ft_orders.history_retention; returns how many (the launcher runs it every minute)';
 
 CREATE FUNCTION ft_orders.reset_stats()
 RETURNS void

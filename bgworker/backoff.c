@@ -3,7 +3,7 @@
  * backoff.c
  *	  Delay before the next attempt of a transiently failed payment.
  *
- * Full jitter (SPEC section 4): random(0, min(backoff_max,
+ * Full jitter (docs/reference.md, "Settings"): random(0, min(backoff_max,
  * backoff_base * 2^(attempt-1))), so that a burst of failures does not come
  * back as a burst of retries.  A Retry-After from the gateway raises the
  * delay, never above backoff_max.  The base is compared with the cap

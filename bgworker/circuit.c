@@ -97,17 +97,6 @@ ft_circuit_abandon_probe(void)
 }
 
 /*
- * True while the circuit is not closed: the only request a worker starts
- * then is the half-open probe (gateway_http.c gives it a connection of its
- * own).  An unlocked int read, as in ft_circuit_admit.
- */
-bool
-ft_circuit_probing(void)
-{
-	return ft_shared->gateway.circuit != FT_CIRCUIT_CLOSED;
-}
-
-/*
  * Feed one completed request into the breaker.  Caller holds
  * ft_shared->lock exclusively (it publishes a whole batch under one
  * acquisition) and logs the returned change after releasing it.

@@ -58,7 +58,14 @@ typedef struct FtGatewayReply
 	const char *body;			/* NUL-terminated; may contain anything */
 	size_t		body_len;
 	time_t		now;			/* reference for an HTTP-date Retry-After */
-	const char *should_retry;	/* Stripe-Should-Retry header value, or NULL */
+
+	/*
+	 * Any other header of the reply, for a provider's own headers: use
+	 * ft_gateway_reply_header().  NULL when there was no reply to ask.
+	 */
+	const char *(*header) (const struct FtGatewayReply *reply,
+						   const char *name);
+	void	   *transport;		/* the transport's state for header() */
 } FtGatewayReply;
 
 /* The verdict on one reply.  Strings are palloc'd, printable ASCII. */
@@ -76,7 +83,6 @@ typedef struct FtClassification
 
 typedef struct FtProvider
 {
-	const char *name;
 	const char *path;			/* appended to ft_orders.gateway_url */
 	void		(*build_request) (const FtPaymentRequest *req, StringInfo body);
 	void		(*classify_reply) (const FtGatewayReply *reply,
@@ -102,6 +108,8 @@ extern bool ft_gateway_classify_transport(const FtGatewayReply *reply,
 										  FtClassification *result);
 extern bool ft_gateway_parse_json(const char *body, size_t len,
 								  struct JsonSemAction *sem);
+extern const char *ft_gateway_reply_header(const FtGatewayReply *reply,
+										   const char *name);
 
 /* gateway_stripe.c: PaymentIntents and the older Charges API */
 extern const FtProvider ft_provider_stripe;
@@ -120,6 +128,7 @@ extern void ft_http_shutdown(void);
 extern bool ft_http_start(void *owner, const char *url, const char *payment_key,
 						  const char *content_type,
 						  const char *body, size_t body_len,
+						  bool fresh_connection,
 						  char *errbuf, size_t errlen);
 extern int	ft_http_in_flight(void);
 extern int	ft_http_wait(long max_wait_ms, uint32 wait_event_info);

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * gateway_generic.c
- *	  The "generic" gateway provider (SPEC section 5): the JSON request body
- *	  and the classification of a reply into paid / declined / failed /
- *	  retry.
+ *	  The "generic" gateway provider (docs/reference.md, "Wire protocol"):
+ *	  the JSON request body and the classification of a reply into paid /
+ *	  declined / failed / retry.
  *
  * Everything here is a pure function of its arguments: no database, no
  * shared memory, no globals, so a fuzzer can call ft_provider_generic's
@@ -61,15 +61,15 @@ static void generic_classify_reply(const FtGatewayReply *reply,
 								   FtClassification *result);
 
 const FtProvider ft_provider_generic = {
-	.name = "generic",
 	.path = "/payments",
 	.build_request = generic_build_request,
 	.classify_reply = generic_classify_reply,
 };
 
 /*
- * Build the SPEC section 5 body into body (reset first).  items_json is
- * the order's jsonb as text, therefore valid JSON.
+ * Build the request body of docs/reference.md, "Wire protocol", into body
+ * (reset first).  items_json is the order's jsonb as text, therefore valid
+ * JSON.
  */
 static void
 generic_build_request(const FtPaymentRequest *req, StringInfo body)
@@ -129,6 +129,19 @@ ft_gateway_clean_text(const char *s, size_t maxlen)
 	}
 	out[n] = '\0';
 	return out;
+}
+
+/*
+ * Value of the reply's header name (the last one if repeated), trimmed, or
+ * NULL when it has none or when there was no reply to ask.  Valid until
+ * the next call; the caller copies what it keeps.
+ */
+const char *
+ft_gateway_reply_header(const FtGatewayReply *reply, const char *name)
+{
+	if (reply->header == NULL)
+		return NULL;
+	return reply->header(reply, name);
 }
 
 /*
@@ -412,8 +425,8 @@ ft_gateway_classify_transport(const FtGatewayReply *reply,
 }
 
 /*
- * SPEC section 5 reply table.  result is fully overwritten; its strings
- * are palloc'd in CurrentMemoryContext.
+ * The reply table of docs/reference.md, "Wire protocol".  result is fully
+ * overwritten; its strings are palloc'd in CurrentMemoryContext.
  */
 static void
 generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)

@@ -15,9 +15,9 @@
  * death and the epoll descriptor, which is readable whenever one of
  * libcurl's sockets is ready; the ready sockets are then collected with a
  * non-blocking epoll_wait and handed, like timer expiry, to
- * curl_multi_socket_action.  (A WaitEventSet cannot remove a socket:
- * watching libcurl's sockets in it directly meant rebuilding the set, with
- * every socket, each time libcurl dropped one of its connections.)
+ * curl_multi_socket_action.  (A WaitEventSet cannot remove a socket, so
+ * watching libcurl's sockets in it directly would mean rebuilding the set,
+ * with every socket, each time libcurl drops one of its connections.)
  *
  * Easy handles come from a pool that grows up to ft_orders.max_in_flight
  * and are reused, and the multi handle keeps a connection cache of the
@@ -51,12 +51,9 @@
 
 #include "gateway.h"
 #include "guc.h"
-#include "worker.h"
 
-/* ft_orders.max_in_flight's upper bound */
-#define FT_HTTP_MAX_HANDLES		1024
 /* ready sockets taken from the epoll instance per wait */
-#define FT_HTTP_EPOLL_BATCH		FT_HTTP_MAX_HANDLES
+#define FT_HTTP_EPOLL_BATCH		FT_MAX_IN_FLIGHT
 
 typedef struct FtHttpHandle
 {
@@ -70,7 +67,6 @@ typedef struct FtHttpHandle
 	bool		too_large;
 	bool		out_of_memory;
 	char		retry_after[FT_RETRY_AFTER_LEN];
-	char		should_retry[8];	/* Stripe-Should-Retry value, "" if absent */
 	char		errbuf[CURL_ERROR_SIZE];
 } FtHttpHandle;
 
@@ -79,9 +75,9 @@ static char ft_token[FT_TOKEN_MAX_BYTES + 1];
 static uint64 ft_token_generation = 0;
 
 static CURLM *ft_multi = NULL;
-static FtHttpHandle *ft_handles[FT_HTTP_MAX_HANDLES];
+static FtHttpHandle *ft_handles[FT_MAX_IN_FLIGHT];
 static int	ft_nhandles = 0;	/* created */
-static int	ft_free[FT_HTTP_MAX_HANDLES];	/* stack of free handle indexes */
+static int	ft_free[FT_MAX_IN_FLIGHT];	/* stack of free handle indexes */
 static int	ft_nfree = 0;
 static int	ft_busy = 0;
 
@@ -189,56 +185,6 @@ ft_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	memcpy(h->buf + h->len, ptr, n);
 	h->len += n;
 	h->buf[h->len] = '\0';
-	return n;
-}
-
-/* libcurl: one header line; keep Retry-After (bounded) */
-static size_t
-ft_http_header_cb(char *line, size_t size, size_t nitems, void *userdata)
-{
-	FtHttpHandle *h = (FtHttpHandle *) userdata;
-	size_t		n = size * nitems;
-
-	if (n >= 5 && strncmp(line, "HTTP/", 5) == 0)
-	{
-		/* a new response (e.g. after 100 Continue): forget the last one */
-		h->retry_after[0] = '\0';
-		h->should_retry[0] = '\0';
-	}
-	else if (n > 20 && pg_strncasecmp(line, "Stripe-Should-Retry:", 20) == 0)
-	{
-		const char *v = line + 20;
-		size_t		vlen = n - 20;
-
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-		{
-			v++;
-			vlen--;
-		}
-		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
-							v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-			vlen--;
-		vlen = Min(vlen, sizeof(h->should_retry) - 1);
-		memcpy(h->should_retry, v, vlen);
-		h->should_retry[vlen] = '\0';
-	}
-	else if (n > 12 && pg_strncasecmp(line, "Retry-After:", 12) == 0)
-	{
-		const char *v = line + 12;
-		size_t		vlen = n - 12;
-
-		while (vlen > 0 && (*v == ' ' || *v == '\t'))
-		{
-			v++;
-			vlen--;
-		}
-		while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
-							v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-			vlen--;
-		vlen = Min(vlen, (size_t) FT_RETRY_AFTER_LEN - 1);
-		memcpy(h->retry_after, v, vlen);
-		h->retry_after[vlen] = '\0';
-	}
 	return n;
 }
 
@@ -375,7 +321,7 @@ ft_http_init(void)
 				 errmsg("could not create a libcurl multi handle")));
 	if (curl_multi_setopt(ft_multi, CURLMOPT_SOCKETFUNCTION, ft_http_socket_cb) != CURLM_OK ||
 		curl_multi_setopt(ft_multi, CURLMOPT_TIMERFUNCTION, ft_http_timer_cb) != CURLM_OK ||
-		curl_multi_setopt(ft_multi, CURLMOPT_MAXCONNECTS, (long) FT_HTTP_MAX_HANDLES) != CURLM_OK)
+		curl_multi_setopt(ft_multi, CURLMOPT_MAXCONNECTS, (long) FT_MAX_IN_FLIGHT) != CURLM_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not configure the libcurl multi handle")));
@@ -400,7 +346,7 @@ ft_http_get_handle(void)
 
 	if (ft_nfree > 0)
 		return ft_handles[ft_free[--ft_nfree]];
-	if (ft_nhandles >= FT_HTTP_MAX_HANDLES)
+	if (ft_nhandles >= FT_MAX_IN_FLIGHT)
 		return NULL;
 	h = MemoryContextAllocZero(TopMemoryContext, sizeof(FtHttpHandle));
 	h->easy = curl_easy_init();
@@ -451,15 +397,18 @@ ft_http_add_header(FtHttpHandle *h, const char *line)
  * Start POST url with body (which must stay valid until completion), of
  * type content_type (NULL: application/json), and Idempotency-Key
  * payment_key.  A NULL body makes it a GET (a provider's re-check of a
- * payment under way), without a body or Idempotency-Key.  Returns false with a reason in errbuf if
- * the request could not even be started; the caller then treats it as a
- * transient failure.  The caller keeps in-flight requests at or below
+ * payment under way), without a body or Idempotency-Key.  With
+ * fresh_connection the request opens a connection of its own and closes
+ * it afterwards.  Returns false with a reason in errbuf if the request
+ * could not even be started; the caller then treats it as a transient
+ * failure.  The caller keeps in-flight requests at or below
  * ft_orders.max_in_flight.
  */
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
 			  const char *content_type,
-			  const char *body, size_t body_len, char *errbuf, size_t errlen)
+			  const char *body, size_t body_len, bool fresh_connection,
+			  char *errbuf, size_t errlen)
 {
 	FtHttpHandle *h = ft_http_get_handle();
 	char		line[512];
@@ -477,8 +426,6 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		h->buf[0] = '\0';
 	h->too_large = false;
 	h->out_of_memory = false;
-	h->retry_after[0] = '\0';
-	h->should_retry[0] = '\0';
 	h->errbuf[0] = '\0';
 
 	if (body != NULL)
@@ -535,13 +482,12 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 
 	/*
 	 * libcurl sends a request again, up to five times, when a reused
-	 * kept-alive connection dies before any byte of the reply: against a
-	 * gateway that reads the request and then closes, the half-open probe
-	 * -- the one request the circuit lets through -- reached it six times
-	 * (tests/integration/circuit_hostile.sh).  The probe gets a fresh
-	 * connection of its own, which libcurl never re-sends on.
+	 * kept-alive connection dies before any byte of the reply; on a fresh
+	 * connection of its own it never does.  The caller asks for one when a
+	 * request must reach the gateway at most once per attempt (the
+	 * circuit's half-open probe: tests/integration/circuit_hostile.sh).
 	 */
-	if (ft_circuit_probing())
+	if (fresh_connection)
 	{
 		FT_SETOPT(h, CURLOPT_FRESH_CONNECT, 1L);
 		FT_SETOPT(h, CURLOPT_FORBID_REUSE, 1L);
@@ -552,8 +498,6 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		FT_SETOPT(h, CURLOPT_CAINFO, ft_ca_file);
 	FT_SETOPT(h, CURLOPT_WRITEFUNCTION, ft_http_write_cb);
 	FT_SETOPT(h, CURLOPT_WRITEDATA, h);
-	FT_SETOPT(h, CURLOPT_HEADERFUNCTION, ft_http_header_cb);
-	FT_SETOPT(h, CURLOPT_HEADERDATA, h);
 	FT_SETOPT(h, CURLOPT_ERRORBUFFER, h->errbuf);
 	FT_SETOPT(h, CURLOPT_PRIVATE, h);
 
@@ -671,6 +615,32 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 }
 
 /*
+ * The value of header name in the final reply of a finished transfer (the
+ * last one if repeated; libcurl trims it), or NULL.  Valid until the next
+ * call or until the handle is reused.
+ */
+static const char *
+ft_http_header(FtHttpHandle *h, const char *name)
+{
+	struct curl_header *hd;
+
+	if (curl_easy_header(h->easy, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK)
+		return NULL;
+	if (hd->amount > 1 &&
+		curl_easy_header(h->easy, name, hd->amount - 1, CURLH_HEADER, -1,
+						 &hd) != CURLHE_OK)
+		return NULL;
+	return hd->value;
+}
+
+/* FtGatewayReply.header: reply->transport is the handle */
+static const char *
+ft_http_reply_header(const FtGatewayReply *reply, const char *name)
+{
+	return ft_http_header((FtHttpHandle *) reply->transport, name);
+}
+
+/*
  * Hand every finished transfer to callback and recycle its handle.
  * Returns the number handed over.
  */
@@ -689,7 +659,7 @@ ft_http_collect(FtHttpDoneCallback callback)
 		FtGatewayReply reply;
 		long		status = 0;
 		curl_off_t	total_us = 0;
-		void	   *owner;
+		const char *retry_after;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
@@ -708,8 +678,14 @@ ft_http_collect(FtHttpDoneCallback callback)
 		reply.http_status = (int) status;
 		reply.body = h->buf ? h->buf : "";
 		reply.body_len = h->len;
-		reply.retry_after = h->retry_after[0] ? h->retry_after : NULL;
-		reply.should_retry = h->should_retry[0] ? h->should_retry : NULL;
+		reply.header = ft_http_reply_header;
+		reply.transport = h;
+		retry_after = ft_http_header(h, "Retry-After");
+		if (retry_after != NULL)
+		{
+			strlcpy(h->retry_after, retry_after, sizeof(h->retry_after));
+			reply.retry_after = h->retry_after;
+		}
 		if (result != CURLE_OK)
 		{
 			if (h->too_large)
@@ -723,10 +699,10 @@ ft_http_collect(FtHttpDoneCallback callback)
 				reply.http_status = 0;
 		}
 
-		owner = h->owner;
+		/* the handle keeps the reply's headers until it is reused */
+		callback(h->owner, &reply, (double) total_us / 1000.0);
 		ft_http_put_handle(h);
 		ft_busy--;
-		callback(owner, &reply, (double) total_us / 1000.0);
 		done++;
 	}
 	return done;

@@ -83,7 +83,6 @@ static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
 
 const FtProvider ft_provider_stripe = {
-	.name = "stripe",
 	.path = "/v1/payment_intents",
 	.build_request = stripe_build_intent,
 	.classify_reply = stripe_classify_reply,
@@ -92,7 +91,6 @@ const FtProvider ft_provider_stripe = {
 };
 
 const FtProvider ft_provider_stripe_charges = {
-	.name = "stripe_charges",
 	.path = "/v1/charges",
 	.build_request = stripe_build_charge,
 	.classify_reply = stripe_classify_reply,
@@ -102,7 +100,7 @@ const FtProvider ft_provider_stripe_charges = {
 
 /* append "&name=value" (no '&' first), both percent-encoded */
 static void
-ft_form_add(StringInfo body, const char *name, const char *value)
+stripe_form_add(StringInfo body, const char *name, const char *value)
 {
 	char	   *n = curl_easy_escape(NULL, name, 0);
 	char	   *v = curl_easy_escape(NULL, value, 0);
@@ -128,7 +126,7 @@ ft_form_add(StringInfo body, const char *name, const char *value)
 
 /* amount, lower-case currency, metadata: common to both APIs */
 static void
-ft_form_common(const FtPaymentRequest *req, StringInfo body)
+stripe_form_common(const FtPaymentRequest *req, StringInfo body)
 {
 	char		amount[32];
 	char	   *currency = pstrdup(req->currency ? req->currency : "");
@@ -139,10 +137,10 @@ ft_form_common(const FtPaymentRequest *req, StringInfo body)
 	snprintf(amount, sizeof(amount), INT64_FORMAT, req->amount_minor);
 	snprintf(order_id, sizeof(order_id), INT64_FORMAT, req->order_id);
 
-	ft_form_add(body, "amount", amount);
-	ft_form_add(body, "currency", currency);
-	ft_form_add(body, "metadata[order_id]", order_id);
-	ft_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
+	stripe_form_add(body, "amount", amount);
+	stripe_form_add(body, "currency", currency);
+	stripe_form_add(body, "metadata[order_id]", order_id);
+	stripe_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
 	pfree(currency);
 }
 
@@ -154,12 +152,12 @@ static void
 stripe_build_intent(const FtPaymentRequest *req, StringInfo body)
 {
 	resetStringInfo(body);
-	ft_form_common(req, body);
+	stripe_form_common(req, body);
 	if (req->payment_method != NULL)
-		ft_form_add(body, "payment_method", req->payment_method);
-	ft_form_add(body, "confirm", "true");
-	ft_form_add(body, "automatic_payment_methods[enabled]", "true");
-	ft_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
+		stripe_form_add(body, "payment_method", req->payment_method);
+	stripe_form_add(body, "confirm", "true");
+	stripe_form_add(body, "automatic_payment_methods[enabled]", "true");
+	stripe_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
 }
 
 /* POST /v1/charges with source = the order's payment method */
@@ -167,14 +165,14 @@ static void
 stripe_build_charge(const FtPaymentRequest *req, StringInfo body)
 {
 	resetStringInfo(body);
-	ft_form_common(req, body);
+	stripe_form_common(req, body);
 	if (req->payment_method != NULL)
-		ft_form_add(body, "source", req->payment_method);
+		stripe_form_add(body, "source", req->payment_method);
 }
 
 /* a Stripe object id: [A-Za-z0-9_], 1..255 */
 static bool
-ft_stripe_valid_id(const char *s)
+stripe_valid_id(const char *s)
 {
 	size_t		n;
 
@@ -195,9 +193,9 @@ ft_stripe_valid_id(const char *s)
 }
 
 static char *
-ft_stripe_recheck(const FtPaymentRequest *req, const char *prefix)
+stripe_recheck(const FtPaymentRequest *req, const char *prefix)
 {
-	if (!ft_stripe_valid_id(req->pending_ref))
+	if (!stripe_valid_id(req->pending_ref))
 		return NULL;
 	return psprintf("%s/%s", prefix, req->pending_ref);
 }
@@ -208,7 +206,7 @@ stripe_intent_recheck(const FtPaymentRequest *req)
 	/* only a PaymentIntent id can be re-checked here */
 	if (req->pending_ref == NULL || strncmp(req->pending_ref, "pi_", 3) != 0)
 		return NULL;
-	return ft_stripe_recheck(req, "/v1/payment_intents");
+	return stripe_recheck(req, "/v1/payment_intents");
 }
 
 static char *
@@ -218,11 +216,11 @@ stripe_charge_recheck(const FtPaymentRequest *req)
 		(strncmp(req->pending_ref, "ch_", 3) != 0 &&
 		 strncmp(req->pending_ref, "py_", 3) != 0))
 		return NULL;
-	return ft_stripe_recheck(req, "/v1/charges");
+	return stripe_recheck(req, "/v1/charges");
 }
 
 static void
-sf_object_start(void *state)
+stripe_json_object_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
@@ -239,7 +237,7 @@ sf_object_start(void *state)
 }
 
 static void
-sf_object_end(void *state)
+stripe_json_object_end(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
@@ -249,7 +247,7 @@ sf_object_end(void *state)
 }
 
 static void
-sf_array_start(void *state)
+stripe_json_array_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
@@ -258,13 +256,13 @@ sf_array_start(void *state)
 }
 
 static void
-sf_array_end(void *state)
+stripe_json_array_end(void *state)
 {
 	((FtStripeFields *) state)->depth--;
 }
 
 static void
-sf_field_start(void *state, char *fname, bool isnull)
+stripe_json_field_start(void *state, char *fname, bool isnull)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
@@ -297,7 +295,7 @@ sf_field_start(void *state, char *fname, bool isnull)
 }
 
 static void
-sf_field_end(void *state, char *fname, bool isnull)
+stripe_json_field_end(void *state, char *fname, bool isnull)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
@@ -306,7 +304,7 @@ sf_field_end(void *state, char *fname, bool isnull)
 }
 
 static void
-sf_scalar(void *state, char *token, JsonTokenType tokentype)
+stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
@@ -347,20 +345,20 @@ sf_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 static bool
-ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
+stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 {
 	JsonSemAction sem;
 
 	memset(fields, 0, sizeof(*fields));
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = fields;
-	sem.object_start = sf_object_start;
-	sem.object_end = sf_object_end;
-	sem.array_start = sf_array_start;
-	sem.array_end = sf_array_end;
-	sem.object_field_start = sf_field_start;
-	sem.object_field_end = sf_field_end;
-	sem.scalar = sf_scalar;
+	sem.object_start = stripe_json_object_start;
+	sem.object_end = stripe_json_object_end;
+	sem.array_start = stripe_json_array_start;
+	sem.array_end = stripe_json_array_end;
+	sem.object_field_start = stripe_json_field_start;
+	sem.object_field_end = stripe_json_field_end;
+	sem.scalar = stripe_json_scalar;
 
 	if (!ft_gateway_parse_json(body, len, &sem))
 	{
@@ -372,7 +370,7 @@ ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 
 /* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */
 static char *
-ft_stripe_reason(int status, const FtStripeFields *f)
+stripe_reason(int status, const FtStripeFields *f)
 {
 	StringInfoData buf;
 
@@ -388,7 +386,7 @@ ft_stripe_reason(int status, const FtStripeFields *f)
 }
 
 static void
-ft_stripe_declined(FtClassification *result, const FtStripeFields *f,
+stripe_declined(FtClassification *result, const FtStripeFields *f,
 				   const char *fallback)
 {
 	result->outcome = FT_OUTCOME_DECLINED;
@@ -408,12 +406,12 @@ ft_stripe_declined(FtClassification *result, const FtStripeFields *f,
 
 /* the reply to a 2xx: a PaymentIntent or a Charge object */
 static void
-ft_stripe_classify_object(int status, const FtStripeFields *f,
+stripe_classify_object(int status, const FtStripeFields *f,
 						  FtClassification *result)
 {
 	const char *st = f->status;
 
-	if (st == NULL || !ft_stripe_valid_id(f->id))
+	if (st == NULL || !stripe_valid_id(f->id))
 	{
 		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 		return;
@@ -439,7 +437,7 @@ ft_stripe_classify_object(int status, const FtStripeFields *f,
 			 strcmp(st, "failed") == 0)
 	{
 		result->payment_id = pstrdup(f->id);
-		ft_stripe_declined(result, f, st);
+		stripe_declined(result, f, st);
 	}
 	else if (strcmp(st, "canceled") == 0)
 	{
@@ -465,18 +463,19 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	FtStripeFields f;
 	int			status = reply->http_status;
 	bool		parsed;
+	const char *should_retry;
 
 	if (ft_gateway_classify_transport(reply, result))
 		return;
 
-	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
+	parsed = stripe_parse(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
 		if (!parsed || !f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
-			ft_stripe_classify_object(status, &f, result);
+			stripe_classify_object(status, &f, result);
 		if (result->outcome == FT_OUTCOME_RETRY)
 			result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
 														  reply->now);
@@ -485,12 +484,12 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 
 	if (status == 401 || status == 403)
 	{
-		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
+		ft_gateway_set_retry(result, stripe_reason(status, &f));
 		result->auth_problem = true;
 	}
 	else if (status == 402 ||
 			 (f.err_type != NULL && strcmp(f.err_type, "card_error") == 0))
-		ft_stripe_declined(result, &f, "card_error");
+		stripe_declined(result, &f, "card_error");
 	else if (status == 400 && f.err_type != NULL &&
 			 strcmp(f.err_type, "idempotency_error") == 0)
 	{
@@ -502,24 +501,25 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	else if (status == 400)
 	{
 		result->outcome = FT_OUTCOME_FAILED;
-		result->error = ft_stripe_reason(status, &f);
+		result->error = stripe_reason(status, &f);
 	}
 	else
 	{
 		/* 409 (concurrent use of the key), 429, 5xx, 404 and the rest */
-		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
+		ft_gateway_set_retry(result, stripe_reason(status, &f));
 	}
 
 	/* Stripe-Should-Retry overrides the status code (credentials aside) */
-	if (reply->should_retry != NULL && !result->auth_problem)
+	should_retry = ft_gateway_reply_header(reply, "Stripe-Should-Retry");
+	if (should_retry != NULL && !result->auth_problem)
 	{
-		if (pg_strcasecmp(reply->should_retry, "true") == 0 &&
+		if (pg_strcasecmp(should_retry, "true") == 0 &&
 			result->outcome != FT_OUTCOME_RETRY)
 		{
 			result->outcome = FT_OUTCOME_RETRY;
 			result->transient = true;
 		}
-		else if (pg_strcasecmp(reply->should_retry, "false") == 0 &&
+		else if (pg_strcasecmp(should_retry, "false") == 0 &&
 				 result->outcome == FT_OUTCOME_RETRY)
 		{
 			result->outcome = FT_OUTCOME_FAILED;

@@ -59,7 +59,6 @@
 PGDLLEXPORT void ft_orders_launcher_main(Datum main_arg);
 
 #define FT_LAUNCHER_POLL_MS		1000
-#define FT_STANDBY_POLL_MS		250
 #define FT_RESTART_DELAY_MS		1000
 #define FT_MAINTENANCE_MS		60000
 #define FT_STRAY_WAIT_MS		10000
@@ -266,12 +265,12 @@ ft_launcher_maintenance(void)
 	{
 		int			rc;
 
-		ft_outbox_begin("ft_orders: maintenance");
+		ft_xact_begin("ft_orders: maintenance");
 		rc = SPI_execute("SELECT ft_orders.purge_expired_keys(), ft_orders.purge_history()",
 						 false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "ft_orders maintenance failed: %s", SPI_result_code_string(rc));
-		ft_outbox_commit();
+		ft_xact_commit();
 	}
 	PG_CATCH();
 	{
@@ -295,12 +294,6 @@ ft_orders_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	if (ft_shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("ft_orders launcher started without shared memory"),
-				 errhint("ft_orders must be listed in shared_preload_libraries.")));
-
 	if (!ft_shared->launcher_db_seen)
 		ft_launcher_wait_for_database();
 	/* a FATAL while connecting (database dropped) makes us look again */
@@ -309,8 +302,6 @@ ft_orders_launcher_main(Datum main_arg)
 	ft_shared->launcher_db_seen = true;
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	ft_shared->launcher_pid = MyProcPid;
-	ft_shared->launcher_proc = MyProc;
 	ft_shared->leases_released = false;
 	ft_launcher_stop_strays();
 
@@ -331,11 +322,11 @@ ft_orders_launcher_main(Datum main_arg)
 		int64		nreleased = 0;
 		TimestampTz now;
 
-		ft_outbox_begin("ft_orders: launcher");
+		ft_xact_begin("ft_orders: launcher");
 		ready = ft_outbox_extension_ready();
 		if (ready && !in_recovery && !released)
 			nreleased = ft_outbox_release_all_leases();
-		ft_outbox_commit();
+		ft_xact_commit();
 
 		if (ready && !in_recovery && !released)
 		{

@@ -4,8 +4,9 @@
  *	  The SQL side of a payment worker: claim due outbox events, record
  *	  outcomes, release leases.  Everything runs through SPI with plans
  *	  prepared once and kept, inside one short transaction opened by
- *	  ft_outbox_begin and closed by ft_outbox_commit; no transaction is
- *	  ever open while HTTP runs.
+ *	  ft_xact_begin and closed by ft_xact_commit (worker_xact.c); no
+ *	  transaction is ever open while HTTP runs.  Requests are not built
+ *	  here: a claim returns rows, the worker hands them to the provider.
  *
  * Lease protocol (see the outbox table in ft_orders--1.0.sql): a claim sets
  * next_attempt_at = lease_until = now() + lease_timeout and bumps attempts.
@@ -16,9 +17,8 @@
  * request did happen.
  *
  * Records are batched: arrays in, a handful of statements per batch,
- * whatever the batch size.  Status changes write what
- * ft_orders._change_status writes (orders + order_events + NOTIFY), in
- * the worker's own kept plan (see ft_final_sql).
+ * whatever the batch size.  Status changes go through
+ * ft_orders._change_status, like every other caller's.
  *
  * The worker's search_path is pg_catalog, pg_temp (payment_worker.c), so
  * unqualified functions and operators below are the built-in ones.
@@ -27,19 +27,17 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
-#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "guc.h"
+#include "spi_plan.h"
 #include "worker.h"
 
 static SPIPlanPtr ft_lock_due_plan = NULL;
@@ -51,14 +49,11 @@ static SPIPlanPtr ft_retry_plan = NULL;
 static SPIPlanPtr ft_release_plan = NULL;
 static SPIPlanPtr ft_release_all_plan = NULL;
 
-/* memory context of ft_outbox_begin's caller, restored at commit */
-static MemoryContext ft_caller_cxt = NULL;
-
 /*
  * A claim is two statements, each with one generic plan that is right for
  * every batch size (the planner cannot know a LIMIT $1 or an array's
- * length; with one statement it guessed 10 % of the outbox and chose
- * sequential scans and a hashed subplan, so every claim was planned anew):
+ * length, and a single statement joining both steps has no generic plan
+ * that stays on the indexes):
  *
  * 1. lock up to $1 due events, oldest first, skipping those another worker
  *    holds;
@@ -108,13 +103,10 @@ static const char *const ft_attempts_sql =
 
 /*
  * Settled events (paid, declined, failed): delete the leased outbox row,
- * park failed ones in dead_letters, change the order status, append the
- * order_events rows and NOTIFY ft_orders_events.  The last three do what
- * ft_orders._change_status does for the SQL-callable side, written out
- * here so that they run inside this kept plan: a SQL function is parsed
- * and planned again on every call, which cost more than the rest of the
- * statement (keep the two in step: happy_path.sh checks the payload
- * byte for byte, the pgTAP and integration tests the order_events rows).
+ * park failed ones in dead_letters, then ft_orders._change_status moves
+ * the order (order status, order_events row, NOTIFY ft_orders_events) as
+ * for every other caller.  One call per batch; from 1.2 on it is PL/pgSQL,
+ * whose own statement is planned once per worker.
  */
 static const char *const ft_final_sql =
 "WITH r AS ("
@@ -134,26 +126,11 @@ static const char *const ft_final_sql =
 "  ON CONFLICT (event_id) DO UPDATE"
 "     SET order_id = excluded.order_id, attempts = excluded.attempts,"
 "         last_error = excluded.last_error, failed_at = now()"
-"), u AS ("
-"  UPDATE ft_orders.orders o"
-"     SET status = x.status,"
-"         attempts = coalesce(x.order_attempts, o.attempts),"
-"         payment_id = coalesce(x.payment_id, o.payment_id),"
-"         last_error = x.error,"
-"         updated_at = now()"
-"    FROM x"
-"   WHERE o.order_id = x.order_id"
-"  RETURNING o.order_id, o.status, o.attempts, x.detail"
-"), e AS ("
-"  INSERT INTO ft_orders.order_events (order_id, status, attempts, detail)"
-"  SELECT u.order_id, u.status, u.attempts, u.detail FROM u"
-"  RETURNING order_events.order_id, order_events.status, order_events.attempts"
 ")"
-"SELECT count(pg_notify('ft_orders_events',"
-"                       json_build_object('order_id', e.order_id,"
-"                                         'status', e.status,"
-"                                         'attempts', e.attempts)::text))::integer"
-"  FROM e";
+"SELECT ft_orders._change_status(array_agg(x.order_id), array_agg(x.status),"
+"                                array_agg(x.order_attempts), array_agg(x.payment_id),"
+"                                array_agg(x.error), array_agg(x.detail))"
+"  FROM x";
 
 /*
  * transient failures: give the lease back with a delay.  A payment the
@@ -192,54 +169,14 @@ static const char *const ft_release_all_sql =
 " WHERE lease_until IS NOT NULL";
 
 /*
- * Prepare and keep a statement with one generic plan, which spares
- * planning on every execution (CURSOR_OPT_GENERIC_PLAN).  Each is right
- * whatever the values: index lookups driven by the arrays, and for the
- * claim's LIMIT $1 (a generic plan assumes 10 % of the outbox) the
- * next_attempt_at index, since the worker plans without sequential scans,
- * hash and merge joins (payment_worker.c).
+ * Every statement below is prepared once with one generic plan
+ * (CURSOR_OPT_GENERIC_PLAN), which spares planning on every execution.
+ * Each is right whatever the values: index lookups driven by the arrays,
+ * and for the claim's LIMIT $1 (a generic plan assumes 10 % of the outbox)
+ * the next_attempt_at index, since the worker plans without sequential
+ * scans, hash and merge joins (payment_worker.c).
  */
-static SPIPlanPtr
-ft_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
-										  CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL)
-		elog(ERROR, "could not prepare outbox statement: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not keep outbox statement");
-	return plan;
-}
-
-/*
- * Open the short transaction every SQL step of a round runs in.  The
- * caller's memory context is current again after ft_outbox_commit (a
- * commit would otherwise leave TopMemoryContext current).
- */
-void
-ft_outbox_begin(const char *activity)
-{
-	ft_caller_cxt = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-void
-ft_outbox_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(ft_caller_cxt);
-}
+#define FT_OUTBOX_PLAN	CURSOR_OPT_GENERIC_PLAN
 
 /* true when CREATE EXTENSION ft_orders was run in this database */
 bool
@@ -265,27 +202,27 @@ ft_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 }
 
 /*
- * Claim up to limit due events and turn each into a job (allocated in
- * job_cxt, request body built by provider).  Returns the number of jobs
- * stored in jobs[].  Caller is inside ft_outbox_begin.
+ * Claim up to limit due events: lease them and return, in claims[], the
+ * event and the order fields a request is built from (strings allocated
+ * in cxt).  Returns the number of claims.  Caller is inside ft_xact_begin.
  */
 int
-ft_outbox_claim(int limit, MemoryContext job_cxt,
-				const FtProvider *provider, FtJob **jobs)
+ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
 	Oid			lock_argtypes[1] = {INT4OID};
 	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID};
 	Datum		values[3];
 	Datum	   *event_ids;
 	Datum	   *order_ids;
+	MemoryContext oldcxt;
 	int			nlocked;
 	int			rc;
 	int			n;
 
 	if (ft_lock_due_plan == NULL)
-		ft_lock_due_plan = ft_prepare(ft_lock_due_sql, 1, lock_argtypes);
+		ft_lock_due_plan = ft_prepare_kept(ft_lock_due_sql, 1, lock_argtypes, FT_OUTBOX_PLAN);
 	if (ft_claim_plan == NULL)
-		ft_claim_plan = ft_prepare(ft_claim_sql, 3, argtypes);
+		ft_claim_plan = ft_prepare_kept(ft_claim_sql, 3, argtypes, FT_OUTBOX_PLAN);
 
 	values[0] = Int32GetDatum(limit);
 	rc = SPI_execute_plan(ft_lock_due_plan, values, NULL, false, 0);
@@ -315,68 +252,28 @@ ft_outbox_claim(int limit, MemoryContext job_cxt,
 			 SPI_result_code_string(rc));
 
 	n = (int) Min(SPI_processed, (uint64) limit);
+	oldcxt = MemoryContextSwitchTo(cxt);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		FtPaymentRequest req;
-		StringInfoData body;
-		MemoryContext oldcxt;
-		FtJob	   *job;
+		FtClaim    *claim = &claims[i];
 		bool		isnull;
-		char	   *key;
 
-		oldcxt = MemoryContextSwitchTo(job_cxt);
-		job = palloc0(sizeof(FtJob));
-		job->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		job->order_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		job->event_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		job->lease_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
-		job->order_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		key = SPI_getvalue(tup, desc, 6);
-		strlcpy(job->payment_key, key ? key : "", sizeof(job->payment_key));
-
-		req.order_id = job->order_id;
-		req.payment_key = job->payment_key;
-		req.customer_id = SPI_getvalue(tup, desc, 7);
-		req.amount_minor = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
-		req.currency = SPI_getvalue(tup, desc, 9);
-		req.items_json = SPI_getvalue(tup, desc, 10);
-		req.payment_method = SPI_getvalue(tup, desc, 11);
-		req.pending_ref = SPI_getvalue(tup, desc, 12);
-
-		if (provider->recheck_path != NULL && req.pending_ref != NULL &&
-			(job->recheck_path = provider->recheck_path(&req)) != NULL)
-		{
-			/* a payment under way at the gateway: GET it, charge nothing */
-			job->body = NULL;
-			job->body_len = 0;
-		}
-		else
-		{
-			initStringInfo(&body);
-			provider->build_request(&req, &body);
-			job->body = body.data;
-			job->body_len = body.len;
-		}
-		MemoryContextSwitchTo(oldcxt);
-
-		/* SPI_getvalue copied into job_cxt: only the body needs them */
-		if (key)
-			pfree(key);
-		if (req.customer_id)
-			pfree(unconstify(char *, req.customer_id));
-		if (req.currency)
-			pfree(unconstify(char *, req.currency));
-		if (req.items_json)
-			pfree(unconstify(char *, req.items_json));
-		if (req.payment_method)
-			pfree(unconstify(char *, req.payment_method));
-		if (req.pending_ref)
-			pfree(unconstify(char *, req.pending_ref));
-
-		jobs[i] = job;
+		claim->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		claim->order.order_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		claim->event_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		claim->lease_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		claim->order_attempt = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		claim->order.payment_key = SPI_getvalue(tup, desc, 6);
+		claim->order.customer_id = SPI_getvalue(tup, desc, 7);
+		claim->order.amount_minor = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+		claim->order.currency = SPI_getvalue(tup, desc, 9);
+		claim->order.items_json = SPI_getvalue(tup, desc, 10);
+		claim->order.payment_method = SPI_getvalue(tup, desc, 11);
+		claim->order.pending_ref = SPI_getvalue(tup, desc, 12);
 	}
+	MemoryContextSwitchTo(oldcxt);
 	return n;
 }
 
@@ -392,7 +289,7 @@ ft_outbox_next_due(void)
 	int			rc;
 
 	if (ft_next_due_plan == NULL)
-		ft_next_due_plan = ft_prepare(ft_next_due_sql, 0, NULL);
+		ft_next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_next_due_plan, NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
@@ -446,7 +343,7 @@ ft_record_attempts(FtJob **jobs, int n)
 	values[6] = ft_array(started, NULL, n, TIMESTAMPTZOID);
 
 	if (ft_attempts_plan == NULL)
-		ft_attempts_plan = ft_prepare(ft_attempts_sql, 7, argtypes);
+		ft_attempts_plan = ft_prepare_kept(ft_attempts_sql, 7, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_attempts_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "recording payment attempts failed: %s",
@@ -506,7 +403,7 @@ ft_record_final(FtJob **jobs, int n)
 	values[6] = ft_array(details, NULL, n, TEXTOID);
 
 	if (ft_final_plan == NULL)
-		ft_final_plan = ft_prepare(ft_final_sql, 7, argtypes);
+		ft_final_plan = ft_prepare_kept(ft_final_sql, 7, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_final_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "recording settled payments failed: %s",
@@ -548,7 +445,7 @@ ft_record_retries(FtJob **jobs, int n)
 	values[5] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
 
 	if (ft_retry_plan == NULL)
-		ft_retry_plan = ft_prepare(ft_retry_sql, 6, argtypes);
+		ft_retry_plan = ft_prepare_kept(ft_retry_sql, 6, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_retry_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "rescheduling payments failed: %s",
@@ -556,9 +453,22 @@ ft_record_retries(FtJob **jobs, int n)
 }
 
 /*
+ * Run the settle statement once on an empty batch: it writes nothing, but
+ * the one-time costs of the first settle (planning, loading PL/pgSQL and
+ * compiling _change_status) are paid before the worker's first request,
+ * not while its requests wait in libcurl.  Caller is inside
+ * ft_xact_begin.
+ */
+void
+ft_outbox_warm_up(void)
+{
+	ft_record_final(NULL, 0);
+}
+
+/*
  * Record the outcomes of njobs completed requests: one payment_attempts
  * row each, then the settled ones and the retries, at most three
- * statements in all.  Caller is inside ft_outbox_begin.
+ * statements in all.  Caller is inside ft_xact_begin.
  */
 void
 ft_outbox_record(FtJob **jobs, int njobs)
@@ -610,7 +520,7 @@ ft_outbox_release(FtJob **jobs, int njobs)
 	values[1] = ft_array(leases, NULL, njobs, TIMESTAMPTZOID);
 
 	if (ft_release_plan == NULL)
-		ft_release_plan = ft_prepare(ft_release_sql, 2, argtypes);
+		ft_release_plan = ft_prepare_kept(ft_release_sql, 2, argtypes, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_release_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "releasing outbox leases failed: %s",
@@ -619,7 +529,7 @@ ft_outbox_release(FtJob **jobs, int njobs)
 
 /*
  * Release every lease (launcher, when no payment worker runs).  Returns
- * how many were released.  Caller is inside ft_outbox_begin.
+ * how many were released.  Caller is inside ft_xact_begin.
  */
 int64
 ft_outbox_release_all_leases(void)
@@ -627,7 +537,7 @@ ft_outbox_release_all_leases(void)
 	int			rc;
 
 	if (ft_release_all_plan == NULL)
-		ft_release_all_plan = ft_prepare(ft_release_all_sql, 0, NULL);
+		ft_release_all_plan = ft_prepare_kept(ft_release_all_sql, 0, NULL, FT_OUTBOX_PLAN);
 	rc = SPI_execute_plan(ft_release_all_plan, NULL, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "releasing outbox leases failed: %s",

@@ -15,7 +15,9 @@
  *	4. when enough completions piled up (or they have waited ~2 ms, or
  *	   nothing else is in flight) and/or there is room for more requests,
  *	   runs ONE short transaction that records the completions and claims
- *	   new events, commits, and only then starts the new requests.
+ *	   new events (outbox.c), commits, and only then has the provider
+ *	   build the new requests and the transport start them (the circuit's
+ *	   probe on a fresh connection).
  *
  * So no transaction is open while HTTP runs, a slow request only holds
  * its own slot (claims refill free slots continuously), and everything
@@ -62,14 +64,11 @@
 
 PGDLLEXPORT void ft_orders_payment_worker_main(Datum main_arg);
 
-/* jobs claimed and not yet recorded never exceed max_in_flight (<= 1024) */
-#define FT_MAX_OUTSTANDING		1024
 /* completions wait at most this long for company before being recorded */
 #define FT_RECORD_DELAY_MS		2
 /* a short claim makes the worker look again at the next due event, or: */
 #define FT_POLL_MAX_MS			1000
 #define FT_POLL_MIN_MS			10
-#define FT_STANDBY_POLL_MS		250
 #define FT_CIRCUIT_POLL_MS		100
 #define FT_SHUTDOWN_GRACE_MS	1000
 #define FT_LOG_INTERVAL_MS		10000
@@ -84,6 +83,8 @@ static FtJob **ft_round_done;	/* completed in this round (for the stats) */
 static int	ft_nround_done = 0;
 static FtJob **ft_aborted;		/* shutdown: outcome unknown */
 static int	ft_naborted = 0;
+static FtClaim *ft_claims;		/* this round's claim (strings in the round
+								 * context) */
 static FtJob **ft_claimed;
 
 static const FtProvider *ft_provider = NULL;
@@ -128,6 +129,7 @@ ft_load_settings(void)
 {
 	bool		idle = (ft_gateway_url == NULL || ft_gateway_url[0] == '\0');
 	size_t		len;
+	MemoryContext oldcxt;
 
 	ft_provider = ft_current_provider();
 	/* the callers claim next: commits made meanwhile are found by that claim */
@@ -153,11 +155,10 @@ ft_load_settings(void)
 	len = strlen(ft_gateway_url);
 	while (len > 0 && ft_gateway_url[len - 1] == '/')
 		len--;
-	ft_url = MemoryContextAlloc(TopMemoryContext, len + strlen(ft_provider->path) + 1);
-	memcpy(ft_url, ft_gateway_url, len);
-	strcpy(ft_url + len, ft_provider->path);
-	ft_base_url = MemoryContextAllocZero(TopMemoryContext, len + 1);
-	memcpy(ft_base_url, ft_gateway_url, len);
+	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	ft_base_url = pnstrdup(ft_gateway_url, len);
+	ft_url = psprintf("%s%s", ft_base_url, ft_provider->path);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 static void
@@ -217,6 +218,14 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	FtClassification c;
 	MemoryContext oldcxt;
 
+	/*
+	 * Jobs in flight plus jobs done and not yet recorded never exceed
+	 * max_in_flight (a claim records first), which the arrays are sized for.
+	 */
+	if (ft_ndone >= FT_MAX_IN_FLIGHT || ft_nround_done >= FT_MAX_IN_FLIGHT ||
+		ft_naborted >= FT_MAX_IN_FLIGHT)
+		elog(ERROR, "payment worker holds more jobs than it can track");
+
 	if (reply == NULL)
 	{
 		ft_aborted[ft_naborted++] = job;
@@ -252,6 +261,46 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	ft_round_done[ft_nround_done++] = job;
 }
 
+/*
+ * The job for a claimed event, in the job context: the provider builds its
+ * request (a body to POST, or a path to GET for a payment the gateway is
+ * still working on).
+ */
+static FtJob *
+ft_new_job(const FtClaim *claim)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(ft_job_cxt);
+	const FtPaymentRequest *order = &claim->order;
+	FtJob	   *job = palloc0(sizeof(FtJob));
+
+	job->event_id = claim->event_id;
+	job->order_id = order->order_id;
+	job->event_attempts = claim->event_attempts;
+	job->order_attempt = claim->order_attempt;
+	job->lease_until = claim->lease_until;
+	strlcpy(job->payment_key, order->payment_key ? order->payment_key : "",
+			sizeof(job->payment_key));
+
+	if (ft_provider->recheck_path != NULL && order->pending_ref != NULL &&
+		(job->recheck_path = ft_provider->recheck_path(order)) != NULL)
+	{
+		/* a payment under way at the gateway: GET it, charge nothing */
+		job->body = NULL;
+		job->body_len = 0;
+	}
+	else
+	{
+		StringInfoData body;
+
+		initStringInfo(&body);
+		ft_provider->build_request(order, &body);
+		job->body = body.data;
+		job->body_len = body.len;
+	}
+	MemoryContextSwitchTo(oldcxt);
+	return job;
+}
+
 /* send a freshly claimed job; a request that cannot start fails at once */
 static void
 ft_send(FtJob *job)
@@ -265,7 +314,8 @@ ft_send(FtJob *job)
 		url = psprintf("%s%s", ft_base_url, job->recheck_path);
 	started = ft_http_start(job, url, job->payment_key,
 							ft_provider->content_type, job->body,
-							(size_t) job->body_len, errbuf, sizeof(errbuf));
+							(size_t) job->body_len, job->is_probe,
+							errbuf, sizeof(errbuf));
 	if (url != ft_url)
 		pfree(url);
 	if (!started)
@@ -292,12 +342,6 @@ ft_free_job(FtJob *job)
 	if (job->error)
 		pfree(job->error);
 	pfree(job);
-}
-
-static int
-ft_outstanding(void)
-{
-	return ft_http_in_flight() + ft_ndone;
 }
 
 /*
@@ -364,16 +408,16 @@ ft_sql_step(TimestampTz now)
 		return;
 
 	ft_slot_set_in_sql(true);
-	ft_outbox_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
+	ft_xact_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments");
 	if (record)
 		ft_outbox_record(ft_done, ft_ndone);
 	if (claim)
 	{
-		nclaimed = ft_outbox_claim(limit, ft_job_cxt, ft_provider, ft_claimed);
+		nclaimed = ft_outbox_claim(limit, ft_round_cxt, ft_claims);
 		if (nclaimed < limit)
 			next_due = ft_outbox_next_due();
 	}
-	ft_outbox_commit();
+	ft_xact_commit();
 	ft_slot_set_in_sql(false);
 
 	if (record)
@@ -390,6 +434,8 @@ ft_sql_step(TimestampTz now)
 		ft_last_claim = GetCurrentTimestamp();
 		if (probe && nclaimed == 0)
 			ft_circuit_abandon_probe();
+		for (int i = 0; i < nclaimed; i++)
+			ft_claimed[i] = ft_new_job(&ft_claims[i]);
 		if (nclaimed > 0 && probe)
 			ft_claimed[0]->is_probe = true;
 		if (nclaimed == limit)
@@ -491,10 +537,10 @@ ft_shutdown(void)
 
 	if (ft_ndone > 0 || ft_naborted > 0)
 	{
-		ft_outbox_begin("ft_orders: stopping");
+		ft_xact_begin("ft_orders: stopping");
 		ft_outbox_record(ft_done, ft_ndone);
 		ft_outbox_release(ft_aborted, ft_naborted);
-		ft_outbox_commit();
+		ft_xact_commit();
 		ft_stats_recorded(ft_done, ft_ndone);
 		if (ft_naborted > 0)
 			ereport(LOG,
@@ -524,9 +570,11 @@ ft_wait_until_ready(void)
 		{
 			bool		ready;
 
-			ft_outbox_begin("ft_orders: checking the extension");
+			ft_xact_begin("ft_orders: checking the extension");
 			ready = ft_outbox_extension_ready();
-			ft_outbox_commit();
+			if (ready)
+				ft_outbox_warm_up();
+			ft_xact_commit();
 			if (ready)
 				return;
 			if (!hinted)
@@ -566,11 +614,8 @@ ft_orders_payment_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	if (ft_shared == NULL || slot_index < 0 || slot_index >= FT_MAX_WORKERS)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("payment worker started without its shared memory slot"),
-				 errhint("ft_orders must be listed in shared_preload_libraries.")));
+	if (slot_index < 0 || slot_index >= FT_MAX_WORKERS)
+		elog(ERROR, "payment worker started with slot %d", slot_index);
 
 	BackgroundWorkerInitializeConnection(ft_database, NULL, 0);
 	/* every name in outbox.c's SQL resolves to the built-in or ft_orders */
@@ -593,9 +638,8 @@ ft_orders_payment_worker_main(Datum main_arg)
 	 * with one generic plan each).  Those plans are made once, possibly
 	 * while a table is empty or just truncated and analyzed; without
 	 * sequential scans, hash and merge joins they cannot turn into a scan
-	 * of a whole table per batch as the tables grow (seen: a hashed subplan
-	 * over orders; a hash join over all of the outbox after TRUNCATE +
-	 * ANALYZE, which slowed every batch until autovacuum analyzed again).
+	 * of a whole table per batch as the tables grow (a hashed subplan over
+	 * orders, a hash join over all of the outbox).
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
@@ -607,10 +651,11 @@ ft_orders_payment_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	ft_job_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders jobs",
 									   ALLOCSET_DEFAULT_SIZES);
-	ft_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
-	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
-	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
-	ft_claimed = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_OUTSTANDING);
+	ft_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_claimed = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
+	ft_claims = MemoryContextAlloc(TopMemoryContext, sizeof(FtClaim) * FT_MAX_IN_FLIGHT);
 
 	ft_http_init();
 	before_shmem_exit(ft_http_on_exit, (Datum) 0);
@@ -642,8 +687,6 @@ ft_orders_payment_worker_main(Datum main_arg)
 		ft_stats_completions(ft_round_done, ft_nround_done);
 
 		now = GetCurrentTimestamp();
-		if (ft_outstanding() > FT_MAX_OUTSTANDING)
-			elog(ERROR, "payment worker holds more jobs than it can track");
 		ft_sql_step(now);
 	}
 

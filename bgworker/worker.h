@@ -18,6 +18,9 @@
 
 #define FT_UUID_TEXT_LEN	36
 
+/* launcher and workers look this often whether a standby was promoted */
+#define FT_STANDBY_POLL_MS	250
+
 /*
  * One claimed outbox event, from its claim to the recording of its
  * outcome.  Lives in the worker's job memory context, not in the per-round
@@ -31,7 +34,8 @@ typedef struct FtJob
 	int32		event_attempts; /* outbox.attempts, this attempt included */
 	int32		order_attempt;	/* orders.attempts, this request included */
 	TimestampTz lease_until;	/* our lease: proves ownership at record */
-	bool		is_probe;		/* the circuit's half-open probe */
+	bool		is_probe;		/* the circuit's half-open probe: sent on a
+								 * fresh connection */
 	char		payment_key[FT_UUID_TEXT_LEN + 1];
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
@@ -49,13 +53,28 @@ typedef struct FtJob
 	char	   *error;			/* NULL when paid */
 } FtJob;
 
-/* outbox.c: every function runs inside ft_outbox_begin/commit */
-extern void ft_outbox_begin(const char *activity);
-extern void ft_outbox_commit(void);
+/*
+ * One claimed outbox event and the order fields its request is built from
+ * (order.order_id included).
+ */
+typedef struct FtClaim
+{
+	int64		event_id;
+	int32		event_attempts; /* outbox.attempts, this attempt included */
+	int32		order_attempt;	/* orders.attempts, this request included */
+	TimestampTz lease_until;
+	FtPaymentRequest order;
+} FtClaim;
+
+/* worker_xact.c: the short transaction every SQL step runs in */
+extern void ft_xact_begin(const char *activity);
+extern void ft_xact_commit(void);
+
+/* outbox.c: every function runs inside ft_xact_begin/commit */
 extern bool ft_outbox_extension_ready(void);
-extern int	ft_outbox_claim(int limit, MemoryContext job_cxt,
-							const FtProvider *provider, FtJob **jobs);
+extern int	ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims);
 extern TimestampTz ft_outbox_next_due(void);
+extern void ft_outbox_warm_up(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
 extern void ft_outbox_release(FtJob **jobs, int njobs);
 extern int64 ft_outbox_release_all_leases(void);
@@ -74,7 +93,6 @@ typedef enum FtCircuitChange
 
 extern int	ft_circuit_admit(int wanted, bool *probe, bool *blocked);
 extern void ft_circuit_abandon_probe(void);
-extern bool ft_circuit_probing(void);
 extern FtCircuitChange ft_circuit_report_locked(bool transient, bool was_probe,
 												TimestampTz now);
 
@@ -84,7 +102,6 @@ extern void ft_slot_detach(void);
 extern void ft_slot_set_state(FtWorkerState state, int in_flight);
 extern void ft_slot_set_in_sql(bool in_sql);
 extern void ft_slot_set_can_send(bool can_send);
-extern void ft_slot_set_error(const char *error);
 extern void ft_stats_completions(FtJob **jobs, int njobs);
 extern void ft_stats_recorded(FtJob **jobs, int njobs);
 

@@ -124,17 +124,6 @@ ft_slot_set_state(FtWorkerState state, int in_flight)
 	ft_published_in_flight = in_flight;
 }
 
-void
-ft_slot_set_error(const char *error)
-{
-	if (ft_my_slot == NULL || error == NULL)
-		return;
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
-	strlcpy(ft_my_slot->last_error, error, FT_LAST_ERROR_LEN);
-	ft_my_slot->last_activity = GetCurrentTimestamp();
-	LWLockRelease(ft_shared->lock);
-}
-
 /*
  * Account for requests that just completed: gateway counters, latency
  * ring and histogram, and the circuit breaker, all under one lock

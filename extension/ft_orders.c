@@ -3,10 +3,15 @@
  * ft_orders.c
  *	  Module magic and _PG_init of ft_orders.
  *
- * _PG_init defines the settings, and when the library is preloaded it
- * reserves shared memory and registers the launcher background worker
- * (bgworker/launcher.c), which starts the payment workers.  Loaded on
- * demand in a backend it only defines the settings and the commit hook.
+ * The library only works from shared_preload_libraries, as pg_cron and
+ * pg_net do: its settings include postmaster-level ones (ft_orders.database,
+ * ft_orders.workers), and without shared memory and workers an order would
+ * never be paid.  Loaded any other way (CREATE EXTENSION or LOAD on a
+ * server that does not preload it), _PG_init raises an ERROR saying so.
+ * Preloaded, it defines the settings, installs the commit hook, reserves
+ * shared memory and registers the launcher background worker
+ * (bgworker/launcher.c), which starts the payment workers.  Every process
+ * that runs ft_orders code therefore has ft_shared set.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,12 +51,14 @@ ft_register_launcher(void)
 void
 _PG_init(void)
 {
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ft_orders can only be loaded via shared_preload_libraries"),
+				 errhint("Add ft_orders to shared_preload_libraries in postgresql.conf and restart the server.")));
+
 	ft_define_gucs();
 	ft_wakeup_init();
-
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-
 	ft_shmem_install_hooks();
 	ft_register_launcher();
 }

@@ -4,8 +4,9 @@
  *	  Definition of the ft_orders.* configuration parameters and their
  *	  check hooks.
  *
- * Names, contexts and defaults are those of SPEC section 4.  Every time
- * setting carries a unit so that '30s', '2min' or '500ms' all work.
+ * Names, contexts and defaults are those of docs/reference.md, "Settings".
+ * Every time setting carries a unit so that '30s', '2min' or '500ms' all
+ * work.
  *
  * Every check hook looks at its own value only.  A rule that ties two
  * settings together (lease_timeout > request_timeout) cannot live in a
@@ -161,9 +162,9 @@ ft_assign_gateway_token(const char *newval, void *extra)
 /*
  * The whole-request timeout the payment workers really use.
  *
- * SPEC section 4: lease_timeout must exceed request_timeout, or a lease
- * could run out, and another worker claim the event, while its request
- * is still in flight.  When the configuration breaks that rule the lease
+ * docs/reference.md, "Settings": lease_timeout must exceed
+ * request_timeout, or a lease could run out, and another worker claim the
+ * event, while its request is still in flight.  When the configuration breaks that rule the lease
  * wins: it is the operator's bound on how long a claimed event may stay
  * with one worker (and how long a crashed worker's events wait), so the
  * request timeout is cut to lease_timeout minus a margin of one second
@@ -274,7 +275,7 @@ ft_define_gucs(void)
 							"Concurrent gateway requests per payment worker.",
 							NULL,
 							&ft_max_in_flight,
-							64, 1, 1024,
+							64, 1, FT_MAX_IN_FLIGHT,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * guc.h
- *	  The ft_orders.* configuration parameters (SPEC section 4).
+ *	  The ft_orders.* configuration parameters (docs/reference.md,
+ *	  "Settings").
  *
  * Every time setting is held in the unit named in its variable: _ms for
  * milliseconds, _s for seconds.  Values are only ever written by the GUC
@@ -47,6 +48,12 @@ extern int	ft_history_retention_s;
 
 /* upper bound of ft_orders.workers; sizes the shared-memory slot array */
 #define FT_MAX_WORKERS 32
+
+/*
+ * upper bound of ft_orders.max_in_flight; sizes a worker's job arrays and
+ * its libcurl handle pool
+ */
+#define FT_MAX_IN_FLIGHT 1024
 
 /*
  * When lease_timeout <= request_timeout, requests are cut to the lease

@@ -5,15 +5,12 @@
  *	  Prometheus text exposition format, version 0.0.4.
  *
  * Two sources:
- *	- shared memory (only when the library is preloaded): the payment
- *	  workers' slots and the gateway statistics, copied under the lock in
- *	  shared mode and formatted afterwards, as status_views.c does;
+ *	- shared memory: the payment workers' slots and the gateway statistics,
+ *	  copied under the lock in shared mode and formatted afterwards, as
+ *	  status_views.c does;
  *	- the tables, read through SPI in read-only mode (so a scrape also
  *	  works on a hot standby): outbox events by state, orders by status,
  *	  dead letters.
- * Without shared memory the worker and gateway families are left out
- * (defensive: ft_orders.database is a postmaster setting, so PostgreSQL
- * refuses to load the library anywhere but in shared_preload_libraries).
  *
  * Nothing secret is exposed: neither the gateway URL nor its token, nor
  * any order's data, only counts.  The function is SECURITY DEFINER in the
@@ -359,23 +356,18 @@ Datum
 ft_orders_metrics(PG_FUNCTION_ARGS)
 {
 	StringInfoData buf;
+	FtWorkerSlot *slots = palloc(sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
+	FtGatewayStats *gw = palloc(sizeof(FtGatewayStats));
 
 	initStringInfo(&buf);
 
-	if (ft_shared != NULL)
-	{
-		FtWorkerSlot *slots = palloc(sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
-		FtGatewayStats *gw = palloc(sizeof(FtGatewayStats));
+	LWLockAcquire(ft_shared->lock, LW_SHARED);
+	memcpy(slots, ft_shared->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
+	memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
+	LWLockRelease(ft_shared->lock);
 
-		LWLockAcquire(ft_shared->lock, LW_SHARED);
-		memcpy(slots, ft_shared->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
-		memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
-		LWLockRelease(ft_shared->lock);
-
-		ft_metrics_workers(&buf, slots);
-		ft_metrics_gateway(&buf, gw);
-	}
-
+	ft_metrics_workers(&buf, slots);
+	ft_metrics_gateway(&buf, gw);
 	ft_metrics_tables(&buf);
 
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));

@@ -14,6 +14,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 
+#include "spi_plan.h"
+
 PG_FUNCTION_INFO_V1(ft_orders_get_order);
 
 static SPIPlanPtr ft_get_order_plan = NULL;
@@ -38,16 +40,10 @@ ft_orders_get_order(PG_FUNCTION_ARGS)
 	if (ft_get_order_plan == NULL)
 	{
 		Oid			argtypes[1] = {INT8OID};
-		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("SELECT o FROM ft_orders.orders o"
-						   " WHERE o.order_id OPERATOR(pg_catalog.=) $1",
-						   1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		ft_get_order_plan = plan;
+		ft_get_order_plan = ft_prepare_kept("SELECT o FROM ft_orders.orders o"
+											" WHERE o.order_id OPERATOR(pg_catalog.=) $1",
+											1, argtypes, 0);
 	}
 
 	rc = SPI_execute_plan(ft_get_order_plan, &arg, NULL, true, 1);

@@ -29,6 +29,7 @@
 #include "utils/tuplestore.h"
 
 #include "errcodes.h"
+#include "spi_plan.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_place_order);
@@ -264,18 +265,6 @@ ft_request_fingerprint(const FtOrderRequest *req)
 	return result;
 }
 
-static SPIPlanPtr
-ft_prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 static void
 ft_prepare_plans(void)
 {
@@ -298,7 +287,7 @@ ft_prepare_plans(void)
 										 " e AS ("
 										 "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
 										 "SELECT o.order_id, o.status FROM o",
-										 7, argtypes);
+										 7, argtypes, 0);
 	}
 	if (ft_lookup_plan == NULL)
 	{
@@ -309,7 +298,7 @@ ft_prepare_plans(void)
 										 "  FROM ft_orders.idempotency_keys k"
 										 "  JOIN ft_orders.orders o ON o.order_id OPERATOR(pg_catalog.=) k.order_id"
 										 " WHERE k.idempotency_key OPERATOR(pg_catalog.=) $1",
-										 1, argtypes);
+										 1, argtypes, 0);
 	}
 }
 

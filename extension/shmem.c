@@ -65,8 +65,8 @@ ft_shmem_startup(void)
 }
 
 /*
- * Install the hooks.  Only meaningful while shared_preload_libraries is
- * being processed; the caller checks that.
+ * Install the hooks.  Called by _PG_init, which only runs while
+ * shared_preload_libraries is being processed.
  */
 void
 ft_shmem_install_hooks(void)
@@ -86,9 +86,6 @@ void
 ft_shmem_reset_stats(void)
 {
 	FtGatewayStats *gw;
-
-	if (ft_shared == NULL)
-		return;
 
 	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < FT_MAX_WORKERS; i++)

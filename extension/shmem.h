@@ -3,9 +3,9 @@
  * shmem.h
  *	  Layout of ft_orders' shared memory and who may touch what.
  *
- * One FtSharedState lives in the main shared memory segment when the
- * library is in shared_preload_libraries; otherwise ft_shared is NULL and
- * everything that reads it must cope (the views then show no rows).
+ * One FtSharedState lives in the main shared memory segment.  The library
+ * refuses to load unless preloaded (ft_orders.c), so ft_shared is set in
+ * every process that runs ft_orders code.
  *
  * Locking rules:
  *	- ft_shared->lock (an LWLock of tranche "ft_orders") protects the worker
@@ -112,8 +112,6 @@ typedef struct FtSharedState
 {
 	LWLock	   *lock;
 	pg_atomic_uint32 wake_next;
-	pid_t		launcher_pid;
-	PGPROC	   *launcher_proc;
 	bool		launcher_db_seen;	/* ft_orders.database existed when the
 									 * launcher last looked */
 	bool		leases_released;	/* the launcher released the leases of
@@ -123,7 +121,6 @@ typedef struct FtSharedState
 	FtWorkerSlot workers[FT_MAX_WORKERS];
 } FtSharedState;
 
-/* NULL unless the library was preloaded */
 extern FtSharedState *ft_shared;
 
 extern void ft_shmem_install_hooks(void);

@@ -34,8 +34,6 @@ ft_orders_worker_stats(PG_FUNCTION_ARGS)
 	FtWorkerSlot *slots;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ft_shared == NULL)
-		return (Datum) 0;
 
 	slots = palloc(sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
 	LWLockAcquire(ft_shared->lock, LW_SHARED);
@@ -104,8 +102,6 @@ ft_orders_gateway_stats(PG_FUNCTION_ARGS)
 	uint32		n;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ft_shared == NULL)
-		return (Datum) 0;
 
 	gw = palloc(sizeof(FtGatewayStats));
 	LWLockAcquire(ft_shared->lock, LW_SHARED);

@@ -76,7 +76,7 @@ ft_wake_one_worker(void)
 	uint32		start;
 	int			nslots = Min(ft_workers, FT_MAX_WORKERS);
 
-	if (ft_shared == NULL || nslots <= 0)
+	if (nslots <= 0)
 		return;
 
 	/*

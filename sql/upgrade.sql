@@ -1,5 +1,6 @@
--- upgrade: the chain 1.0 -> 1.1 keeps the data and adds metrics() and the
--- comments (runs last: it drops and re-creates the extension).  The same
+-- upgrade: the chain 1.0 -> 1.1 -> 1.2 keeps the data; 1.1 adds metrics()
+-- and the comments, 1.2 makes _change_status PL/pgSQL (runs last: it drops
+-- and re-creates the extension).  The same
 -- under live payment workers: tests/integration/upgrade.sh.
 \set SHOW_CONTEXT never
 SELECT name, version, installed FROM pg_available_extension_versions
@@ -65,3 +66,16 @@ SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS comm
    AND a.attnum > 0 AND NOT a.attisdropped;
 SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comment;
 \dx+ ft_orders
+
+-- 1.2: _change_status becomes PL/pgSQL (the payment workers call it too);
+-- same signature, grants and data
+ALTER EXTENSION ft_orders UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
+SELECT l.lanname, has_function_privilege('ft_orders_app', p.oid, 'EXECUTE') AS app_may_call,
+	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+ WHERE p.oid = 'ft_orders._change_status(bigint[], ft_orders.order_status[], integer[], text[], text[], text[])'::regprocedure;
+SELECT ft_orders._change_status(ARRAY[1::bigint], ARRAY['paid'::ft_orders.order_status],
+	ARRAY[1], ARRAY['pay_up1'], ARRAY[NULL::text], ARRAY['paid']);
+SELECT order_id, status, attempts, payment_id FROM ft_orders.orders ORDER BY order_id;
+SELECT order_id, status, attempts, detail FROM ft_orders.order_events ORDER BY id;

@@ -101,9 +101,9 @@ like "$(cat "$FT_TMP/same_server.err")" 'ft_orders can only be created in databa
 	"... with the install script's message naming ft_orders.database"
 
 # --- a fresh server that does not charge the copy -------------------------------
-# ft_orders must be preloaded to be loaded at all (ft_orders.database is a
-# postmaster setting: loading the library later is a FATAL error), so the
-# second server preloads it with no payment worker and no gateway.
+# ft_orders must be preloaded to be loaded at all (otherwise _PG_init
+# raises an ERROR: tests/integration/not_preloaded.sh), so the second
+# server preloads it with no payment worker and no gateway.
 PG2DATA=$FT_TMP/pgdata2
 as_pg initdb -D "$PG2DATA" -U postgres -A trust -E UTF8 --no-sync >"$FT_TMP/initdb2.log" 2>&1 ||
 	bail_out "initdb of the second server failed"
@@ -128,7 +128,7 @@ pg_restore --exit-on-error "${P2[@]}" -d shop_restored "$FT_TMP/ftdb.dump" 2>"$F
 ok $? "pg_restore into shop_restored"
 [ -s "$FT_TMP/pg_restore.err" ] && diag "pg_restore: $(head -5 "$FT_TMP/pg_restore.err")"
 is "$(psql -XAtq "${P2[@]}" -d shop_restored -c "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" \
-	"1.1" "the restore created ft_orders 1.1"
+	"1.2" "the restore created ft_orders 1.2"
 
 ft_data_digest "${P2[@]}" -d shop_restored >"$FT_TMP/restored.digest" || bail_out "digest failed"
 is "$(diff "$FT_TMP/source.digest" "$FT_TMP/restored.digest")" "" \

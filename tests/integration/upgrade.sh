@@ -1,14 +1,14 @@
 #!/bin/bash
-# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 under live
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.2 under live
 # payment workers.
 #
 # Installs 1.0, places orders (paid, declined, failed with a dead letter,
-# and pending ones while the gateway is down), updates to 1.1 and asserts:
+# and pending ones while the gateway is down), updates to 1.2 and asserts:
 # every table's rows and the sequences are unchanged, the same worker
 # processes keep running, metrics() appears (granted to ft_orders_app) and
 # reports the data, the pending orders are paid afterwards, each once; and
 # the upgraded catalogue (objects, definitions, grants, comments, extconfig)
-# is identical to a fresh CREATE EXTENSION of 1.1.
+# is identical to a fresh CREATE EXTENSION of 1.2.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -21,13 +21,13 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
 	bail_out "server did not start"
 
-is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.1" \
-	"the default version is 1.1"
+is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.2" \
+	"the default version is 1.2"
 is "$(psql_q "SELECT string_agg(source || '->' || target || ':' || path, ' ' ORDER BY source, target)
               FROM pg_extension_update_paths('ft_orders') WHERE path IS NOT NULL")" \
-	"1.0->1.1:1.0--1.1" "the update path 1.0 -> 1.1 exists"
+	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.1->1.2:1.1--1.2" "the update paths 1.0 -> 1.1 -> 1.2 exist"
 
-# pg_start installed the default (1.1); start over from 1.0 before any order
+# pg_start installed the default (1.2); start over from 1.0 before any order
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders VERSION '1.0'" >/dev/null
 ok $? "CREATE EXTENSION ft_orders VERSION '1.0'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.0" "version 1.0 is installed"
@@ -69,9 +69,9 @@ pids_before=$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM 
 launcher_before=$(psql_q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ft_orders launcher'")
 
 # --- the update ----------------------------------------------------------------
-psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.1'" >/dev/null
-ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.1'"
-is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.1" "version 1.1 is installed"
+psql_q "ALTER EXTENSION ft_orders UPDATE" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.2" "version 1.2 is installed"
 
 ft_data_digest >"$FT_TMP/after.digest" || bail_out "digest failed"
 is "$(diff "$FT_TMP/before.digest" "$FT_TMP/after.digest")" "" "every table's rows and the sequences are unchanged"
@@ -99,7 +99,7 @@ wait_until "SELECT count(*) = 30 FROM ft_orders.orders WHERE status = 'paid'" 60
 ok $? "the 10 orders left pending under 1.0 are paid after the update"
 psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v11-' || g, 'cust', 900 + g, 'EUR')" >/dev/null
 wait_until "SELECT count(*) = 35 FROM ft_orders.orders WHERE status = 'paid'" 30
-ok $? "new orders placed under 1.1 are paid"
+ok $? "new orders placed under 1.2 are paid"
 is "$(gw_ledger charges)" "35" "ledger: 35 charges"
 is "$(gw_ledger duplicates)" "0" "ledger: no duplicate charges"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox drained"
@@ -110,15 +110,15 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE order_id IN
 	"10" "each formerly pending order has one 'paid' event"
 # a key of 1.0 is still known: a replay returns the old order
 is "$(psql_q "SELECT replayed || ' ' || status FROM ft_orders.place_order('v10-1', 'cust', 101, 'EUR', '[{\"sku\":\"A\"}]', 'pm_card_visa')")" \
-	"true paid" "an idempotency key from 1.0 replays under 1.1"
+	"true paid" "an idempotency key from 1.0 replays under 1.2"
 
-# --- upgraded catalogue == fresh 1.1 install --------------------------------------
+# --- upgraded catalogue == fresh 1.2 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
-ok $? "fresh CREATE EXTENSION ft_orders (1.1) in the same database"
+ok $? "fresh CREATE EXTENSION ft_orders (1.2) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
-is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.1 install"
+is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.2 install"
 is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "26" "(the comparison covers the 26 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
