@@ -63,7 +63,7 @@ include $(PGXS)
 $(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/bgworker/*.h)
 endif
 
-.PHONY: deps test demo fake_gateway bench fuzz soak
+.PHONY: deps test demo fake_gateway bench fuzz soak partition
 
 deps:
 	bash tests/setup/deps.sh
@@ -86,6 +86,11 @@ fuzz:
 soak:
 	bash tests/chaos/soak.sh
 
+# every partition drill (tests/partition; root: network namespaces)
+partition:
+	bash tests/partition/run.sh all
+
 clean: clean-ft
 clean-ft:
 	-$(MAKE) -C tests/fake_gateway clean
+	-$(MAKE) -C tests/partition clean

@@ -6,7 +6,8 @@
 # Suites: pg_regress (sql/ + expected/), pgTAP (tests/pgtap, pg_prove), the
 # fake gateway's self-test, the integration tests (tests/integration), the
 # chaos tests (tests/chaos, crashes and a flapping gateway under load), the
-# cluster drills (tests/cluster).  FT_SUITES="regress pgtap"
+# cluster drills (tests/cluster), the partition drills (tests/partition,
+# the subset; `make partition` runs them all).  FT_SUITES="regress pgtap"
 # runs a subset.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,7 +16,7 @@ cd "$root"
 bash tests/setup/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bash tests/setup/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-suites=${FT_SUITES:-"regress pgtap gateway integration chaos cluster"}
+suites=${FT_SUITES:-"regress pgtap gateway integration chaos cluster partition"}
 total_pass=0
 total_fail=0
 summary=()
@@ -93,6 +94,8 @@ for s in $suites; do
 				run_tap chaos prove -v --exec bash $chaos_tests ;;
 		cluster)
 			[ -f tests/cluster/run.sh ] && run_tap cluster bash tests/cluster/run.sh ;;
+		partition)
+			run_tap partition bash tests/partition/run.sh ;;
 		*)
 			echo "unknown suite $s"; record "$s" 0 1 ;;
 	esac

@@ -2,7 +2,8 @@
 # down.sh [--keep] DIR: stop exactly what tests/cluster/up.sh started in DIR,
 # by the pids recorded in DIR/cluster.env, in RECIPES' order: SIGTERM every
 # Patroni (each stops its PostgreSQL) and wait; SIGINT any postmaster left
-# (first line of its postmaster.pid); then HAProxy, etcd and the fake gateway.
+# (first line of its postmaster.pid); then HAProxy, the etcd members and the
+# fake gateway.
 # Removes DIR afterwards unless --keep is given (or FT_KEEP_TMP is set).
 set -u
 . "$(dirname "$0")/lib.sh"
@@ -48,7 +49,10 @@ if [ -r "$CL_DIR/cluster.env" ]; then
 	done
 	# 3. HAProxy, etcd, the gateway
 	stop "${HAPROXY_PID:-}" haproxy TERM 10
-	stop "${ETCD_PID:-}" etcd TERM 15
+	for i in 1 2 3; do
+		ev="ETCD_PID_$i"
+		stop "${!ev:-}" etcd TERM 15
+	done
 	stop "${GW_PID:-}" fake_gateway TERM 10
 	# a load client a drill left running (drill.sh records it)
 	stop "${LOAD_PID:-}" load_client TERM 10

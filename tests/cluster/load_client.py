@@ -19,6 +19,12 @@ refused or reset, 25006 read-only, too many connections, timeout - the same
 key is retried with a short backoff until the order is acknowledged or the
 client is told to give up.
 
+History (Jepsen style): every attempt is recorded with its outcome: "ok";
+"fail" when it certainly did not commit (no connection, or the server
+rejected the statement with an error); "unknown" when the connection broke
+or the server was shut down (SQLSTATE class 57) after the statement - which
+is its own COMMIT - was sent: the order may or may not exist.
+
 Reader: every --read-gap seconds (default 50 ms) a new thread calls
 ft_orders.get_order(id) through the read port for an order acknowledged at
 least a second ago, on its own (pooled) connection, and records the outcome.
@@ -85,7 +91,7 @@ class Load:
                     password=a.password, connect_timeout=2,
                     application_name="ft_load",
                     keepalives=1, keepalives_idle=5, keepalives_interval=1,
-                    keepalives_count=3)
+                    keepalives_count=3, options=a.session_options)
 
     # ------------------------------------------------------------ connections
     # A small pool per port, as an application has: an attempt takes an idle
@@ -124,11 +130,13 @@ class Load:
         a = self.a
         st["attempt"] += 1
         t0 = now()
-        outcome, state, msg, row = "error", None, None, None
+        outcome, state, msg, row = "fail", None, None, None
         conn = None
+        sent = False
         try:
             conn = self.get_conn(a.rw_port)
             with conn.cursor() as cur:
+                sent = True
                 cur.execute(
                     "SELECT order_id, status::text, replayed FROM "
                     "ft_orders.place_order(%s, %s, %s, %s, %s::jsonb, %s)",
@@ -141,8 +149,12 @@ class Load:
         except psycopg2.Error as e:
             state = e.pgcode
             msg = (str(e).strip().splitlines() or [""])[0][:200]
+            if sent and (state is None or state.startswith("57")):
+                outcome = "unknown"
         except Exception as e:  # noqa: BLE001 - record anything
             msg = ("%s: %s" % (type(e).__name__, e))[:200]
+            if sent:
+                outcome = "unknown"
         if conn is not None:
             self.drop_conn(conn)
         t1 = now()
@@ -186,8 +198,9 @@ class Load:
                         self.retry.remove(st)
                     elif not self.stop_new.is_set():
                         seq += 1
-                        st = {"seq": seq, "key": "%s-%06d" % (a.prefix, seq),
-                              "customer": "cust-%d" % (seq % 97),
+                        key = "%s-%06d" % (a.prefix, seq)
+                        st = {"seq": seq, "key": key,
+                              "customer": key if a.customer_is_key else "cust-%d" % (seq % 97),
                               "amount": 100 + (seq * 37) % 90000,
                               "items": json.dumps([{"sku": "sku-%d" % (seq % 13),
                                                     "qty": 1 + seq % 3}]),
@@ -235,9 +248,9 @@ class Load:
                              daemon=True).start()
 
     # ------------------------------------------------------------ monitor
-    def poll_loop(self, node, port):
+    def poll_loop(self, node, host, port):
         last = None
-        url = "http://127.0.0.1:%d/primary" % port
+        url = "http://%s:%d/primary" % (host, port)
         series = self.polls.setdefault(str(node), [])
         while not self.give_up.is_set() and not (self.t_end and now() > self.t_end):
             t = now()
@@ -294,6 +307,12 @@ def main():
     p.add_argument("--rw-port", type=int, required=True)
     p.add_argument("--ro-port", type=int, required=True)
     p.add_argument("--rest-ports", default="", help="Patroni REST ports n1,n2,n3 to poll")
+    p.add_argument("--rest-hosts", default="", help="their hosts n1,n2,n3 (default: --host)")
+    p.add_argument("--session-options", default="",
+                   help="libpq options for every connection, e.g. '-c synchronous_commit=on'")
+    p.add_argument("--customer-is-key", action="store_true",
+                   help="customer_id = the idempotency key, so the gateway's request log "
+                        "maps every charge to the client's key (tests/partition)")
     p.add_argument("--db", default="ftdb")
     p.add_argument("--user", default=os.environ.get("PGUSER", "ft_app"))
     p.add_argument("--password", default=os.environ.get("PGPASSWORD"))
@@ -318,8 +337,10 @@ def main():
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     if a.rest_ports:
+        hosts = a.rest_hosts.split(",") if a.rest_hosts else []
         for i, port in enumerate(a.rest_ports.split(","), start=1):
-            threading.Thread(target=load.poll_loop, args=(i, int(port)), daemon=True).start()
+            host = hosts[i - 1] if i <= len(hosts) else a.host
+            threading.Thread(target=load.poll_loop, args=(i, host, int(port)), daemon=True).start()
     threading.Thread(target=load.writer_loop, daemon=True).start()
     threading.Thread(target=load.reader_loop, daemon=True).start()
 

@@ -52,6 +52,10 @@ extern FtLedgerOutcome ft_ledger_store(const char *key, uint64_t hash,
 extern json_t *ft_ledger_stats_json(void);
 extern json_t *ft_ledger_entry_json(const char *key);
 extern char *ft_ledger_receipts(size_t *len);
+extern void ft_ledger_log_request(int64_t arrival_us, const char *src,
+								  const char *key, int64_t order_id,
+								  const char *customer_id);
+extern char *ft_ledger_requests(size_t *len);
 extern void ft_ledger_clear(void);
 
 #endif							/* FT_LEDGER_H */

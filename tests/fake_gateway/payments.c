@@ -18,6 +18,8 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -200,6 +202,27 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 }
 
 /*
+ * Log a valid request (GET /ledger/requests) with the client's source
+ * address and the body's customer_id ("-" if absent or not a string).
+ */
+static void
+payments_log(struct MHD_Connection *conn, const FtRequest *req,
+			 const char *key, int64_t order_id, json_t *obj)
+{
+	const union MHD_ConnectionInfo *ci;
+	const char *customer = json_string_value(json_object_get(obj, "customer_id"));
+	char		src[INET6_ADDRSTRLEN] = "-";
+
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci != NULL && ci->client_addr != NULL &&
+		ci->client_addr->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *) ci->client_addr)->sin_addr,
+				  src, sizeof(src));
+	ft_ledger_log_request(req->arrival_us, src, key, order_id,
+						  customer && customer[0] ? customer : "-");
+}
+
+/*
  * POST /payments with its complete body.  Called a second time for the same
  * request after its latency delay.
  */
@@ -252,6 +275,8 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	obj = json_loadb(req->body, req->len, 0, NULL);
 	err = obj ? payments_validate(obj, &order_id, &amount)
 		: "body is not valid JSON";
+	if (err == NULL)
+		payments_log(conn, req, key, order_id, obj);
 	json_decref(obj);
 	if (err != NULL)
 		return ft_gw_reply_error(conn, 400, "invalid_request", err);

@@ -136,7 +136,10 @@ router_faults(struct MHD_Connection *conn, const char *method,
 	return ft_gw_reply_json(conn, 200, ft_faults_to_json(), NULL, NULL);
 }
 
-/* GET and DELETE /ledger, GET /ledger/receipts, GET /ledger/{key}. */
+/*
+ * GET and DELETE /ledger, GET /ledger/receipts, GET /ledger/requests,
+ * GET /ledger/{key}.
+ */
 static enum MHD_Result
 router_ledger(struct MHD_Connection *conn, const char *url,
 			  const char *method)
@@ -155,6 +158,13 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 	{
 		size_t		len;
 		char	   *text = ft_ledger_receipts(&len);
+
+		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
+	}
+	if (strcmp(url, LEDGER_PREFIX "requests") == 0 && get)
+	{
+		size_t		len;
+		char	   *text = ft_ledger_requests(&len);
 
 		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
 	}

@@ -100,6 +100,8 @@ command -v jq >/dev/null || bail "jq is required"
 
 "$BIN" --listen 0.0.0.0 --port 0 >/dev/null 2>"$TMP/refuse.err"
 is "$?" 2 "refuses a non-loopback --listen address"
+"$BIN" --listen 198.20.0.1 --port 0 >/dev/null 2>"$TMP/refuse.err"
+is "$?" 2 "refuses an address outside 198.18.0.0/15 (tests/partition's range)"
 
 start_gateway main
 MAIN_PID=$PID
@@ -290,8 +292,15 @@ http GET /ledger/receipts
 like "$(header Content-Type)" '^text/plain' "receipts are text/plain"
 like "$(grep '^k-ok ' "$TMP/body")" '^k-ok 1 1[0-9]{15} 1$' "receipts line of a charged key"
 like "$(grep '^k-decl ' "$TMP/body")" '^k-decl 10 [0-9]+ 0$' "receipts line of a declined key"
+http GET /ledger/requests
+like "$(header Content-Type)" '^text/plain' "requests are text/plain"
+is "$(grep -c ' k-ok ' "$TMP/body")" 3 "request log: every request of a key, replays included"
+like "$(grep ' k-ok ' "$TMP/body" | head -n 1)" '^1[0-9]{15} 127\.0\.0\.1 k-ok 1 c1$' \
+	"request log line: arrival_us, source address, key, order_id, customer_id"
 http DELETE /ledger
 is "$CODE $(ledger '[.charges,.keys,.requests,.duplicates]')" '200 [0,0,0,0]' "DELETE /ledger clears"
+http GET /ledger/requests
+is "$CODE ${#BODY}" "200 0" "DELETE /ledger clears the request log"
 
 # --- env token ------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ pkgs=(
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
+	nftables faketime e2fsprogs	# tests/partition: namespaces' firewalls, clock skew, mkfs.ext4
 	prometheus-postgres-exporter	# tests/integration/exporter.sh
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
 )
