@@ -43,6 +43,7 @@
 static SPIPlanPtr ft_lock_due_plan = NULL;
 static SPIPlanPtr ft_claim_plan = NULL;
 static SPIPlanPtr ft_next_due_plan = NULL;
+static SPIPlanPtr ft_unskew_plan = NULL;
 static SPIPlanPtr ft_attempts_plan = NULL;
 static SPIPlanPtr ft_final_plan = NULL;
 static SPIPlanPtr ft_retry_plan = NULL;
@@ -92,7 +93,16 @@ static const char *const ft_claim_sql =
 "  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id";
 
 static const char *const ft_next_due_sql =
-"SELECT min(next_attempt_at) FROM ft_orders.outbox";
+"SELECT min(next_attempt_at), max(next_attempt_at) FROM ft_orders.outbox";
+
+/*
+ * Events scheduled further ahead than anything this system schedules
+ * ($1 ms: see ft_outbox_next_due) become due now.
+ */
+static const char *const ft_unskew_sql =
+"UPDATE ft_orders.outbox"
+"   SET next_attempt_at = now()"
+" WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)";
 
 /* one row per HTTP attempt, whatever became of the event */
 static const char *const ft_attempts_sql =
@@ -280,12 +290,25 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 /*
  * Earliest next_attempt_at in the outbox (leases included), 0 when the
  * outbox is empty.  A wake-up hint only.
+ *
+ * Nothing here schedules an event further ahead than a lease or the
+ * longest backoff (a Retry-After is capped at backoff_max): an event
+ * beyond that, plus a minute of slack, was stamped by a clock that has
+ * since gone back (say an hour ahead, then corrected), and would wait for
+ * the real clock to catch up.  When the latest event is that far ahead,
+ * all such events are made due now; re-sending one early is safe (same
+ * Idempotency-Key; a lease it still held only makes its worker's record a
+ * no-op).  Caller is inside ft_xact_begin.
  */
 TimestampTz
 ft_outbox_next_due(void)
 {
+	int			horizon_ms = Max(ft_backoff_max_ms, ft_lease_timeout_ms) + 60 * 1000;
 	bool		isnull;
 	Datum		d;
+	Datum		arg;
+	TimestampTz next_due;
+	Oid			argtype = INT4OID;
 	int			rc;
 
 	if (ft_next_due_plan == NULL)
@@ -294,7 +317,26 @@ ft_outbox_next_due(void)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetTimestampTz(d);
+	if (isnull)
+		return 0;
+	next_due = DatumGetTimestampTz(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (DatumGetTimestampTz(d) <=
+		TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), horizon_ms))
+		return next_due;
+
+	if (ft_unskew_plan == NULL)
+		ft_unskew_plan = ft_prepare_kept(ft_unskew_sql, 1, &argtype, FT_OUTBOX_PLAN);
+	arg = Int32GetDatum(horizon_ms);
+	rc = SPI_execute_plan(ft_unskew_plan, &arg, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "rescheduling outbox events failed: %s",
+			 SPI_result_code_string(rc));
+	ereport(LOG,
+			(errmsg("payment worker: " UINT64_FORMAT " outbox event(s) were scheduled more than %d s ahead; they are due now",
+					SPI_processed, horizon_ms / 1000),
+			 errdetail("Nothing schedules that far ahead: the events were stamped by a clock that has since gone back.")));
+	return GetCurrentTransactionStartTimestamp();
 }
 
 static Datum

@@ -45,18 +45,33 @@ payments_draw(void)
 	return rand_r(&prng_seed) / ((double) RAND_MAX + 1.0);
 }
 
-/* 64-bit FNV-1a of the exact body bytes. */
-static uint64_t
-payments_hash(const char *body, size_t len)
+/*
+ * What a repeated key is compared by: a 64-bit FNV-1a of the body without
+ * "order_id", keys sorted, compact.  The order_id only names the order row
+ * that sent the request: after a failover that lost an order, the client's
+ * retry re-creates it under another order_id but with the same derived
+ * payment_key and the same payment, and that is a replay, not a key reused
+ * for another payment (docs/reference.md, "Wire protocol").  Returns false
+ * if the body cannot be serialised again (out of memory).
+ */
+static bool
+payments_hash(json_t *req, uint64_t *hash)
 {
 	uint64_t	h = UINT64_C(14695981039346656037);
+	char	   *canon;
 
-	for (size_t i = 0; i < len; i++)
+	json_object_del(req, "order_id");
+	canon = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
+	if (canon == NULL)
+		return false;
+	for (const char *c = canon; *c != '\0'; c++)
 	{
-		h ^= (unsigned char) body[i];
+		h ^= (unsigned char) *c;
 		h *= UINT64_C(1099511628211);
 	}
-	return h;
+	free(canon);
+	*hash = h;
+	return true;
 }
 
 /* A transient injected failure: status, {"error":"injected"}, Retry-After. */
@@ -277,11 +292,12 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 		: "body is not valid JSON";
 	if (err == NULL)
 		payments_log(conn, req, key, order_id, obj);
+	if (err == NULL && !payments_hash(obj, &hash))
+		err = "body could not be compared";
 	json_decref(obj);
 	if (err != NULL)
 		return ft_gw_reply_error(conn, 400, "invalid_request", err);
 
-	hash = payments_hash(req->body, req->len);
 	out = ft_ledger_begin(key, hash, order_id, req->arrival_us, &st, &stored);
 	if (out != FT_LEDGER_NEW)
 		return payments_replay(conn, out, st, stored);

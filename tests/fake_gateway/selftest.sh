@@ -127,6 +127,10 @@ is "$(ledger '[.charges,.keys,.replays,.requests]')" '[1,1,1,2]' "replay is not 
 pay k-ok "$(body 1 2000)"
 is "$CODE $(jf .error)" '422 "idempotency_key_reused"' "same key, other body is 422"
 is "$(ledger '[.charges,.mismatches]')" '[1,1]' "mismatch changes nothing"
+pay k-ok "$(body 1 1000 | sed 's/"order_id":1,/"order_id":7,/')"
+is "$CODE $(jf .payment_id) $(header Idempotent-Replayed)" "200 $PAYID true" \
+	"same key and payment from another order_id (an order re-created after a failover) replays"
+is "$(ledger '[.charges,.mismatches]')" '[1,1]' "... and is no second charge"
 
 # --- request validation -------------------------------------------------------------
 
@@ -284,7 +288,7 @@ is "$(ledger '[.duplicate_orders,.duplicate_keys,.duplicates]')" '[1,0,1]' \
 	"one order charged under two keys is a duplicate_order"
 http GET /ledger/k-ok
 is "$CODE $(jf '[.key,.order_id,.charged,.status,.requests,.payment_id]')" \
-	"200 [\"k-ok\",1,true,200,3,$PAYID]" "GET /ledger/{key}"
+	"200 [\"k-ok\",1,true,200,4,$PAYID]" "GET /ledger/{key}"
 like "$(jf .first_received_us)" '^1[0-9]{15}$' "first_received_us is realtime microseconds"
 http GET /ledger/no-such-key
 is "$CODE" 404 "GET /ledger/{unknown} is 404"
@@ -294,7 +298,7 @@ like "$(grep '^k-ok ' "$TMP/body")" '^k-ok 1 1[0-9]{15} 1$' "receipts line of a 
 like "$(grep '^k-decl ' "$TMP/body")" '^k-decl 10 [0-9]+ 0$' "receipts line of a declined key"
 http GET /ledger/requests
 like "$(header Content-Type)" '^text/plain' "requests are text/plain"
-is "$(grep -c ' k-ok ' "$TMP/body")" 3 "request log: every request of a key, replays included"
+is "$(grep -c ' k-ok ' "$TMP/body")" 4 "request log: every request of a key, replays included"
 like "$(grep ' k-ok ' "$TMP/body" | head -n 1)" '^1[0-9]{15} 127\.0\.0\.1 k-ok 1 c1$' \
 	"request log line: arrival_us, source address, key, order_id, customer_id"
 http DELETE /ledger
