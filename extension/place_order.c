@@ -386,46 +386,32 @@ ft_prepare_plans(void)
 		 * The payment key is computed per row of k, i.e. after the key's
 		 * insert (and any wait on a concurrent one); its generation comes
 		 * from the statement's snapshot.  ON CONFLICT on payment_key turns
-		 * a key taken meanwhile into "no order row" (see the caller).
+		 * a key taken meanwhile into "no order row" (see the caller); a
+		 * random key (schemas before 1.2) is never taken.
 		 */
-		if (derive)
-			ft_insert_plan = ft_prepare_kept(
-											 "WITH k AS ("
-											 "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
-											 "  VALUES ($1, $2, pg_catalog.nextval('ft_orders.orders_order_id_seq'::pg_catalog.regclass))"
-											 "  ON CONFLICT (idempotency_key) DO NOTHING"
-											 "  RETURNING order_id),"
-											 " o AS ("
-											 "  INSERT INTO ft_orders.orders (order_id, idempotency_key, customer_id,"
-											 "    amount_minor, currency, items, payment_method, payment_key)"
-											 "  SELECT k.order_id, $1, $3, $4, $5, $6, $7,"
-											 "         ft_orders._payment_key($1, $2, COALESCE("
-											 "           (SELECT g.generation FROM ft_orders.idempotency_key_generations g"
-											 "             WHERE g.idempotency_key OPERATOR(pg_catalog.=) $1), 0))"
-											 "    FROM k"
-											 "  ON CONFLICT (payment_key) DO NOTHING"
-											 "  RETURNING order_id, status),"
-											 " e AS ("
-											 "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
-											 "SELECT k.order_id, o.status"
-											 "  FROM k LEFT JOIN o ON o.order_id OPERATOR(pg_catalog.=) k.order_id",
-											 7, argtypes, 0);
-		else
-			ft_insert_plan = ft_prepare_kept(
-											 "WITH k AS ("
-											 "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
-											 "  VALUES ($1, $2, pg_catalog.nextval('ft_orders.orders_order_id_seq'::pg_catalog.regclass))"
-											 "  ON CONFLICT (idempotency_key) DO NOTHING"
-											 "  RETURNING order_id),"
-											 " o AS ("
-											 "  INSERT INTO ft_orders.orders (order_id, idempotency_key, customer_id,"
-											 "    amount_minor, currency, items, payment_method, payment_key)"
-											 "  SELECT k.order_id, $1, $3, $4, $5, $6, $7, pg_catalog.gen_random_uuid() FROM k"
-											 "  RETURNING order_id, status),"
-											 " e AS ("
-											 "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
-											 "SELECT o.order_id, o.status FROM o",
-											 7, argtypes, 0);
+		ft_insert_plan = ft_prepare_kept(
+										 psprintf("WITH k AS ("
+												  "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
+												  "  VALUES ($1, $2, pg_catalog.nextval('ft_orders.orders_order_id_seq'::pg_catalog.regclass))"
+												  "  ON CONFLICT (idempotency_key) DO NOTHING"
+												  "  RETURNING order_id),"
+												  " o AS ("
+												  "  INSERT INTO ft_orders.orders (order_id, idempotency_key, customer_id,"
+												  "    amount_minor, currency, items, payment_method, payment_key)"
+												  "  SELECT k.order_id, $1, $3, $4, $5, $6, $7, %s"
+												  "    FROM k"
+												  "  ON CONFLICT (payment_key) DO NOTHING"
+												  "  RETURNING order_id, status),"
+												  " e AS ("
+												  "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
+												  "SELECT k.order_id, o.status"
+												  "  FROM k LEFT JOIN o ON o.order_id OPERATOR(pg_catalog.=) k.order_id",
+												  derive ?
+												  "ft_orders._payment_key($1, $2, COALESCE("
+												  "  (SELECT g.generation FROM ft_orders.idempotency_key_generations g"
+												  "    WHERE g.idempotency_key OPERATOR(pg_catalog.=) $1), 0))" :
+												  "pg_catalog.gen_random_uuid()"),
+										 7, argtypes, 0);
 		ft_insert_plan_derives = derive;
 	}
 	if (ft_lookup_plan == NULL)
