@@ -19,7 +19,7 @@
  *	   build the new requests and the transport start them (the circuit's
  *	   probe on a fresh connection).
  *
- * Durability (SPEC §9): a transaction that claims commits with the
+ * Durability (docs/reference.md, "Failures"): a transaction that claims commits with the
  * server's own synchronous_commit, so with synchronous_standby_names set
  * (Patroni synchronous_mode) the claim is on the synchronous standby
  * before any of its requests leaves: a failover cannot lose a claim whose

@@ -226,7 +226,7 @@ cl_etcd_healthy()
 # Debian 12's Patroni 3.0.2 with etcd3 overwrites the leader key
 # unconditionally when a leader's Patroni resumes after hanging past ttl,
 # and lost 206-1784 acknowledged writes in that drill; etcd (v2) lost none
-# (SPEC §9, tests/partition freeze_patroni).
+# (docs/failures.md, tests/partition freeze_patroni).
 cl_write_patroni_yml()
 {
 	local i=$1 a pg rest wd hba=${CL_HBA_NET:-127.0.0.1/32}

@@ -1,6 +1,6 @@
 #!/bin/bash
 # payment_key.sh: derived payment keys against the fake gateway with real
-# workers (SPEC §9).
+# workers.
 #
 # Lost and re-created: an order is paid, then it and its key vanish (as an
 # order committed on an old primary does when pg_rewind drops its

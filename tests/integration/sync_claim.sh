@@ -1,6 +1,6 @@
 #!/bin/bash
 # sync_claim.sh: a worker's claim is durable on the synchronous standby
-# before its requests leave (SPEC §9).
+# before its requests leave.
 #
 # The primary names a synchronous standby that never connects.  The
 # clients place their orders with synchronous_commit = local (they would

@@ -39,7 +39,7 @@ ftp_scenario()
 			FTP_DO="isolate_from_cluster $old"; FTP_UNDO=heal
 			FTP_UNTIL_NEW=1 FTP_FAILOVER=1 FTP_HOLD=10 ;;
 		zombie_leader_local_commit)
-			# The drill that proves a deterministic payment_key (SPEC §9 (a))
+			# The drill that proves a deterministic payment_key (docs/reference.md, "Failures")
 			# once workers claim with the server's synchronous_commit (b):
 			# the server runs with synchronous_commit = local (so a worker's
 			# claim does not wait for the standby) while the load client

@@ -1,5 +1,5 @@
 -- 09_payment_key.sql: payment keys derived from (idempotency key, request
--- fingerprint, purge generation) (1.2, SPEC §9).  Any incarnation of one
+-- fingerprint, purge generation) (1.2, docs/reference.md, "Failures").  Any incarnation of one
 -- order carries the same key; the same key and request after a purge is a
 -- new order under a new key; a derived key that is taken is refused with
 -- 40001 and writes nothing; a purge racing a placement of its key gives
