@@ -30,12 +30,12 @@ as_pg()
 # daemon's own pid.  (A plain shell function run with & forks once more and
 # $! would be the subshell's.)  setsid keeps a Ctrl-C on the terminal away
 # from the daemons, so that the teardown stops them in order.
-# CL_NETNS=NS (tests/partition) runs CMD in network namespace NS: ip netns
-# exec execs too, so $! stays the daemon's pid.
+# CL_NETNS=NS (tests/partition) runs CMD in network namespace NS: nsenter
+# execs too, so $! stays the daemon's pid.
 as_pg_exec()
 {
 	local ns=()
-	[ -n "${CL_NETNS:-}" ] && ns=(ip netns exec "$CL_NETNS")
+	[ -n "${CL_NETNS:-}" ] && ns=(nsenter --net="/run/netns/$CL_NETNS" --)
 	if [ "$(id -u)" -eq 0 ]; then
 		exec "${ns[@]}" setsid setpriv --reuid="$FT_PG_USER" --regid="$(id -g "$FT_PG_USER")" --init-groups -- "$@"
 	else
@@ -47,11 +47,21 @@ as_pg_exec()
 # on (NODE_ADDR_I in cluster.env; 127.0.0.1 for the loopback cluster)
 node_addr() { local v="NODE_ADDR_$1"; echo "${!v:-127.0.0.1}"; }
 
+# in_ns NS CMD...: exec CMD in network namespace NS (made by ip netns add).
+# nsenter switches the network namespace only: ip netns exec (and ip -n)
+# also make / a slave mount in a new mount namespace, which fails where /
+# is not a mount point (a chroot such as a fresh-machine check).
+in_ns()
+{
+	local ns=$1; shift
+	exec nsenter --net="/run/netns/$ns" -- "$@"
+}
+
 # in_node I CMD...: run CMD in node I's network namespace (NETNS_I), if any
 in_node()
 {
 	local v="NETNS_$1"; shift
-	if [ -n "${!v:-}" ]; then ip netns exec "${!v}" "$@"; else "$@"; fi
+	if [ -n "${!v:-}" ]; then (in_ns "${!v}" "$@"); else "$@"; fi
 }
 
 cl_log() { echo "# $(date +%T.%3N) $*" >&2; }

@@ -10,7 +10,7 @@
 app_q()
 {
 	local ns=()
-	[ -n "${NETNS_CLIENT:-}" ] && ns=(ip netns exec "$NETNS_CLIENT")
+	[ -n "${NETNS_CLIENT:-}" ] && ns=(nsenter --net="/run/netns/$NETNS_CLIENT" --)
 	PGPASSWORD=$APP_PASSWORD PGCONNECT_TIMEOUT=2 "${ns[@]}" "$FT_PG_BIN/psql" -XAtq \
 		-h "${HAPROXY_HOST:-127.0.0.1}" -p "$1" -U "$APP_USER" -d ftdb -c "$2" 2>/dev/null
 }

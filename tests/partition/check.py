@@ -121,6 +121,9 @@ def main():
                         "frozen): the window starts at the heal, not at the new primary")
     p.add_argument("--request-bound", type=float, default=15.0)
     p.add_argument("--no-client-errors", action="store_true")
+    p.add_argument("--expect-recreated", action="store_true",
+                   help="the drill must show an order charged by the old leader, lost with its "
+                        "timeline and re-created under the same payment_key (another order_id)")
     p.add_argument("--json", help="append the JSON line here (FT_PARTITION_JSON)")
     p.add_argument("--result", required=True)
     a = p.parse_args()
@@ -231,6 +234,18 @@ def main():
               ledger.get("duplicates")))
     check(not phantom, "%s: no phantom charge (every charge belongs to an order on the final primary)" % sc,
           "phantom=%d: %s" % (len(phantom), [who(k) for k in phantom[:6]]))
+    # the same payment_key sent by two order rows: an order charged, lost
+    # with the old leader's timeline and re-created by the client's retry
+    order_ids_of = {}
+    for _, _, key, oid, _ in reqs:
+        if key in mine:
+            order_ids_of.setdefault(key, set()).add(oid)
+    recreated = sorted(k for k, ids in order_ids_of.items() if len(ids) > 1)
+    if a.expect_recreated:
+        check(len(recreated) > 0,
+              "%s: some order was charged by the old leader, lost and re-created under its payment_key" % sc,
+              "keys sent by more than one order row=%d (without one, this run proved nothing about "
+              "the derived payment_key)" % len(recreated))
     check(mine == paid_pk, "%s: charges = paid orders" % sc,
           "charges=%d paid=%d charged_not_paid=%d paid_not_charged=%d" % (
               len(mine), len(paid_pk), len(mine - paid_pk), len(paid_pk - mine)))
@@ -295,6 +310,7 @@ def main():
         "stuck": stuck,
         "write_unavailable_s": r2(unavail),
         "old_leader_requests_after_demotion": len(after),
+        "recreated_orders": len(recreated),
         "checker_ok": all(c[0] for c in checks),
         "old_leader": "n%d" % a.old, "final_leader": "n%d" % a.final,
         "failed_attempts": n_fail, "two_primaries_s": r2(ov_s),

@@ -114,7 +114,7 @@ sync_commit_local()
 }
 
 # in the client namespace
-in_client() { ip netns exec "$NETNS_CLIENT" "$@"; }
+in_client() { (in_ns "$NETNS_CLIENT" "$@"); }
 
 run_partition_drill()
 {
@@ -151,7 +151,7 @@ run_partition_drill()
 	"$CL_PYTHON" "$HERE_P/roles.py" --sock "$CL_DIR/run" --ports "$PG_PORT_1,$PG_PORT_2,$PG_PORT_3" \
 		--out "$CL_DIR/drill-$tag.roles" &
 	roles_pid=$!
-	PGPASSWORD=$APP_PASSWORD ip netns exec "$NETNS_CLIENT" "$CL_PYTHON" "$CL_HERE/load_client.py" \
+	PGPASSWORD=$APP_PASSWORD nsenter --net="/run/netns/$NETNS_CLIENT" -- "$CL_PYTHON" "$CL_HERE/load_client.py" \
 		--host "$HAPROXY_HOST" --rw-port "$HAPROXY_RW_PORT" --ro-port "$HAPROXY_RO_PORT" \
 		--rest-ports "$REST_PORT_1,$REST_PORT_2,$REST_PORT_3" \
 		--rest-hosts "$NODE_ADDR_1,$NODE_ADDR_2,$NODE_ADDR_3" --customer-is-key \
@@ -228,6 +228,7 @@ run_partition_drill()
 	local extra=()
 	[ "$FTP_NO_CLIENT_ERRORS" = 1 ] && extra+=(--no-client-errors)
 	[ "$FTP_DEMOTE_AFTER_HEAL" = 1 ] && extra+=(--demotion-after-heal)
+	[ "$FTP_SC" = zombie_leader_local_commit ] && extra+=(--expect-recreated)
 	[ -n "${FT_PARTITION_JSON:-}" ] && extra+=(--json "$FT_PARTITION_JSON")
 	out=$(in_client "$CL_PYTHON" "$HERE_P/check.py" --scenario "$scenario" --load "$load_json" \
 		--roles "$CL_DIR/drill-$tag.roles" --t0 "$t0" --t-heal "$t_heal" --old "$old" --final "$final" \

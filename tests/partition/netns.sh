@@ -47,11 +47,11 @@ ftp_net_up()
 		ip link add "$veth" type veth peer name eth0 netns "$ns" || return 1
 		ip link set "$veth" master "${FTP_PREFIX}br" || return 1
 		ip link set "$veth" up || return 1
-		ip -n "$ns" addr add "$(ftp_addr "$m")/24" dev eth0 || return 1
-		ip -n "$ns" link set eth0 up || return 1
-		ip -n "$ns" link set lo up || return 1
-		ip netns exec "$ns" nft add table inet ftp || return 1
-		ip netns exec "$ns" nft add chain inet ftp in '{ type filter hook input priority 0; policy accept; }' || return 1
+		(in_ns "$ns" ip addr add "$(ftp_addr "$m")/24" dev eth0) || return 1
+		(in_ns "$ns" ip link set eth0 up) || return 1
+		(in_ns "$ns" ip link set lo up) || return 1
+		(in_ns "$ns" nft add table inet ftp) || return 1
+		(in_ns "$ns" nft add chain inet ftp in '{ type filter hook input priority 0; policy accept; }') || return 1
 	done
 }
 
@@ -86,7 +86,7 @@ ftp_net_down()
 
 # ---------------------------------------------------------------- network faults
 # nft_in M RULE...: add a rule to M's input chain
-nft_in() { local m=$1; shift; ip netns exec "$(ftp_ns "$m")" nft add rule inet ftp in "$@"; }
+nft_in() { local m=$1; shift; (in_ns "$(ftp_ns "$m")" nft add rule inet ftp in "$@"); }
 
 # partition A B: no packet between A and B, either way
 partition() { nft_in "$1" ip saddr "$(ftp_addr "$2")" drop && nft_in "$2" ip saddr "$(ftp_addr "$1")" drop; }
@@ -151,7 +151,7 @@ heal()
 	local m
 	ftp_flap_stop
 	for m in 1 2 3 c g; do
-		ip netns exec "$(ftp_ns "$m")" nft flush chain inet ftp in 2>/dev/null
+		(in_ns "$(ftp_ns "$m")" nft flush chain inet ftp in) 2>/dev/null
 		ip link set "$(ftp_veth "$m")" up 2>/dev/null
 	done
 }
@@ -163,8 +163,8 @@ node_pids()
 {
 	local i=$1 ev pv
 	ev="ETCD_PID_$i"; pv="PATRONI_PID_$i"
-	echo "${!ev}"
-	descendants "${!pv}"
+	[ -n "${!ev:-}" ] && echo "${!ev}"
+	[ -n "${!pv:-}" ] && descendants "${!pv}"
 }
 descendants()
 {
