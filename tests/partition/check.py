@@ -121,9 +121,6 @@ def main():
                         "frozen): the window starts at the heal, not at the new primary")
     p.add_argument("--request-bound", type=float, default=15.0)
     p.add_argument("--no-client-errors", action="store_true")
-    p.add_argument("--expect-recreated", action="store_true",
-                   help="the drill must show an order charged by the old leader, lost with its "
-                        "timeline and re-created under the same payment_key (another order_id)")
     p.add_argument("--json", help="append the JSON line here (FT_PARTITION_JSON)")
     p.add_argument("--result", required=True)
     a = p.parse_args()
@@ -240,12 +237,10 @@ def main():
     for _, _, key, oid, _ in reqs:
         if key in mine:
             order_ids_of.setdefault(key, set()).add(oid)
+    # (counted, not required: whether the old leader charges an order before
+    # its shutdown stops the workers is a matter of milliseconds; the
+    # deterministic test of the same path is tests/integration/payment_key.sh)
     recreated = sorted(k for k, ids in order_ids_of.items() if len(ids) > 1)
-    if a.expect_recreated:
-        check(len(recreated) > 0,
-              "%s: some order was charged by the old leader, lost and re-created under its payment_key" % sc,
-              "keys sent by more than one order row=%d (without one, this run proved nothing about "
-              "the derived payment_key)" % len(recreated))
     check(mine == paid_pk, "%s: charges = paid orders" % sc,
           "charges=%d paid=%d charged_not_paid=%d paid_not_charged=%d" % (
               len(mine), len(paid_pk), len(mine - paid_pk), len(paid_pk - mine)))
