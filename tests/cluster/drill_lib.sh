@@ -97,6 +97,22 @@ stop_load()
 
 gw() { curl -fsS -m 5 "$@" >/dev/null 2>&1; }
 
+# report_checks NAME: a checker's output on stdin (lines "CHECK<TAB>pass
+# <TAB>description<TAB>detail", anything else is shown) as TAP lines
+report_checks()
+{
+	local tag0 pass desc detail
+	while IFS=$'\t' read -r tag0 pass desc detail; do
+		if [ "$tag0" = CHECK ]; then
+			ok $((1 - pass)) "$desc"
+			[ "$pass" = 1 ] || diag "  $detail"
+			[ "$pass" = 1 ] && [ -n "${FT_DRILL_VERBOSE:-}" ] && diag "  $detail"
+		else
+			[ -n "$tag0$desc" ] && diag "$1: $tag0 $pass $desc $detail"
+		fi
+	done
+}
+
 run_drill()
 {
 	local dir=$1 scenario=$2
@@ -250,15 +266,7 @@ run_drill()
 		--patroni-log "$CL_DIR/log/patroni-n$new.log" --drained "$drained" --drain-s "$drain_s" \
 		${rejoin_s:+--rejoin-s "$rejoin_s"} --recovered-s "$recovered_s" --result "$result" 2>&1)
 	rc=$?
-	while IFS=$'\t' read -r tag0 pass desc detail; do
-		if [ "$tag0" = CHECK ]; then
-			ok $((1 - pass)) "$desc"
-			[ "$pass" = 1 ] || diag "  $detail"
-			[ "$pass" = 1 ] && [ -n "${FT_DRILL_VERBOSE:-}" ] && diag "  $detail"
-		else
-			[ -n "$tag0$desc" ] && diag "analyze: $tag0 $pass $desc $detail"
-		fi
-	done <<<"$out"
+	report_checks analyze <<<"$out"
 	ok $rc "$scenario: analysis ran" || return 1
 
 	res=$("$CL_PYTHON" -c 'import json,sys; r=json.load(open(sys.argv[1]))

@@ -240,15 +240,7 @@ run_partition_drill()
 		--demotion-window "${FTP_DEMOTION_WINDOW:-5}" --request-bound "${FTP_REQUEST_BOUND:-15}" \
 		--result "$CL_DIR/drill-$tag.result.json" "${extra[@]}" 2>&1)
 	rc=$?
-	while IFS=$'\t' read -r tag0 pass desc detail; do
-		if [ "$tag0" = CHECK ]; then
-			ok $((1 - pass)) "$desc"
-			[ "$pass" = 1 ] || diag "  $detail"
-			[ "$pass" = 1 ] && [ -n "${FT_DRILL_VERBOSE:-}" ] && diag "  $detail"
-		else
-			[ -n "$tag0$desc" ] && diag "check: $tag0 $pass $desc $detail"
-		fi
-	done <<<"$out"
+	report_checks check <<<"$out"
 	ok $rc "$scenario: checker ran" || return 1
 	cat "$CL_DIR/drill-$tag.result.json" >>"$FTP_RUN_JSON"
 	return 0
