@@ -16,36 +16,7 @@ set -u
 . "$(dirname "$0")/up_lib.sh"
 
 [ $# -ge 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
-CL_DIR=$1
-mkdir -p "$CL_DIR"
-CL_DIR=$(cd "$CL_DIR" && pwd)
-[ -e "$CL_DIR/cluster.env" ] && { echo "$CL_DIR/cluster.env exists: cluster already up? (down.sh first)" >&2; exit 1; }
-chmod 755 "$CL_DIR"
-[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER:" "$CL_DIR"
-mkdir -p "$CL_DIR/run" "$CL_DIR/log"
-[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER:" "$CL_DIR/run" "$CL_DIR/log"
-
-[ -x "$FT_GATEWAY_BIN" ] || make -s -C "$FT_ROOT/tests/fake_gateway" >&2 ||
-	{ echo "cannot build the fake gateway" >&2; exit 1; }
-for b in /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy "$FT_PG_BIN/postgres"; do
-	[ -x "$b" ] || { echo "missing $b (cluster packages not installed: make deps)" >&2; exit 1; }
-done
-
-T_START=$(now_s)
-fail()
-{
-	echo "up.sh: $*" >&2
-	for f in "$CL_DIR"/log/*.log; do
-		[ -f "$f" ] || continue
-		echo "---- tail $f" >&2
-		tail -n 15 "$f" >&2
-	done
-	if [ -z "${FT_CLUSTER_KEEP_ON_FAIL:-}" ]; then
-		"$CL_HERE/down.sh" --keep "$CL_DIR" >&2 || true
-	fi
-	exit 1
-}
-trap 'fail "interrupted"' INT TERM
+cl_prepare "$1" "$CL_HERE/down.sh" /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy
 
 # Patroni's primary_start_timeout: how long a crashed primary may take to
 # restart in place before Patroni fails over.  Patroni's default (300) restarts

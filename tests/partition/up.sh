@@ -18,32 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 [ $# -ge 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "up.sh: network namespaces need root" >&2; exit 1; }
-CL_DIR=$1
-mkdir -p "$CL_DIR"
-CL_DIR=$(cd "$CL_DIR" && pwd)
-[ -e "$CL_DIR/cluster.env" ] && { echo "$CL_DIR/cluster.env exists: cluster already up? (down.sh first)" >&2; exit 1; }
-chmod 755 "$CL_DIR"
-mkdir -p "$CL_DIR/run" "$CL_DIR/log"
-chown "$FT_PG_USER:" "$CL_DIR" "$CL_DIR/run" "$CL_DIR/log"
-for b in /usr/sbin/nft /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy /sbin/mkfs.ext4 "$FT_PG_BIN/postgres"; do
-	[ -x "$b" ] || { echo "missing $b (make deps)" >&2; exit 1; }
-done
-[ -x "$FT_GATEWAY_BIN" ] || make -s -C "$FT_ROOT/tests/fake_gateway" >&2 ||
-	{ echo "cannot build the fake gateway" >&2; exit 1; }
-
-T_START=$(now_s)
-fail()
-{
-	echo "up.sh: $*" >&2
-	for f in "$CL_DIR"/log/*.log; do
-		[ -f "$f" ] || continue
-		echo "---- tail $f" >&2
-		tail -n 15 "$f" >&2
-	done
-	[ -z "${FT_CLUSTER_KEEP_ON_FAIL:-}" ] && "$HERE/down.sh" --keep "$CL_DIR" >&2
-	exit 1
-}
-trap 'fail "interrupted"' INT TERM
+cl_prepare "$1" "$HERE/down.sh" /usr/sbin/nft /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy /sbin/mkfs.ext4
 
 # a prefix no namespace or link of this machine uses yet
 for _ in $(seq 1 50); do
