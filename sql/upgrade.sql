@@ -38,16 +38,19 @@ UNION ALL
 SELECT 'idempotency_keys', t.idempotency_key, to_jsonb(t) FROM ft_orders.idempotency_keys t
 UNION ALL
 SELECT 'order_events', t.id::text, to_jsonb(t) FROM ft_orders.order_events t;
-CREATE TEMP TABLE before_update AS SELECT * FROM data_now;
+CREATE TEMP TABLE data_before AS SELECT * FROM data_now;
+-- per table: rows before and after, and rows changed or new since data_before
+CREATE TEMP VIEW data_changes AS
+SELECT tbl, count(b.id) AS rows_before, count(n.id) AS rows_after,
+	   count(*) FILTER (WHERE NOT coalesce(b.r <@ n.r, false)) AS changed_or_new
+  FROM data_before b FULL JOIN data_now n USING (tbl, id)
+ GROUP BY tbl ORDER BY tbl;
 
 ALTER EXTENSION ft_orders UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
 
 -- the data is untouched
-SELECT tbl, count(b.id) AS rows_before, count(n.id) AS rows_after,
-	   count(*) FILTER (WHERE NOT coalesce(b.r <@ n.r, false)) AS changed_or_new
-  FROM before_update b FULL JOIN data_now n USING (tbl, id)
- GROUP BY tbl ORDER BY tbl;
+SELECT * FROM data_changes;
 SELECT order_id, status, replayed FROM ft_orders.place_order('up-1', 'c', 100, 'EUR');
 SELECT order_id, status, replayed FROM ft_orders.place_order('up-4', 'c', 400, 'EUR');
 
@@ -80,17 +83,15 @@ SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comm
 -- purge under 1.1 (ttl 24h) deletes keys only
 UPDATE ft_orders.idempotency_keys SET created_at = created_at - interval '2 days' WHERE idempotency_key = 'up-2';
 SELECT ft_orders.purge_expired_keys() AS purged_under_1_1;
-CREATE TEMP TABLE before_1_2 AS SELECT * FROM data_now;
+TRUNCATE data_before;
+INSERT INTO data_before SELECT * FROM data_now;
 -- under 1.1 (new library, old schema) keys are random v4 UUIDs as before
 SELECT substr(payment_key::text, 15, 1) AS version_digit_1_1
   FROM ft_orders.orders WHERE idempotency_key = 'up-4';
 
 ALTER EXTENSION ft_orders UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
-SELECT tbl, count(b.id) AS rows_before, count(n.id) AS rows_after,
-	   count(*) FILTER (WHERE NOT coalesce(b.r <@ n.r, false)) AS changed_or_new
-  FROM before_1_2 b FULL JOIN data_now n USING (tbl, id)
- GROUP BY tbl ORDER BY tbl;
+SELECT * FROM data_changes;
 SELECT count(*) AS generations_after_update FROM ft_orders.idempotency_key_generations;
 -- a replay of a 1.0 key still returns its order
 SELECT order_id, status, replayed FROM ft_orders.place_order('up-1', 'c', 100, 'EUR');

@@ -27,8 +27,6 @@ cl_prepare "$1" "$CL_HERE/down.sh" /usr/bin/patroni /usr/bin/etcd /usr/sbin/hapr
 # measures the in-place restart instead.
 PRIMARY_START_TIMEOUT=${FT_CLUSTER_PRIMARY_START_TIMEOUT:-0}
 
-rand_pw() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
-
 # ---------------------------------------------------------------- ports
 HAPROXY_RW_PORT=$(free_port); HAPROXY_RO_PORT=$(free_port)
 for i in 1 2 3; do
@@ -39,12 +37,8 @@ for i in 1 2 3; do
 	eval "ETCD_PEER_PORT_$i=$(free_port)"
 done
 ETCD_HOSTS=127.0.0.1:$ETCD_PORT_1,127.0.0.1:$ETCD_PORT_2,127.0.0.1:$ETCD_PORT_3
-SU_PASSWORD=$(rand_pw); REPL_PASSWORD=$(rand_pw); REWIND_PASSWORD=$(rand_pw)
-APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 
-{
-	echo "# written by tests/cluster/up.sh; sourced by the other cluster scripts"
-	echo "CL_DIR=$CL_DIR"
+cl_write_env tests/cluster/up.sh < <(
 	echo "ETCD_HOSTS=$ETCD_HOSTS"
 	echo "HAPROXY_RW_PORT=$HAPROXY_RW_PORT"
 	echo "HAPROXY_RO_PORT=$HAPROXY_RO_PORT"
@@ -52,12 +46,7 @@ APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 		eval "echo PG_PORT_$i=\$PG_PORT_$i; echo REST_PORT_$i=\$REST_PORT_$i; echo DATA_$i=\$DATA_$i"
 		eval "echo ETCD_PORT_$i=\$ETCD_PORT_$i; echo ETCD_PEER_PORT_$i=\$ETCD_PEER_PORT_$i"
 	done
-	echo "SU_PASSWORD=$SU_PASSWORD"
-	echo "APP_USER=$APP_USER"
-	echo "APP_PASSWORD=$APP_PASSWORD"
-	echo "DB=ftdb"
-} >"$CL_DIR/cluster.env"
-chmod 644 "$CL_DIR/cluster.env"
+)
 
 cl_up_daemons 127.0.0.1 127.0.0.1
 exit 0

@@ -55,6 +55,26 @@ app_q()
 		-h "${HAPROXY_HOST:-127.0.0.1}" -p "$1" -U "$APP_USER" -d ftdb -c "$2" 2>/dev/null
 }
 
+# cl_write_env WRITER: write DIR/cluster.env from the caller's lines on
+# stdin (ports, addresses, namespaces) plus CL_DIR, fresh passwords,
+# APP_USER and DB, and source it
+cl_write_env()
+{
+	local who
+	{
+		echo "# written by $1; sourced by the cluster scripts"
+		echo "CL_DIR=$CL_DIR"
+		cat
+		for who in SU REPL REWIND APP; do
+			echo "${who}_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+		done
+		echo "APP_USER=ft_app"
+		echo "DB=ftdb"
+	} >"$CL_DIR/cluster.env"
+	chmod 644 "$CL_DIR/cluster.env"
+	. "$CL_DIR/cluster.env"
+}
+
 # cl_wait_while_alive TRIES PIDVAR_PREFIX NAME COMMAND...: run COMMAND in
 # this shell every 0.1 s until it succeeds (status 0) or TRIES rounds have
 # passed (status 1); fail() at once if one of the three daemons whose pids

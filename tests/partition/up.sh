@@ -26,12 +26,7 @@ for _ in $(seq 1 50); do
 	ip netns list | grep -q "^$FTP_PREFIX" || ip -o link | grep -q ": $FTP_PREFIX" || break
 done
 FTP_WAL_MB=${FTP_WAL_MB:-400}
-rand_pw() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
-SU_PASSWORD=$(rand_pw); REPL_PASSWORD=$(rand_pw); REWIND_PASSWORD=$(rand_pw)
-APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
-{
-	echo "# written by tests/partition/up.sh; sourced by the partition and cluster scripts"
-	echo "CL_DIR=$CL_DIR"
+cl_write_env tests/partition/up.sh < <(
 	echo "FTP_PREFIX=$FTP_PREFIX"
 	echo "NETNS_GW=$(ftp_ns g)"
 	echo "NETNS_CLIENT=$(ftp_ns c)"
@@ -57,15 +52,7 @@ APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 			echo "NODE_ENV_$i=\"FT_EIO_TRIGGER=$CL_DIR/eio-n$i FAKETIME_TIMESTAMP_FILE=$CL_DIR/faketime-n$i FAKETIME_CACHE_DURATION=1 FAKETIME_ONLY_CMDS=postgres DONT_FAKE_MONOTONIC=1\""
 		fi
 	done
-	echo "SU_PASSWORD=$SU_PASSWORD"
-	echo "REPL_PASSWORD=$REPL_PASSWORD"
-	echo "REWIND_PASSWORD=$REWIND_PASSWORD"
-	echo "APP_USER=$APP_USER"
-	echo "APP_PASSWORD=$APP_PASSWORD"
-	echo "DB=ftdb"
-} >"$CL_DIR/cluster.env"
-chmod 644 "$CL_DIR/cluster.env"
-. "$CL_DIR/cluster.env"
+)
 
 ftp_net_up || fail "network set-up failed"
 cl_log "namespaces $FTP_PREFIX{n1,n2,n3,c,g} on bridge ${FTP_PREFIX}br"
