@@ -24,23 +24,33 @@ INSERT INTO ft_orders.dead_letters (event_id, order_id, attempts, last_error)
 SELECT event_id, order_id, 1, 'HTTP 422' FROM d;
 SELECT ft_orders._change_status(ARRAY[3::bigint], ARRAY['failed'::ft_orders.order_status],
 	ARRAY[1], ARRAY[NULL::text], ARRAY['HTTP 422'], ARRAY['failed: HTTP 422']);
-CREATE TEMP TABLE before_update AS
-SELECT (SELECT string_agg(t::text, ' ' ORDER BY order_id) FROM ft_orders.orders t) AS orders,
-	   (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.outbox t) AS outbox,
-	   (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.dead_letters t) AS dead_letters,
-	   (SELECT string_agg(t::text, ' ' ORDER BY idempotency_key) FROM ft_orders.idempotency_keys t) AS idempotency_keys,
-	   (SELECT string_agg(t::text, ' ' ORDER BY id) FROM ft_orders.order_events t) AS order_events;
+
+-- every row of the data tables, as jsonb; an update keeps the data when each
+-- row is still there with the same values (columns an update adds are not
+-- compared) and no row appeared
+CREATE TEMP VIEW data_now AS
+SELECT 'orders' AS tbl, t.order_id::text AS id, to_jsonb(t) AS r FROM ft_orders.orders t
+UNION ALL
+SELECT 'outbox', t.event_id::text, to_jsonb(t) FROM ft_orders.outbox t
+UNION ALL
+SELECT 'dead_letters', t.event_id::text, to_jsonb(t) FROM ft_orders.dead_letters t
+UNION ALL
+SELECT 'idempotency_keys', t.idempotency_key, to_jsonb(t) FROM ft_orders.idempotency_keys t
+UNION ALL
+SELECT 'order_events', t.id::text, to_jsonb(t) FROM ft_orders.order_events t;
+CREATE TEMP TABLE data_before AS SELECT * FROM data_now;
+-- per table: rows before and after, and rows changed or new since data_before
+CREATE TEMP VIEW data_changes AS
+SELECT tbl, count(b.id) AS rows_before, count(n.id) AS rows_after,
+	   count(*) FILTER (WHERE NOT coalesce(b.r <@ n.r, false)) AS changed_or_new
+  FROM data_before b FULL JOIN data_now n USING (tbl, id)
+ GROUP BY tbl ORDER BY tbl;
 
 ALTER EXTENSION ft_orders UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
 
 -- the data is untouched
-SELECT b.orders = (SELECT string_agg(t::text, ' ' ORDER BY order_id) FROM ft_orders.orders t) AS orders_same,
-	   b.outbox = (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.outbox t) AS outbox_same,
-	   b.dead_letters = (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.dead_letters t) AS dead_letters_same,
-	   b.idempotency_keys = (SELECT string_agg(t::text, ' ' ORDER BY idempotency_key) FROM ft_orders.idempotency_keys t) AS keys_same,
-	   b.order_events = (SELECT string_agg(t::text, ' ' ORDER BY id) FROM ft_orders.order_events t) AS events_same
-  FROM before_update b;
+SELECT * FROM data_changes;
 SELECT order_id, status, replayed FROM ft_orders.place_order('up-1', 'c', 100, 'EUR');
 SELECT order_id, status, replayed FROM ft_orders.place_order('up-4', 'c', 400, 'EUR');
 
@@ -73,24 +83,15 @@ SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comm
 -- purge under 1.1 (ttl 24h) deletes keys only
 UPDATE ft_orders.idempotency_keys SET created_at = created_at - interval '2 days' WHERE idempotency_key = 'up-2';
 SELECT ft_orders.purge_expired_keys() AS purged_under_1_1;
-CREATE TEMP TABLE before_1_2 AS
-SELECT (SELECT string_agg(t::text, ' ' ORDER BY order_id) FROM ft_orders.orders t) AS orders,
-	   (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.outbox t) AS outbox,
-	   (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.dead_letters t) AS dead_letters,
-	   (SELECT string_agg(t::text, ' ' ORDER BY idempotency_key) FROM ft_orders.idempotency_keys t) AS idempotency_keys,
-	   (SELECT string_agg(t::text, ' ' ORDER BY id) FROM ft_orders.order_events t) AS order_events;
+TRUNCATE data_before;
+INSERT INTO data_before SELECT * FROM data_now;
 -- under 1.1 (new library, old schema) keys are random v4 UUIDs as before
 SELECT substr(payment_key::text, 15, 1) AS version_digit_1_1
   FROM ft_orders.orders WHERE idempotency_key = 'up-4';
 
 ALTER EXTENSION ft_orders UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
-SELECT b.orders = (SELECT string_agg(t::text, ' ' ORDER BY order_id) FROM ft_orders.orders t) AS orders_same,
-	   b.outbox = (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.outbox t) AS outbox_same,
-	   b.dead_letters = (SELECT string_agg(t::text, ' ' ORDER BY event_id) FROM ft_orders.dead_letters t) AS dead_letters_same,
-	   b.idempotency_keys = (SELECT string_agg(t::text, ' ' ORDER BY idempotency_key) FROM ft_orders.idempotency_keys t) AS keys_same,
-	   b.order_events = (SELECT string_agg(t::text, ' ' ORDER BY id) FROM ft_orders.order_events t) AS events_same
-  FROM before_1_2 b;
+SELECT * FROM data_changes;
 SELECT count(*) AS generations_after_update FROM ft_orders.idempotency_key_generations;
 -- a replay of a 1.0 key still returns its order
 SELECT order_id, status, replayed FROM ft_orders.place_order('up-1', 'c', 100, 'EUR');

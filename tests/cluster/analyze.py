@@ -111,23 +111,30 @@ def promotion_from_polls(polls, node, t0, same_node):
     return None
 
 
-def main():
-    p = argparse.ArgumentParser()
+def drill_arguments(description):
+    """The arguments every drill checker takes (this one and
+    tests/partition/check.py); each adds its own."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--load", required=True)
-    p.add_argument("--t0", type=float, required=True)
-    p.add_argument("--old", type=int, required=True)
-    p.add_argument("--new", type=int, required=True)
-    p.add_argument("--sock", required=True)
+    p.add_argument("--load", required=True, help="the load client's JSON history")
+    p.add_argument("--t0", type=float, required=True, help="fault time")
+    p.add_argument("--old", type=int, required=True, help="the leader before the fault")
+    p.add_argument("--sock", required=True, help="the nodes' Unix socket folder")
     p.add_argument("--ports", required=True, help="PostgreSQL ports of n1,n2,n3")
-    p.add_argument("--gateway", required=True)
-    p.add_argument("--patroni-log", required=True, help="the new leader's Patroni log")
-    p.add_argument("--drained", type=int, default=0)
+    p.add_argument("--gateway", required=True, help="the fake gateway's URL")
+    p.add_argument("--drained", type=int, default=0, help="the backlog drained after the heal")
     p.add_argument("--drain-s", type=float, default=None)
+    p.add_argument("--result", required=True)
+    return p
+
+
+def main():
+    p = drill_arguments("crash drill checker (tests/cluster)")
+    p.add_argument("--new", type=int, required=True)
+    p.add_argument("--patroni-log", required=True, help="the new leader's Patroni log")
     p.add_argument("--rejoin-s", type=float, default=None)
     p.add_argument("--recovered-s", type=float, default=None)
     p.add_argument("--slow", type=float, default=2.5)
-    p.add_argument("--result", required=True)
     a = p.parse_args()
 
     ports = [int(x) for x in a.ports.split(",")]

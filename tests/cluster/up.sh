@@ -16,36 +16,7 @@ set -u
 . "$(dirname "$0")/up_lib.sh"
 
 [ $# -ge 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
-CL_DIR=$1
-mkdir -p "$CL_DIR"
-CL_DIR=$(cd "$CL_DIR" && pwd)
-[ -e "$CL_DIR/cluster.env" ] && { echo "$CL_DIR/cluster.env exists: cluster already up? (down.sh first)" >&2; exit 1; }
-chmod 755 "$CL_DIR"
-[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER:" "$CL_DIR"
-mkdir -p "$CL_DIR/run" "$CL_DIR/log"
-[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER:" "$CL_DIR/run" "$CL_DIR/log"
-
-[ -x "$FT_GATEWAY_BIN" ] || make -s -C "$FT_ROOT/tests/fake_gateway" >&2 ||
-	{ echo "cannot build the fake gateway" >&2; exit 1; }
-for b in /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy "$FT_PG_BIN/postgres"; do
-	[ -x "$b" ] || { echo "missing $b (cluster packages not installed: make deps)" >&2; exit 1; }
-done
-
-T_START=$(now_s)
-fail()
-{
-	echo "up.sh: $*" >&2
-	for f in "$CL_DIR"/log/*.log; do
-		[ -f "$f" ] || continue
-		echo "---- tail $f" >&2
-		tail -n 15 "$f" >&2
-	done
-	if [ -z "${FT_CLUSTER_KEEP_ON_FAIL:-}" ]; then
-		"$CL_HERE/down.sh" --keep "$CL_DIR" >&2 || true
-	fi
-	exit 1
-}
-trap 'fail "interrupted"' INT TERM
+cl_prepare "$1" "$CL_HERE/down.sh" /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy
 
 # Patroni's primary_start_timeout: how long a crashed primary may take to
 # restart in place before Patroni fails over.  Patroni's default (300) restarts
@@ -55,8 +26,6 @@ trap 'fail "interrupted"' INT TERM
 # loses nothing under synchronous_mode.  FT_CLUSTER_PRIMARY_START_TIMEOUT=300
 # measures the in-place restart instead.
 PRIMARY_START_TIMEOUT=${FT_CLUSTER_PRIMARY_START_TIMEOUT:-0}
-
-rand_pw() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
 
 # ---------------------------------------------------------------- ports
 HAPROXY_RW_PORT=$(free_port); HAPROXY_RO_PORT=$(free_port)
@@ -68,12 +37,8 @@ for i in 1 2 3; do
 	eval "ETCD_PEER_PORT_$i=$(free_port)"
 done
 ETCD_HOSTS=127.0.0.1:$ETCD_PORT_1,127.0.0.1:$ETCD_PORT_2,127.0.0.1:$ETCD_PORT_3
-SU_PASSWORD=$(rand_pw); REPL_PASSWORD=$(rand_pw); REWIND_PASSWORD=$(rand_pw)
-APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 
-{
-	echo "# written by tests/cluster/up.sh; sourced by the other cluster scripts"
-	echo "CL_DIR=$CL_DIR"
+cl_write_env tests/cluster/up.sh < <(
 	echo "ETCD_HOSTS=$ETCD_HOSTS"
 	echo "HAPROXY_RW_PORT=$HAPROXY_RW_PORT"
 	echo "HAPROXY_RO_PORT=$HAPROXY_RO_PORT"
@@ -81,12 +46,7 @@ APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 		eval "echo PG_PORT_$i=\$PG_PORT_$i; echo REST_PORT_$i=\$REST_PORT_$i; echo DATA_$i=\$DATA_$i"
 		eval "echo ETCD_PORT_$i=\$ETCD_PORT_$i; echo ETCD_PEER_PORT_$i=\$ETCD_PEER_PORT_$i"
 	done
-	echo "SU_PASSWORD=$SU_PASSWORD"
-	echo "APP_USER=$APP_USER"
-	echo "APP_PASSWORD=$APP_PASSWORD"
-	echo "DB=ftdb"
-} >"$CL_DIR/cluster.env"
-chmod 644 "$CL_DIR/cluster.env"
+)
 
 cl_up_daemons 127.0.0.1 127.0.0.1
 exit 0

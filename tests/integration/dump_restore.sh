@@ -109,19 +109,9 @@ like "$(cat "$FT_TMP/same_server.err")" 'ft_orders can only be created in databa
 # raises an ERROR: tests/integration/not_preloaded.sh), so the second
 # server preloads it with no payment worker and no gateway.
 PG2DATA=$FT_TMP/pgdata2
-as_pg initdb -D "$PG2DATA" -U postgres -A trust -E UTF8 --no-sync >"$FT_TMP/initdb2.log" 2>&1 ||
-	bail_out "initdb of the second server failed"
-PG2PORT=$(free_port)
-{
-	echo "listen_addresses = '127.0.0.1'"
-	echo "port = $PG2PORT"
-	echo "unix_socket_directories = '$FT_TMP/run'"
-	echo "fsync = off"
-	echo "shared_preload_libraries = 'ft_orders'"
-	echo "ft_orders.database = 'shop_restored'"
-	echo "ft_orders.workers = 0"
-	echo "ft_orders.gateway_url = ''"
-} >>"$PG2DATA/postgresql.conf"
+pg_init "$PG2DATA" "shared_preload_libraries = 'ft_orders'" "ft_orders.database = 'shop_restored'" \
+	"ft_orders.workers = 0" "ft_orders.gateway_url = ''" || bail_out "initdb of the second server failed"
+PG2PORT=$PG_INIT_PORT
 as_pg pg_ctl -D "$PG2DATA" -l "$FT_TMP/postgres2.log" -w -t 60 start >/dev/null ||
 	bail_out "second server did not start"
 P2=(-h 127.0.0.1 -p "$PG2PORT" -U postgres)

@@ -13,17 +13,8 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 PGDATA=$FT_TMP/pgdata
 PG_LOG=$FT_TMP/postgres.log
-mkdir -p "$FT_TMP/run"
-[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER" "$FT_TMP/run"
-as_pg initdb -D "$PGDATA" -U postgres -A trust -E UTF8 --no-sync >"$FT_TMP/initdb.log" 2>&1 ||
-	bail_out "initdb failed"
-PGPORT=$(free_port)
-{
-	echo "listen_addresses = '127.0.0.1'"
-	echo "port = $PGPORT"
-	echo "unix_socket_directories = '$FT_TMP/run'"
-	echo "fsync = off"
-} >>"$PGDATA/postgresql.conf"
+pg_init "$PGDATA" || bail_out "initdb failed"
+PGPORT=$PG_INIT_PORT
 as_pg pg_ctl -D "$PGDATA" -l "$PG_LOG" -w -t 60 start >/dev/null || bail_out "server did not start"
 export PGHOST=127.0.0.1 PGPORT PGUSER=postgres PGDATABASE=postgres
 

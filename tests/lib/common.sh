@@ -83,6 +83,28 @@ ft_cleanup()
 }
 trap ft_cleanup EXIT
 
+# pg_init DATADIR [postgresql.conf lines...]: initdb DATADIR for a server on
+# 127.0.0.1 and a free port (returned in PG_INIT_PORT), its socket in
+# FT_TMP/run, fsync off, the given lines appended
+pg_init()
+{
+	local data=$1 line
+	shift
+	mkdir -p "$FT_TMP/run"
+	[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER" "$FT_TMP/run"
+	as_pg initdb -D "$data" -U postgres -A trust -E UTF8 --no-sync >"$data.initdb.log" 2>&1 ||
+		{ cat "$data.initdb.log" >&2; return 1; }
+	PG_INIT_PORT=$(free_port)
+	{
+		echo "listen_addresses = '127.0.0.1'"
+		echo "port = $PG_INIT_PORT"
+		echo "unix_socket_directories = '$FT_TMP/run'"
+		echo "fsync = off"
+		echo "log_line_prefix = '%m [%p] %b '"
+		for line in "$@"; do echo "$line"; done
+	} >>"$data/postgresql.conf"
+}
+
 # pg_start [postgresql.conf lines...]
 # initdb + start a server on a free port with ft_orders preloaded, create
 # database ftdb with the extension.  Sets PGHOST PGPORT PGDATABASE PGUSER.
@@ -90,22 +112,9 @@ pg_start()
 {
 	PGDATA=$FT_TMP/pgdata
 	PG_LOG=$FT_TMP/postgres.log
-	mkdir -p "$FT_TMP/run"
-	[ "$(id -u)" -eq 0 ] && chown "$FT_PG_USER" "$FT_TMP/run"
-	as_pg initdb -D "$PGDATA" -U postgres -A trust -E UTF8 --no-sync >"$FT_TMP/initdb.log" 2>&1 ||
-		{ cat "$FT_TMP/initdb.log" >&2; return 1; }
-	PGPORT=$(free_port)
-	{
-		echo "listen_addresses = '127.0.0.1'"
-		echo "port = $PGPORT"
-		echo "unix_socket_directories = '$FT_TMP/run'"
-		echo "shared_preload_libraries = 'ft_orders'"
-		echo "ft_orders.database = 'ftdb'"
-		echo "fsync = off"
-		echo "log_line_prefix = '%m [%p] %b '"
-		echo "max_connections = 120"
-		for line in "$@"; do echo "$line"; done
-	} >>"$PGDATA/postgresql.conf"
+	pg_init "$PGDATA" "shared_preload_libraries = 'ft_orders'" "ft_orders.database = 'ftdb'" \
+		"max_connections = 120" "$@" || return 1
+	PGPORT=$PG_INIT_PORT
 	ulimit -n 65536 2>/dev/null || true
 	as_pg pg_ctl -D "$PGDATA" -l "$PG_LOG" -w -t 60 start >/dev/null ||
 		{ tail -n 30 "$PG_LOG" >&2; return 1; }

@@ -33,13 +33,12 @@ Checks
 - replica reads answered (some reads on the replica port succeeded).
 """
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster"))
-from analyze import check, checks, connect, http_get, q, reads_unavailable, rto  # noqa: E402
+from analyze import check, checks, connect, drill_arguments, http_get, q, reads_unavailable, rto  # noqa: E402
 
 
 def role_timeline(path):
@@ -100,20 +99,11 @@ def first_writable_after(samples, t0):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--load", required=True)
+    p = drill_arguments("partition drill checker (tests/partition)")
     p.add_argument("--roles", required=True)
-    p.add_argument("--t0", type=float, required=True, help="fault time")
     p.add_argument("--t-heal", type=float, required=True)
-    p.add_argument("--old", type=int, required=True)
     p.add_argument("--final", type=int, required=True)
-    p.add_argument("--sock", required=True)
-    p.add_argument("--ports", required=True)
     p.add_argument("--addrs", required=True, help="node addresses n1,n2,n3")
-    p.add_argument("--gateway", required=True)
-    p.add_argument("--drained", type=int, default=0)
-    p.add_argument("--drain-s", type=float)
     p.add_argument("--whole", type=int, default=0, help="cluster whole again after the heal")
     p.add_argument("--demotion-window", type=float, default=2.0)
     p.add_argument("--demotion-after-heal", action="store_true",
@@ -122,7 +112,6 @@ def main():
     p.add_argument("--request-bound", type=float, default=15.0)
     p.add_argument("--no-client-errors", action="store_true")
     p.add_argument("--json", help="append the JSON line here (FT_PARTITION_JSON)")
-    p.add_argument("--result", required=True)
     a = p.parse_args()
 
     ports = [int(x) for x in a.ports.split(",")]

@@ -18,32 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 [ $# -ge 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "up.sh: network namespaces need root" >&2; exit 1; }
-CL_DIR=$1
-mkdir -p "$CL_DIR"
-CL_DIR=$(cd "$CL_DIR" && pwd)
-[ -e "$CL_DIR/cluster.env" ] && { echo "$CL_DIR/cluster.env exists: cluster already up? (down.sh first)" >&2; exit 1; }
-chmod 755 "$CL_DIR"
-mkdir -p "$CL_DIR/run" "$CL_DIR/log"
-chown "$FT_PG_USER:" "$CL_DIR" "$CL_DIR/run" "$CL_DIR/log"
-for b in /usr/sbin/nft /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy /sbin/mkfs.ext4 "$FT_PG_BIN/postgres"; do
-	[ -x "$b" ] || { echo "missing $b (make deps)" >&2; exit 1; }
-done
-[ -x "$FT_GATEWAY_BIN" ] || make -s -C "$FT_ROOT/tests/fake_gateway" >&2 ||
-	{ echo "cannot build the fake gateway" >&2; exit 1; }
-
-T_START=$(now_s)
-fail()
-{
-	echo "up.sh: $*" >&2
-	for f in "$CL_DIR"/log/*.log; do
-		[ -f "$f" ] || continue
-		echo "---- tail $f" >&2
-		tail -n 15 "$f" >&2
-	done
-	[ -z "${FT_CLUSTER_KEEP_ON_FAIL:-}" ] && "$HERE/down.sh" --keep "$CL_DIR" >&2
-	exit 1
-}
-trap 'fail "interrupted"' INT TERM
+cl_prepare "$1" "$HERE/down.sh" /usr/sbin/nft /usr/bin/patroni /usr/bin/etcd /usr/sbin/haproxy /sbin/mkfs.ext4
 
 # a prefix no namespace or link of this machine uses yet
 for _ in $(seq 1 50); do
@@ -51,12 +26,7 @@ for _ in $(seq 1 50); do
 	ip netns list | grep -q "^$FTP_PREFIX" || ip -o link | grep -q ": $FTP_PREFIX" || break
 done
 FTP_WAL_MB=${FTP_WAL_MB:-400}
-rand_pw() { head -c 18 /dev/urandom | base64 | tr -d '/+=' ; }
-SU_PASSWORD=$(rand_pw); REPL_PASSWORD=$(rand_pw); REWIND_PASSWORD=$(rand_pw)
-APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
-{
-	echo "# written by tests/partition/up.sh; sourced by the partition and cluster scripts"
-	echo "CL_DIR=$CL_DIR"
+cl_write_env tests/partition/up.sh < <(
 	echo "FTP_PREFIX=$FTP_PREFIX"
 	echo "NETNS_GW=$(ftp_ns g)"
 	echo "NETNS_CLIENT=$(ftp_ns c)"
@@ -82,15 +52,7 @@ APP_USER=ft_app; APP_PASSWORD=$(rand_pw)
 			echo "NODE_ENV_$i=\"FT_EIO_TRIGGER=$CL_DIR/eio-n$i FAKETIME_TIMESTAMP_FILE=$CL_DIR/faketime-n$i FAKETIME_CACHE_DURATION=1 FAKETIME_ONLY_CMDS=postgres DONT_FAKE_MONOTONIC=1\""
 		fi
 	done
-	echo "SU_PASSWORD=$SU_PASSWORD"
-	echo "REPL_PASSWORD=$REPL_PASSWORD"
-	echo "REWIND_PASSWORD=$REWIND_PASSWORD"
-	echo "APP_USER=$APP_USER"
-	echo "APP_PASSWORD=$APP_PASSWORD"
-	echo "DB=ftdb"
-} >"$CL_DIR/cluster.env"
-chmod 644 "$CL_DIR/cluster.env"
-. "$CL_DIR/cluster.env"
+)
 
 ftp_net_up || fail "network set-up failed"
 cl_log "namespaces $FTP_PREFIX{n1,n2,n3,c,g} on bridge ${FTP_PREFIX}br"

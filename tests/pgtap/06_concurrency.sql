@@ -6,28 +6,6 @@
 BEGIN;
 SELECT plan(30);
 
--- poll(condition, seconds): re-evaluate the SQL condition until it is true
--- or the time is up; never a fixed long sleep
-CREATE FUNCTION pg_temp.poll(cond text, seconds float8 DEFAULT 10) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + make_interval(secs => seconds);
-	result boolean;
-BEGIN
-	LOOP
-		PERFORM pg_stat_clear_snapshot();
-		EXECUTE 'SELECT (' || cond || ')' INTO result;
-		IF result THEN
-			RETURN true;
-		END IF;
-		IF clock_timestamp() > deadline THEN
-			RETURN false;
-		END IF;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-END
-$$;
-
 SELECT format('host=127.0.0.1 port=%s dbname=ftdb user=postgres application_name=ft06',
 			  current_setting('port')) AS conninfo,
 	   format('key-06-%s-%s', pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint) AS run \gset
@@ -48,13 +26,13 @@ SELECT order_id AS a1_id, replayed AS a1_replayed
 SELECT is(:'a1_replayed'::boolean, false, 'A: first call with K, not committed yet: replayed = false');
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4200, 'eur', '[{"sku": "C"}]', 'pm_card_visa')$$, :'k1')),
 		  1, 'B: same K sent');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
 		  'B waits for A''s transaction (blocked by A''s pid)');
 SELECT is(dblink_is_busy('b'), 1, 'B is still busy while A is open');
 SELECT is((SELECT count(*)::int FROM ft_orders.orders WHERE idempotency_key = :'k1'), 0,
 		  'this session sees no committed order for K yet');
 SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
 SELECT order_id AS b1_id, replayed AS b1_replayed
   FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
@@ -73,10 +51,10 @@ SELECT order_id AS a2_id, replayed AS a2_replayed
 SELECT is(:'a2_replayed'::boolean, false, 'A: first call with K2: replayed = false');
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4300, 'EUR', '[]', 'pm_card_visa')$$, :'k2')),
 		  1, 'B: same K2 sent');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
 		  'B waits for A''s transaction');
 SELECT dblink_exec('a', 'ROLLBACK') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('b') = 0$$), 'B returns once A aborts');
+SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A aborts');
 SELECT order_id AS b2_id, replayed AS b2_replayed
   FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
@@ -96,10 +74,10 @@ SELECT order_id AS a3_id
 	   AS t(order_id bigint, replayed boolean) \gset
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4401, 'EUR', '[]', 'pm_card_visa')$$, :'k3')),
 		  1, 'B: same K3, other amount, sent');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
 		  'B waits for A''s transaction');
 SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
 SET LOCAL client_min_messages = warning;	-- dblink relays B's error as a NOTICE
 SELECT count(*) AS drained FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset
@@ -114,7 +92,7 @@ SELECT is((SELECT count(*)::int FROM ft_orders.orders WHERE idempotency_key = :'
 SELECT count(dblink_connect('h' || i, :'conninfo')) AS herd_connected FROM generate_series(1, 5) i \gset
 SELECT sum(dblink_send_query('h' || i, format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4500, 'EUR', '[]', 'pm_card_visa')$$, :'k4')))::int AS sent
   FROM generate_series(1, 5) i \gset
-SELECT ok(pg_temp.poll($$(SELECT bool_and(dblink_is_busy('h' || i) = 0) FROM generate_series(1, 5) i)$$),
+SELECT ok(ft_test.poll($$(SELECT bool_and(dblink_is_busy('h' || i) = 0) FROM generate_series(1, 5) i)$$),
 		  'all five sessions returned');
 CREATE TEMP TABLE herd AS
 SELECT i, r.order_id, r.replayed

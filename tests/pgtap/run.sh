@@ -5,8 +5,9 @@
 #
 # Starts a throwaway server (no payment workers, so nothing changes an
 # order behind the tests' back), installs pgtap and dblink in ftdb, creates
-# the application login role app_user (member of ft_orders_app) and runs
-# pg_prove.  Exits with pg_prove's status; the EXIT trap of common.sh stops
+# the application login role app_user (member of ft_orders_app), loads the
+# shared helpers (helpers.sql, schema ft_test) and runs pg_prove.  Exits
+# with pg_prove's status; the EXIT trap of common.sh stops
 # the server and removes its folder.
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,6 +27,8 @@ CREATE ROLE app_user LOGIN;
 GRANT ft_orders_app TO app_user;
 SQL
 	{ echo "Bail out! could not prepare database ftdb"; exit 2; }
+psql -XAtq -v ON_ERROR_STOP=1 -f "$HERE/helpers.sql" >/dev/null ||
+	{ echo "Bail out! could not load tests/pgtap/helpers.sql"; exit 2; }
 
 if [ $# -gt 0 ]; then
 	files=()
