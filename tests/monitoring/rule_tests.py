@@ -7,6 +7,10 @@
       alert's static annotations (all but "summary", which the test states
       rendered) copied from RULES.  The runbook text thus lives only in the
       rules file; the tests check the labels and the rendered summary.
+  rule_tests.py shorten RULES OUT FOR
+      Write RULES to OUT with every alert's "for" set to FOR (e.g. 5s) and
+      nothing else changed, for tests/integration/prometheus.sh: a real
+      Prometheus evaluating the very expressions within seconds.
   rule_tests.py coverage RULES TEST...
       Fail unless every alert of RULES has, across the TESTs, at least one
       case where it fires and one where it is expected not to fire.
@@ -45,6 +49,22 @@ def expand(rules_path, test_path, out_path):
         yaml.safe_dump(doc, f, sort_keys=False, width=1000)
 
 
+def shorten(rules_path, out_path, duration):
+    with open(rules_path) as f:
+        doc = yaml.safe_load(f)
+    for g in doc["groups"]:
+        for r in g["rules"]:
+            if "alert" in r and "for" in r:
+                r["for"] = duration
+    with open(out_path, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False, width=1000)
+    with open(out_path) as f:
+        check = yaml.safe_load(f)
+    orig = [r["expr"] for g in yaml.safe_load(open(rules_path))["groups"] for r in g["rules"]]
+    if [r["expr"] for g in check["groups"] for r in g["rules"]] != orig:
+        sys.exit("shorten: the expressions changed")
+
+
 def coverage(rules_path, test_paths):
     fires, quiet = set(), set()
     for p in test_paths:
@@ -67,6 +87,8 @@ def coverage(rules_path, test_paths):
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "expand":
         expand(*sys.argv[2:5])
+    elif len(sys.argv) == 5 and sys.argv[1] == "shorten":
+        shorten(*sys.argv[2:5])
     elif len(sys.argv) >= 4 and sys.argv[1] == "coverage":
         sys.exit(coverage(sys.argv[2], sys.argv[3:]))
     else:
