@@ -30,9 +30,10 @@ import sys
 DRAIN_SETTINGS = {
     "dflt": "defaults (max_in_flight 64, batch_size 100)",
     "zero": "max_in_flight 256, batch_size 500",
-    "lat": "the same, gateway latency 20 ms",
-    "flt": "the same, 20 % of requests fail (503)",
+    "lat": "256 / 500, gateway latency 20 ms",
+    "flt": "256 / 500, 20 % of requests fail (503)",
 }
+DRAIN_ORDER = list(DRAIN_SETTINGS)
 SCENARIOS = ("postmaster_kill", "node_loss", "switchover")
 
 
@@ -67,7 +68,11 @@ def plot_drain(plt, data, path):
         return False
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = {}
-    for label in sorted(drains, key=lambda x: (re.sub(r"\d+$", "", x), x)):
+    def order(label):
+        setting = re.sub(r"\d+$", "", label)
+        return (DRAIN_ORDER.index(setting) if setting in DRAIN_ORDER else len(DRAIN_ORDER), label)
+
+    for label in sorted(drains, key=order):
         setting = re.sub(r"\d+$", "", label)
         pts = drains[label]
         first = setting not in colors
@@ -97,26 +102,28 @@ def plot_latency(plt, data, path):
     if not server:
         return False
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    top = pct(server, 0.999)
-    bins = [top * i / 80 for i in range(81)]
+    # the axes end at 1.5 x p99: the tail beyond is one bar at the right
+    top = 1.5 * pct(server, 0.99)
+    bins = [top * i / 60 for i in range(61)]
     ax1.hist([min(x, top) for x in server], bins=bins, color="tab:blue", alpha=0.8)
     for q, style in ((0.5, "--"), (0.99, ":")):
         v = pct(server, q)
         ax1.axvline(v, color="black", ls=style, lw=1, label="p%g = %.2f ms" % (q * 100, v))
-    ax1.set_xlabel("commit -> request at the gateway (ms; last bin: >= p99.9)")
+    ax1.set_xlabel("ms (last bar: %.1f ms and more; max %.1f ms)"
+                   % (top, server[-1]))
     ax1.set_ylabel("orders")
     ax1.set_title("Distribution, %d orders" % len(server))
     ax1.legend(fontsize=8)
     # the client sees its commit acknowledged after the server stamped it,
     # sometimes after the worker already sent the request: below 0 then
-    right = max(pct(v, 0.999) for v in (server, client) if v)
+    right = top
     for values, name in ((server, "from the server's commit timestamp"),
                          (client, "from the client's acknowledged commit")):
         if values:
             n = len(values)
             ax2.plot(values, [(i + 1) / n for i in range(n)], label=name, lw=1.2)
     ax2.set_xlim(min(0, client[0] if client else 0), right)
-    ax2.set_xlabel("ms (axis ends at p99.9)")
+    ax2.set_xlabel("ms (axis ends at 1.5 x p99 of the server view)")
     ax2.set_ylabel("share of orders at or below")
     ax2.set_title("Cumulative distribution")
     ax2.grid(alpha=0.3, which="both")

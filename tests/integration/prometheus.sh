@@ -146,7 +146,12 @@ psql_q "SELECT count(*) FROM generate_series(1, $N) g,
 ok $? "placed $N orders"
 wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 20
 ok $? "the $N orders are paid"
-sleep 3		# a few evaluations with the paid orders in the figures
+# until Prometheus has scraped the paid orders (and evaluated the rules on them)
+for _ in $(seq 1 100); do
+	[ "$(query 'sum(ft_orders_orders{status="paid"})')" = "$N" ] && break
+	sleep 0.3
+done
+is "$(query 'sum(ft_orders_orders{status="paid"})')" "$N" "Prometheus sees the $N paid orders"
 is "$(prom_get /api/v1/alerts | jq -r '[.data.alerts[] | .labels.alertname + ":" + .state] | join(" ")')" "" \
 	"no alert is pending or firing while orders are paid"
 
