@@ -146,12 +146,15 @@ psql_q "SELECT count(*) FROM generate_series(1, $N) g,
 ok $? "placed $N orders"
 wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 20
 ok $? "the $N orders are paid"
-# until Prometheus has scraped the paid orders (and evaluated the rules on them)
+# until Prometheus has scraped the paid orders and evaluated the rules on
+# that scrape (the recorded backlog is 0; the alerts are evaluated after
+# the recording rules, in the same group)
 for _ in $(seq 1 100); do
-	[ "$(query 'sum(ft_orders_orders{status="paid"})')" = "$N" ] && break
+	[ "$(query 'sum(ft_orders_orders{status="paid"})') $(query 'ft_orders:outbox_pending')" = "$N 0" ] && break
 	sleep 0.3
 done
-is "$(query 'sum(ft_orders_orders{status="paid"})')" "$N" "Prometheus sees the $N paid orders"
+is "$(query 'sum(ft_orders_orders{status="paid"})') $(query 'ft_orders:outbox_pending')" "$N 0" \
+	"Prometheus sees the $N paid orders and an empty backlog"
 is "$(prom_get /api/v1/alerts | jq -r '[.data.alerts[] | .labels.alertname + ":" + .state] | join(" ")')" "" \
 	"no alert is pending or firing while orders are paid"
 
