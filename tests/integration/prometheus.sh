@@ -4,19 +4,23 @@
 # Debian's Prometheus, run as the unprivileged PostgreSQL OS user on a free
 # loopback port with its own data folder, scrapes Debian's postgres_exporter
 # (tests/lib/exporter.sh: the queries file of contrib/postgres_exporter) in
-# front of a server with live payment workers and the fake gateway, every
-# second, and evaluates the rules every second.  The rules are the shipped
-# file with one difference: every alert's "for" is 5s instead of minutes
+# front of a server with live payment workers and the fake gateway, and a
+# second exporter in front of its streaming standby, every second, and
+# evaluates the rules every second.  The rules are the shipped file with
+# one difference: every alert's "for" is 5s instead of minutes
 # (tests/monitoring/rule_tests.py shorten; the expressions and thresholds
-# are the same).  The test sees, in /api/v1/alerts:
-#   - nothing firing while orders are paid normally;
+# are the same).  The test sees, in Prometheus' API:
+#   - the standby known as one (pg_settings_in_hot_standby) with its
+#     workers in standby, the primary's replica lag metric, and no alert
+#     pending or firing while orders are paid normally;
 #   - gateway down: FtOrdersCircuitOpen fires, FtOrdersOldestPendingTooOld
 #     does not (the orders are seconds old, the threshold is 10 minutes);
 #   - the pending orders' outbox events backdated by 11 minutes (what 11
 #     minutes of outage leave behind, without waiting for them):
-#     FtOrdersOldestPendingTooOld fires with its runbook;
+#     FtOrdersOldestPendingTooOld fires with its runbook, once, for the
+#     primary (the standby shows the same replicated rows);
 #   - gateway back: both resolve, every order is paid once;
-#   - a payment the gateway rejects (422): FtOrdersDeadLetters fires.
+#   - a payment the gateway rejects (422): FtOrdersDeadLetters fires once.
 # About 40 s.
 
 source "$(dirname "$0")/../lib/common.sh"
@@ -26,6 +30,16 @@ source "$(dirname "$0")/../lib/exporter.sh"
 RULES=$FT_ROOT/contrib/prometheus/ft_orders.rules.yml
 PROM_BIN=${FT_PROMETHEUS_BIN:-$(command -v prometheus || true)}
 N=5
+SB=$FT_TMP/standby
+
+standby_cleanup()
+{
+	if [ -f "$SB/postmaster.pid" ]; then
+		as_pg pg_ctl -D "$SB" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
+	fi
+	ft_cleanup
+}
+trap standby_cleanup EXIT
 
 [ -n "$PROM_BIN" ] && [ -x "$PROM_BIN" ] ||
 	bail_out "prometheus is not installed (Debian package prometheus; tests/setup/deps.sh installs it)"
@@ -80,6 +94,18 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	bail_out "server did not start"
 exporter_role || bail_out "could not create the exporter role"
 exporter_start ft_exporter "$FT_TMP/exporter.log" || bail_out "the exporter did not serve /metrics"
+PRIMARY=127.0.0.1:$EXP_PORT
+
+# a streaming standby (its workers wait in state standby) and its exporter
+SB_PORT=$(free_port) || bail_out "no free port"
+as_pg pg_basebackup -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$SB" -R -X stream -c fast \
+	>"$FT_TMP/basebackup.log" 2>&1 || { cat "$FT_TMP/basebackup.log" >&2; bail_out "pg_basebackup failed"; }
+echo "port = $SB_PORT" >>"$SB/postgresql.conf"
+as_pg pg_ctl -D "$SB" -l "$FT_TMP/standby.log" -w -t 60 start >/dev/null ||
+	{ tail "$FT_TMP/standby.log" >&2; bail_out "standby did not start"; }
+PGPORT=$SB_PORT exporter_start ft_exporter "$FT_TMP/exporter_standby.log" ||
+	bail_out "the standby's exporter did not serve /metrics"
+STANDBY=127.0.0.1:$EXP_PORT
 
 # --- Prometheus: its own folder, owned by the unprivileged user
 PROM_DIR=$FT_TMP/prometheus
@@ -96,7 +122,7 @@ rule_files:
 scrape_configs:
   - job_name: ft_orders
     static_configs:
-      - targets: ['127.0.0.1:$EXP_PORT']
+      - targets: ['$PRIMARY', '$STANDBY']
 EOF
 [ "$(id -u)" -eq 0 ] && chown -R "$FT_PG_USER" "$PROM_DIR"
 PROM_PORT=$(free_port) || bail_out "no free port"
@@ -131,14 +157,19 @@ is "$(jq -r '[.data.groups[].rules[] | select(.type == "alerting") | .duration] 
 	"0 5" "the test copy differs only in its 'for' durations (5 s, or none)"
 
 # the first scrapes and evaluations: the recorded series exist
+P="instance=\"$PRIMARY\"" S="instance=\"$STANDBY\""
 for _ in $(seq 1 100); do
-	[ "$(query 'ft_orders:workers_active')" = 2 ] && break
+	[ "$(query "ft_orders:workers_active{$P}") $(query "ft_orders:workers_standby{$S}")" = "2 2" ] && break
 	sleep 0.3
 done
-is "$(query 'up{job="ft_orders"}')" "1" "Prometheus scrapes the exporter (up = 1)"
-is "$(query 'ft_orders:workers_active')" "2" "recorded: ft_orders:workers_active = 2 (from ft_orders_worker_state_current)"
-is "$(query 'ft_orders:is_standby')" "0" "recorded: ft_orders:is_standby = 0 (pg_settings_in_hot_standby)"
-is "$(query 'ft_orders:gateway_circuit_state')" "0" "recorded: ft_orders:gateway_circuit_state = 0 (closed)"
+is "$(query 'sum(up{job="ft_orders"})')" "2" "Prometheus scrapes both exporters (up = 1 each)"
+is "$(query "ft_orders:workers_active{$P}") $(query "ft_orders:is_standby{$P}")" "2 0" \
+	"primary: 2 active workers (ft_orders_worker_state_current), is_standby 0 (pg_settings_in_hot_standby)"
+is "$(query "ft_orders:workers_active{$S}") $(query "ft_orders:workers_standby{$S}") $(query "ft_orders:is_standby{$S}")" "0 2 1" \
+	"standby: 0 active, 2 workers in standby, is_standby 1"
+is "$(query "ft_orders:gateway_circuit_state{$P}")" "0" "recorded: ft_orders:gateway_circuit_state = 0 (closed)"
+like "$(query "max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{$P})")" '^[0-9.e+]+$' \
+	"the primary's exporter reports the standby's replay lag (pg_stat_replication_pg_wal_lsn_diff)"
 
 # --- 1. normal operation: nothing fires
 psql_q "SELECT count(*) FROM generate_series(1, $N) g,
@@ -166,11 +197,11 @@ ok $? "placed $N orders while the gateway is down"
 wait_alert FtOrdersCircuitOpen firing 40
 ok $? "FtOrdersCircuitOpen fires (states seen:$SEEN)"
 alert=$(prom_get /api/v1/alerts | jq -c '.data.alerts[] | select(.labels.alertname == "FtOrdersCircuitOpen")')
-is "$(jq -r '.labels | "\(.severity) \(.job) \(.instance)"' <<<"$alert")" "critical ft_orders 127.0.0.1:$EXP_PORT" \
-	"FtOrdersCircuitOpen: severity critical, the exporter's job and instance"
+is "$(jq -r '.labels | "\(.severity) \(.job) \(.instance)"' <<<"$alert")" "critical ft_orders $PRIMARY" \
+	"FtOrdersCircuitOpen: once, severity critical, the primary's job and instance"
 is "$(alert_state FtOrdersOldestPendingTooOld)" "inactive" \
 	"FtOrdersOldestPendingTooOld does not fire: the pending orders are seconds old"
-age=$(query 'ft_orders:outbox_oldest_age_seconds')
+age=$(query "ft_orders:outbox_oldest_age_seconds{$P}")
 cmp_ok "${age%.*}" -lt 600 "recorded oldest pending age is ${age%.*} s, under the 600 s threshold"
 
 # --- 3. the same orders 11 minutes old: the oldest-pending alert fires
@@ -178,11 +209,17 @@ psql_q "UPDATE ft_orders.outbox SET created_at = created_at - interval '11 minut
 ok $? "backdated the $N pending outbox events by 11 minutes"
 wait_alert FtOrdersOldestPendingTooOld firing 40
 ok $? "FtOrdersOldestPendingTooOld fires (states seen:$SEEN)"
+for _ in $(seq 1 50); do
+	[ -n "$(query "ft_orders:outbox_oldest_age_seconds{$S} > 600")" ] && break
+	sleep 0.3
+done
+cmp_ok "$(query "ft_orders:outbox_oldest_age_seconds{$S}" | cut -d. -f1)" -gt 600 \
+	"the standby shows the same replicated age (over 600 s)"
 alert=$(prom_get /api/v1/alerts | jq -c '.data.alerts[] | select(.labels.alertname == "FtOrdersOldestPendingTooOld")')
-is "$(jq -r '.labels | "\(.severity) \(.instance)"' <<<"$alert")" "critical 127.0.0.1:$EXP_PORT" \
-	"FtOrdersOldestPendingTooOld: severity critical, the exporter's instance"
+is "$(jq -r '.labels | "\(.severity) \(.instance)"' <<<"$alert")" "critical $PRIMARY" \
+	"FtOrdersOldestPendingTooOld: once, for the primary (not the standby), severity critical"
 like "$(jq -r '.annotations.summary' <<<"$alert")" \
-	"^ft_orders on 127\.0\.0\.1:$EXP_PORT: an order has waited 11m [0-9]+s for its payment$" \
+	"^ft_orders on ${PRIMARY//./\\.}: an order has waited 11m [0-9]+s for its payment$" \
 	"its summary names the instance and the age"
 is "$(jq -r '.annotations.runbook' <<<"$alert")" \
 	"$(/usr/bin/python3 -c 'import sys, yaml
@@ -212,12 +249,13 @@ ok $? "the rejected payment is a dead letter"
 wait_alert FtOrdersDeadLetters firing 30
 ok $? "FtOrdersDeadLetters fires (states seen:$SEEN)"
 is "$(prom_get /api/v1/alerts | jq -r '.data.alerts[] | select(.labels.alertname == "FtOrdersDeadLetters") | .annotations.summary')" \
-	"ft_orders on 127.0.0.1:$EXP_PORT: new dead letters (1 in ft_orders.dead_letters)" "its summary counts the dead letter"
+	"ft_orders on $PRIMARY: new dead letters (1 in ft_orders.dead_letters)" \
+	"it fires once, for the primary, and counts the dead letter"
 
 # --- the workers were active on the primary throughout
-is "$(prom_get /api/v1/alerts | jq -r '[.data.alerts[] | select(.labels.alertname | test("Worker")) | .labels.alertname] | join(" ")')" "" \
-	"no worker alert (FtOrdersNoActiveWorker, FtOrdersWorkersActiveOnStandby)"
+is "$(prom_get /api/v1/alerts | jq -r '[.data.alerts[] | select(.labels.alertname | test("Worker|Replica")) | .labels.alertname] | join(" ")')" "" \
+	"no worker or replica alert (FtOrdersNoActiveWorker, FtOrdersWorkersActiveOnStandby, FtOrdersReplicaLagging)"
 is "$(grep -ciE 'level=error' "$PROM_DIR/prometheus.log")" "0" "Prometheus logged no error"
-is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no server process crashed"
+is "$(cat "$PG_LOG" "$FT_TMP/standby.log" | grep -c 'terminated by signal')" "0" "no process of the primary or the standby crashed"
 
 done_testing
