@@ -83,10 +83,15 @@ export DEBIAN_FRONTEND=noninteractive
 # (:9187, no DSN).  tests/integration/exporter.sh runs its own exporter on
 # loopback, so stop and disable the service we just installed.
 # The same for Prometheus itself (:9090): tests/integration/prometheus.sh
-# runs its own on loopback.
+# runs its own on loopback.  Without systemd, the packages' init scripts
+# may have started them (unless a policy-rc.d forbids it): stop those too.
 for svc in prometheus-postgres-exporter prometheus; do
-	if [[ " ${missing[*]} " == *" $svc "* ]] && [ -d /run/systemd/system ]; then
+	[[ " ${missing[*]} " == *" $svc "* ]] || continue
+	if [ -d /run/systemd/system ]; then
 		"${SUDO[@]}" systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+	elif [ -x "/etc/init.d/$svc" ]; then
+		"${SUDO[@]}" invoke-rc.d "$svc" stop >/dev/null 2>&1 || true
+		"${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
 	fi
 done
 node_packages
