@@ -168,6 +168,10 @@ is "$(query "ft_orders:workers_active{$P}") $(query "ft_orders:is_standby{$P}")"
 is "$(query "ft_orders:workers_active{$S}") $(query "ft_orders:workers_standby{$S}") $(query "ft_orders:is_standby{$S}")" "0 2 1" \
 	"standby: 0 active, 2 workers in standby, is_standby 1"
 is "$(query "ft_orders:gateway_circuit_state{$P}")" "0" "recorded: ft_orders:gateway_circuit_state = 0 (closed)"
+for _ in $(seq 1 100); do
+	[ -n "$(query "pg_stat_replication_pg_wal_lsn_diff{$P}")" ] && break
+	sleep 0.3
+done
 like "$(query "max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{$P})")" '^[0-9.e+]+$' \
 	"the primary's exporter reports the standby's replay lag (pg_stat_replication_pg_wal_lsn_diff)"
 
