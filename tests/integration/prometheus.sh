@@ -184,12 +184,13 @@ ok $? "the $N orders are paid"
 # until Prometheus has scraped the paid orders and evaluated the rules on
 # that scrape (the recorded backlog is 0; the alerts are evaluated after
 # the recording rules, in the same group)
+paid_q="sum(ft_orders_orders{$P,status=\"paid\"})"
 for _ in $(seq 1 100); do
-	[ "$(query 'sum(ft_orders_orders{status="paid"})') $(query 'ft_orders:outbox_pending')" = "$N 0" ] && break
+	[ "$(query "$paid_q") $(query "ft_orders:outbox_pending{$P}")" = "$N 0" ] && break
 	sleep 0.3
 done
-is "$(query 'sum(ft_orders_orders{status="paid"})') $(query 'ft_orders:outbox_pending')" "$N 0" \
-	"Prometheus sees the $N paid orders and an empty backlog"
+is "$(query "$paid_q") $(query "ft_orders:outbox_pending{$P}")" "$N 0" \
+	"Prometheus sees the $N paid orders and an empty backlog on the primary"
 is "$(prom_get /api/v1/alerts | jq -r '[.data.alerts[] | .labels.alertname + ":" + .state] | join(" ")')" "" \
 	"no alert is pending or firing while orders are paid"
 
