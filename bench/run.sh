@@ -4,12 +4,12 @@
 # a throwaway fsync'ing server and the fake gateway, runs each benchmark with
 # its baseline in the same run, prints a table and writes
 # bench/results/latest.json, the raw series behind the plots
-# (latest.series.json) and the plots (bench/plots.py; bench/results/plots/).
+# (latest.series.json) and the plots (bench/plots.py; bench/results/latest.plots/).
 #
 #   FT_BENCH="intake drain latency memory failover"   parts to run (default all)
 #   FT_BENCH_SCALE=small                               quick smoke run (minutes)
 #   FT_BENCH_OUT=file.json                             other output file (series: file.series.json)
-#   FT_BENCH_PLOTS=dir                                 other folder for the plots
+#   FT_BENCH_PLOTS=dir                                 other folder for the plots (default: file.plots/)
 #   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
 #   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS       override one knob
 #   FT_KEEP_TMP=1                                      keep the temp folder (logs)
@@ -44,7 +44,7 @@ MEM_N=${FT_BENCH_MEM_N:-$d_mem_n}
 DRILL_RUNS=${FT_BENCH_DRILL_RUNS:-$d_drill_runs}
 WRK_SECS=${FT_BENCH_WRK_SECS:-$d_wrk_secs}
 OUT=${FT_BENCH_OUT:-$BENCH/results/latest.json}
-PLOTS=${FT_BENCH_PLOTS:-$BENCH/results/plots}
+PLOTS=${FT_BENCH_PLOTS:-${OUT%.json}.plots}
 FIGS=$FT_TMP/figures.jsonl
 : >"$FIGS"
 # raw series for the plots: drain_<label>.txt, latency_*_ms.txt, drills.jsonl
