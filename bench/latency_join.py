@@ -1,14 +1,18 @@
 #!/usr/bin/python3
-"""latency_join.py COMMITS_FILE RECEIPTS_FILE [server]: commit -> gateway latency.
+"""latency_join.py COMMITS_FILE RECEIPTS_FILE [server] [--dump=FILE]: commit -> gateway latency.
 
 Joins the commit times with the gateway's receipts "<key> <order_id>
 <first_received_us> <charged>" by order_id.  COMMITS_FILE is
 latency_pgbench.py's "<order_id> <start_us> <commit_us>" (the client saw the
 commit), or with "server": "<payment_key> <order_id> <commit_us>" from
-pg_xact_commit_timestamp.  Prints "p50 p99 max missing n min" in ms.
+pg_xact_commit_timestamp.  Prints "p50 p99 max missing n min" in ms; with
+--dump, also writes every latency (ms, sorted, one a line) to FILE for
+bench/plots.py.
 """
 import sys
 
+server = "server" in sys.argv[3:]
+dump = next((a[len("--dump="):] for a in sys.argv[3:] if a.startswith("--dump=")), None)
 rec = {}
 with open(sys.argv[2]) as f:
     for line in f:
@@ -22,13 +26,16 @@ with open(sys.argv[1]) as f:
         p = line.split()
         if len(p) < 3:
             continue
-        oid = int(p[1]) if len(sys.argv) > 3 else int(p[0])
+        oid = int(p[1]) if server else int(p[0])
         commit = int(p[2])
         if oid in rec:
             lat.append((rec[oid] - commit) / 1000.0)
         else:
             missing += 1
 lat.sort()
+if dump:
+    with open(dump, "w") as f:
+        f.writelines("%.3f\n" % x for x in lat)
 
 
 def pct(q):

@@ -3,11 +3,13 @@
 # installs what is missing (+ wrk), builds and installs the extension, starts
 # a throwaway fsync'ing server and the fake gateway, runs each benchmark with
 # its baseline in the same run, prints a table and writes
-# bench/results/latest.json.
+# bench/results/latest.json, the raw series behind the plots
+# (latest.series.json) and the plots (bench/plots.py; bench/results/latest.plots/).
 #
 #   FT_BENCH="intake drain latency memory failover"   parts to run (default all)
 #   FT_BENCH_SCALE=small                               quick smoke run (minutes)
-#   FT_BENCH_OUT=file.json                             other output file
+#   FT_BENCH_OUT=file.json                             other output file (series: file.series.json)
+#   FT_BENCH_PLOTS=dir                                 other folder for the plots (default: file.plots/)
 #   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
 #   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS       override one knob
 #   FT_KEEP_TMP=1                                      keep the temp folder (logs)
@@ -42,8 +44,12 @@ MEM_N=${FT_BENCH_MEM_N:-$d_mem_n}
 DRILL_RUNS=${FT_BENCH_DRILL_RUNS:-$d_drill_runs}
 WRK_SECS=${FT_BENCH_WRK_SECS:-$d_wrk_secs}
 OUT=${FT_BENCH_OUT:-$BENCH/results/latest.json}
+PLOTS=${FT_BENCH_PLOTS:-${OUT%.json}.plots}
 FIGS=$FT_TMP/figures.jsonl
 : >"$FIGS"
+# raw series for the plots: drain_<label>.txt, latency_*_ms.txt, drills.jsonl
+SERIES=$FT_TMP/series
+mkdir -p "$SERIES"
 RUN_ID=$(date +%s)
 
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -87,17 +93,19 @@ preload()
 
 outbox_count() { psql_q "SELECT count(*) FROM ft_orders.outbox" 2>/dev/null; }
 
-# wait_drained LIMIT_S [CHARGES]: until the outbox is empty; fails after
-# LIMIT_S.  With CHARGES, first until the fake gateway counts that many
-# charges (its /ledger summary is a few counters), so that the clock is not
-# read by a count(*) over a large outbox every 100 ms, which took CPU from
-# the workers being measured
+# wait_drained LIMIT_S [CHARGES [PROGRESS]]: until the outbox is empty;
+# fails after LIMIT_S.  With CHARGES, first until the fake gateway counts
+# that many charges (its /ledger summary is a few counters), so that the
+# clock is not read by a count(*) over a large outbox every 100 ms, which
+# took CPU from the workers being measured.  Each of those polls appends
+# "<unix time> <charges>" to PROGRESS if given (the drain plot)
 wait_drained()
 {
-	local limit=$1 charges=${2:-} t0 c
+	local limit=$1 charges=${2:-} progress=${3:-} t0 c
 	t0=$(date +%s)
 	while [ -n "$charges" ]; do
 		c=$(curl -fsS "$GW_URL/ledger" 2>/dev/null | jq -r '.charges // 0')
+		[ -n "$progress" ] && echo "$EPOCHREALTIME ${c:-0}" >>"$progress"
 		[ "${c:-0}" -ge "$charges" ] && break
 		drain_hopeless "$t0" "$limit" && return 1
 		sleep 0.05
@@ -217,8 +225,9 @@ drain_once()
 	wpids=$(psql_q "SELECT string_agg(pid::text, ' ') FROM ft_orders.worker_status WHERE pid > 0")
 	w0=$(cpu_ticks $wpids); g0=$(cpu_ticks "$GW_PID")
 	t0=$(now)
+	echo "$t0 0" >"$SERIES/drain_$label.txt"
 	gateway_on
-	if ! wait_drained "$limit" "$n"; then
+	if ! wait_drained "$limit" "$n" "$SERIES/drain_$label.txt"; then
 		log "drain $label: not drained after $limit s ($(outbox_count) left)"
 	fi
 	el=$(since "$t0")
@@ -321,10 +330,12 @@ bench_latency()
 	"$PY" "$BENCH/latency_pgbench.py" "$run" 2 "$FT_TMP/keymap.txt" "$FT_TMP/commit_ts_all.txt" \
 		"$FT_TMP/latency_client.txt" "$FT_TMP/commit_ts.txt" "$FT_TMP"/latlog.* >&2 || return 1
 	local r p50 p99 mx miss n mn c50 c99 cmx
-	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/commit_ts.txt" "$FT_TMP/receipts.txt" server)
+	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/commit_ts.txt" "$FT_TMP/receipts.txt" server \
+		--dump="$SERIES/latency_server_ms.txt")
 	read -r p50 p99 mx miss n mn <<<"$r"
 	log "latency (server commit timestamp -> gateway): n=$n missing=$miss p50=$p50 p99=$p99 max=$mx min=$mn ms"
-	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/latency_client.txt" "$FT_TMP/receipts.txt")
+	r=$("$PY" "$BENCH/latency_join.py" "$FT_TMP/latency_client.txt" "$FT_TMP/receipts.txt" \
+		--dump="$SERIES/latency_client_ms.txt")
 	read -r c50 c99 cmx _ _ _ <<<"$r"
 	log "latency (client saw the commit -> gateway): p50=$c50 p99=$c99 max=$cmx ms"
 	fig commit_to_gateway_p50_ms ms "" "$p50" "" "commit timestamp (track_commit_timestamp, taken before the commit's WAL flush) -> gateway first_received_us; $n orders at $LAT_RATE/s (pgbench -R, 8 clients), $miss not received"
@@ -391,6 +402,7 @@ bench_failover()
 	: >"$js"
 	FT_DRILL_RUNS=$DRILL_RUNS FT_DRILL_JSON=$js bash "$ROOT/tests/cluster/bench.sh" >"$FT_TMP/drills.tap" 2>&1
 	log "failover: drills exit $?, $(grep -c '^not ok' "$FT_TMP/drills.tap") failed checks, $(wc -l <"$js") drills"
+	cp "$js" "$SERIES/drills.jsonl"
 	"$PY" - "$js" "$FIGS" "$BENCH/report.py" <<'PYEOF'
 import json, statistics, subprocess, sys
 js, figs, rep = sys.argv[1:4]
@@ -429,3 +441,6 @@ has failover && { bench_failover || log "failover failed"; }
 echo
 "$PY" "$BENCH/report.py" write "$FIGS" "$OUT"
 echo "# written $OUT"
+"$PY" "$BENCH/plots.py" collect "$SERIES" "$DRAIN_N" "${OUT%.json}.series.json" &&
+	"$PY" "$BENCH/plots.py" plot "${OUT%.json}.series.json" "$PLOTS" ||
+	log "plots failed"

@@ -5,6 +5,8 @@
 #
 # Suites: pg_regress (sql/ + expected/), pgTAP (tests/pgtap, pg_prove), the
 # fake gateway's self-test, the integration tests (tests/integration), the
+# monitoring checks (tests/monitoring: alert rules under promtool, the
+# Grafana dashboard against metrics()), the
 # chaos tests (tests/chaos, crashes and a flapping gateway under load), the
 # cluster drills (tests/cluster), the partition drills (tests/partition,
 # the subset; `make partition` runs them all).  FT_SUITES="regress pgtap"
@@ -16,7 +18,7 @@ cd "$root"
 bash tests/setup/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bash tests/setup/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-suites=${FT_SUITES:-"regress pgtap gateway integration chaos cluster partition"}
+suites=${FT_SUITES:-"regress pgtap gateway monitoring integration chaos cluster partition"}
 total_pass=0
 total_fail=0
 summary=()
@@ -84,6 +86,8 @@ for s in $suites; do
 		gateway)
 			[ -f tests/fake_gateway/selftest.sh ] &&
 				run_tap gateway prove -v --exec bash tests/fake_gateway/selftest.sh ;;
+		monitoring)
+			run_tap monitoring prove -v --exec bash tests/monitoring/*.sh ;;
 		integration)
 			ls tests/integration/*.sh >/dev/null 2>&1 &&
 				run_tap integration prove -v --exec bash tests/integration/*.sh ;;

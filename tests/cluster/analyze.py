@@ -21,6 +21,9 @@ Definitions
   200 of its GET /primary after the fault as polled by the load client.
 - first payment: min(payment_attempts.started_at) on the new leader at or
   after the promotion.
+- timeline: orders acknowledged and attempts that failed (ended without a
+  commit acknowledged), per 100 ms from 5 s before to 25 s after the fault,
+  for bench/plots.py.
 """
 
 import argparse
@@ -64,6 +67,26 @@ def rto(attempts, t0, slow):
     if not oks:
         return None, len(bad_starts)
     return min(oks) - t0, len(bad_starts)
+
+
+def timeline(load, t0, before=5.0, after=25.0, step=0.1):
+    n = int(round((before + after) / step))
+    acked = [0] * n
+    failed = [0] * n
+
+    def slot(t):
+        i = int((t - t0 + before) // step)
+        return i if 0 <= i < n else None
+
+    for x in load["acked"]:
+        i = slot(x[2])
+        if i is not None:
+            acked[i] += 1
+    for a in load["attempts"]:
+        i = slot(a[3]) if a[3] is not None else None
+        if i is not None and a[4] != "ok":
+            failed[i] += 1
+    return {"from_s": -before, "step_s": step, "acked": acked, "failed_attempts": failed}
 
 
 def reads_unavailable(reads):
@@ -297,6 +320,7 @@ def main():
         "pending_after_drain": pending, "paid": paid, "charges": ledger.get("charges"),
         "drain_s": r2(a.drain_s), "rejoin_s": r2(a.rejoin_s),
         "checks_failed": sum(1 for c in checks if not c[0]),
+        "timeline": timeline(load, a.t0),
     }
     with open(a.result, "w") as f:
         json.dump(res, f)

@@ -17,37 +17,14 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-QUERIES=$FT_ROOT/contrib/postgres_exporter/ft_orders_queries.yaml
-EXPORTER_BIN=${FT_EXPORTER_BIN:-$(command -v prometheus-postgres-exporter || true)}
+source "$(dirname "$0")/../lib/exporter.sh"
+
 N=10
 
 if [ -z "$EXPORTER_BIN" ] || [ ! -x "$EXPORTER_BIN" ]; then
 	bail_out "prometheus-postgres-exporter is not installed (tests/setup/deps.sh installs it)"
 fi
-[ -r "$QUERIES" ] || bail_out "no queries file at $QUERIES"
-
-# exporter_start ROLE LOGFILE [ARGS...]: start an exporter for database ftdb
-# logged in as ROLE on a free loopback port; sets EXP_PID and EXP_URL
-exporter_start()
-{
-	local role=$1 log=$2 port
-	shift 2
-	port=$(free_port) || return 1
-	DATA_SOURCE_NAME="host=$FT_TMP/run port=$PGPORT user=$role dbname=ftdb sslmode=disable" \
-		"$EXPORTER_BIN" --web.listen-address="127.0.0.1:$port" \
-		--extend.query-path="$QUERIES" --log.level=info "$@" >"$log" 2>&1 </dev/null &
-	EXP_PID=$!
-	FT_PIDS+=("$EXP_PID")
-	EXP_PORT=$port
-	EXP_URL="http://127.0.0.1:$port"
-	for _ in $(seq 1 100); do
-		curl -fsS -o /dev/null --max-time 20 "$EXP_URL/metrics" 2>/dev/null && return 0
-		kill -0 "$EXP_PID" 2>/dev/null || break
-		sleep 0.2
-	done
-	cat "$log" >&2
-	return 1
-}
+[ -r "$EXPORTER_QUERIES" ] || bail_out "no queries file at $EXPORTER_QUERIES"
 
 # scrape: GET /metrics into $SCRAPE
 scrape()
@@ -130,9 +107,7 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	bail_out "server did not start"
 
 # the role docs/monitoring.md recommends: login, no superuser, read-only sessions
-psql_q "CREATE ROLE ft_exporter LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE ft_orders_app, pg_monitor;
-        ALTER ROLE ft_exporter SET default_transaction_read_only = on" >/dev/null ||
-	bail_out "could not create the exporter role"
+exporter_role || bail_out "could not create the exporter role"
 is "$(psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'ft_exporter'")" "f" \
 	"the exporter role is not a superuser"
 

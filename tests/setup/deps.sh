@@ -13,10 +13,12 @@ pkgs=(
 	nftables faketime e2fsprogs	# tests/partition: namespaces' firewalls, clock skew, mkfs.ext4
 	prometheus-postgres-exporter	# tests/integration/exporter.sh
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
+	prometheus python3-yaml		# contrib/prometheus: promtool, tests/integration/prometheus.sh
+	python3-jsonschema		# tests/monitoring/dashboard.sh checks contrib/grafana
 )
 for arg in "$@"; do
 	case "$arg" in
-		--bench) pkgs+=(wrk) ;;
+		--bench) pkgs+=(wrk python3-matplotlib) ;;	# bench/plots.py
 		--fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
 	esac
 done
@@ -80,8 +82,17 @@ export DEBIAN_FRONTEND=noninteractive
 # Under systemd the exporter package starts its service on every interface
 # (:9187, no DSN).  tests/integration/exporter.sh runs its own exporter on
 # loopback, so stop and disable the service we just installed.
-if [[ " ${missing[*]} " == *" prometheus-postgres-exporter "* ]] && [ -d /run/systemd/system ]; then
-	"${SUDO[@]}" systemctl disable --now prometheus-postgres-exporter.service >/dev/null 2>&1 || true
-fi
+# The same for Prometheus itself (:9090): tests/integration/prometheus.sh
+# runs its own on loopback.  Without systemd, the packages' init scripts
+# may have started them (unless a policy-rc.d forbids it): stop those too.
+for svc in prometheus-postgres-exporter prometheus; do
+	[[ " ${missing[*]} " == *" $svc "* ]] || continue
+	if [ -d /run/systemd/system ]; then
+		"${SUDO[@]}" systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+	elif [ -x "/etc/init.d/$svc" ]; then
+		"${SUDO[@]}" invoke-rc.d "$svc" stop >/dev/null 2>&1 || true
+		"${SUDO[@]}" update-rc.d "$svc" disable >/dev/null 2>&1 || true
+	fi
+done
 node_packages
 echo "deps.sh: done"
