@@ -90,8 +90,11 @@ CREATE TABLE ft_orders.gateway_events (
 	PRIMARY KEY (provider, event_id)
 );
 CREATE INDEX gateway_events_order_id_idx ON ft_orders.gateway_events (order_id);
+-- purge_history() deletes rows older than ft_orders.history_retention
+CREATE INDEX gateway_events_received_at_idx
+	ON ft_orders.gateway_events USING brin (received_at);
 COMMENT ON TABLE ft_orders.gateway_events IS
-'Every webhook event received, once per (provider, event_id): what it was, the order or refund it concerned, whether it changed anything and why (detail)';
+'Every webhook event received, once per (provider, event_id): what it was, the order or refund it concerned, whether it changed anything and why (detail); purged after ft_orders.history_retention';
 COMMENT ON COLUMN ft_orders.gateway_events.provider IS
 'stripe or generic';
 COMMENT ON COLUMN ft_orders.gateway_events.event_id IS
