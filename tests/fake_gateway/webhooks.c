@@ -186,12 +186,14 @@ ft_webhooks_config_json(json_t *obj)
 }
 
 /*
- * Queue one event (body taken over: malloc'd) and its duplicates.  Returns
+ * Queue one event (body taken over: malloc'd) and its duplicates, due
+ * webhook_delay_ms after now_us (one now_us for a whole POST /webhooks/send,
+ * so that its events form one batch for webhook_reorder).  Returns
  * the number of copies queued (0 when no URL is configured or the queue is
  * full; the body is freed then).
  */
 static int
-wh_enqueue(char *body, bool stripe, bool bad_signature)
+wh_enqueue(char *body, bool stripe, bool bad_signature, int64_t now_us)
 {
 	int			copies;
 	int			n = 0;
@@ -199,7 +201,7 @@ wh_enqueue(char *body, bool stripe, bool bad_signature)
 
 	pthread_mutex_lock(&wh_lock);
 	copies = 1 + wh_cfg.duplicates;
-	due = ft_gw_now_us() + (int64_t) wh_cfg.delay_ms * 1000;
+	due = now_us + (int64_t) wh_cfg.delay_ms * 1000;
 	if (wh_cfg.url[0] == '\0')
 	{
 		wh_c_dropped++;
@@ -250,7 +252,7 @@ wh_enqueue_json(json_t *ev, bool stripe, bool bad_signature)
 	json_decref(ev);
 	if (text == NULL)
 		return 0;
-	return wh_enqueue(text, stripe, bad_signature);
+	return wh_enqueue(text, stripe, bad_signature, ft_gw_now_us());
 }
 
 static int64_t
@@ -342,6 +344,7 @@ wh_send(struct MHD_Connection *conn, const FtRequest *req)
 	size_t		i;
 	json_t	   *e;
 	int			n = 0;
+	int64_t		now_us;
 
 	if (obj == NULL || !json_is_object(obj))
 	{
@@ -360,12 +363,13 @@ wh_send(struct MHD_Connection *conn, const FtRequest *req)
 								 "expected {\"provider\": \"stripe\"|\"generic\", \"events\": [...], \"bad_signature\": bool}");
 	}
 	stripe = strcmp(provider, "stripe") == 0;
+	now_us = ft_gw_now_us();
 	json_array_foreach(events, i, e)
 	{
 		char	   *text = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
 
 		if (text != NULL)
-			n += wh_enqueue(text, stripe, bad != NULL && json_is_true(bad));
+			n += wh_enqueue(text, stripe, bad != NULL && json_is_true(bad), now_us);
 	}
 	json_decref(obj);
 	return ft_gw_reply_json(conn, 202, json_pack("{s:i}", "queued", n), NULL, NULL);
