@@ -51,6 +51,52 @@ SELECT pg_catalog.pg_extension_config_dump('ft_orders.refunds_refund_id_seq', ''
 -- with refund_id set sends that refund.
 ALTER TABLE ft_orders.outbox ADD COLUMN refund_id bigint;
 
+-- COMMENTs on the shared schema above (psql's \d+ documents every object;
+-- tests/pgtap/08_metrics.sql checks it).  wt-16 may carry the same ones:
+-- the merge keeps one copy.
+COMMENT ON TYPE ft_orders.order_status IS
+'pending: accepted, not settled yet; action_required: the customer must act (3-D Secure), see next_action; paid: gateway confirmed the charge; declined: gateway refused for good; failed: given up, see dead_letters; canceled: canceled before it was charged; partially_refunded / refunded: paid, then part / all of it refunded';
+COMMENT ON COLUMN ft_orders.orders.next_action IS
+'What the customer must do to finish the payment (the gateway''s next_action), while the order is action_required';
+COMMENT ON COLUMN ft_orders.orders.client_secret IS
+'The PaymentIntent''s client_secret the application needs to finish an action_required payment in the browser';
+COMMENT ON COLUMN ft_orders.orders.cancel_requested_at IS
+'When cancel_order() was called, NULL if never';
+COMMENT ON COLUMN ft_orders.orders.cancel_reason IS
+'The reason given to cancel_order()';
+COMMENT ON COLUMN ft_orders.orders.refunded_minor IS
+'Amount refunded so far, in minor units; never above amount_minor in a consistent ledger, never lowered';
+COMMENT ON TABLE ft_orders.refunds IS
+'One row per refund of an order: amount, its own Idempotency-Key (refund_key), status pending / succeeded / failed';
+COMMENT ON COLUMN ft_orders.refunds.refund_id IS
+'Refund number, from refunds_refund_id_seq';
+COMMENT ON COLUMN ft_orders.refunds.order_id IS
+'The order refunded';
+COMMENT ON COLUMN ft_orders.refunds.amount_minor IS
+'Amount of this refund in minor units';
+COMMENT ON COLUMN ft_orders.refunds.currency IS
+'The order''s currency';
+COMMENT ON COLUMN ft_orders.refunds.idempotency_key IS
+'The caller''s key for this refund (unique per order); a repeat returns the same refund';
+COMMENT ON COLUMN ft_orders.refunds.refund_key IS
+'Idempotency-Key sent to the gateway for this refund, for its whole life';
+COMMENT ON COLUMN ft_orders.refunds.status IS
+'pending, succeeded or failed';
+COMMENT ON COLUMN ft_orders.refunds.gateway_refund_id IS
+'The gateway''s id of the refund (Stripe: re_...), once known';
+COMMENT ON COLUMN ft_orders.refunds.reason IS
+'Why the refund was made';
+COMMENT ON COLUMN ft_orders.refunds.last_error IS
+'The last error, e.g. why it failed';
+COMMENT ON COLUMN ft_orders.refunds.created_at IS
+'When the refund was requested';
+COMMENT ON COLUMN ft_orders.refunds.updated_at IS
+'When its status last changed';
+COMMENT ON SEQUENCE ft_orders.refunds_refund_id_seq IS
+'Refund ids; kept by pg_dump';
+COMMENT ON COLUMN ft_orders.outbox.refund_id IS
+'NULL: the event charges its order; set: it sends this refund';
+
 ------------------------------------------------------------------------------
 -- #16 webhooks ---------------------------------------------------------------
 ------------------------------------------------------------------------------
