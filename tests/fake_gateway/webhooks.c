@@ -632,4 +632,14 @@ ft_webhooks_stop(void)
 	pthread_mutex_unlock(&wh_lock);
 	pthread_join(wh_thread, NULL);
 	curl_global_cleanup();
+	/* events still held (webhook_delay_ms) are dropped */
+	while (wh_head)
+	{
+		WhEvent    *next = wh_head->next;
+
+		free(wh_head->body);
+		free(wh_head);
+		wh_head = next;
+	}
+	wh_tail = NULL;
 }
