@@ -87,7 +87,7 @@ ok $? "placed 6 orders (one to be declined)"
 wait_until "SELECT count(*) FILTER (WHERE status = 'paid') = 5 AND count(*) FILTER (WHERE status = 'declined') = 1
               FROM ft_orders.orders WHERE idempotency_key LIKE 'live-%'" 30
 ok $? "5 orders paid, 1 declined"
-wh_wait '.delivered == 12' 30
+wh_wait '.delivered == 12' 60
 ok $? "the gateway delivered 12 webhooks (6 events, twice each), all answered 2xx"
 is "$(wh rejected)/$(wh failed)" "0/0" "no webhook rejected or failed"
 is "$(psql_q "SELECT count(*) || '/' || count(DISTINCT event_id) || '/' || count(DISTINCT order_id)
@@ -120,7 +120,7 @@ send generic "[$(gev p1-failed payment.failed "$P1" ',"status":"declined","decli
                $(gev p2-failed payment.failed "$P2"),
                $(gev p3-canceled payment.canceled "$P3"),
                $(gev p4-succeeded payment.succeeded "$P4" ',"payment_id":"pay_p4","amount_minor":1004,"currency":"EUR"')]"
-wh_wait '.delivered == 12' 20
+wh_wait '.delivered == 12' 60
 ok $? "generic batch: 6 events delivered twice each, last first"
 is "$(st "$P1")/$(nev "$P1")" "paid/1" "P1: success delivered before its failure: paid, one order_events row"
 is "$(psql_q "SELECT applied || ' ' || detail FROM ft_orders.gateway_events WHERE event_id = 'p1-failed'")" \
@@ -140,7 +140,7 @@ curl -fsS -X DELETE "$GW_URL/webhooks" >/dev/null
 send generic "[$(gev r1-failed refund.failed "$P4" ',"refund_key":"11111111-1111-4111-8111-111111111111"'),
                $(gev r1-succeeded refund.succeeded "$P4" ',"refund_key":"11111111-1111-4111-8111-111111111111","refund_id":"rf_1"'),
                $(gev r2-succeeded refund.succeeded "$P4" ',"refund_key":"22222222-2222-4222-8222-222222222222","refund_id":"rf_2"')]"
-wh_wait '.delivered == 6' 20
+wh_wait '.delivered == 6' 60
 ok $? "refund batch: 3 events delivered twice each, last first"
 is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.order_events WHERE order_id = $P4")" \
 	"paid,partially_refunded,refunded" "P4: paid, partially_refunded (704), refunded (1004)"
@@ -168,7 +168,7 @@ send stripe "[$(sev evt_s1_succeeded payment_intent.succeeded "$S1" 2001 '{"stat
               $(sev evt_s3_canceled payment_intent.canceled "$S3" 2003 '{"cancellation_reason":"abandoned"}'),
               $(sev evt_s4_succeeded payment_intent.succeeded "$S4" 2004),
               $(sev evt_s4_refund refund.updated "$S4" 2004 "{\"id\":\"re_s4\",\"object\":\"refund\",\"status\":\"succeeded\",\"payment_intent\":\"pi_wh_$S4\"}")]"
-wh_wait '.delivered == 12' 20
+wh_wait '.delivered == 12' 60
 ok $? "Stripe batch: 6 events delivered twice each, last first"
 is "$(psql_q "SELECT status || '/' || refunded_minor || '/' || payment_id FROM ft_orders.orders WHERE order_id = $S1")/$(nev "$S1")" \
 	"partially_refunded/500/pi_wh_$S1/1" "S1: charge.refunded before payment_intent.succeeded: charged and partially_refunded, once"
@@ -185,7 +185,7 @@ curl -fsS -X DELETE "$GW_URL/webhooks" >/dev/null
 gw_faults "{\"webhook_url\":\"$SVC/webhooks/generic\",\"webhook_secret\":\"$GENERIC_SECRET\"}"
 before=$(psql_q "SELECT count(*) FROM ft_orders.gateway_events")
 send generic "[$(gev p5-succeeded payment.succeeded "$P5")]" true
-wh_wait '.rejected == 2' 20
+wh_wait '.rejected == 2' 60
 ok $? "a badly signed event (twice) is rejected by the service with 4xx"
 is "$(curl -fsS "$GW_URL/webhooks" | jq -r .last_status)" "400" "... 400"
 body=$(gev p5-by-hand payment.succeeded "$P5")
