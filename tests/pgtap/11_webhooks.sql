@@ -5,7 +5,7 @@
 -- lookups, privileges.  No payment workers run (tests/pgtap/run.sh), so
 -- every change below is the function's.
 BEGIN;
-SELECT plan(93);
+SELECT plan(95);
 
 SELECT has_function('ft_orders', 'apply_gateway_event', ARRAY['text', 'jsonb'],
 					'apply_gateway_event(text, jsonb) exists');
@@ -275,6 +275,12 @@ SELECT is(pg_temp.sample(ft_orders.metrics(), 'ft_orders_gateway_events_total{re
 SELECT is(pg_temp.sample(ft_orders.metrics(), 'ft_orders_gateway_events_total{result="ignored"}'),
 		  (SELECT count(*)::text FROM ft_orders.gateway_events WHERE NOT applied),
 		  'metrics(): ft_orders_gateway_events_total{result="ignored"} counts the others');
+
+-- purge_history() drops events older than history_retention (7 days)
+UPDATE ft_orders.gateway_events SET received_at = now() - interval '8 days' WHERE event_id IN ('g-a1', 'g-a3');
+SELECT is(ft_orders.purge_history(), 2::bigint, 'purge_history() deletes the 2 events older than history_retention');
+SELECT is((SELECT count(*)::int FROM ft_orders.gateway_events WHERE event_id IN ('g-a1', 'g-a3')), 0,
+		  '... and only those');
 
 -------------------------------------------------------------------------------
 -- privileges: not granted to ft_orders_app by default
