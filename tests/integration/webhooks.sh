@@ -5,7 +5,8 @@
 #
 # 1. Live: orders charged by the workers while the gateway also sends each
 #    outcome as a webhook, twice and out of order: every order settled once
-#    (one order_events row each, one charge each), each event recorded once.
+#    (one order_events row each, one charge each), each event recorded once;
+#    with the generic provider, then with stripe (PaymentIntents).
 # 2. Ordered by hand (gateway down for charges, so only webhooks settle):
 #    generic and Stripe succeeded / failed / canceled / refunded events,
 #    each delivered twice and in reverse order: the right final status, a
@@ -102,11 +103,37 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.gateway_events g JOIN ft_orders.ord
 	"each success event was applied or found its order already paid"
 is "$(gw_ledger charges)/$(gw_ledger duplicates)" "5/0" "ledger: 5 charges, no duplicate"
 
+# the same with the stripe provider: PaymentIntents, Stripe-signed events
+curl -fsS -X DELETE "$GW_URL/webhooks" >/dev/null
+pg_set ft_orders.gateway_provider stripe && pg_set ft_orders.gateway_token sk_test_webhooks
+gw_faults "{\"webhook_url\":\"$SVC/webhooks/stripe\",\"webhook_secret\":\"$STRIPE_SECRET\"}"
+ok $? "provider stripe; the gateway's Stripe events go to /webhooks/stripe"
+psql_q "SELECT count(*) FROM generate_series(1, 4) g,
+        LATERAL ft_orders.place_order('live-pi-' || g, 'cust-wh', 300 + g, 'EUR', '[]',
+                                      CASE WHEN g = 4 THEN 'pm_card_chargeDeclined' ELSE 'pm_card_visa' END)" >/dev/null
+wait_until "SELECT count(*) FILTER (WHERE status = 'paid') = 3 AND count(*) FILTER (WHERE status = 'declined') = 1
+              FROM ft_orders.orders WHERE idempotency_key LIKE 'live-pi-%'" 30
+ok $? "PaymentIntents: 3 orders paid, 1 declined"
+wh_wait '.delivered == 8' 60
+ok $? "the gateway delivered 8 Stripe events (4, twice each)"
+is "$(psql_q "SELECT string_agg(g.type || ':' || (g.order_id = o.order_id), ' ' ORDER BY o.idempotency_key)
+                FROM ft_orders.gateway_events g JOIN ft_orders.orders o ON o.order_id = g.order_id
+               WHERE g.provider = 'stripe' AND o.idempotency_key LIKE 'live-pi-%'")" \
+	"payment_intent.succeeded:true payment_intent.succeeded:true payment_intent.succeeded:true payment_intent.payment_failed:true" \
+	"each PaymentIntent's event recorded once and matched to its order (metadata.order_id)"
+is "$(psql_q "SELECT count(*) FROM ft_orders.order_events e JOIN ft_orders.orders o USING (order_id)
+               WHERE o.idempotency_key LIKE 'live-pi-%'")" "4" "one order_events row per order"
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE 'live-pi-%' AND status = 'paid' AND payment_id LIKE 'pi_fake%'")" \
+	"3" "the paid orders carry their PaymentIntent id"
+is "$(curl -fsS "$GW_URL/v1/_intents" | jq -r .creates)" "4" "4 PaymentIntents created, none twice"
+pg_set ft_orders.gateway_provider generic
+
 #------------------------------------------------------------------------------
 # 2. by hand: the gateway refuses charges, only webhooks settle
 #------------------------------------------------------------------------------
 curl -fsS -X DELETE "$GW_URL/webhooks" >/dev/null
-gw_faults "{\"down\":true,\"webhook_delay_ms\":300}"
+gw_faults "{\"down\":true,\"webhook_delay_ms\":300,
+            \"webhook_url\":\"$SVC/webhooks/generic\",\"webhook_secret\":\"$GENERIC_SECRET\"}"
 P1=$(place wh-p1 1001); P2=$(place wh-p2 1002); P3=$(place wh-p3 1003); P4=$(place wh-p4 1004)
 P5=$(place wh-p5 1005)
 S1=$(place wh-s1 2001); S2=$(place wh-s2 2002); S3=$(place wh-s3 2003); S4=$(place wh-s4 2004)
@@ -212,7 +239,7 @@ is "$code/$(st "$P5")" "200/paid" "the same event correctly signed: 200, P5 paid
 is "$(psql_q "SELECT count(*) = count(DISTINCT (provider, event_id)) FROM ft_orders.gateway_events")" "t" \
 	"every event recorded once"
 is "$(psql_q "SELECT count(*) FILTER (WHERE applied) || '/' || count(*) FILTER (WHERE NOT applied)
-                FROM ft_orders.gateway_events WHERE event_id NOT LIKE 'evt_gen_%'")" "13/3" \
+                FROM ft_orders.gateway_events WHERE event_id !~ '^evt_(gen_|fake)'")" "13/3" \
 	"the hand-sent events: 13 applied, 3 not (P1's late failure, R1's late failure, S1's success after its refund)"
 m=$(psql_q "SELECT ft_orders.metrics()")
 is "$(grep '^ft_orders_gateway_events_total{result="applied"}' <<<"$m" | cut -d' ' -f2)/$(grep '^ft_orders_gateway_events_total{result="ignored"}' <<<"$m" | cut -d' ' -f2)" \
