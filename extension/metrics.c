@@ -10,7 +10,7 @@
  *	  status_views.c does;
  *	- the tables, read through SPI in read-only mode (so a scrape also
  *	  works on a hot standby): outbox events by state, orders by status,
- *	  dead letters.
+ *	  dead letters, webhook events applied and ignored.
  *
  * Nothing secret is exposed: neither the gateway URL nor its token, nor
  * any order's data, only counts.  The function is SECURITY DEFINER in the
@@ -33,6 +33,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
+#include "place_order.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_metrics);
@@ -56,6 +57,11 @@ PG_FUNCTION_INFO_V1(ft_orders_metrics);
 "  FROM unnest(enum_range(NULL::ft_orders.order_status)) AS s(status)" \
 "  LEFT JOIN ft_orders.orders o ON o.status = s.status" \
 " GROUP BY s.status ORDER BY s.status"
+
+/* webhook events recorded (schema 1.3), applied or not */
+#define FT_METRICS_WEBHOOKS_SQL \
+"SELECT count(*) FILTER (WHERE applied), count(*) FILTER (WHERE NOT applied)" \
+"  FROM ft_orders.gateway_events"
 
 /*
  * Append a label value with the escapes of the exposition format.
@@ -294,7 +300,9 @@ ft_metrics_tables(StringInfo buf)
 	int64		due,
 				leased,
 				delayed,
-				dead;
+				dead,
+				applied = 0,
+				ignored = 0;
 	double		oldest_age;
 	bool		isnull;
 
@@ -345,6 +353,21 @@ ft_metrics_tables(StringInfo buf)
 		ft_sample(buf, "orders", "status", status, NULL, NULL,
 				  ft_fmt_i64(DatumGetInt64(n)));
 	}
+
+	/* 0 and 0 while the schema is older than 1.3 */
+	if (ft_schema_has_table("gateway_events"))
+	{
+		rc = SPI_execute(FT_METRICS_WEBHOOKS_SQL, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not count the webhook events: %s",
+				 SPI_result_code_string(rc));
+		applied = ft_spi_int64(1);
+		ignored = ft_spi_int64(2);
+	}
+	ft_family(buf, "gateway_events_total", "counter",
+			  "Webhook events recorded by ft_orders.apply_gateway_event, by result: applied (changed an order or refund) or ignored (a repeat, history such as a failure after a success, an unknown order or type); counted from ft_orders.gateway_events, purged after ft_orders.history_retention.");
+	ft_sample(buf, "gateway_events_total", "result", "applied", NULL, NULL, ft_fmt_i64(applied));
+	ft_sample(buf, "gateway_events_total", "result", "ignored", NULL, NULL, ft_fmt_i64(ignored));
 
 	SPI_finish();
 }

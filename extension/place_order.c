@@ -361,10 +361,19 @@ ft_orders_payment_key(PG_FUNCTION_ARGS)
 bool
 ft_schema_derives_keys(void)
 {
+	return ft_schema_has_table("idempotency_key_generations");
+}
+
+/*
+ * Does the installed schema have table ft_orders.relname?  The library may
+ * run against an older schema until ALTER EXTENSION ft_orders UPDATE.
+ */
+bool
+ft_schema_has_table(const char *relname)
+{
 	Oid			nsp = get_namespace_oid("ft_orders", true);
 
-	return OidIsValid(nsp) &&
-		OidIsValid(get_relname_relid("idempotency_key_generations", nsp));
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid(relname, nsp));
 }
 
 static void

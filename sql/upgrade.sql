@@ -146,3 +146,26 @@ SELECT ft_orders._change_status(ARRAY[1::bigint], ARRAY['paid'::ft_orders.order_
 	ARRAY[1], ARRAY['pay_up1'], ARRAY[NULL::text], ARRAY['paid']);
 SELECT order_id, status, attempts, payment_id FROM ft_orders.orders WHERE order_id = 1;
 SELECT order_id, status, attempts, detail FROM ft_orders.order_events WHERE order_id = 1 ORDER BY id;
+
+-- 1.3 (#16 webhooks): the update keeps the orders and adds gateway_events;
+-- a 1.2 order is settled by a webhook, once
+SELECT count(*) AS orders_before_1_3, string_agg(order_id || ':' || status, ' ' ORDER BY order_id) AS statuses_before_1_3
+  FROM ft_orders.orders;
+ALTER EXTENSION ft_orders UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
+SELECT count(*) AS orders_after_1_3, string_agg(order_id || ':' || status, ' ' ORDER BY order_id) AS statuses_after_1_3
+  FROM ft_orders.orders;
+SELECT ft_orders.apply_gateway_event('generic',
+	jsonb_build_object('event_id', 'up-wh-1', 'type', 'payment.succeeded', 'payment_id', 'pay_up5',
+					   'payment_key', (SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'up-5')))
+	AS applied,
+	   ft_orders.apply_gateway_event('generic',
+	jsonb_build_object('event_id', 'up-wh-1', 'type', 'payment.succeeded', 'payment_id', 'pay_up5',
+					   'payment_key', (SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'up-5')))
+	AS applied_again;
+SELECT status, payment_id FROM ft_orders.orders WHERE idempotency_key = 'up-5';
+SELECT event_id, type, applied, detail FROM ft_orders.gateway_events;
+SELECT has_function_privilege('ft_orders_app', 'ft_orders.apply_gateway_event(text, jsonb)', 'EXECUTE') AS app_may_apply,
+	   has_function_privilege('public', 'ft_orders._parse_gateway_event(text, jsonb)', 'EXECUTE') AS public_may_parse,
+	   'ft_orders.gateway_events'::regclass = ANY (extconfig) AS gateway_events_dumped
+  FROM pg_extension WHERE extname = 'ft_orders';

@@ -8,6 +8,7 @@ const { makeDb } = require('./src/db');
 const { makeOrders } = require('./src/orders');
 const { StatusListener } = require('./src/events');
 const { createServer } = require('./src/http');
+const { makeWebhooks } = require('./src/webhooks');
 
 function main() {
   const log = makeLogger();
@@ -22,7 +23,8 @@ function main() {
   const orders = makeOrders(cfg, log, db);
   const listener = new StatusListener(cfg, log);
   listener.setMaxListeners(0);    // one per open event stream
-  const server = createServer({ cfg, log, orders, listener });
+  const webhooks = makeWebhooks(cfg, log, db);
+  const server = createServer({ cfg, log, orders, listener, webhooks });
 
   listener.start();
   server.listen(cfg.listenPort, cfg.listenHost, () => {

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "gateway.h"
+#include "webhooks.h"
 
 #define FT_PI_MAX		4096
 #define FT_PI_PREFIX	"/v1/payment_intents/"
@@ -121,6 +122,20 @@ stripe_error(struct MHD_Connection *conn, unsigned int status, const char *type,
 							should_retry ? "Stripe-Should-Retry" : NULL, should_retry);
 }
 
+/*
+ * A settled intent as a webhook (caller holds ft_pi_lock; emission only
+ * queues the event).
+ */
+static void
+intent_webhook(const FtIntent *pi)
+{
+	char		order_id[32] = "";
+
+	if (!form_get(pi->body, "metadata%5Border_id%5D", order_id, sizeof(order_id)))
+		form_get(pi->body, "metadata[order_id]", order_id, sizeof(order_id));
+	ft_webhooks_intent(pi->id, pi->status, order_id, pi->amount, pi->currency);
+}
+
 static enum MHD_Result
 intents_create(struct MHD_Connection *conn, const FtRequest *req)
 {
@@ -204,6 +219,7 @@ intents_create(struct MHD_Connection *conn, const FtRequest *req)
 	{
 		pi->reply_status = 402;
 		strcpy(pi->status, "requires_payment_method");
+		intent_webhook(pi);
 		pthread_mutex_unlock(&ft_pi_lock);
 		return stripe_error(conn, 402, "card_error", "card_declined",
 							"Your card was declined.", NULL);
@@ -220,7 +236,10 @@ intents_create(struct MHD_Connection *conn, const FtRequest *req)
 		strcpy(pi->final_status, "succeeded");
 	}
 	else
+	{
 		strcpy(pi->status, "succeeded");
+		intent_webhook(pi);
+	}
 	ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ret;
@@ -244,6 +263,7 @@ intents_get(struct MHD_Connection *conn, const char *id)
 		{
 			strcpy(pi->status, pi->final_status);
 			pi->final_status[0] = '\0';
+			intent_webhook(pi);
 		}
 		ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
 		pthread_mutex_unlock(&ft_pi_lock);

@@ -30,6 +30,7 @@
 
 #include "gateway.h"
 #include "faults.h"
+#include "webhooks.h"
 
 /* CLOCK_REALTIME in microseconds, as stored in first_received_us. */
 int64_t
@@ -203,6 +204,11 @@ main(int argc, char **argv)
 	}
 
 	ft_faults_init((int) hang_ms, getenv("FAKE_GATEWAY_TOKEN"));
+	if (!ft_webhooks_start())
+	{
+		fprintf(stderr, "fake_gateway: could not start the webhook thread\n");
+		return 1;
+	}
 
 	/*
 	 * One libmicrohttpd thread per core (at most 16).  Each connection gets
@@ -267,5 +273,6 @@ main(int argc, char **argv)
 
 	ft_gw_delay_stop();
 	MHD_stop_daemon(daemon);
+	ft_webhooks_stop();
 	return 0;
 }

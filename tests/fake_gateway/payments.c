@@ -27,6 +27,7 @@
 #include "gateway.h"
 #include "faults.h"
 #include "ledger.h"
+#include "webhooks.h"
 
 static int64_t payment_counter;
 static __thread unsigned int prng_seed;
@@ -148,7 +149,7 @@ payments_validate(json_t *req, int64_t *order_id, int64_t *amount)
 static enum MHD_Result
 payments_settle(struct MHD_Connection *conn, FtRequest *req,
 				const FtFaults *f, const char *key, uint64_t hash,
-				int64_t order_id, int64_t amount)
+				int64_t order_id, int64_t amount, const char *currency)
 {
 	char		payment_id[32];
 	json_t	   *reply;
@@ -199,6 +200,10 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 		free(text);
 		return payments_replay(conn, out, st, stored);
 	}
+	/* the outcome as a webhook too, even when the reply is lost below */
+	if (status == 200 || status == 402)
+		ft_webhooks_payment(status == 200, key, payment_id[0] ? payment_id : NULL,
+							amount, currency);
 	if (status == 200 && payments_draw() < f->timeout_rate)
 	{
 		free(text);
@@ -251,6 +256,7 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	json_t	   *obj;
 	int64_t		order_id = 0;
 	int64_t		amount = 0;
+	char		currency[16] = "";
 	uint64_t	hash;
 	bool		auth_ok;
 	int			st = 0;
@@ -292,6 +298,9 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 		: "body is not valid JSON";
 	if (err == NULL)
 		payments_log(conn, req, key, order_id, obj);
+	if (err == NULL)
+		snprintf(currency, sizeof(currency), "%s",
+				 json_string_value(json_object_get(obj, "currency")));
 	if (err == NULL && !payments_hash(obj, &hash))
 		err = "body could not be compared";
 	json_decref(obj);
@@ -312,5 +321,5 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	if (f.fail_rate > 0 && payments_draw() < f.fail_rate)
 		return payments_fault(conn, f.fail_status, &f);
 
-	return payments_settle(conn, req, &f, key, hash, order_id, amount);
+	return payments_settle(conn, req, &f, key, hash, order_id, amount, currency);
 }

@@ -20,6 +20,7 @@
 #include "gateway.h"
 #include "faults.h"
 #include "ledger.h"
+#include "webhooks.h"
 
 #define LEDGER_PREFIX "/ledger/"
 
@@ -124,16 +125,31 @@ router_faults(struct MHD_Connection *conn, const char *method,
 		if (obj == NULL)
 			return ft_gw_reply_error(conn, 400, "invalid_request",
 									 "body is not valid JSON");
-		ok = ft_faults_update(obj, err, sizeof(err));
+		FtWebhookConfig wh;
+
+		/* the webhook_* fields are webhooks.c's; both parts or neither */
+		ok = json_is_object(obj) && ft_webhooks_parse(obj, &wh, err, sizeof(err)) &&
+			ft_faults_update(obj, err, sizeof(err));
+		if (!json_is_object(obj))
+			snprintf(err, sizeof(err), "body must be a JSON object");
 		json_decref(obj);
 		if (!ok)
 			return ft_gw_reply_error(conn, 400, "invalid_request", err);
+		ft_webhooks_configure(&wh);
 	}
 	else if (strcmp(method, "DELETE") == 0)
+	{
 		ft_faults_reset();
+		ft_webhooks_reset();
+	}
 	else if (strcmp(method, "GET") != 0)
 		return ft_gw_reply_error(conn, 404, "not_found", NULL);
-	return ft_gw_reply_json(conn, 200, ft_faults_to_json(), NULL, NULL);
+	{
+		json_t	   *j = ft_faults_to_json();
+
+		ft_webhooks_config_json(j);
+		return ft_gw_reply_json(conn, 200, j, NULL, NULL);
+	}
 }
 
 /*
@@ -187,6 +203,8 @@ router_dispatch(struct MHD_Connection *conn, const char *url,
 	enum MHD_Result ret;
 
 	if (ft_gw_intents(conn, url, method, req, &ret))
+		return ret;
+	if (ft_gw_webhooks(conn, url, method, req, &ret))
 		return ret;
 	if (strcmp(url, "/payments") == 0 && strcmp(method, "POST") == 0)
 		return ft_gw_payments(conn, req);

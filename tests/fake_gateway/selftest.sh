@@ -318,6 +318,101 @@ is "$CODE" 200 "FAKE_GATEWAY_TOKEN survives DELETE /faults and is accepted"
 kill -TERM "$ENV_PID"; wait "$ENV_PID"
 is "$?" 0 "SIGTERM exits 0"
 
+# --- webhooks ----------------------------------------------------------------------------
+
+URL="http://127.0.0.1:$(cat "$TMP/main.port")"
+python3 "$HERE/webhook_sink.py" "$TMP/sink.port" "$TMP/sink.log" &
+PIDS+=("$!")
+for i in $(seq 100); do [ -s "$TMP/sink.port" ] && break; sleep 0.05; done
+[ -s "$TMP/sink.port" ] || bail "webhook sink did not start"
+SINK="http://127.0.0.1:$(cat "$TMP/sink.port")"
+: > "$TMP/sink.log"
+# sink_wait N: until the sink logged N events (the sender is asynchronous)
+sink_wait() { local i; for i in $(seq 200); do [ "$(wc -l < "$TMP/sink.log")" -ge "$1" ] && return 0; sleep 0.05; done; return 1; }
+# wh_wait JQ: until GET /webhooks satisfies the jq condition
+wh_wait() { local i; for i in $(seq 200); do [ "$(curl -s "$URL/webhooks" | jq "$1")" == true ] && return 0; sleep 0.05; done; return 1; }
+# sig_ok LINE SECRET: "ok" when the line's v1 is HMAC-SHA256(secret, t.body)
+sig_ok()
+{
+	local sig body t v1 want
+	sig=$(jq -r .signature <<<"$1"); body=$(jq -r .body <<<"$1")
+	t=$(sed -E 's/^t=([0-9]+),v1=.*$/\1/' <<<"$sig"); v1=$(sed -E 's/^.*,v1=([0-9a-f]+)$/\1/' <<<"$sig")
+	want=$(printf '%s.%s' "$t" "$body" | openssl dgst -sha256 -hmac "$2" | sed 's/^.*= //')
+	[ "$v1" == "$want" ] && echo ok || echo "mismatch"
+}
+
+http DELETE /faults
+faults '{"webhook_url":"ftp://127.0.0.1/x"}'
+is "$CODE" 400 "webhook_url must be http://"
+faults '{"webhook_duplicates":11}'
+is "$CODE" 400 "webhook_duplicates above 10 is refused"
+faults "{\"webhook_url\":\"$SINK/hook\",\"webhook_secret\":\"whsec_test\"}"
+is "$CODE $(jf .webhook_url) $(jf .webhook_secret_set)" "200 \"$SINK/hook\" true" \
+	"POST /faults sets the webhook URL and secret (the secret is not shown)"
+
+pay k-wh-1 "$(body 70 1234)"
+is "$CODE" 200 "a charge with webhooks on"
+sink_wait 1
+line=$(sed -n 1p "$TMP/sink.log")
+is "$(jq -r '.signature_header + " " + (.body | fromjson | .type + " " + .payment_key + " " + .status + " " + (.amount_minor|tostring) + " " + .currency)' <<<"$line")" \
+	"Webhook-Signature payment.succeeded k-wh-1 succeeded 1234 EUR" "the charge is sent as a generic payment.succeeded event"
+is "$(sig_ok "$line" whsec_test)" ok "the event is signed: v1 = HMAC-SHA256(secret, t.body)"
+faults '{"decline_amount_minor":[13]}'
+pay k-wh-2 "$(body 71 13)"
+sink_wait 2
+line=$(sed -n 2p "$TMP/sink.log")
+is "$(jq -r '.body | fromjson | .type + " " + .status' <<<"$line")" "payment.failed declined" \
+	"a decline is sent as payment.failed"
+pay k-wh-1 "$(body 70 1234)"
+is "$CODE $(header Idempotent-Replayed)" "200 true" "a replayed key ..."
+http GET /webhooks
+is "$(jf '[.queued, .delivered]')" "[2,2]" "... is no new event: 2 queued, 2 delivered"
+
+# duplicates, reordering, hand-made events, bad signatures
+: > "$TMP/sink.log"
+faults '{"webhook_duplicates":1,"webhook_reorder":true,"webhook_delay_ms":200}'
+http POST /webhooks/send '{"provider":"generic","events":[{"event_id":"e1","type":"payment.canceled"},{"event_id":"e2","type":"refund.succeeded"}]}'
+is "$CODE $(jf .queued)" "202 4" "POST /webhooks/send queues 2 events + 1 duplicate each"
+sink_wait 4
+is "$(jq -r '.body | fromjson | .event_id' "$TMP/sink.log" | tr '\n' ' ')" "e2 e2 e1 e1 " \
+	"webhook_reorder: the batch arrives last-in first-out, duplicates included"
+http POST /webhooks/send '{"provider":"stripe","bad_signature":true,"events":[{"id":"evt_1","type":"charge.refunded"}]}'
+sink_wait 6
+line=$(sed -n 5p "$TMP/sink.log")
+is "$(jq -r .signature_header <<<"$line") $(sig_ok "$line" whsec_test)" "Stripe-Signature mismatch" \
+	"bad_signature: a Stripe event signed with another secret"
+http POST /webhooks/send '{"provider":"paypal","events":[]}'
+is "$CODE" 400 "POST /webhooks/send with an unknown provider: 400"
+
+# Stripe-shaped events from the PaymentIntents endpoint
+: > "$TMP/sink.log"
+faults '{"webhook_duplicates":0,"webhook_reorder":false,"webhook_delay_ms":0}'
+http POST /v1/payment_intents 'amount=500&currency=usd&confirm=true&payment_method=pm_card_visa&metadata%5Border_id%5D=77' \
+	-H 'Authorization: Bearer sk_test' -H 'Idempotency-Key: k-wh-pi' -H 'Content-Type: application/x-www-form-urlencoded'
+is "$CODE" 200 "a PaymentIntent with webhooks on"
+sink_wait 1
+line=$(sed -n 1p "$TMP/sink.log")
+is "$(jq -r '.signature_header + " " + (.body | fromjson | .type + " " + .data.object.status + " " + .data.object.metadata.order_id)' <<<"$line")" \
+	"Stripe-Signature payment_intent.succeeded succeeded 77" "... is sent as payment_intent.succeeded with metadata.order_id"
+is "$(sig_ok "$line" whsec_test)" ok "... signed the Stripe way"
+
+# a rejecting receiver, a held event, DELETE /webhooks
+faults "{\"webhook_url\":\"$SINK/reject\"}"
+http POST /webhooks/send '{"provider":"generic","events":[{"event_id":"e3"}]}'
+wh_wait '.rejected >= 1'
+http GET /webhooks
+is "$(jf .rejected) $(jf .last_status)" "1 400" "a 4xx from the receiver is counted as rejected"
+faults '{"webhook_delay_ms":600000}'
+http POST /webhooks/send '{"provider":"generic","events":[{"event_id":"e4"}]}'
+http GET /webhooks
+is "$(jf .queue)" 1 "webhook_delay_ms holds the event in the queue"
+http DELETE /webhooks
+is "$(jf '[.queue, .sent]')" "[0,0]" "DELETE /webhooks empties the queue and the counters"
+http DELETE /faults
+pay k-wh-3 "$(body 72 1000)"
+http GET /webhooks
+is "$(jf .queued)" 0 "DELETE /faults turns webhooks off"
+
 # --- shutdown with a hanging request ------------------------------------------------------
 
 URL="http://127.0.0.1:$(cat "$TMP/main.port")"

@@ -68,6 +68,11 @@ is "$(psql_q "SELECT ft_orders.retry_dead_letter((SELECT min(event_id) FROM ft_o
 psql_q "UPDATE ft_orders.idempotency_keys SET created_at = now() - interval '2 days' WHERE idempotency_key = 'new-3'" >/dev/null
 is "$(psql_q "SELECT ft_orders.purge_expired_keys()") $(psql_q "SELECT generation FROM ft_orders.idempotency_key_generations WHERE idempotency_key = 'new-3'")" \
 	"1 1" "one key purged: its purge generation is 1"
+# a webhook event (1.3), recorded as history: a failure after a success
+psql_q "SELECT ft_orders.apply_gateway_event('generic', jsonb_build_object('event_id', 'dump-1',
+        'type', 'payment.failed', 'payment_key', (SELECT payment_key FROM ft_orders.orders WHERE status = 'paid' LIMIT 1)))" >/dev/null
+is "$(psql_q "SELECT count(*) || ' ' || bool_or(applied) FROM ft_orders.gateway_events")" "1 false" \
+	"one webhook event recorded (history, not applied)"
 sleep 0.5
 
 is "$(psql_q "SELECT string_agg(status || ':' || n, ' ' ORDER BY status)
@@ -91,7 +96,7 @@ pg_dump -Fc -f "$FT_TMP/ftdb.dump" ftdb 2>"$FT_TMP/pg_dump.err"
 ok $? "pg_dump -Fc"
 toc=$(pg_restore -l "$FT_TMP/ftdb.dump")
 like "$toc" 'EXTENSION - ft_orders' "the dump creates the extension"
-for t in orders idempotency_keys outbox dead_letters payment_attempts order_events idempotency_key_generations; do
+for t in orders idempotency_keys outbox dead_letters payment_attempts order_events idempotency_key_generations gateway_events; do
 	like "$toc" "TABLE DATA ft_orders $t " "the dump holds the rows of ft_orders.$t"
 done
 like "$toc" 'SEQUENCE SET ft_orders orders_order_id_seq' "the dump holds the position of orders_order_id_seq"
@@ -122,13 +127,13 @@ pg_restore --exit-on-error "${P2[@]}" -d shop_restored "$FT_TMP/ftdb.dump" 2>"$F
 ok $? "pg_restore into shop_restored"
 [ -s "$FT_TMP/pg_restore.err" ] && diag "pg_restore: $(head -5 "$FT_TMP/pg_restore.err")"
 is "$(psql -XAtq "${P2[@]}" -d shop_restored -c "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" \
-	"1.2" "the restore created ft_orders 1.2"
+	"1.3" "the restore created ft_orders 1.3"
 
 ft_data_digest "${P2[@]}" -d shop_restored >"$FT_TMP/restored.digest" || bail_out "digest failed"
 is "$(diff "$FT_TMP/source.digest" "$FT_TMP/restored.digest")" "" \
 	"every table equal row for row, sequences at the same position"
 is "$(awk '$1 == "orders" { print $2 }' "$FT_TMP/restored.digest")" "22" "(22 orders compared)"
-is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/restored.digest")" "7" "(seven tables compared, the purge generations too)"
+is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/restored.digest")" "8" "(eight tables compared, the purge generations and the webhook events too)"
 ft_catalog_snapshot "${P2[@]}" -d shop_restored >"$FT_TMP/restored.catalog" || bail_out "catalogue snapshot failed"
 is "$(diff "$FT_TMP/source.catalog" "$FT_TMP/restored.catalog")" "" \
 	"the restored catalogue (objects, grants, comments) equals the source's"

@@ -5,7 +5,9 @@
 #   ft_data_digest [psql args...]     one line per table: name, rows, md5 of
 #                                     the rows in text form (sorted), and the
 #                                     sequences' positions (the generations
-#                                     table from 1.2 on)
+#                                     table from 1.2 on, gateway_events from
+#                                     1.3 on; orders and outbox over their
+#                                     1.0 columns)
 #   ft_catalog_snapshot [psql args...] every object of the extension as text:
 #                                     members, function definitions, columns,
 #                                     defaults, constraints, indexes, views,
@@ -17,9 +19,15 @@
 ft_data_digest()
 {
 	psql -XAtq -v ON_ERROR_STOP=1 "$@" <<'SQL'
-SELECT 'orders ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.orders t;
+-- orders and outbox over their 1.0 columns: 1.3 adds columns to both
+SELECT 'orders ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
+  FROM (SELECT order_id, idempotency_key, customer_id, amount_minor, currency, items, payment_method,
+			   payment_key, status, attempts, payment_id, last_error, created_at, updated_at
+		  FROM ft_orders.orders) t;
 SELECT 'idempotency_keys ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.idempotency_keys t;
-SELECT 'outbox ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.outbox t;
+SELECT 'outbox ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
+  FROM (SELECT event_id, order_id, attempts, next_attempt_at, lease_until, last_error, created_at
+		  FROM ft_orders.outbox) t;
 SELECT 'dead_letters ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.dead_letters t;
 SELECT 'payment_attempts ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.payment_attempts t;
 SELECT 'order_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.order_events t;
@@ -27,6 +35,11 @@ SELECT 'order_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'
 SELECT to_regclass('ft_orders.idempotency_key_generations') IS NOT NULL AS ft_has_generations \gset
 \if :ft_has_generations
 SELECT 'idempotency_key_generations ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.idempotency_key_generations t;
+\endif
+-- 1.3 and later: the webhook events
+SELECT to_regclass('ft_orders.gateway_events') IS NOT NULL AS ft_has_gateway_events \gset
+\if :ft_has_gateway_events
+SELECT 'gateway_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.gateway_events t;
 \endif
 SELECT 'orders_order_id_seq ' || last_value || ' ' || is_called FROM ft_orders.orders_order_id_seq;
 SELECT 'outbox_event_id_seq ' || last_value || ' ' || is_called FROM ft_orders.outbox_event_id_seq;

@@ -9,6 +9,7 @@ pkgs=(
 	postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
+	libssl-dev	# tests/fake_gateway: HMAC-SHA256 of the webhook signatures
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
 	nftables faketime e2fsprogs	# tests/partition: namespaces' firewalls, clock skew, mkfs.ext4
 	prometheus-postgres-exporter	# tests/integration/exporter.sh

@@ -47,6 +47,15 @@ function loadConfig(env = process.env) {
     retryBudgetMs: intEnv(env, 'FT_RETRY_BUDGET_MS', 20000, 0, 3600000),
     maxBodyBytes: intEnv(env, 'FT_MAX_BODY_BYTES', 1048576, 1024, 67108864),
     sseHeartbeatMs: intEnv(env, 'FT_SSE_HEARTBEAT_MS', 15000, 100, 3600000),
+    // webhook endpoint secrets (POST /webhooks/stripe, /webhooks/generic);
+    // an endpoint without its secret answers 404
+    webhookSecrets: {
+      stripe: strEnv(env, 'FT_STRIPE_WEBHOOK_SECRET', null),
+      generic: strEnv(env, 'FT_WEBHOOK_SECRET', null),
+    },
+    // how far a signature's timestamp may be from our clock (Stripe's
+    // libraries use 5 minutes)
+    webhookToleranceS: intEnv(env, 'FT_WEBHOOK_TOLERANCE_S', 300, 1, 86400),
   };
   return Object.freeze(cfg);
 }

@@ -7,16 +7,19 @@
 //                            every change until it is final
 //   GET  /events             server-sent events: every status change
 //   GET  /health             200 with the LISTEN connection's state
+//   POST /webhooks/stripe    Stripe-Signature checked -> apply_gateway_event
+//   POST /webhooks/generic   Webhook-Signature checked -> apply_gateway_event
 
 const http = require('http');
 const { BadRequest, parseOrderRequest, FINAL_STATUSES } = require('./orders');
 const { ServiceUnavailable } = require('./db');
+const { verifySignature, SignatureError, SIGNATURE_HEADERS } = require('./webhooks');
 
 // SQLSTATE -> HTTP status for errors the client must fix
 const CLIENT_ERRORS = {
   22023: 400,       // invalid_parameter_value (place_order's checks)
   22004: 400,       // null_value_not_allowed
-  '22P02': 400,     // invalid_text_representation
+  '22P02': 400,     // invalid_text_representation (also: a webhook body that is not JSON)
   22003: 400,       // numeric_value_out_of_range
   // idempotency key reused with a different request: 422, as the IETF
   // draft "The Idempotency-Key HTTP Header Field" recommends
@@ -34,6 +37,11 @@ function sendJson(res, status, body, headers) {
 }
 
 function readBody(req, limit) {
+  return readRawBody(req, limit).then((buf) => buf.toString('utf8'));
+}
+
+// the body as bytes: a webhook signature covers them exactly
+function readRawBody(req, limit) {
   return new Promise((resolve, reject) => {
     const chunks = [];
     let size = 0;
@@ -50,13 +58,13 @@ function readBody(req, limit) {
         reject(e);
         return;
       }
-      resolve(Buffer.concat(chunks).toString('utf8'));
+      resolve(Buffer.concat(chunks));
     });
     req.on('error', reject);
   });
 }
 
-function createServer({ cfg, log, orders, listener }) {
+function createServer({ cfg, log, orders, listener, webhooks }) {
   const streams = new Set();      // open SSE responses
 
   function errorReply(res, err, ctx) {
@@ -116,6 +124,33 @@ function createServer({ cfg, log, orders, listener }) {
     }
     if (!row) return sendJson(res, 404, { error: 'not_found', message: `no order ${id}` });
     return sendJson(res, 200, row);
+  }
+
+  // POST /webhooks/{provider}: 400 and nothing written unless the
+  // signature is good; 200 only once apply_gateway_event committed; a
+  // database outage is a 503, which the gateway retries later
+  async function postWebhook(req, res, provider) {
+    const secret = cfg.webhookSecrets[provider];
+    if (!secret) return sendJson(res, 404, { error: 'not_found', message: `no ${provider} webhook secret configured` });
+    let raw;
+    try {
+      raw = await readRawBody(req, cfg.maxBodyBytes);
+      verifySignature(raw, req.headers[SIGNATURE_HEADERS[provider]], secret, cfg.webhookToleranceS);
+    } catch (err) {
+      if (err instanceof SignatureError) {
+        log.warn('webhook_rejected', { provider, reason: err.message });
+        return sendJson(res, 400, { error: 'bad_signature', message: err.message });
+      }
+      return errorReply(res, err, { op: 'webhook', provider });
+    }
+    let applied;
+    try {
+      applied = await webhooks.applyEvent(provider, raw.toString('utf8'));
+    } catch (err) {
+      return errorReply(res, err, { op: 'apply_gateway_event', provider });
+    }
+    log.info('webhook', { provider, applied });
+    return sendJson(res, 200, { received: true, applied });
   }
 
   function sseOpen(req, res) {
@@ -222,6 +257,7 @@ function createServer({ cfg, log, orders, listener }) {
         return route('GET', () => (/^[1-9]\d{0,17}$/.test(m[1]) ? orderEvents(req, res, m[1]) : badId()));
       }
       if (path === '/events') return route('GET', () => allEvents(req, res));
+      if ((m = /^\/webhooks\/(stripe|generic)$/.exec(path))) return route('POST', () => postWebhook(req, res, m[1]));
       if (path === '/health') {
         return route('GET', () => sendJson(res, 200, { status: 'ok', listening: listener.connected, primary: listener.server }));
       }

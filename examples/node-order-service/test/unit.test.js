@@ -68,3 +68,38 @@ test('request bodies: types checked, NULLs left to place_order', () => {
   assert.throws(() => parseOrderRequest({ items: {} }), /items must be a JSON array/);
   assert.throws(() => parseOrderRequest({ amount: 1 }), /unknown field "amount"/);
 });
+
+// webhooks: the signature check of POST /webhooks/{stripe,generic}
+const crypto = require('crypto');
+const { verifySignature, parseSignatureHeader, signPayload, SignatureError } = require('../src/webhooks');
+
+test('webhook signature: HMAC-SHA256 over "t.body", any v1 may match, 5-minute tolerance', () => {
+  const secret = 'whsec_unit';
+  const body = Buffer.from('{"id":"evt_1","type":"payment_intent.succeeded"}');
+  const now = 1800000000;
+  // the reference value, computed independently of src/webhooks.js
+  const mac = crypto.createHmac('sha256', secret).update(`${now}.${body.toString()}`).digest('hex');
+  assert.strictEqual(signPayload(body, secret, now), `t=${now},v1=${mac}`);
+  assert.strictEqual(verifySignature(body, `t=${now},v1=${mac}`, secret, 300, now), now);
+  // several v1 (a secret being rolled) and an unknown scheme: one match is enough
+  const other = 'ab'.repeat(32);
+  assert.strictEqual(verifySignature(body, `t=${now},v1=${other},v0=${other},v1=${mac}`, secret, 300, now), now);
+  assert.strictEqual(verifySignature(body, `t=${now}, v1=${mac.toUpperCase()}`, secret, 300, now), now);
+  // within the tolerance on both sides, not beyond
+  assert.strictEqual(verifySignature(body, signPayload(body, secret, now - 300), secret, 300, now), now - 300);
+  assert.strictEqual(verifySignature(body, signPayload(body, secret, now + 300), secret, 300, now), now + 300);
+  const bad = (header, b = body, s = secret) => assert.throws(() => verifySignature(b, header, s, 300, now), SignatureError, header);
+  bad(signPayload(body, secret, now - 301));
+  bad(signPayload(body, secret, now + 301));
+  bad(signPayload(body, 'whsec_other', now));
+  bad(`t=${now},v1=${mac}`, Buffer.from(`${body.toString()} `));            // body changed by one byte
+  bad(`t=${now + 1},v1=${mac}`);                                             // timestamp changed
+  bad(`t=${now},v1=${other}`);
+  bad(`t=${now},v1=${mac.slice(0, 62)}`);                                    // short signature
+  bad(`t=${now},v0=${mac}`);                                                 // no v1 at all
+  bad(`v1=${mac}`);                                                          // no timestamp
+  bad(`t=abc,v1=${mac}`);
+  bad('');
+  bad(undefined);
+  assert.throws(() => parseSignatureHeader('x'.repeat(5000)), /too long/);
+});
