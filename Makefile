@@ -25,12 +25,14 @@ BGWORKER_OBJS = \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_stripe.o \
 	bgworker/backoff.o \
-	bgworker/circuit.o
+	bgworker/circuit.o \
+	bgworker/admission.o \
+	bgworker/concurrency.o
 
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql
+DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql ft_orders--1.2--1.3.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension

@@ -233,6 +233,7 @@ ft_ledger_stats_json(void)
 				  "garbage_replies", (json_int_t) COUNTER(FT_C_GARBAGE),
 				  "mismatches", (json_int_t) COUNTER(FT_C_MISMATCHES),
 				  "unauthorized", (json_int_t) COUNTER(FT_C_UNAUTHORIZED),
+				  "rate_limited", (json_int_t) COUNTER(FT_C_RATE_LIMITED),
 				  "last_auth_ok",
 				  __atomic_load_n(&last_auth_ok, __ATOMIC_RELAXED));
 	pthread_mutex_unlock(&ledger_lock);

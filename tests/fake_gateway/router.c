@@ -20,6 +20,7 @@
 #include "gateway.h"
 #include "faults.h"
 #include "ledger.h"
+#include "limiter.h"
 
 #define LEDGER_PREFIX "/ledger/"
 
@@ -138,6 +139,7 @@ router_faults(struct MHD_Connection *conn, const char *method,
 
 /*
  * GET and DELETE /ledger, GET /ledger/receipts, GET /ledger/requests,
+ * GET /ledger/limited,
  * GET /ledger/{key}.
  */
 static enum MHD_Result
@@ -151,6 +153,7 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 	if (strcmp(url, "/ledger") == 0 && strcmp(method, "DELETE") == 0)
 	{
 		ft_ledger_clear();
+		ft_limiter_clear();
 		return ft_gw_reply_json(conn, 200, json_pack("{s:b}", "ok", 1),
 								NULL, NULL);
 	}
@@ -158,6 +161,13 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 	{
 		size_t		len;
 		char	   *text = ft_ledger_receipts(&len);
+
+		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
+	}
+	if (strcmp(url, LEDGER_PREFIX "limited") == 0 && get)
+	{
+		size_t		len;
+		char	   *text = ft_limiter_log_text(&len);
 
 		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
 	}
@@ -254,6 +264,8 @@ ft_gw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (req == NULL)
 		return;
+	if (req->admitted)
+		ft_limiter_done();
 	if (req->body != req->inline_buf)
 		free(req->body);
 	free(req);
