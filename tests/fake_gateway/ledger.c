@@ -218,7 +218,7 @@ ft_ledger_stats_json(void)
 
 	pthread_mutex_lock(&ledger_lock);
 	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-				  " s:I, s:I, s:I, s:I, s:b}",
+				  " s:I, s:I, s:I, s:I, s:I, s:b}",
 				  "charges", (json_int_t) ncharges,
 				  "keys", (json_int_t) nkeys,
 				  "duplicates", (json_int_t) (duplicate_keys + duplicate_orders),

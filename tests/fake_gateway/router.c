@@ -235,6 +235,9 @@ ft_gw_access(void *cls, struct MHD_Connection *conn, const char *url,
 		req->arrival_us = ft_gw_now_us();
 		req->delayed = false;
 		req->hang = false;
+		req->admitted = false;
+		req->limited = false;
+		req->retry_after_s = 0;
 		*con_cls = req;
 		clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 										   MHD_HTTP_HEADER_CONTENT_LENGTH);
