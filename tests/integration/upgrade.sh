@@ -1,6 +1,6 @@
 #!/bin/bash
-# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 under
-# live payment workers.
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 to
+# 1.3 under live payment workers.
 #
 # Installs 1.0, places orders (paid, declined, failed with a dead letter,
 # and pending ones while the gateway is down), updates to 1.1 and asserts:
@@ -9,9 +9,11 @@
 # reports the data, the pending orders are paid afterwards, each once.
 # Then 1.1 -> 1.2 the same way: rows unchanged, same workers, old orders
 # keep their random payment keys, new orders get derived ones and are paid,
-# a purge counts generations.  The upgraded catalogue (objects,
-# definitions, grants, comments, extconfig) is identical to a fresh CREATE
-# EXTENSION of 1.2.
+# a purge counts generations.  1.2 -> 1.3 (#15 gateway limits):
+# gateway_status answers before and after the update and gains its
+# gateway-limit columns; rows and worker processes unchanged.  The
+# upgraded catalogue (objects, definitions, grants, comments, extconfig)
+# is identical to a fresh CREATE EXTENSION of 1.3.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -24,13 +26,14 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
 	bail_out "server did not start"
 
-is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.2" \
-	"the default version is 1.2"
+is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.3" \
+	"the default version is 1.3"
 is "$(psql_q "SELECT string_agg(source || '->' || target || ':' || path, ' ' ORDER BY source, target)
               FROM pg_extension_update_paths('ft_orders') WHERE path IS NOT NULL")" \
-	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.1->1.2:1.1--1.2" "the update paths 1.0 -> 1.1 -> 1.2 exist"
+	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.0->1.3:1.0--1.1--1.2--1.3 1.1->1.2:1.1--1.2 1.1->1.3:1.1--1.2--1.3 1.2->1.3:1.2--1.3" \
+	"the update paths 1.0 -> 1.1 -> 1.2 -> 1.3 exist"
 
-# pg_start installed the default (1.2); start over from 1.0 before any order
+# pg_start installed the default (1.3); start over from 1.0 before any order
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders VERSION '1.0'" >/dev/null
 ok $? "CREATE EXTENSION ft_orders VERSION '1.0'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.0" "version 1.0 is installed"
@@ -146,13 +149,34 @@ is "$(psql_q "SELECT ft_orders.purge_expired_keys()") $(psql_q "SELECT string_ag
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.2: still the same worker processes"
 
-# --- upgraded catalogue == fresh 1.2 install --------------------------------------
+# --- 1.2 -> 1.3 (#15 gateway limits) ----------------------------------------------
+is "$(psql_q "SELECT circuit || ' ' || (requests > 0) FROM ft_orders.gateway_status")" "closed true" \
+	"1.2: gateway_status (8 columns) answers on the new library"
+ft_data_digest >"$FT_TMP/before13.digest" || bail_out "digest failed"
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.3'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.3' under running workers"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.3" "version 1.3 is installed"
+ft_data_digest >"$FT_TMP/after13.digest" || bail_out "digest failed"
+is "$(diff "$FT_TMP/before13.digest" "$FT_TMP/after13.digest")" "" "1.3: every table's rows and the sequences are unchanged"
+is "$(psql_q "SELECT circuit || ' ' || (requests > 0) || ' ' || rate_limit || ' ' || (concurrency_limit > 0) || ' ' || (throttled >= 0)
+              FROM ft_orders.gateway_status")" "closed true 0 true true" \
+	"1.3: gateway_status shows the gateway limits"
+is "$(psql_q "SELECT has_table_privilege('ft_orders_app', 'ft_orders.gateway_status', 'SELECT')")" "t" \
+	"1.3: ft_orders_app may still read gateway_status"
+psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v13-' || g, 'cust', 960 + g, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 45 FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "new orders placed under 1.3 are paid"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "45 0" "ledger: 45 charges, no duplicates"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.3: still the same worker processes"
+
+# --- upgraded catalogue == fresh 1.3 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
-ok $? "fresh CREATE EXTENSION ft_orders (1.2) in the same database"
+ok $? "fresh CREATE EXTENSION ft_orders (1.3) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
-is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.2 install"
+is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.3 install"
 is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "28" "(the comparison covers the 28 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
