@@ -40,6 +40,14 @@ place()
 	        LATERAL ft_orders.place_order('$1-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
 }
 
+# --- settings: bad values are refused with 22023, nothing changes ---------------------
+for bad in "rate_limit = -1" "rate_limit_burst = -5" "circuit_failure_rate = 1.5" "circuit_failure_rate = 0"; do
+	err=$(psql -XAtq -v VERBOSITY=verbose -c "ALTER SYSTEM SET ft_orders.$bad" 2>&1)
+	like "$err" 'ERROR:  22023: .* is outside the valid range' "ALTER SYSTEM SET ft_orders.$bad: 22023"
+done
+is "$(psql_q "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'")" "0" \
+	"... and postgresql.auto.conf stays empty"
+
 # --- 1. rate_limit 40/s -------------------------------------------------------------
 is "$(psql_q "SELECT rate_limit || ' ' || throttled FROM ft_orders.gateway_status")" "$RATE 0" \
 	"gateway_status shows rate_limit $RATE, nothing throttled yet"
