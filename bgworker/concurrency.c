@@ -8,18 +8,22 @@
  * AIMD, as TCP and Netflix's concurrency-limits AIMDLimit do it, with a
  * latency signal in the manner of TCP Vegas:
  *
- *	- a 429 or 503 (the gateway says it is overloaded) halves the limit
- *	  and stops its growth for FT_AC_HOLD_MS; every such reply counts, so
- *	  a burst of them brings the limit down at once;
- *	- a timeout, or a reply much slower than the least latency of the
- *	  last FT_AC_BASELINE_MS to 2 * FT_AC_BASELINE_MS (more than
+ *	- a 429 (the gateway says we send too much) halves the limit and
+ *	  stops its growth for FT_AC_HOLD_MS; every 429 counts, so a burst of
+ *	  them brings the limit down at once;
+ *	- a 503, a timeout, or a reply much slower than the least latency of
+ *	  the last FT_AC_BASELINE_MS to 2 * FT_AC_BASELINE_MS (more than
  *	  FT_AC_LATENCY_FACTOR times it and FT_AC_LATENCY_SLACK_MS above it),
  *	  takes 10 % off, at most once per round trip: only a request sent
- *	  after the last such decrease may cause the next one;
+ *	  after the last such decrease may cause the next one.  A 503 may be
+ *	  overload or a flaky backend, and halving on random failures would
+ *	  bring the limit down to 1 for a gateway that fails 20 % of the time
+ *	  (as random losses do to TCP); a 503 that means it says so with
+ *	  Retry-After, which pauses every worker (admission.c);
  *	- any other reply makes it grow: by 1 per reply (doubling every round
  *	  trip) up to the limit where the last overload was seen, by 1/limit
  *	  per reply (1 per round trip) above it.  Once FT_AC_HOLD_MS pass
- *	  without an overload reply, doubling is allowed up to max_in_flight
+ *	  without a 429, doubling is allowed up to max_in_flight
  *	  again, so a healthy gateway gets the full limit back within a few
  *	  round trips.
  *
@@ -43,8 +47,8 @@
 #include "shmem.h"
 #include "worker.h"
 
-#define FT_AC_OVERLOAD_FACTOR	0.5 /* on a 429 or 503 */
-#define FT_AC_SLOW_FACTOR		0.9 /* on a timeout or a slow reply */
+#define FT_AC_OVERLOAD_FACTOR	0.5 /* on a 429 */
+#define FT_AC_SLOW_FACTOR		0.9 /* on a 503, a timeout or a slow reply */
 #define FT_AC_HOLD_MS			5000	/* no growth after an overload */
 #define FT_AC_BASELINE_MS		10000	/* period of the least latency */
 #define FT_AC_LATENCY_FACTOR	2.0
@@ -77,7 +81,7 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 	double		max = (double) ft_max_in_flight;
 	double		limit = gw->concurrency_limit;
 	double		baseline;
-	bool		overload = (job->http_status == 429 || job->http_status == 503);
+	bool		overload = (job->http_status == 429);
 	bool		slow;
 
 	if (!ft_adaptive_concurrency)
@@ -101,14 +105,15 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		gw->rtt_min_current = 0;
 		gw->rtt_period_start = now;
 	}
-	if (job->http_status > 0 && !overload && job->latency_ms > 0 &&
+	if (job->http_status > 0 && job->http_status != 429 &&
+		job->http_status != 503 && job->latency_ms > 0 &&
 		(gw->rtt_min_current == 0 || job->latency_ms < gw->rtt_min_current))
 		gw->rtt_min_current = (float4) job->latency_ms;
 	baseline = gw->rtt_min_current;
 	if (gw->rtt_min_previous > 0 && (baseline == 0 || gw->rtt_min_previous < baseline))
 		baseline = gw->rtt_min_previous;
 
-	slow = job->timed_out ||
+	slow = job->timed_out || job->http_status == 503 ||
 		(job->http_status > 0 && baseline > 0 &&
 		 job->latency_ms > Max(baseline * FT_AC_LATENCY_FACTOR,
 							   baseline + FT_AC_LATENCY_SLACK_MS));

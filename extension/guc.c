@@ -376,7 +376,7 @@ ft_define_gucs(void)
 
 	DefineCustomBoolVariable("ft_orders.adaptive_concurrency",
 							 "Let each worker's in-flight limit adapt between 1 and ft_orders.max_in_flight.",
-							 "It falls on 429/503 replies, timeouts and rising latency, and grows back while the gateway keeps up.",
+							 "It halves on 429 replies, falls a little on 503s, timeouts and rising latency, and grows back while the gateway keeps up.",
 							 &ft_adaptive_concurrency,
 							 true,
 							 PGC_SIGHUP,

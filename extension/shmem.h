@@ -123,7 +123,7 @@ typedef struct FtGatewayStats
 	double		concurrency_limit;	/* 0: not started yet (max_in_flight) */
 	double		slow_start_until;	/* below it the limit grows by 1 per
 									 * success, above by 1/limit */
-	TimestampTz overload_at;	/* last 429/503: no growth for a while */
+	TimestampTz overload_at;	/* last 429: no growth for a while */
 	TimestampTz decreased_at;	/* last gentle decrease (once per RTT) */
 	float4		rtt_min_current;	/* least latency of this period */
 	float4		rtt_min_previous;	/* ... and of the period before */
