@@ -13,11 +13,13 @@
  *	3. classifies the requests libcurl finished (provider's classify_reply)
  *	   and feeds them to the gateway figures and the circuit breaker;
  *	4. when enough completions piled up (or they have waited ~2 ms, or
- *	   nothing else is in flight) and/or there is room for more requests,
- *	   runs ONE short transaction that records the completions and claims
- *	   new events (outbox.c), commits, and only then has the provider
- *	   build the new requests and the transport start them (the circuit's
- *	   probe on a fresh connection).
+ *	   nothing else is in flight) and/or there is room for more requests
+ *	   (under the adaptive in-flight limit, concurrency.c) that the
+ *	   circuit, the gateway's pause and the rate limit let go
+ *	   (admission.c), runs ONE short transaction that records the
+ *	   completions and claims new events (outbox.c), commits, and only
+ *	   then has the provider build the new requests and the transport
+ *	   start them (the circuit's probes on fresh connections).
  *
  * Durability (docs/reference.md, "Failures"): a transaction that claims commits with the
  * server's own synchronous_commit, so with synchronous_standby_names set
@@ -537,7 +539,10 @@ ft_sql_step(TimestampTz now)
 		if (limit <= 0)
 		{
 			claim = false;
-			/* look again when the circuit may let a probe through */
+			/*
+			 * look again when the pause ends or the next token is due
+			 * (retry_at), or when the circuit may let a probe through
+			 */
 			ft_next_poll = retry_at != 0 ? retry_at :
 				TimestampTzPlusMilliseconds(now, FT_CIRCUIT_POLL_MS);
 			ft_want_claim = false;
