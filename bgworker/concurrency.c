@@ -11,11 +11,16 @@
  *	- a 429 (the gateway says we send too much) halves the limit and
  *	  stops its growth for FT_AC_HOLD_MS; every 429 counts, so a burst of
  *	  them brings the limit down at once;
- *	- a 503, a timeout, or a reply much slower than the least latency of
- *	  the last FT_AC_BASELINE_MS to 2 * FT_AC_BASELINE_MS (more than
- *	  FT_AC_LATENCY_FACTOR times it and FT_AC_LATENCY_SLACK_MS above it),
- *	  takes 10 % off, at most once per round trip: only a request sent
- *	  after the last such decrease may cause the next one.  A 503 may be
+ *	- a 503, a timeout, or a slow reply takes 10 % off, at most once per
+ *	  round trip: only a request sent after the last such decrease may
+ *	  cause the next one.  A reply is slow when both it and the smoothed
+ *	  latency (an average with weight 1/FT_AC_SMOOTHING for each new
+ *	  reply, as TCP's SRTT) exceed the least latency of the last
+ *	  FT_AC_BASELINE_MS to 2 * FT_AC_BASELINE_MS by a factor of
+ *	  FT_AC_LATENCY_FACTOR and by FT_AC_LATENCY_SLACK_MS: the odd late
+ *	  reply of a worker busy in its SQL step on a loaded server moves the
+ *	  average little, a gateway that slows down moves it within a few
+ *	  replies.  A 503 may be
  *	  overload or a flaky backend, and halving on random failures would
  *	  bring the limit down to 1 for a gateway that fails 20 % of the time
  *	  (as random losses do to TCP); a 503 that means it says so with
@@ -53,6 +58,7 @@
 #define FT_AC_BASELINE_MS		10000	/* period of the least latency */
 #define FT_AC_LATENCY_FACTOR	2.0
 #define FT_AC_LATENCY_SLACK_MS	100.0
+#define FT_AC_SMOOTHING			16.0	/* weight 1/16 per reply */
 
 /*
  * The in-flight limit a worker applies now (lock-free).
@@ -112,11 +118,19 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 	baseline = gw->rtt_min_current;
 	if (gw->rtt_min_previous > 0 && (baseline == 0 || gw->rtt_min_previous < baseline))
 		baseline = gw->rtt_min_previous;
+	if (job->http_status > 0 && job->latency_ms > 0)
+		gw->rtt_smoothed = (gw->rtt_smoothed <= 0) ? (float4) job->latency_ms :
+			(float4) (gw->rtt_smoothed +
+					  (job->latency_ms - gw->rtt_smoothed) / FT_AC_SMOOTHING);
 
-	slow = job->timed_out || job->http_status == 503 ||
-		(job->http_status > 0 && baseline > 0 &&
-		 job->latency_ms > Max(baseline * FT_AC_LATENCY_FACTOR,
-							   baseline + FT_AC_LATENCY_SLACK_MS));
+	slow = job->timed_out || job->http_status == 503;
+	if (!slow && job->http_status > 0 && baseline > 0)
+	{
+		double		bound = Max(baseline * FT_AC_LATENCY_FACTOR,
+								baseline + FT_AC_LATENCY_SLACK_MS);
+
+		slow = (job->latency_ms > bound && gw->rtt_smoothed > bound);
+	}
 
 	if (overload)
 	{

@@ -127,6 +127,7 @@ typedef struct FtGatewayStats
 	TimestampTz decreased_at;	/* last gentle decrease (once per RTT) */
 	float4		rtt_min_current;	/* least latency of this period */
 	float4		rtt_min_previous;	/* ... and of the period before */
+	float4		rtt_smoothed;	/* moving average of the latency */
 	TimestampTz rtt_period_start;
 	uint64		requests;		/* HTTP requests completed */
 	uint64		errors;			/* of which transient failures */
