@@ -25,7 +25,9 @@ BGWORKER_OBJS = \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_stripe.o \
 	bgworker/backoff.o \
-	bgworker/circuit.o
+	bgworker/circuit.o \
+	bgworker/admission.o \
+	bgworker/concurrency.o
 
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 

@@ -245,6 +245,10 @@ drain_once()
 # measured too, as drain_defaults_per_s
 DRAIN_INFLIGHT=${FT_BENCH_DRAIN_INFLIGHT:-256}
 DRAIN_BATCH=${FT_BENCH_DRAIN_BATCH:-500}
+# the rate-limited drain: the fake gateway allows RL_RATE requests/s (429
+# with Retry-After beyond), RL_N orders, no ft_orders.rate_limit
+RL_RATE=${FT_BENCH_RL_RATE:-100}
+RL_N=${FT_BENCH_RL_N:-$((RL_RATE * 15))}
 
 drain_settings()	# INFLIGHT BATCH (empty: defaults)
 {
@@ -262,7 +266,7 @@ bench_drain()
 {
 	log "drain: $DRAIN_N orders x $DRAIN_RUNS per setting (max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH; also the defaults); wrk baseline ${WRK_SECS}s"
 	gw_faults reset
-	local ceil zero="" lat="" flt="" dflt="" r i
+	local ceil zero="" aoff="" lat="" flt="" fl25="" rlg="" rl429="" rl429s="" dflt="" r i req lim steady
 	ceil=$(wrk_ceiling)
 	log "fake gateway ceiling (wrk -t2 -c64): $ceil req/s"
 	for i in $(seq 1 "$DRAIN_RUNS"); do
@@ -270,18 +274,44 @@ bench_drain()
 		drain_settings
 		r=$(drain_once "dflt$i" "$DRAIN_N") && dflt="$dflt $r"
 		drain_settings "$DRAIN_INFLIGHT" "$DRAIN_BATCH"
-		r=$(drain_once "zero$i" "$DRAIN_N") && zero="$zero $r"
+		# the same drain without the adaptive in-flight limit, side by
+		# side, which one first alternating between rounds
+		if [ $((i % 2)) -eq 1 ]; then
+			r=$(drain_once "zero$i" "$DRAIN_N") && zero="$zero $r"
+		fi
+		psql_q "ALTER SYSTEM SET ft_orders.adaptive_concurrency = off" >/dev/null
+		r=$(drain_once "aoff$i" "$DRAIN_N") && aoff="$aoff $r"
+		psql_q "ALTER SYSTEM RESET ft_orders.adaptive_concurrency" >/dev/null
+		if [ $((i % 2)) -eq 0 ]; then
+			r=$(drain_once "zero$i" "$DRAIN_N") && zero="$zero $r"
+		fi
 		gw_faults '{"latency_ms":20}'
 		r=$(drain_once "lat$i" "$DRAIN_N") && lat="$lat $r"
 		gw_faults reset
-		gw_faults '{"fail_rate":0.2,"fail_status":503}'
+		# transient faults with the default circuit settings (before the
+		# failure-rate circuit this needed circuit_failure_threshold 1000)
 		psql_q "ALTER SYSTEM SET ft_orders.backoff_base = '10ms'" >/dev/null
 		psql_q "ALTER SYSTEM SET ft_orders.backoff_max = '200ms'" >/dev/null
-		psql_q "ALTER SYSTEM SET ft_orders.circuit_failure_threshold = 1000" >/dev/null
+		gw_faults '{"fail_rate":0.2,"fail_status":503}'
 		r=$(drain_once "flt$i" "$DRAIN_N") && flt="$flt $r"
+		gw_faults reset
+		gw_faults '{"fail_rate":0.25,"fail_status":500}'
+		r=$(drain_once "fl25$i" "$DRAIN_N") && fl25="$fl25 $r"
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
-		psql_q "ALTER SYSTEM RESET ft_orders.circuit_failure_threshold" >/dev/null
+		gw_faults reset
+		# a gateway limited to RL_RATE/s, nothing configured on our side
+		gw_faults "{\"rate_limit_per_s\":$RL_RATE}"
+		if r=$(drain_once "rl$i" "$RL_N"); then
+			rlg="$rlg $(echo "$r / $RL_RATE" | bc -l)"
+			req=$(curl -fsS "$GW_URL/ledger" | jq -r .requests)
+			lim=$(curl -fsS "$GW_URL/ledger" | jq -r .rate_limited)
+			rl429="$rl429 $(echo "$lim / $req" | bc -l)"
+			# after the first 3 s: "requests limited ok seconds"
+			steady=$("$PY" "$ROOT/tests/integration/harness/gateway_log.py" "$GW_URL" steady 3)
+			log "drain rl$i after the first 3 s: $steady (requests, 429s, accepted, seconds)"
+			rl429s="$rl429s $(echo "$steady" | awk '$1 > 0 {print $2 / $1}')"
+		fi
 		gw_faults reset
 		drain_settings
 	done
@@ -289,11 +319,16 @@ bench_drain()
 	mz=$(median "$zero")
 	fig drain_per_s "payments/s" "$ceil" "$zero" "" "$DRAIN_N pre-loaded orders to paid, max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH; baseline: fake gateway alone under wrk -t2 -c64"
 	fig drain_defaults_per_s "payments/s" "$mz" "$dflt" "" "the same with the default max_in_flight 64, batch_size 100; baseline: drain_per_s"
+	fig drain_adaptive_off_per_s "payments/s" "$mz" "$aoff" "" "drain_per_s with ft_orders.adaptive_concurrency = off (drain_per_s has it on, the default), interleaved in the same rounds; baseline: drain_per_s"
 	fig fake_gateway_ceiling_rps "req/s" "" "$ceil"
 	fig drain_latency20_per_s "payments/s" "$mz" "$lat" "" "gateway latency_ms 20; baseline: drain_per_s"
 	local rl=""; [ -n "$lat" ] && [ -n "$mz" ] && rl=$(echo "$(median "$lat") / $mz" | bc -l)
 	fig drain_latency20_vs_zero ratio "" "$rl" "" "median drain with 20 ms gateway latency / median drain at 0 ms (same settings)"
-	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, circuit threshold 1000; baseline: drain_per_s"
+	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, default circuit settings; baseline: drain_per_s"
+	fig drain_flaky25_per_s "payments/s" "$mz" "$fl25" "" "fail_rate 0.25 (500), backoff_base 10ms, backoff_max 200ms, default circuit settings; baseline: drain_per_s"
+	fig drain_ratelimited_goodput_ratio ratio "" "$rlg" "" "$RL_N orders against the fake gateway limited to $RL_RATE requests/s (token bucket, 429 + Retry-After beyond), no ft_orders.rate_limit, adaptive concurrency on: payments/s / $RL_RATE"
+	fig drain_ratelimited_429_share ratio "" "$rl429" "" "the same drain: requests answered 429 / all requests at the gateway (the first burst of 2 x max_in_flight included)"
+	fig drain_ratelimited_429_share_after3s ratio "" "$rl429s" "" "the same, counting only the requests that arrived after the first 3 s of the drain"
 	# where the CPU goes (both share the 2 cores): per payment, whole drain
 	local wz gz wl gl
 	wz=$(cpu_runs zero 1); gz=$(cpu_runs zero 2); wl=$(cpu_runs lat 1); gl=$(cpu_runs lat 2)

@@ -53,6 +53,7 @@ typedef struct FtGatewayReply
 {
 	int			http_status;	/* 0: no HTTP reply at all */
 	const char *transport_error;	/* non-NULL: timeout, connect, TLS... */
+	bool		timed_out;		/* the transport error is request_timeout */
 	bool		too_large;		/* body cut off at FT_REPLY_MAX_BYTES */
 	const char *retry_after;	/* Retry-After header value, or NULL */
 	const char *body;			/* NUL-terminated; may contain anything */

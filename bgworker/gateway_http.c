@@ -697,6 +697,7 @@ ft_http_collect(FtHttpDoneCallback callback)
 					: curl_easy_strerror(result);
 			if (!reply.too_large)
 				reply.http_status = 0;
+			reply.timed_out = (result == CURLE_OPERATION_TIMEDOUT);
 		}
 
 		/* the handle keeps the reply's headers until it is reused */

@@ -13,11 +13,13 @@
  *	3. classifies the requests libcurl finished (provider's classify_reply)
  *	   and feeds them to the gateway figures and the circuit breaker;
  *	4. when enough completions piled up (or they have waited ~2 ms, or
- *	   nothing else is in flight) and/or there is room for more requests,
- *	   runs ONE short transaction that records the completions and claims
- *	   new events (outbox.c), commits, and only then has the provider
- *	   build the new requests and the transport start them (the circuit's
- *	   probe on a fresh connection).
+ *	   nothing else is in flight) and/or there is room for more requests
+ *	   (under the adaptive in-flight limit, concurrency.c) that the
+ *	   circuit, the gateway's pause and the rate limit let go
+ *	   (admission.c), runs ONE short transaction that records the
+ *	   completions and claims new events (outbox.c), commits, and only
+ *	   then has the provider build the new requests and the transport
+ *	   start them (the circuit's probes on fresh connections).
  *
  * Durability (docs/reference.md, "Failures"): a transaction that claims commits with the
  * server's own synchronous_commit, so with synchronous_standby_names set
@@ -295,6 +297,8 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	job->http_status = reply->http_status;
 	job->latency_ms = latency_ms;
 	job->transient = c.transient;
+	job->timed_out = reply->timed_out;
+	job->retry_after_ms = c.retry_after_ms;
 	job->outcome = c.outcome;
 	job->payment_id = c.payment_id ? pstrdup(c.payment_id) : NULL;
 	if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts)
@@ -305,7 +309,19 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	}
 	else
 		job->error = c.error ? pstrdup(c.error) : NULL;
-	if (job->outcome == FT_OUTCOME_RETRY)
+	if (job->outcome == FT_OUTCOME_RETRY && c.retry_after_ms >= 0 &&
+		(reply->http_status == 429 || reply->http_status == 503))
+	{
+		/*
+		 * The gateway asked for a pause: every worker holds its requests
+		 * until then (admission.c), and this order is due again right when
+		 * the pause ends, not later.
+		 */
+		job->delay_ms = Min(c.retry_after_ms, Max(ft_backoff_max_ms, 0));
+		ft_admission_pause(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   job->delay_ms));
+	}
+	else if (job->outcome == FT_OUTCOME_RETRY)
 		job->delay_ms = ft_backoff_delay_ms(job->event_attempts, c.retry_after_ms);
 	MemoryContextSwitchTo(oldcxt);
 
@@ -410,8 +426,9 @@ ft_free_job(FtJob *job)
 static bool
 ft_claim_due(TimestampTz now, int *limit)
 {
-	int			room = ft_max_in_flight - ft_http_in_flight();
-	int			chunk = Max(1, Min(ft_batch_size, ft_max_in_flight) / 4);
+	int			in_flight_limit = ft_concurrency_limit();
+	int			room = in_flight_limit - ft_http_in_flight();
+	int			chunk = Max(1, Min(ft_batch_size, in_flight_limit) / 4);
 
 	*limit = Min(ft_batch_size, room);
 	if (ft_url == NULL || *limit <= 0)
@@ -497,19 +514,37 @@ ft_sql_step(TimestampTz now)
 	bool		record = ft_record_due(now);
 	int			limit = 0;
 	bool		claim = ft_claim_due(now, &limit);
-	bool		probe = false;
+	int			nprobes = 0;
+	int			admitted = 0;
 	int			nclaimed = 0;
 	TimestampTz next_due = 0;
 
 	ft_circuit_blocked = false;
 	if (claim)
 	{
-		limit = ft_circuit_admit(limit, &probe, &ft_circuit_blocked);
+		TimestampTz retry_at = 0;
+
+		limit = ft_circuit_admit(limit, &nprobes, &ft_circuit_blocked);
+		if (limit > 0)
+		{
+			/* the shared pause and the rate limit (admission.c) */
+			admitted = ft_admission_take(limit, now, &retry_at);
+			if (admitted < nprobes)
+			{
+				ft_circuit_abandon_probes(nprobes - admitted);
+				nprobes = admitted;
+			}
+			limit = admitted;
+		}
 		if (limit <= 0)
 		{
 			claim = false;
-			/* look again when the circuit may let a probe through */
-			ft_next_poll = TimestampTzPlusMilliseconds(now, FT_CIRCUIT_POLL_MS);
+			/*
+			 * look again when the pause ends or the next token is due
+			 * (retry_at), or when the circuit may let a probe through
+			 */
+			ft_next_poll = retry_at != 0 ? retry_at :
+				TimestampTzPlusMilliseconds(now, FT_CIRCUIT_POLL_MS);
 			ft_want_claim = false;
 		}
 	}
@@ -551,12 +586,15 @@ ft_sql_step(TimestampTz now)
 	if (claim)
 	{
 		ft_last_claim = GetCurrentTimestamp();
-		if (probe && nclaimed == 0)
-			ft_circuit_abandon_probe();
+		if (nclaimed < nprobes)
+			ft_circuit_abandon_probes(nprobes - nclaimed);
+		if (nclaimed < admitted)
+			ft_admission_give_back(admitted - nclaimed);
 		for (int i = 0; i < nclaimed; i++)
+		{
 			ft_claimed[i] = ft_new_job(&ft_claims[i]);
-		if (nclaimed > 0 && probe)
-			ft_claimed[0]->is_probe = true;
+			ft_claimed[i]->is_probe = (i < nprobes);
+		}
 		if (nclaimed == limit)
 			ft_want_claim = true;	/* there may be more due */
 		else
@@ -593,7 +631,7 @@ ft_wait_time(TimestampTz now)
 
 	if (ft_ndone > 0)
 		ms = Min(ms, FT_RECORD_DELAY_MS);
-	if (ft_url != NULL && ft_max_in_flight > ft_http_in_flight())
+	if (ft_url != NULL && ft_concurrency_limit() > ft_http_in_flight())
 	{
 		if (ft_want_claim)
 			ms = Min(ms, FT_RECORD_DELAY_MS);

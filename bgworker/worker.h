@@ -46,7 +46,9 @@ typedef struct FtJob
 	TimestampTz started_at;
 	FtOutcome	outcome;
 	bool		transient;		/* counted against the circuit */
+	bool		timed_out;		/* no reply within request_timeout */
 	int			http_status;	/* 0: none */
+	int			retry_after_ms; /* the reply's Retry-After; -1: none */
 	double		latency_ms;
 	int			delay_ms;		/* retry: backoff before the next attempt */
 	char	   *payment_id;		/* paid only */
@@ -87,15 +89,29 @@ extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);
 typedef enum FtCircuitChange
 {
 	FT_CIRCUIT_UNCHANGED = 0,
-	FT_CIRCUIT_OPENED,
+	FT_CIRCUIT_OPENED,			/* by failure rate */
+	FT_CIRCUIT_OPENED_UNREACHABLE,	/* no reply at all */
 	FT_CIRCUIT_REOPENED,
 	FT_CIRCUIT_CLOSED_AGAIN
 } FtCircuitChange;
 
-extern int	ft_circuit_admit(int wanted, bool *probe, bool *blocked);
-extern void ft_circuit_abandon_probe(void);
-extern FtCircuitChange ft_circuit_report_locked(bool transient, bool was_probe,
-												TimestampTz now);
+extern int	ft_circuit_admit(int wanted, int *nprobes, bool *blocked);
+extern void ft_circuit_abandon_probes(int n);
+extern FtCircuitChange ft_circuit_report_locked(const FtJob *job, TimestampTz now,
+												uint32 *window_requests,
+												uint32 *window_failures);
+
+/*
+ * admission.c: the shared pause and the rate limit, for any kind of
+ * request to the gateway
+ */
+extern int	ft_admission_take(int wanted, TimestampTz now, TimestampTz *retry_at);
+extern void ft_admission_give_back(int n);
+extern void ft_admission_pause(TimestampTz until);
+
+/* concurrency.c: the adaptive in-flight limit */
+extern int	ft_concurrency_limit(void);
+extern void ft_concurrency_report_locked(const FtJob *job, TimestampTz now);
 
 /* worker_stats.c: the worker's slot and the gateway figures */
 extern void ft_slot_attach(int slot_index);

@@ -21,6 +21,7 @@
 #include "storage/proc.h"
 #include "utils/timestamp.h"
 
+#include "guc.h"
 #include "worker.h"
 
 static FtWorkerSlot *ft_my_slot = NULL;
@@ -137,6 +138,8 @@ ft_stats_completions(FtJob **jobs, int njobs)
 	TimestampTz now = GetCurrentTimestamp();
 	FtCircuitChange change = FT_CIRCUIT_UNCHANGED;
 	int			failures = 0;
+	uint32		window_requests = 0;
+	uint32		window_failures = 0;
 	const char *last_error = NULL;
 
 	if (njobs <= 0)
@@ -164,7 +167,8 @@ ft_stats_completions(FtJob **jobs, int njobs)
 		gw->latency_buckets[ft_latency_bucket(ms)]++;
 		gw->latency_sum_ms += ms;
 
-		c = ft_circuit_report_locked(job->transient, job->is_probe, now);
+		ft_concurrency_report_locked(job, now);
+		c = ft_circuit_report_locked(job, now, &window_requests, &window_failures);
 		if (c != FT_CIRCUIT_UNCHANGED)
 		{
 			change = c;
@@ -176,11 +180,33 @@ ft_stats_completions(FtJob **jobs, int njobs)
 	switch (change)
 	{
 		case FT_CIRCUIT_OPENED:
+			if (window_failures == window_requests)
+				ereport(WARNING,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("payment gateway circuit opened after %d consecutive failures",
+								failures),
+						 errdetail("Every request of the last %d seconds failed. Last error: %s.",
+								   FT_CIRCUIT_BUCKETS * FT_CIRCUIT_BUCKET_MS / 1000,
+								   last_error ? last_error : "unknown"),
+						 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
+			else
+				ereport(WARNING,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("payment gateway circuit opened after %u failures in %u requests",
+								window_failures, window_requests),
+						 errdetail("At least ft_orders.circuit_failure_rate (%g) of the requests of the last %d seconds failed. Last error: %s.",
+								   ft_circuit_failure_rate,
+								   FT_CIRCUIT_BUCKETS * FT_CIRCUIT_BUCKET_MS / 1000,
+								   last_error ? last_error : "unknown"),
+						 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
+			break;
+		case FT_CIRCUIT_OPENED_UNREACHABLE:
 			ereport(WARNING,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("payment gateway circuit opened after %d consecutive failures",
+					 errmsg("payment gateway circuit opened after %d consecutive failures: the gateway cannot be reached",
 							failures),
-					 errdetail("Last error: %s.", last_error ? last_error : "unknown"),
+					 errdetail("No reply to any request sent since the last reply. Last error: %s.",
+							   last_error ? last_error : "unknown"),
 					 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
 			break;
 		case FT_CIRCUIT_REOPENED:

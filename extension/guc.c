@@ -43,6 +43,10 @@ int			ft_backoff_max_ms = 600000;
 int			ft_lease_timeout_ms = 60000;
 int			ft_circuit_failure_threshold = 5;
 int			ft_circuit_open_time_ms = 30000;
+double		ft_circuit_failure_rate = 0.5;
+double		ft_rate_limit = 0;
+int			ft_rate_limit_burst = 0;
+bool		ft_adaptive_concurrency = true;
 int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
@@ -326,8 +330,8 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.circuit_failure_threshold",
-							"Consecutive transient failures that open the circuit.",
-							NULL,
+							"Least number of requests in the circuit's recent window before it may open.",
+							"Also the number of requests in a row, sent after the last reply, that failed without any reply (the gateway cannot be reached).",
 							&ft_circuit_failure_threshold,
 							5, 1, 100000,
 							PGC_SIGHUP,
@@ -342,6 +346,42 @@ ft_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("ft_orders.circuit_failure_rate",
+							 "Share of failed requests in the recent window (0.5 = 50 %) that opens the circuit.",
+							 "The window is the last 10 seconds; it must hold at least ft_orders.circuit_failure_threshold requests.",
+							 &ft_circuit_failure_rate,
+							 0.5, 0.01, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomRealVariable("ft_orders.rate_limit",
+							 "Requests per second to the gateway, all payment workers together (0: no limit).",
+							 NULL,
+							 &ft_rate_limit,
+							 0, 0, 100000,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.rate_limit_burst",
+							"Requests that may leave at once under ft_orders.rate_limit (0: the rate, rounded up).",
+							NULL,
+							&ft_rate_limit_burst,
+							0, 0, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("ft_orders.adaptive_concurrency",
+							 "Let each worker's in-flight limit adapt between 1 and ft_orders.max_in_flight.",
+							 "It halves on 429 replies, falls a little on 503s, timeouts and rising latency, and grows back while the gateway keeps up.",
+							 &ft_adaptive_concurrency,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.idempotency_ttl",
 							"Age after which idempotency keys are purged.",

@@ -234,7 +234,8 @@ ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
  * The gateway's families, from a copy of its statistics.
  */
 static void
-ft_metrics_gateway(StringInfo buf, const FtGatewayStats *gw)
+ft_metrics_gateway(StringInfo buf, const FtGatewayStats *gw,
+				   const FtGatewayLimitsView *limits)
 {
 	uint64		cumulative = 0;
 
@@ -249,15 +250,41 @@ ft_metrics_gateway(StringInfo buf, const FtGatewayStats *gw)
 			  ft_fmt_u64(gw->errors));
 
 	ft_family(buf, "gateway_circuit_state", "gauge",
-			  "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (one probe).");
+			  "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (a few probes).");
 	ft_sample(buf, "gateway_circuit_state", NULL, NULL, NULL, NULL,
 			  gw->circuit == FT_CIRCUIT_OPEN ? "1" :
 			  gw->circuit == FT_CIRCUIT_HALF_OPEN ? "2" : "0");
 
 	ft_family(buf, "gateway_consecutive_failures", "gauge",
-			  "Transient gateway failures in a row; the circuit opens at ft_orders.circuit_failure_threshold.");
+			  "Transient gateway failures in a row.");
 	ft_sample(buf, "gateway_consecutive_failures", NULL, NULL, NULL, NULL,
 			  ft_fmt_i64(gw->consecutive_failures));
+
+	ft_family(buf, "gateway_failure_rate", "gauge",
+			  "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none); the circuit opens at ft_orders.circuit_failure_rate.");
+	ft_sample(buf, "gateway_failure_rate", NULL, NULL, NULL, NULL,
+			  ft_fmt_double(limits->failure_rate < 0 ? 0 : limits->failure_rate));
+
+	ft_family(buf, "gateway_rate_limit", "gauge",
+			  "ft_orders.rate_limit: requests per second to the gateway, all workers together (0: no limit).");
+	ft_sample(buf, "gateway_rate_limit", NULL, NULL, NULL, NULL,
+			  ft_fmt_double(limits->rate_limit));
+
+	ft_family(buf, "gateway_concurrency_limit", "gauge",
+			  "Requests each payment worker may have under way now (adaptive, 1 .. ft_orders.max_in_flight).");
+	ft_sample(buf, "gateway_concurrency_limit", NULL, NULL, NULL, NULL,
+			  ft_fmt_i64(limits->concurrency_limit));
+
+	ft_family(buf, "gateway_throttled_total", "counter",
+			  "Times a payment worker held its requests back for the gateway's pause (Retry-After) or ft_orders.rate_limit.");
+	ft_sample(buf, "gateway_throttled_total", NULL, NULL, NULL, NULL,
+			  ft_fmt_u64(limits->throttled));
+
+	ft_family(buf, "gateway_paused_until_timestamp_seconds", "gauge",
+			  "Unix time until which no request is sent because the gateway asked for a pause (Retry-After); 0 when there is no pause.");
+	ft_sample(buf, "gateway_paused_until_timestamp_seconds", NULL, NULL, NULL, NULL,
+			  limits->paused_until == 0 ? "0" :
+			  ft_fmt_double(ft_unix_seconds(limits->paused_until)));
 
 	ft_family(buf, "gateway_request_duration_seconds", "histogram",
 			  "Duration of the completed gateway requests.");
@@ -381,6 +408,7 @@ ft_orders_metrics(PG_FUNCTION_ARGS)
 	StringInfoData buf;
 	FtWorkerSlot *slots = palloc(sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
 	FtGatewayStats *gw = palloc(sizeof(FtGatewayStats));
+	FtGatewayLimitsView limits;
 
 	initStringInfo(&buf);
 
@@ -388,9 +416,10 @@ ft_orders_metrics(PG_FUNCTION_ARGS)
 	memcpy(slots, ft_shared->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
 	memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
 	LWLockRelease(ft_shared->lock);
+	ft_gateway_limits_snapshot(&limits);
 
 	ft_metrics_workers(&buf, slots);
-	ft_metrics_gateway(&buf, gw);
+	ft_metrics_gateway(&buf, gw, &limits);
 	ft_metrics_tables(&buf);
 
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(buf.data, buf.len));

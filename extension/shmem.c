@@ -15,6 +15,8 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
 
 #include "shmem.h"
 
@@ -60,6 +62,8 @@ ft_shmem_startup(void)
 			pg_atomic_init_u32(&ft_shared->workers[i].can_send, 0);
 		}
 		ft_shared->gateway.circuit = FT_CIRCUIT_CLOSED;
+		SpinLockInit(&ft_shared->limits.mutex);
+		pg_atomic_init_u32(&ft_shared->concurrency_limit_now, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -108,6 +112,10 @@ ft_shmem_reset_stats(void)
 	memset(gw->latency_buckets, 0, sizeof(gw->latency_buckets));
 	gw->latency_sum_ms = 0;
 	LWLockRelease(ft_shared->lock);
+
+	SpinLockAcquire(&ft_shared->limits.mutex);
+	ft_shared->limits.throttled = 0;
+	SpinLockRelease(&ft_shared->limits.mutex);
 }
 
 /*
@@ -124,6 +132,62 @@ ft_latency_bucket(double latency_ms)
 			return i;
 	}
 	return FT_LATENCY_BUCKETS;
+}
+
+/*
+ * Requests (*n) and transient failures (returned) in the circuit's window
+ * at time now: the buckets of the last FT_CIRCUIT_BUCKETS periods.  The
+ * caller holds ft_shared->lock or works on a copy.
+ */
+uint32
+ft_circuit_window_counts(const FtGatewayStats *gw, TimestampTz now, uint32 *n)
+{
+	int64		period = now / ((int64) FT_CIRCUIT_BUCKET_MS * 1000);
+	uint64		requests = 0;
+	uint64		failures = 0;
+
+	for (int i = 0; i < FT_CIRCUIT_BUCKETS; i++)
+	{
+		if (gw->window_period[i] > period - FT_CIRCUIT_BUCKETS &&
+			gw->window_period[i] <= period)
+		{
+			requests += gw->window_requests[i];
+			failures += gw->window_failures[i];
+		}
+	}
+	*n = (uint32) Min(requests, PG_UINT32_MAX);
+	return (uint32) Min(failures, PG_UINT32_MAX);
+}
+
+/*
+ * The figures of FtGatewayLimitsView, read now.  Takes the spinlock and
+ * ft_shared->lock (shared) in turn, never both.
+ */
+void
+ft_gateway_limits_snapshot(FtGatewayLimitsView *view)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	FtGatewayStats *gw = &ft_shared->gateway;
+	uint32		limit = pg_atomic_read_u32(&ft_shared->concurrency_limit_now);
+	uint32		n;
+	uint32		failures;
+
+	SpinLockAcquire(&ft_shared->limits.mutex);
+	view->throttled = ft_shared->limits.throttled;
+	view->paused_until = ft_shared->limits.paused_until;
+	SpinLockRelease(&ft_shared->limits.mutex);
+	if (view->paused_until <= now)
+		view->paused_until = 0;
+
+	LWLockAcquire(ft_shared->lock, LW_SHARED);
+	failures = ft_circuit_window_counts(gw, now, &n);
+	LWLockRelease(ft_shared->lock);
+	view->failure_rate = (n > 0) ? (double) failures / n : -1;
+
+	view->rate_limit = ft_rate_limit;
+	view->concurrency_limit = ft_max_in_flight;
+	if (ft_adaptive_concurrency && limit > 0 && limit < (uint32) ft_max_in_flight)
+		view->concurrency_limit = (int) limit;
 }
 
 const char *

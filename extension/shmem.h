@@ -17,6 +17,13 @@
  *	- FtWorkerSlot.proc is also read WITHOUT the lock by committing backends
  *	  that only want to set a latch: a stale pointer at worst sets the latch
  *	  of an unrelated process (PGPROCs are never freed), which is harmless.
+ *	- ft_shared->limits (the shared pause and the token bucket of
+ *	  ft_orders.rate_limit) has its own spinlock: every payment worker asks
+ *	  it before each claim, and the critical sections are a few
+ *	  arithmetic operations (bgworker/admission.c).
+ *	- The adaptive concurrency limit and the circuit's failure window live
+ *	  in FtGatewayStats under ft_shared->lock, fed with each completed
+ *	  batch; concurrency_limit_now is also read lock-free (an int).
  *	- wake_next is an atomic round-robin cursor, touched lock-free, and so
  *	  are FtWorkerSlot.in_sql (a hint: a stale value only picks a busier
  *	  worker) and FtWorkerSlot.can_send (a stale 0 only skips a worker that
@@ -29,6 +36,7 @@
 
 #include "port/atomics.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "storage/proc.h"
 #include "utils/timestamp.h"
 
@@ -53,6 +61,14 @@ typedef enum FtCircuitState
 } FtCircuitState;
 
 #define FT_LAST_ERROR_LEN	256
+
+/*
+ * The circuit's failure window (bgworker/circuit.c): the requests of the
+ * last FT_CIRCUIT_BUCKETS periods of FT_CIRCUIT_BUCKET_MS, counted per
+ * period.
+ */
+#define FT_CIRCUIT_BUCKETS		10
+#define FT_CIRCUIT_BUCKET_MS	1000
 #define FT_LATENCY_WINDOW	1024	/* latest request latencies kept */
 
 /*
@@ -92,9 +108,27 @@ typedef struct FtGatewayStats
 	FtCircuitState circuit;
 	int			consecutive_failures;	/* transient failures in a row */
 	TimestampTz opened_at;		/* when the circuit last opened */
-	bool		probe_in_flight;	/* half-open: the single probe is out */
+	int			probes_in_flight;	/* half-open: probes sent, not answered */
+	int			probes_succeeded;	/* half-open: probes that got an answer */
 	TimestampTz probe_started_at;	/* a probe older than the request
 									 * timeout was lost with its worker */
+	/* failure window, closed state only; slot = period % FT_CIRCUIT_BUCKETS */
+	int64		window_period[FT_CIRCUIT_BUCKETS];	/* now / bucket length */
+	uint32		window_requests[FT_CIRCUIT_BUCKETS];
+	uint32		window_failures[FT_CIRCUIT_BUCKETS];
+	int			unreachable;	/* no-reply failures in a row of requests
+								 * sent after the last HTTP reply */
+	TimestampTz last_reply_at;	/* the last HTTP reply of any status */
+	/* adaptive concurrency (bgworker/concurrency.c) */
+	double		concurrency_limit;	/* 0: not started yet (max_in_flight) */
+	double		slow_start_until;	/* below it the limit grows by 1 per
+									 * success, above by 1/limit */
+	TimestampTz overload_at;	/* last 429: no growth for a while */
+	TimestampTz decreased_at;	/* last gentle decrease (once per RTT) */
+	float4		rtt_min_current;	/* least latency of this period */
+	float4		rtt_min_previous;	/* ... and of the period before */
+	float4		rtt_smoothed;	/* moving average of the latency */
+	TimestampTz rtt_period_start;
 	uint64		requests;		/* HTTP requests completed */
 	uint64		errors;			/* of which transient failures */
 	int			last_http_status;	/* 0: no HTTP reply (network error) */
@@ -108,6 +142,21 @@ typedef struct FtGatewayStats
 	double		latency_sum_ms;
 } FtGatewayStats;
 
+/*
+ * The shared pause (Retry-After of a 429/503) and the token bucket of
+ * ft_orders.rate_limit: when the next request may leave, for every worker
+ * and every kind of request (bgworker/admission.c).  Under mutex.
+ */
+typedef struct FtGatewayLimits
+{
+	slock_t		mutex;
+	TimestampTz paused_until;	/* no request before; 0: no pause */
+	double		tokens;			/* requests that may leave now */
+	TimestampTz refilled_at;	/* tokens were counted at this time; 0:
+								 * never (the bucket starts full) */
+	uint64		throttled;		/* times a worker was told to wait */
+} FtGatewayLimits;
+
 typedef struct FtSharedState
 {
 	LWLock	   *lock;
@@ -118,14 +167,34 @@ typedef struct FtSharedState
 									 * dead workers; until then (start-up,
 									 * promotion) workers claim nothing */
 	FtGatewayStats gateway;
+	FtGatewayLimits limits;
+	pg_atomic_uint32 concurrency_limit_now; /* the adaptive limit, rounded;
+											 * 0: max_in_flight */
 	FtWorkerSlot workers[FT_MAX_WORKERS];
 } FtSharedState;
 
 extern FtSharedState *ft_shared;
 
+/*
+ * The gateway limits as the views and metrics() show them (docs/reference.md,
+ * "Gateway limits").
+ */
+typedef struct FtGatewayLimitsView
+{
+	double		rate_limit;		/* ft_orders.rate_limit, requests/s; 0: none */
+	int			concurrency_limit;	/* per worker, 1 .. max_in_flight */
+	uint64		throttled;		/* times a worker waited for the pause or
+								 * the rate limit */
+	TimestampTz paused_until;	/* 0: no pause now */
+	double		failure_rate;	/* share in the circuit's window; -1: empty */
+} FtGatewayLimitsView;
+
 extern void ft_shmem_install_hooks(void);
 extern void ft_shmem_reset_stats(void);
 extern int	ft_latency_bucket(double latency_ms);
+extern void ft_gateway_limits_snapshot(FtGatewayLimitsView *view);
+extern uint32 ft_circuit_window_counts(const FtGatewayStats *gw, TimestampTz now,
+									   uint32 *n);
 extern const char *ft_worker_state_name(FtWorkerState state);
 extern const char *ft_circuit_state_name(FtCircuitState state);
 

@@ -25,7 +25,13 @@ PG_FUNCTION_INFO_V1(ft_orders_gateway_stats);
 PG_FUNCTION_INFO_V1(ft_orders_reset_stats);
 
 #define WORKER_STATS_COLS	11
-#define GATEWAY_STATS_COLS	8
+/*
+ * gateway_stats() of 1.3; the 1.0 definition asks for the first 8 only
+ * (a server already running the new library before ALTER EXTENSION
+ * UPDATE): the tuple is built with the caller's descriptor, which reads
+ * only its own columns.
+ */
+#define GATEWAY_STATS_COLS	13
 
 Datum
 ft_orders_worker_stats(PG_FUNCTION_ARGS)
@@ -100,6 +106,7 @@ ft_orders_gateway_stats(PG_FUNCTION_ARGS)
 	Datum		values[GATEWAY_STATS_COLS];
 	bool		nulls[GATEWAY_STATS_COLS] = {0};
 	uint32		n;
+	FtGatewayLimitsView limits;
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -107,6 +114,10 @@ ft_orders_gateway_stats(PG_FUNCTION_ARGS)
 	LWLockAcquire(ft_shared->lock, LW_SHARED);
 	memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
 	LWLockRelease(ft_shared->lock);
+	ft_gateway_limits_snapshot(&limits);
+	if (rsinfo->setDesc->natts > GATEWAY_STATS_COLS)
+		elog(ERROR, "gateway_stats() declared with %d columns, at most %d known",
+			 rsinfo->setDesc->natts, GATEWAY_STATS_COLS);
 
 	n = Min(gw->latency_count, FT_LATENCY_WINDOW);
 	values[0] = CStringGetTextDatum(ft_circuit_state_name(gw->circuit));
@@ -128,6 +139,13 @@ ft_orders_gateway_stats(PG_FUNCTION_ARGS)
 	}
 	values[7] = Int32GetDatum(gw->last_http_status);
 	nulls[7] = (gw->last_http_status == 0);
+	values[8] = Float8GetDatum(limits.rate_limit);
+	values[9] = Int32GetDatum(limits.concurrency_limit);
+	values[10] = Int64GetDatum((int64) limits.throttled);
+	values[11] = TimestampTzGetDatum(limits.paused_until);
+	nulls[11] = (limits.paused_until == 0);
+	values[12] = Float8GetDatum(limits.failure_rate);
+	nulls[12] = (limits.failure_rate < 0);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	return (Datum) 0;
 }

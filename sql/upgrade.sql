@@ -1,4 +1,4 @@
--- upgrade: the chain 1.0 -> 1.1 -> 1.2 keeps the data; 1.1 adds metrics()
+-- upgrade: the chain 1.0 -> 1.1 -> 1.2 -> 1.3 keeps the data; 1.1 adds metrics()
 -- and the comments, 1.2 the derived payment keys and their purge
 -- generations and makes _change_status PL/pgSQL (runs last: it drops and
 -- re-creates the extension).  The same
@@ -147,14 +147,17 @@ SELECT ft_orders._change_status(ARRAY[1::bigint], ARRAY['paid'::ft_orders.order_
 SELECT order_id, status, attempts, payment_id FROM ft_orders.orders WHERE order_id = 1;
 SELECT order_id, status, attempts, detail FROM ft_orders.order_events WHERE order_id = 1 ORDER BY id;
 
--- 1.3 (#16 webhooks): the update keeps the orders and adds gateway_events;
--- a 1.2 order is settled by a webhook, once
-SELECT count(*) AS orders_before_1_3, string_agg(order_id || ':' || status, ' ' ORDER BY order_id) AS statuses_before_1_3
-  FROM ft_orders.orders;
+-- 1.2 -> 1.3: the update keeps the orders, adds gateway_events (#16
+-- webhooks; a 1.2 order is settled by a webhook, once) and gives
+-- gateway_status the gateway limits (#15: rate_limit, concurrency_limit,
+-- throttled, paused_until, failure_rate); the view of 1.2 keeps working on
+-- the new library until the update
+SELECT circuit, requests, errors FROM ft_orders.gateway_status;
+TRUNCATE data_before;
+INSERT INTO data_before SELECT * FROM data_now;
 ALTER EXTENSION ft_orders UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
-SELECT count(*) AS orders_after_1_3, string_agg(order_id || ':' || status, ' ' ORDER BY order_id) AS statuses_after_1_3
-  FROM ft_orders.orders;
+SELECT * FROM data_changes;
 SELECT ft_orders.apply_gateway_event('generic',
 	jsonb_build_object('event_id', 'up-wh-1', 'type', 'payment.succeeded', 'payment_id', 'pay_up5',
 					   'payment_key', (SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'up-5')))
@@ -169,3 +172,20 @@ SELECT has_function_privilege('ft_orders_app', 'ft_orders.apply_gateway_event(te
 	   has_function_privilege('public', 'ft_orders._parse_gateway_event(text, jsonb)', 'EXECUTE') AS public_may_parse,
 	   'ft_orders.gateway_events'::regclass = ANY (extconfig) AS gateway_events_dumped
   FROM pg_extension WHERE extname = 'ft_orders';
+SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type,
+	   col_description(a.attrelid, a.attnum) IS NOT NULL AS commented
+  FROM pg_attribute a
+ WHERE a.attrelid = 'ft_orders.gateway_status'::regclass AND a.attnum > 0
+ ORDER BY a.attnum;
+-- no gateway, no limit: nothing throttled, no pause, an empty window
+SELECT circuit, rate_limit, concurrency_limit, throttled, paused_until, failure_rate
+  FROM ft_orders.gateway_status;
+SELECT has_table_privilege('ft_orders_app', 'ft_orders.gateway_status', 'SELECT') AS app_may_read,
+	   has_function_privilege('ft_orders_app', 'ft_orders.gateway_stats()', 'EXECUTE') AS app_may_call,
+	   has_function_privilege('public', 'ft_orders.gateway_stats()', 'EXECUTE') AS public_may_call,
+	   obj_description('ft_orders.gateway_status'::regclass, 'pg_class') IS NOT NULL AS view_commented,
+	   obj_description('ft_orders.gateway_stats()'::regprocedure, 'pg_proc') IS NOT NULL AS function_commented;
+SELECT l.line
+  FROM regexp_split_to_table(ft_orders.metrics(), E'\n') WITH ORDINALITY AS l(line, n)
+ WHERE l.line ~ '^ft_orders_gateway_(rate_limit|concurrency_limit|throttled_total|paused_until_timestamp_seconds|failure_rate) '
+ ORDER BY l.n;

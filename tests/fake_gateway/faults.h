@@ -40,6 +40,8 @@ typedef struct FtFaults
 	bool		down;
 	int			retry_after_s;
 	double		garbage_rate;
+	int			rate_limit_per_s;	/* 0: none (limiter.c) */
+	int			max_concurrency;	/* 0: none */
 	FtAmountList decline_amount_minor;
 	FtAmountList reject_amount_minor;
 	FtAmountList bad_request_amount_minor;

@@ -41,6 +41,9 @@ typedef struct FtRequest
 	int64_t		arrival_us;		/* CLOCK_REALTIME when the headers arrived */
 	bool		delayed;		/* latency_ms already waited */
 	bool		hang;			/* lost reply: close without answering */
+	bool		admitted;		/* counted by the limiter until completed */
+	bool		limited;		/* turned away by the limiter: 429 */
+	int			retry_after_s;	/* of that 429 */
 	char		inline_buf[FT_GW_INLINE_BODY + 1];
 } FtRequest;
 

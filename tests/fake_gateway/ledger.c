@@ -218,7 +218,7 @@ ft_ledger_stats_json(void)
 
 	pthread_mutex_lock(&ledger_lock);
 	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-				  " s:I, s:I, s:I, s:I, s:b}",
+				  " s:I, s:I, s:I, s:I, s:I, s:b}",
 				  "charges", (json_int_t) ncharges,
 				  "keys", (json_int_t) nkeys,
 				  "duplicates", (json_int_t) (duplicate_keys + duplicate_orders),
@@ -233,6 +233,7 @@ ft_ledger_stats_json(void)
 				  "garbage_replies", (json_int_t) COUNTER(FT_C_GARBAGE),
 				  "mismatches", (json_int_t) COUNTER(FT_C_MISMATCHES),
 				  "unauthorized", (json_int_t) COUNTER(FT_C_UNAUTHORIZED),
+				  "rate_limited", (json_int_t) COUNTER(FT_C_RATE_LIMITED),
 				  "last_auth_ok",
 				  __atomic_load_n(&last_auth_ok, __ATOMIC_RELAXED));
 	pthread_mutex_unlock(&ledger_lock);

@@ -34,6 +34,7 @@ typedef enum FtCounter
 	FT_C_LOST,
 	FT_C_GARBAGE,
 	FT_C_UNAUTHORIZED,
+	FT_C_RATE_LIMITED,
 	FT_C_REPLAYS,				/* bumped by the ledger itself */
 	FT_C_MISMATCHES,			/* bumped by the ledger itself */
 	FT_C_NUM

@@ -5,8 +5,9 @@
  *	  "Wire protocol"), with the idempotency ledger and injected faults
  *	  (docs/reference.md, "Fake gateway").
  *
- * Order of decisions: latency wait (suspended, see delay.c) -> token -> Idempotency-Key -> body
- * validation -> stored-reply check (replay / 422) -> down -> status_script
+ * Order of decisions: limiter (limiter.c: over the limits, no latency
+ * wait and 429 after the body checks) -> latency wait (suspended, see
+ * delay.c) -> token -> Idempotency-Key -> body validation -> stored-reply check (replay / 422) -> down -> status_script
  * -> fail_rate -> decline / reject by amount -> charge -> lost reply or
  * garbage.  Transient faults (down, script, fail_rate) store nothing, so
  * the key stays free for a retry; a lost or garbage reply is stored as the
@@ -28,6 +29,7 @@
 #include "faults.h"
 #include "ledger.h"
 #include "webhooks.h"
+#include "limiter.h"
 
 static int64_t payment_counter;
 static __thread unsigned int prng_seed;
@@ -268,7 +270,13 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	{
 		ft_ledger_count(FT_C_REQUESTS);
 		req->delayed = true;
-		if (f.latency_ms > 0)
+		/* the limiter answers at once, as a real one does */
+		if (ft_limiter_admit(f.rate_limit_per_s, f.max_concurrency,
+							 ft_gw_now_us(), &req->retry_after_s))
+			req->admitted = true;
+		else
+			req->limited = true;
+		if (f.latency_ms > 0 && !req->limited)
 			return ft_gw_delay(conn, f.latency_ms) ? MHD_YES : MHD_NO;
 	}
 
@@ -306,6 +314,18 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	json_decref(obj);
 	if (err != NULL)
 		return ft_gw_reply_error(conn, 400, "invalid_request", err);
+
+	if (req->limited)
+	{
+		char		retry[16];
+
+		ft_ledger_count(FT_C_RATE_LIMITED);
+		ft_limiter_log(req->arrival_us, key);
+		snprintf(retry, sizeof(retry), "%d", req->retry_after_s);
+		return ft_gw_reply_json(conn, 429,
+								json_pack("{s:s}", "error", "rate_limited"),
+								"Retry-After", retry);
+	}
 
 	out = ft_ledger_begin(key, hash, order_id, req->arrival_us, &st, &stored);
 	if (out != FT_LEDGER_NEW)

@@ -21,6 +21,7 @@
 #include "faults.h"
 #include "ledger.h"
 #include "webhooks.h"
+#include "limiter.h"
 
 #define LEDGER_PREFIX "/ledger/"
 
@@ -154,6 +155,7 @@ router_faults(struct MHD_Connection *conn, const char *method,
 
 /*
  * GET and DELETE /ledger, GET /ledger/receipts, GET /ledger/requests,
+ * GET /ledger/limited,
  * GET /ledger/{key}.
  */
 static enum MHD_Result
@@ -167,6 +169,7 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 	if (strcmp(url, "/ledger") == 0 && strcmp(method, "DELETE") == 0)
 	{
 		ft_ledger_clear();
+		ft_limiter_clear();
 		return ft_gw_reply_json(conn, 200, json_pack("{s:b}", "ok", 1),
 								NULL, NULL);
 	}
@@ -174,6 +177,13 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 	{
 		size_t		len;
 		char	   *text = ft_ledger_receipts(&len);
+
+		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
+	}
+	if (strcmp(url, LEDGER_PREFIX "limited") == 0 && get)
+	{
+		size_t		len;
+		char	   *text = ft_limiter_log_text(&len);
 
 		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
 	}
@@ -243,6 +253,9 @@ ft_gw_access(void *cls, struct MHD_Connection *conn, const char *url,
 		req->arrival_us = ft_gw_now_us();
 		req->delayed = false;
 		req->hang = false;
+		req->admitted = false;
+		req->limited = false;
+		req->retry_after_s = 0;
 		*con_cls = req;
 		clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 										   MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -272,6 +285,8 @@ ft_gw_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (req == NULL)
 		return;
+	if (req->admitted)
+		ft_limiter_done();
 	if (req->body != req->inline_buf)
 		free(req->body);
 	free(req);

@@ -250,6 +250,42 @@ curl -Z --parallel-max 10 "${args[@]}" > "$TMP/race"
 is "$(grep -c '^200' "$TMP/race") $(( $(ledger .charges) - before )) $(ledger .duplicates)" \
 	"10 1 0" "10 concurrent requests with one key: all 200, one charge"
 
+# --- server-side limiter ----------------------------------------------------------------
+
+rl0=$(ledger .rate_limited)
+faults '{"rate_limit_per_s":2}'
+is "$CODE $(jf .rate_limit_per_s)" "200 2" "rate_limit_per_s is set"
+codes=""
+for i in $(seq 1 5); do
+	pay "k-rl-$i" "$(body $((200 + i)) 1000)"
+	codes+="$CODE "
+	[ "$CODE" = 429 ] && { ra=$(header Retry-After); rlbody=$(jf .error); }
+done
+is "$codes" "200 200 429 429 429 " "rate_limit_per_s 2: a burst of 2 passes, then 429 (within half a second)"
+is "${ra:-} ${rlbody:-}" '1 "rate_limited"' "the 429 carries Retry-After: 1 and {\"error\":\"rate_limited\"}"
+is "$(( $(ledger .rate_limited) - rl0 ))" 3 "ledger counts rate_limited"
+http GET /ledger/k-rl-4
+is "$CODE" 404 "a limited request stores nothing under its key"
+http GET /ledger/limited
+like "$(header Content-Type)" '^text/plain' "the limited log is text/plain"
+is "$(grep -c ' k-rl-' "$TMP/body")" 3 "the limited log holds the three 429s"
+like "$(grep ' k-rl-4$' "$TMP/body")" '^1[0-9]{15} k-rl-4$' "limited log line: arrival_us, key"
+sleep 1.1
+pay k-rl-4 "$(body 204 1000)"
+is "$CODE" 200 "a second later (2 tokens at 2/s) a request passes again"
+faults '{"rate_limit_per_s":0,"max_concurrency":2,"latency_ms":300}'
+cpids=()
+for i in $(seq 4); do
+	curl -s -o /dev/null -w '%{http_code}\n' -X POST -H "Idempotency-Key: k-mc-$i" \
+		--data-binary "$(body $((300 + i)) 1000)" "$URL/payments" > "$TMP/mc-$i" &
+	cpids+=($!)
+done
+wait "${cpids[@]}"
+is "$(cat "$TMP"/mc-* | sort | tr '\n' ' ')" "200 200 429 429 " "max_concurrency 2: of 4 concurrent requests 2 pass, 2 get 429"
+pay k-mc-5 "$(body 305 1000)"
+is "$CODE" 200 "once they are answered the next request passes"
+faults '{"max_concurrency":0,"latency_ms":0}'
+
 # --- /faults validation ----------------------------------------------------------------
 
 faults '{"bogus":1}'
@@ -262,6 +298,10 @@ faults '{"decline_amount_minor":[1,"x"]}'
 is "$CODE" 400 "non-integer in an amount list is 400"
 faults '[1]'
 is "$CODE" 400 "non-object /faults body is 400"
+faults '{"rate_limit_per_s":-1}'
+is "$CODE" 400 "negative rate_limit_per_s is 400"
+faults '{"max_concurrency":1.5}'
+is "$CODE" 400 "non-integer max_concurrency is 400"
 http GET /faults
 is "$(jf '[.fail_rate,.latency_ms,.hang_ms,.fail_status]')" '[0,0,30000,503]' \
 	"rejected updates leave the configuration unchanged"
@@ -305,6 +345,8 @@ http DELETE /ledger
 is "$CODE $(ledger '[.charges,.keys,.requests,.duplicates]')" '200 [0,0,0,0]' "DELETE /ledger clears"
 http GET /ledger/requests
 is "$CODE ${#BODY}" "200 0" "DELETE /ledger clears the request log"
+http GET /ledger/limited
+is "$CODE ${#BODY}" "200 0" "DELETE /ledger clears the limited log"
 
 # --- env token ------------------------------------------------------------------------
 

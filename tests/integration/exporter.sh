@@ -148,16 +148,21 @@ ft_orders_gateway_requests_total counter
 ft_orders_gateway_errors_total counter
 ft_orders_gateway_latency_p50_seconds gauge
 ft_orders_gateway_latency_p99_seconds gauge
-ft_orders_gateway_last_http_status gauge"
+ft_orders_gateway_last_http_status gauge
+ft_orders_gateway_failure_rate gauge
+ft_orders_gateway_rate_limit gauge
+ft_orders_gateway_concurrency_limit gauge
+ft_orders_gateway_throttled_total counter
+ft_orders_gateway_paused_until_timestamp_seconds gauge"
 missing=""
 while read -r name type; do
 	grep -qxF "# TYPE $name $type" <<<"$SCRAPE" || missing+=" $name($type)"
 	grep -qE "^# HELP $name [A-Za-z0-9]" <<<"$SCRAPE" || missing+=" $name(HELP)"
 done <<<"$types"
-is "$missing" "" "all 22 ft_orders metric families have their TYPE and a HELP text"
+is "$missing" "" "all 27 ft_orders metric families have their TYPE and a HELP text"
 is "$(grep -cE '^ft_orders_' <<<"$SCRAPE")" \
-	"$((6 + 3 * 8 + 3 * 2 + 4 * 2 + 7 * 2 + 7 + 3))" \
-	"ft_orders series: 6 queue, 3x8 per status (4 of them from 1.3), 3x2 per worker, 4x2 outcomes, 7x2 worker states, 7 gateway, 3 circuit states"
+	"$((6 + 3 * 8 + 3 * 2 + 4 * 2 + 7 * 2 + 12 + 3))" \
+	"ft_orders series: 6 queue, 3x8 per status (4 of them from 1.3), 3x2 per worker, 4x2 outcomes, 7x2 worker states, 12 gateway, 3 circuit states"
 is "$(grep -oE '^ft_orders_orders\{[^}]*\}' <<<"$SCRAPE" | grep -oE 'status="[a-z_]+"' | LC_ALL=C sort | tr '\n' ' ')" \
 	'status="action_required" status="canceled" status="declined" status="failed" status="paid" status="partially_refunded" status="pending" status="refunded" ' \
 	"ft_orders_orders has one series per order status"
@@ -169,8 +174,8 @@ is "$(msum ft_orders_worker_state_current state=\"idle\")" "2" "both workers are
 is "$(msum ft_orders_worker_state_current)" "2" "each worker is in exactly one state"
 is "$(mraw ft_orders_gateway_circuit_state_current state=\"closed\") $(mraw ft_orders_gateway_circuit)" "1 0" \
 	"the circuit is closed"
-is "$(mraw ft_orders_gateway_latency_p50_seconds) $(mraw ft_orders_gateway_last_http_status)" "NaN NaN" \
-	"latency and last status are NaN before the first request"
+is "$(mraw ft_orders_gateway_latency_p50_seconds) $(mraw ft_orders_gateway_last_http_status) $(mraw ft_orders_gateway_concurrency_limit) $(mraw ft_orders_gateway_paused_until_timestamp_seconds)" "NaN NaN 64 0" \
+	"latency and last status are NaN before the first request; concurrency_limit is max_in_flight, no pause"
 is "$(msum ft_orders_queue_pending) $(msum ft_orders_orders)" "0 0" "no order, nothing pending"
 
 # --- 2. gateway down: orders pile up, the circuit opens
@@ -304,7 +309,7 @@ scrape
 is "$(mraw pg_exporter_last_scrape_error)" "0" "--auto-discover-databases: the scrape runs without error"
 cmp_ok "$(grep -c '^pg_stat_database_numbackends{.*datname="template1"' <<<"$SCRAPE")" -ge 1 \
 	"--auto-discover-databases: other databases are scraped too"
-is "$(grep -c '^ft_orders_' <<<"$SCRAPE")" "68" "--auto-discover-databases: the same 68 ft_orders series, once"
+is "$(grep -c '^ft_orders_' <<<"$SCRAPE")" "73" "--auto-discover-databases: the same 73 ft_orders series, once"
 errs=$(grep -E 'level=(error|warn)|Error running query' "$FT_TMP/exporter_discover.log" | head -n 5)
 is "$errs" "" "--auto-discover-databases: no failed query"
 kill "$EXP_PID"

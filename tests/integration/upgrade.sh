@@ -9,10 +9,11 @@
 # reports the data, the pending orders are paid afterwards, each once.
 # Then 1.1 -> 1.2 the same way: rows unchanged, same workers, old orders
 # keep their random payment keys, new orders get derived ones and are paid,
-# a purge counts generations.  Then 1.2 -> 1.3: rows unchanged, same
-# workers, gateway_events empty, a webhook settles an order of 1.2 once.
-# The upgraded catalogue (objects, definitions, grants, comments,
-# extconfig) is identical to a fresh CREATE EXTENSION of 1.3.
+# a purge counts generations.  Then 1.2 -> 1.3: gateway_status answers
+# before and after the update and gains its gateway-limit columns; rows
+# unchanged, same workers, gateway_events empty, a webhook settles an order
+# of 1.2 once.  The upgraded catalogue (objects, definitions, grants,
+# comments, extconfig) is identical to a fresh CREATE EXTENSION of 1.3.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -149,6 +150,8 @@ is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_order
 	"1.2: still the same worker processes"
 
 # --- 1.2 -> 1.3 -------------------------------------------------------------------
+is "$(psql_q "SELECT circuit || ' ' || (requests > 0) FROM ft_orders.gateway_status")" "closed true" \
+	"1.2: gateway_status (8 columns) answers on the new library"
 pg_set ft_orders.gateway_url ''
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle' AND in_flight = 0" 20
 ok $? "workers idle again before the update to 1.3"
@@ -164,6 +167,11 @@ is "$(diff "$FT_TMP/before13.digest" <(grep -v '^gateway_events ' "$FT_TMP/after
 is "$(grep '^gateway_events ' "$FT_TMP/after13.digest" | cut -d' ' -f2)" "0" "1.3: gateway_events starts empty"
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.3: the same worker processes run after the update"
+is "$(psql_q "SELECT circuit || ' ' || (requests > 0) || ' ' || rate_limit || ' ' || (concurrency_limit > 0) || ' ' || (throttled >= 0)
+              FROM ft_orders.gateway_status")" "closed true 0 true true" \
+	"1.3: gateway_status shows the gateway limits"
+is "$(psql_q "SELECT has_table_privilege('ft_orders_app', 'ft_orders.gateway_status', 'SELECT')")" "t" \
+	"1.3: ft_orders_app may still read gateway_status"
 pk=$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v12-pending'")
 is "$(psql_q "SELECT ft_orders.apply_gateway_event('generic', '{\"event_id\":\"up13\",\"type\":\"payment.succeeded\",\"payment_key\":\"$pk\"}')")/$(psql_q "SELECT ft_orders.apply_gateway_event('generic', '{\"event_id\":\"up13\",\"type\":\"payment.succeeded\",\"payment_key\":\"$pk\"}')")" \
 	"t/f" "1.3: a webhook settles the order placed under 1.2, once"
@@ -172,8 +180,11 @@ is "$(psql_q "SELECT o.status || ' ' || count(e.*) || ' ' || (SELECT count(*) FR
              WHERE o.idempotency_key = 'v12-pending' GROUP BY o.order_id, o.status")" "paid 1 0" \
 	"1.3: it is paid, with one order_events row and no outbox event left to charge"
 pg_set ft_orders.gateway_url "$GW_URL"
-sleep 0.5
-is "$(gw_ledger charges) $(gw_ledger duplicates)" "40 0" "ledger: still 40 charges (the webhook's order was not charged by a worker)"
+psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v13-' || g, 'cust', 960 + g, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 46 FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "new orders placed under 1.3 are paid"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "45 0" \
+	"ledger: 45 charges, no duplicates (the webhook's order was not charged by a worker)"
 
 # --- upgraded catalogue == fresh 1.3 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"

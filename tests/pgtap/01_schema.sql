@@ -2,7 +2,7 @@
 -- "Monitoring views" exist with the right shape,
 -- pg_dump keeps the user data, SECURITY DEFINER functions pin search_path.
 BEGIN;
-SELECT plan(135);
+SELECT plan(140);
 
 SELECT has_extension('ft_orders', 'extension ft_orders is installed');
 SELECT has_schema('ft_orders', 'schema ft_orders exists');
@@ -81,8 +81,10 @@ SELECT has_column('ft_orders', v, c, format('view column ft_orders.%s.%s exists'
 							'succeeded', 'declined', 'retried', 'failed',
 							'last_activity', 'last_error']),
 	('gateway_status', ARRAY['circuit', 'consecutive_failures', 'opened_at', 'requests',
-							 'errors', 'latency_p50_ms', 'latency_p99_ms', 'last_http_status'])
-  ) AS vc(v, cols), unnest(vc.cols) AS c;		-- 29 tests
+							 'errors', 'latency_p50_ms', 'latency_p99_ms', 'last_http_status',
+							 'rate_limit', 'concurrency_limit', 'throttled', 'paused_until',
+							 'failure_rate'])
+  ) AS vc(v, cols), unnest(vc.cols) AS c;		-- 34 tests
 
 -- §2 functions and their signatures
 SELECT has_function('ft_orders', 'place_order',

@@ -1,0 +1,130 @@
+/*-------------------------------------------------------------------------
+ *
+ * admission.c
+ *	  When may the next request go to the gateway: the shared pause set by
+ *	  a 429 or 503 with Retry-After, and the token bucket of
+ *	  ft_orders.rate_limit (docs/reference.md, "Gateway limits").
+ *
+ * Both are shared by every payment worker and by every kind of request a
+ * worker sends (payments now; refunds and look-ups use the same call):
+ * before a request leaves, its worker asks ft_admission_take() for it.
+ * The answer is how many of the wanted requests may leave now, and, when
+ * none may, the time at which to ask again; the worker then sleeps on its
+ * latch until that time (no busy waiting).  Tokens taken for requests
+ * that in the end were not sent go back with ft_admission_give_back().
+ *
+ * The bucket holds at most rate_limit_burst tokens (0: the rate, rounded
+ * up) and gains rate_limit tokens per second; it starts full.  A request
+ * takes one token.  So in any interval of t seconds at most
+ * burst + rate * t requests leave, whatever the number of workers.
+ *
+ * The state is in ft_shared->limits under its spinlock: the critical
+ * sections are a handful of arithmetic operations, with no call that could
+ * raise an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "shmem.h"
+#include "worker.h"
+
+/* the bucket's size for the current settings */
+static double
+ft_admission_burst(void)
+{
+	if (ft_rate_limit_burst > 0)
+		return (double) ft_rate_limit_burst;
+	return Max(1.0, ceil(ft_rate_limit));
+}
+
+/*
+ * How many of wanted requests (> 0) may go to the gateway now.  The
+ * granted ones are counted as sent.  When none may, *retry_at is set to
+ * the time when one may (the end of the pause, or the next token), and
+ * the wait is counted in the throttled figure.
+ */
+int
+ft_admission_take(int wanted, TimestampTz now, TimestampTz *retry_at)
+{
+	volatile FtGatewayLimits *lim = &ft_shared->limits;
+	double		rate = ft_rate_limit;
+	double		burst = ft_admission_burst();
+	int			granted;
+
+	*retry_at = 0;
+	if (wanted <= 0)
+		return 0;
+
+	SpinLockAcquire(&lim->mutex);
+	if (lim->paused_until > now)
+	{
+		granted = 0;
+		*retry_at = lim->paused_until;
+	}
+	else if (rate <= 0)
+	{
+		/* no limit: the bucket starts full when one is set */
+		granted = wanted;
+		lim->refilled_at = 0;
+	}
+	else
+	{
+		if (lim->refilled_at == 0 || now < lim->refilled_at)
+			lim->tokens = (lim->refilled_at == 0) ? burst : lim->tokens;
+		else
+			lim->tokens += rate * (double) (now - lim->refilled_at) / USECS_PER_SEC;
+		lim->tokens = Min(lim->tokens, burst);
+		lim->refilled_at = now;
+
+		granted = (int) Min((double) wanted, floor(lim->tokens));
+		if (granted > 0)
+			lim->tokens -= granted;
+		else
+			*retry_at = now + (TimestampTz) ceil((1.0 - lim->tokens) / rate *
+												 USECS_PER_SEC);
+	}
+	if (granted == 0)
+		lim->throttled++;
+	SpinLockRelease(&lim->mutex);
+	return granted;
+}
+
+/*
+ * Give back n tokens taken by ft_admission_take for requests that were
+ * not sent after all (the claim found less work).
+ */
+void
+ft_admission_give_back(int n)
+{
+	volatile FtGatewayLimits *lim = &ft_shared->limits;
+
+	if (n <= 0 || ft_rate_limit <= 0)
+		return;
+	SpinLockAcquire(&lim->mutex);
+	if (lim->refilled_at != 0)
+		lim->tokens = Min(lim->tokens + n, ft_admission_burst());
+	SpinLockRelease(&lim->mutex);
+}
+
+/*
+ * The gateway asked for a pause (429 or 503 with Retry-After): no request
+ * of any worker leaves before until.  A later pause extends an earlier
+ * one, never shortens it.
+ */
+void
+ft_admission_pause(TimestampTz until)
+{
+	volatile FtGatewayLimits *lim = &ft_shared->limits;
+
+	SpinLockAcquire(&lim->mutex);
+	if (until > lim->paused_until)
+		lim->paused_until = until;
+	SpinLockRelease(&lim->mutex);
+}

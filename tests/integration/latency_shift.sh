@@ -1,0 +1,57 @@
+#!/bin/bash
+# latency_shift.sh: the adaptive in-flight limit follows the gateway's
+# latency (docs/design.md, "Adaptive concurrency"; issue 15).
+#
+# Two workers, max_in_flight 16, request_timeout 3s.  With the gateway
+# answering in 20 ms the limit stays at max_in_flight; when its latency
+# rises to 500 ms the limit goes down; every order is paid once and no
+# request times out or fails.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+
+N=200
+MAX=16
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.workers = 2" \
+	"ft_orders.max_in_flight = $MAX" "ft_orders.request_timeout = '3s'" \
+	"ft_orders.lease_timeout = '10s'" ||
+	bail_out "server did not start"
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
+	bail_out "workers did not start"
+is "$(psql_q "SHOW ft_orders.adaptive_concurrency")" "on" "adaptive_concurrency is on by default"
+
+place()
+{
+	psql_q "SELECT count(*) FROM generate_series(1, $N) g,
+	        LATERAL ft_orders.place_order('$1-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+}
+
+gw_faults '{"latency_ms":20}' || bail_out "could not set faults"
+place fast
+wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 60
+ok $? "20 ms: all $N orders paid"
+is "$(psql_q "SELECT concurrency_limit FROM ft_orders.gateway_status")" "$MAX" \
+	"20 ms: the limit stays at max_in_flight"
+
+gw_faults '{"latency_ms":500}' || bail_out "could not set faults"
+place slow
+min_limit=$MAX
+deadline=$(($(date +%s) + 90))
+while [ "$(date +%s)" -le "$deadline" ]; do
+	read -r l p < <(psql_q "SELECT concurrency_limit, (SELECT count(*) FROM ft_orders.orders WHERE status = 'paid') FROM ft_orders.gateway_status" | tr '|' ' ')
+	[ "$l" -lt "$min_limit" ] && min_limit=$l
+	[ "$p" -eq $((2 * N)) ] && break
+	sleep 0.2
+done
+is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "$((2 * N))" "500 ms: all $N orders paid"
+cmp_ok "$min_limit" -lt "$MAX" "500 ms: the limit went down (to $min_limit)"
+cmp_ok "$(psql_q "SELECT latency_p99_ms::int FROM ft_orders.gateway_status")" -ge 400 "the gateway did slow down (p99 of the last 1024 requests)"
+is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE outcome <> 'paid'")" "0" \
+	"no request timed out or failed"
+is "$(gw_ledger charges) $(gw_ledger duplicates) $(gw_ledger requests)" "$((2 * N)) 0 $((2 * N))" \
+	"one request and one charge per order, no duplicates"
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
+
+done_testing

@@ -1,0 +1,55 @@
+#!/bin/bash
+# retry_after.sh: a 429 with Retry-After pauses every payment worker
+# until then (docs/reference.md, "Gateway limits"; issue 15).
+#
+# The gateway answers the first request 429 with Retry-After: 5.  Orders
+# placed during the pause wake both workers, but no request reaches the
+# gateway for the 5 seconds (counted in the gateway's request log); the
+# pause shows in gateway_status.paused_until and in metrics(); the 429'd
+# order is retried when the pause ends, and every order is paid once.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+
+LOG=$(dirname "$0")/harness/gateway_log.py
+N=30
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.workers = 2" \
+	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '60s'" ||
+	bail_out "server did not start"
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
+	bail_out "workers did not start"
+gw_faults '{"status_script":[429],"retry_after_s":5}' || bail_out "could not set faults"
+
+psql_q "SELECT ft_orders.place_order('ra-first', 'cust', 100, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 1 FROM ft_orders.payment_attempts WHERE http_status = 429" 10
+ok $? "the first request got 429"
+t429=$(curl -fsS "$GW_URL/ledger/requests" | head -n 1 | cut -d' ' -f1)
+is "$(psql_q "SELECT paused_until > now() + interval '3 s' FROM ft_orders.gateway_status")" "t" \
+	"gateway_status.paused_until is about 5 s ahead"
+like "$(psql_q "SELECT ft_orders.metrics()" | grep '^ft_orders_gateway_paused_until_timestamp_seconds ')" \
+	'^ft_orders_gateway_paused_until_timestamp_seconds 1[0-9]{9}(\.[0-9]+)?$' "metrics() shows the pause"
+
+psql_q "SELECT count(*) FROM generate_series(1, $N) g,
+        LATERAL ft_orders.place_order('ra-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+ok $? "placed $N orders during the pause"
+wait_until "SELECT count(*) = $((N + 1)) FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "every order is paid after the pause"
+
+during=$("$LOG" "$GW_URL" between $((t429 + 1)) $((t429 + 4800000)))
+is "$during" "0" "no request reached the gateway during the first 4.8 s of the pause"
+after=$("$LOG" "$GW_URL" between $((t429 + 4800000)) $((t429 + 60000000)))
+is "$after" "$((N + 1))" "after it, one request per order ($after)"
+gap=$(psql_q "SELECT extract(epoch FROM max(a.started_at) - min(a.started_at))::numeric(10, 3)
+              FROM ft_orders.payment_attempts a JOIN ft_orders.orders o USING (order_id)
+              WHERE o.idempotency_key = 'ra-first'")
+diag "the 429'd order was sent again after $gap s"
+cmp_ok "$(psql_q "SELECT $gap >= 4.9")" = "t" "the 429'd order waited for the pause"
+cmp_ok "$(psql_q "SELECT throttled FROM ft_orders.gateway_status")" -gt 0 \
+	"gateway_status.throttled counts the workers' waits"
+is "$(psql_q "SELECT paused_until IS NULL FROM ft_orders.gateway_status")" "t" "paused_until is NULL once the pause is over"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "$((N + 1)) 0" "one charge per order, no duplicates"
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
+
+done_testing
