@@ -21,6 +21,7 @@ BGWORKER_OBJS = \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
 	bgworker/outbox.o \
+	bgworker/outbox_lifecycle.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_stripe.o \
@@ -30,7 +31,7 @@ BGWORKER_OBJS = \
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql
+DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql ft_orders--1.2--1.3.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension

@@ -54,7 +54,9 @@ typedef enum FtStripeField
 	FT_SF_ERR_TYPE,
 	FT_SF_ERR_CODE,
 	FT_SF_ERR_DECLINE_CODE,
-	FT_SF_ERR_MESSAGE
+	FT_SF_ERR_MESSAGE,
+	FT_SF_ELEM_ID,				/* "id" of an element of "data" */
+	FT_SF_ELEM_STATUS
 } FtStripeField;
 
 typedef struct FtStripeFields
@@ -73,6 +75,15 @@ typedef struct FtStripeFields
 	char	   *err_code;
 	char	   *err_decline_code;
 	char	   *err_message;
+	/* a list or search result: its "data" array and the best element */
+	bool		next_is_data;
+	bool		in_data;
+	int			ndata;
+	char	   *elem_id;		/* element being read */
+	char	   *elem_status;
+	char	   *best_id;
+	char	   *best_status;
+	int			best_rank;
 } FtStripeFields;
 
 static void stripe_build_intent(const FtPaymentRequest *req, StringInfo body);
@@ -81,6 +92,15 @@ static void stripe_classify_reply(const FtGatewayReply *reply,
 								  FtClassification *result);
 static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
+static char *stripe_intent_lookup(const FtPaymentRequest *req);
+static void stripe_classify_lookup(const FtGatewayReply *reply,
+								   FtClassification *result);
+static void stripe_build_refund(const FtPaymentRequest *req, StringInfo body);
+static void stripe_classify_refund(const FtGatewayReply *reply,
+								   FtClassification *result);
+static char *stripe_refund_lookup(const FtPaymentRequest *req);
+static void stripe_classify_refund_lookup(const FtGatewayReply *reply,
+										  FtClassification *result);
 
 const FtProvider ft_provider_stripe = {
 	.path = "/v1/payment_intents",
@@ -88,14 +108,33 @@ const FtProvider ft_provider_stripe = {
 	.classify_reply = stripe_classify_reply,
 	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_intent_recheck,
+	.lookup_path = stripe_intent_lookup,
+	.classify_lookup = stripe_classify_lookup,
+	.refund_path = "/v1/refunds",
+	.build_refund = stripe_build_refund,
+	.classify_refund = stripe_classify_refund,
+	.refund_lookup_path = stripe_refund_lookup,
+	.classify_refund_lookup = stripe_classify_refund_lookup,
 };
 
+/*
+ * The Charges API has no search: a charge is looked up by its stored id
+ * only (stripe_charge_recheck); without one it is sent again under its
+ * key (docs/providers.md, "Reconciliation").
+ */
 const FtProvider ft_provider_stripe_charges = {
 	.path = "/v1/charges",
 	.build_request = stripe_build_charge,
 	.classify_reply = stripe_classify_reply,
 	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_charge_recheck,
+	.lookup_path = stripe_charge_recheck,
+	.classify_lookup = stripe_classify_lookup,
+	.refund_path = "/v1/refunds",
+	.build_refund = stripe_build_refund,
+	.classify_refund = stripe_classify_refund,
+	.refund_lookup_path = stripe_refund_lookup,
+	.classify_refund_lookup = stripe_classify_refund_lookup,
 };
 
 /* append "&name=value" (no '&' first), both percent-encoded */
@@ -219,11 +258,34 @@ stripe_charge_recheck(const FtPaymentRequest *req)
 	return stripe_recheck(req, "/v1/charges");
 }
 
+/*
+ * Which element of a search result tells most about the order's payment:
+ * a succeeded one, then one under way, then any other.
+ */
+static int
+stripe_status_rank(const char *status)
+{
+	if (status == NULL)
+		return 0;
+	if (strcmp(status, "succeeded") == 0)
+		return 3;
+	if (strcmp(status, "processing") == 0 || strcmp(status, "requires_action") == 0 ||
+		strcmp(status, "pending") == 0)
+		return 2;
+	return 1;
+}
+
 static void
 stripe_json_object_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
+	if (f->in_data && f->depth == 2)
+	{
+		f->elem_id = NULL;
+		f->elem_status = NULL;
+		f->ndata++;
+	}
 	if (f->depth == 0)
 		f->top_is_object = true;
 	else if (f->depth == 1 && f->next_is_error)
@@ -244,6 +306,13 @@ stripe_json_object_end(void *state)
 	f->depth--;
 	if (f->in_error && f->depth < f->error_depth)
 		f->in_error = false;
+	if (f->in_data && f->depth == 2 && stripe_valid_id(f->elem_id) &&
+		stripe_status_rank(f->elem_status) > f->best_rank)
+	{
+		f->best_id = f->elem_id;
+		f->best_status = f->elem_status;
+		f->best_rank = stripe_status_rank(f->elem_status);
+	}
 }
 
 static void
@@ -251,14 +320,21 @@ stripe_json_array_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
+	if (f->depth == 1 && f->next_is_data)
+		f->in_data = true;
 	f->next_is_error = false;
+	f->next_is_data = false;
 	f->depth++;
 }
 
 static void
 stripe_json_array_end(void *state)
 {
-	((FtStripeFields *) state)->depth--;
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->depth--;
+	if (f->depth == 1)
+		f->in_data = false;
 }
 
 static void
@@ -268,9 +344,17 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
+	f->next_is_data = false;
 	if (fname == NULL)
 		return;
-	if (f->depth == 1)
+	if (f->in_data && f->depth == 3)
+	{
+		if (strcmp(fname, "id") == 0)
+			f->current = FT_SF_ELEM_ID;
+		else if (strcmp(fname, "status") == 0)
+			f->current = FT_SF_ELEM_STATUS;
+	}
+	else if (f->depth == 1)
 	{
 		if (strcmp(fname, "id") == 0)
 			f->current = FT_SF_ID;
@@ -280,6 +364,8 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 			f->current = FT_SF_STATUS;
 		else if (strcmp(fname, "error") == 0)
 			f->next_is_error = true;
+		else if (strcmp(fname, "data") == 0)
+			f->next_is_data = true;
 	}
 	else if (f->depth == 2 && f->in_error)
 	{
@@ -309,6 +395,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	FtStripeFields *f = (FtStripeFields *) state;
 
 	f->next_is_error = false;
+	f->next_is_data = false;
 	if (tokentype != JSON_TOKEN_STRING || token == NULL)
 	{
 		f->current = FT_SF_NONE;
@@ -336,6 +423,12 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 		case FT_SF_ERR_MESSAGE:
 			f->err_message = token;
+			break;
+		case FT_SF_ELEM_ID:
+			f->elem_id = token;
+			break;
+		case FT_SF_ELEM_STATUS:
+			f->elem_status = token;
 			break;
 		case FT_SF_ERROR:
 		case FT_SF_NONE:
@@ -532,4 +625,194 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	if (result->outcome == FT_OUTCOME_RETRY)
 		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
 													  reply->now);
+}
+
+/*
+ * Reconciliation of a PaymentIntent: by its stored id when the order has
+ * one, else a search by metadata[order_id] (Stripe's search API; a
+ * PaymentIntent created under a lost reply has no stored id).
+ */
+static char *
+stripe_intent_lookup(const FtPaymentRequest *req)
+{
+	char		query[64];
+	char	   *q;
+	char	   *path;
+
+	if (req->pending_ref != NULL && strncmp(req->pending_ref, "pi_", 3) == 0 &&
+		stripe_valid_id(req->pending_ref))
+		return psprintf("/v1/payment_intents/%s", req->pending_ref);
+	snprintf(query, sizeof(query), "metadata['order_id']:'" INT64_FORMAT "'",
+			 req->order_id);
+	q = curl_easy_escape(NULL, query, 0);
+	if (q == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory encoding a Stripe request")));
+	path = psprintf("/v1/payment_intents/search?query=%s", q);
+	curl_free(q);
+	return path;
+}
+
+/*
+ * A look-up reply: an object (GET by id) is classified as a reply to the
+ * creation; a search result by its most telling element, and an empty one
+ * means the gateway has no such payment (FT_OUTCOME_UNKNOWN), as does a
+ * 404 for a stored id.  Nothing but transient failures otherwise: a GET
+ * charges nothing.
+ */
+static void
+stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtStripeFields f;
+	int			status = reply->http_status;
+
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	if (status == 404)
+	{
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("look-up: the gateway has no such payment");
+		return;
+	}
+	if (status >= 200 && status <= 299 &&
+		stripe_parse(reply->body, reply->body_len, &f) && f.top_is_object &&
+		f.object != NULL && strcmp(f.object, "search_result") == 0)
+	{
+		if (f.ndata == 0)
+		{
+			result->outcome = FT_OUTCOME_UNKNOWN;
+			result->error = pstrdup("look-up: no PaymentIntent carries this order's id");
+			return;
+		}
+		if (f.best_id == NULL)
+		{
+			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected search result", status));
+			return;
+		}
+		/* classify the element as if it were the reply itself */
+		f.id = f.best_id;
+		f.status = f.best_status;
+		stripe_classify_object(status, &f, result);
+	}
+	else
+		stripe_classify_reply(reply, result);
+
+	if (status < 200 || status > 299 || result->outcome == FT_OUTCOME_FAILED)
+	{
+		char	   *why = result->error;
+
+		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	}
+}
+
+/*
+ * POST /v1/refunds: the order's PaymentIntent (or charge, for the Charges
+ * API) and the amount; the refund's ids as metadata.
+ */
+static void
+stripe_build_refund(const FtPaymentRequest *req, StringInfo body)
+{
+	char		amount[32];
+	char		refund_id[32];
+	const char *ref = req->pending_ref ? req->pending_ref : "";
+
+	resetStringInfo(body);
+	stripe_form_add(body, strncmp(ref, "pi_", 3) == 0 ? "payment_intent" : "charge", ref);
+	snprintf(amount, sizeof(amount), INT64_FORMAT, req->refund_amount);
+	stripe_form_add(body, "amount", amount);
+	snprintf(refund_id, sizeof(refund_id), INT64_FORMAT, req->refund_id);
+	stripe_form_add(body, "metadata[refund_id]", refund_id);
+}
+
+/*
+ * A Refund object: succeeded -> refunded; failed / canceled -> refused;
+ * pending / requires_action -> re-checked later by its id (kept in
+ * refunds.gateway_refund_id).  402 and 400 refuse it for good
+ * (charge_already_refunded, amount too large, ...); the rest is transient.
+ */
+static void
+stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtStripeFields f;
+	int			status = reply->http_status;
+	bool		parsed;
+
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	parsed = stripe_parse(reply->body, reply->body_len, &f);
+	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+		f.status != NULL && stripe_valid_id(f.id))
+	{
+		if (strcmp(f.status, "succeeded") == 0)
+		{
+			result->outcome = FT_OUTCOME_REFUNDED;
+			result->payment_id = pstrdup(f.id);
+		}
+		else if (strcmp(f.status, "failed") == 0 || strcmp(f.status, "canceled") == 0)
+		{
+			result->outcome = FT_OUTCOME_REFUND_FAILED;
+			result->payment_id = pstrdup(f.id);
+			result->error = psprintf("refund %s %s",
+									 ft_gateway_clean_text(f.id, FT_STRIPE_ID_MAX),
+									 ft_gateway_clean_text(f.status, FT_STRIPE_REASON_MAX));
+		}
+		else
+		{
+			result->outcome = FT_OUTCOME_RETRY;
+			result->transient = false;
+			result->payment_id = pstrdup(f.id);
+			result->error = psprintf("refund %s %s: re-checking later",
+									 ft_gateway_clean_text(f.id, FT_STRIPE_ID_MAX),
+									 ft_gateway_clean_text(f.status, FT_STRIPE_REASON_MAX));
+		}
+		return;
+	}
+	if (status >= 200 && status <= 299)
+		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected refund reply", status));
+	else if (status == 402 || status == 400)
+	{
+		result->outcome = FT_OUTCOME_REFUND_FAILED;
+		result->error = stripe_reason(status, &f);
+		return;
+	}
+	else
+	{
+		ft_gateway_set_retry(result, stripe_reason(status, &f));
+		result->auth_problem = (status == 401 || status == 403);
+	}
+	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+}
+
+/* a refund is looked up by its id once the gateway gave one */
+static char *
+stripe_refund_lookup(const FtPaymentRequest *req)
+{
+	if (req->refund_ref == NULL || strncmp(req->refund_ref, "re_", 3) != 0 ||
+		!stripe_valid_id(req->refund_ref))
+		return NULL;
+	return psprintf("/v1/refunds/%s", req->refund_ref);
+}
+
+static void
+stripe_classify_refund_lookup(const FtGatewayReply *reply,
+							  FtClassification *result)
+{
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	if (reply->http_status == 404)
+	{
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("look-up: the gateway has no such refund");
+		return;
+	}
+	stripe_classify_refund(reply, result);
+	if (reply->http_status < 200 || reply->http_status > 299)
+	{
+		char	   *why = result->error;
+
+		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	}
 }

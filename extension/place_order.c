@@ -367,6 +367,18 @@ ft_schema_derives_keys(void)
 		OidIsValid(get_relname_relid("idempotency_key_generations", nsp));
 }
 
+/*
+ * Does the installed schema have the payment lifecycle (1.3 or later:
+ * refunds, look-ups, cancel)?  As cheap as ft_schema_derives_keys.
+ */
+bool
+ft_schema_lifecycle(void)
+{
+	Oid			nsp = get_namespace_oid("ft_orders", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("refunds", nsp));
+}
+
 static void
 ft_prepare_plans(void)
 {

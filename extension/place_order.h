@@ -10,5 +10,6 @@
 
 /* does the installed schema keep purge generations (1.2 or later)? */
 extern bool ft_schema_derives_keys(void);
+extern bool ft_schema_lifecycle(void);
 
 #endif							/* FT_PLACE_ORDER_H */

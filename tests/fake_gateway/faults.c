@@ -53,6 +53,8 @@ static const FaultField fault_fields[] = {
 	FIELD(bad_request_amount_minor, FK_LIST, 0, 0),
 	FIELD(retry_after_s, FK_INT, 0, 86400),
 	FIELD(garbage_rate, FK_RATE, 0, 0),
+	FIELD(requires_action_amount_minor, FK_LIST, 0, 0),
+	FIELD(key_ttl_s, FK_INT, 0, 30 * 86400),
 };
 #define NUM_FAULT_FIELDS (sizeof(fault_fields) / sizeof(fault_fields[0]))
 
