@@ -214,8 +214,10 @@ COMMENT ON FUNCTION ft_orders._change_status(bigint[], ft_orders.order_status[],
 -- that exists.  Caller holds the order's row lock and has checked the
 -- order.  Raises FT409 when the key names a refund of another amount and
 -- 22023 when the amount is above what is left.  refund_key: the
--- _payment_key derivation of (key, SHA-256 of "payment_key:amount"), with
--- generation -1, which no order uses.
+-- _payment_key derivation of ("refund <payment_key> <key>", SHA-256 of
+-- "refund:<amount>", generation 0): stable for the refund, and no order's
+-- (key, fingerprint) pair can produce it (an order's fingerprint is the
+-- SHA-256 of its encoded request, never of such a string).
 CREATE FUNCTION ft_orders._create_refund(
 	p_order_id		bigint,
 	p_amount_minor	bigint,
@@ -259,9 +261,9 @@ BEGIN
 
 	INSERT INTO ft_orders.refunds (order_id, amount_minor, currency, idempotency_key, refund_key, reason)
 	VALUES (p_order_id, p_amount_minor, o.currency, p_key,
-			ft_orders._payment_key(p_key,
-								   sha256(convert_to(o.payment_key::text || ':' || p_amount_minor::text, 'UTF8')),
-								   -1),
+			ft_orders._payment_key('refund ' || o.payment_key::text || ' ' || p_key,
+								   sha256(convert_to('refund:' || p_amount_minor::text, 'UTF8')),
+								   0),
 			p_reason)
 	RETURNING refund_id INTO new_id;
 	INSERT INTO ft_orders.outbox (order_id, refund_id) VALUES (p_order_id, new_id);
