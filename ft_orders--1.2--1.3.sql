@@ -313,12 +313,15 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = format('There is no order %s.', refund_order.order_id);
 	END IF;
-	IF o.status NOT IN ('paid', 'partially_refunded', 'refunded') THEN
+	IF o.status IN ('pending', 'action_required') THEN
 		RAISE EXCEPTION 'order % is not paid', o.order_id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
 				  DETAIL = format('Its status is %s.', o.status),
-				  HINT = CASE WHEN o.status IN ('pending', 'action_required')
-							  THEN 'Cancel it with ft_orders.cancel_order() instead.' END;
+				  HINT = 'Cancel it with ft_orders.cancel_order() instead.';
+	ELSIF o.status NOT IN ('paid', 'partially_refunded', 'refunded') THEN
+		RAISE EXCEPTION 'order % is not paid', o.order_id
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('Its status is %s: nothing was charged.', o.status);
 	END IF;
 	RETURN ft_orders._create_refund(o.order_id, refund_order.amount_minor, k, NULL);
 END
