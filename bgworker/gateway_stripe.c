@@ -15,10 +15,13 @@
  *
  * Outcomes (Stripe's documented semantics):
  *	2xx status "succeeded"						paid, payment_id = intent/charge id
- *	2xx status "processing" / "requires_action"	stays pending; the id is kept in
+ *	2xx status "processing"						stays pending; the id is kept in
  *	  (charges: "pending")						orders.payment_id and the next
  *												attempt GETs it instead of
  *												creating a new payment
+ *	2xx status "requires_action"				action_required, with next_action
+ *												and client_secret; looked up
+ *												after ft_orders.action_timeout
  *	2xx "requires_payment_method" / charge "failed"	declined
  *	2xx "canceled"								failed
  *	402 (card_error)							declined
@@ -514,8 +517,15 @@ stripe_classify_object(int status, const FtStripeFields *f,
 		result->outcome = FT_OUTCOME_PAID;
 		result->payment_id = pstrdup(f->id);
 	}
+	else if (strcmp(st, "requires_action") == 0)
+	{
+		/* the customer's move (3-D Secure): no polling; see the caller */
+		result->outcome = FT_OUTCOME_ACTION_REQUIRED;
+		result->payment_id = pstrdup(f->id);
+		result->error = psprintf("%s requires_action: waiting for the customer",
+								 ft_gateway_clean_text(f->id, FT_STRIPE_ID_MAX));
+	}
 	else if (strcmp(st, "processing") == 0 ||
-			 strcmp(st, "requires_action") == 0 ||
 			 strcmp(st, "pending") == 0)
 	{
 		/* under way: stay pending, re-check this id later (not transient) */
@@ -569,6 +579,15 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
 			stripe_classify_object(status, &f, result);
+		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
+		{
+			char	   *secret = ft_gateway_json_field(reply->body, reply->body_len,
+													   "client_secret", true);
+
+			result->next_action = ft_gateway_json_field(reply->body, reply->body_len,
+														"next_action", false);
+			result->client_secret = secret ? ft_gateway_clean_text(secret, FT_STRIPE_ID_MAX) : NULL;
+		}
 		if (result->outcome == FT_OUTCOME_RETRY)
 			result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
 														  reply->now);
@@ -694,6 +713,12 @@ stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 		f.id = f.best_id;
 		f.status = f.best_status;
 		stripe_classify_object(status, &f, result);
+		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
+		{
+			/* the search result lacks next_action: GET the intent by id */
+			result->outcome = FT_OUTCOME_RETRY;
+			result->transient = false;
+		}
 	}
 	else
 		stripe_classify_reply(reply, result);

@@ -9,7 +9,8 @@
  *
  *	  pm_card_visa (or anything else)	200 succeeded
  *	  pm_processing					200 processing; the 2nd GET says succeeded
- *	  pm_requires_action			200 requires_action; the 2nd GET: succeeded
+ *	  pm_requires_action			200 requires_action (with next_action and
+ *									client_secret); the 2nd GET: succeeded
  *	  pm_processing_fails			200 processing; the 2nd GET says
  *									requires_payment_method (declined)
  *	  pm_card_chargeDeclined		402 card_error card_declined
@@ -104,9 +105,17 @@ form_get(const char *body, const char *name, char *out, size_t outlen)
 static json_t *
 intent_json(const FtIntent *pi)
 {
-	return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", pi->id,
-					 "object", "payment_intent", "amount", (json_int_t) pi->amount,
-					 "currency", pi->currency, "status", pi->status);
+	json_t	   *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s+}", "id", pi->id,
+								  "object", "payment_intent", "amount", (json_int_t) pi->amount,
+								  "currency", pi->currency, "status", pi->status,
+								  "client_secret", pi->id, "_secret_fake");
+
+	/* what Stripe sends for 3-D Secure: the customer's next step */
+	if (j != NULL && strcmp(pi->status, "requires_action") == 0)
+		json_object_set_new(j, "next_action",
+							json_pack("{s:s, s:{s:s}}", "type", "use_stripe_sdk",
+									  "use_stripe_sdk", "type", "three_d_secure_redirect"));
+	return j;
 }
 
 static enum MHD_Result

@@ -2,9 +2,10 @@
 # stripe_intents.sh: the "stripe" provider (PaymentIntents) against the fake
 # gateway's PaymentIntents shape (tests/fake_gateway/intents.c).
 #
-# succeeded -> paid; processing / requires_action -> stays pending with the
-# intent id in orders.payment_id, re-checked with GET /v1/payment_intents/{id}
-# (never a second POST) until succeeded -> paid; processing that ends in
+# succeeded -> paid; processing -> stays pending with the intent id in
+# orders.payment_id, re-checked with GET /v1/payment_intents/{id} (never a
+# second POST) until succeeded -> paid; requires_action -> action_required
+# (next_action, client_secret), looked up by id after action_timeout; processing that ends in
 # requires_payment_method -> declined; 402 card_error -> declined;
 # Stripe-Should-Retry: false on a 503 -> failed at once; Stripe-Should-Retry:
 # true on a 400 -> retried, then paid.
@@ -17,7 +18,8 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.gateway_provider = 'stripe'" \
 	"ft_orders.gateway_token = 'sk_test_intents'" \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '5s'" \
-	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '400ms'" ||
+	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '400ms'" \
+	"ft_orders.action_timeout = '1s'" ||
 	bail_out "server did not start"
 
 intents() { curl -fsS "$GW_URL/v1/_intents" | jq -r ".$1"; }
@@ -61,8 +63,13 @@ is "$(attempts_of "$o_proc")" "retry:200,retry:200,paid:200" \
 	"processing: POST (processing), GET (processing), GET (succeeded)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE order_id = $o_proc AND status = 'paid'")" "1" \
 	"processing: one paid event"
-is "$(col "$o_act" "status")" "paid" "requires_action: paid after the re-check"
-is "$(attempts_of "$o_act")" "retry:200,retry:200,paid:200" "requires_action: re-checked with GET"
+is "$(col "$o_act" "status")" "paid" "requires_action: paid after the look-up"
+is "$(attempts_of "$o_act")" "action_required:200,action_required:200,paid:200" \
+	"requires_action: parked, looked up after action_timeout (still requires_action), then paid"
+is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.order_events WHERE order_id = $o_act")" \
+	"action_required,paid" "requires_action: one action_required event, then paid"
+is "$(col "$o_act" "coalesce(next_action::text, 'none') || ' ' || coalesce(client_secret, 'none')")" "none none" \
+	"requires_action: next_action and client_secret are cleared once paid"
 
 is "$(col "$o_pfail" "status || ' ' || last_error")" "declined declined: requires_payment_method" \
 	"processing that fails: declined"
