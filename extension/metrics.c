@@ -33,6 +33,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
+#include "place_order.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_metrics);
@@ -56,6 +57,13 @@ PG_FUNCTION_INFO_V1(ft_orders_metrics);
 "  FROM unnest(enum_range(NULL::ft_orders.order_status)) AS s(status)" \
 "  LEFT JOIN ft_orders.orders o ON o.status = s.status" \
 " GROUP BY s.status ORDER BY s.status"
+
+/* refunds by status (schema 1.3 on), every status even when it has none */
+#define FT_METRICS_REFUNDS_SQL \
+"SELECT s.status, count(r.refund_id)" \
+"  FROM unnest(ARRAY['pending', 'succeeded', 'failed']) WITH ORDINALITY AS s(status, n)" \
+"  LEFT JOIN ft_orders.refunds r ON r.status = s.status" \
+" GROUP BY s.status, s.n ORDER BY s.n"
 
 /*
  * Append a label value with the escapes of the exposition format.
@@ -333,7 +341,7 @@ ft_metrics_tables(StringInfo buf)
 		elog(ERROR, "could not count the orders: %s", SPI_result_code_string(rc));
 
 	ft_family(buf, "orders", "gauge",
-			  "Orders by status: pending, paid, declined, failed.");
+			  "Orders by status (every value of ft_orders.order_status).");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
@@ -344,6 +352,26 @@ ft_metrics_tables(StringInfo buf)
 			elog(ERROR, "unexpected NULL in the order counts");
 		ft_sample(buf, "orders", "status", status, NULL, NULL,
 				  ft_fmt_i64(DatumGetInt64(n)));
+	}
+
+	if (ft_schema_lifecycle())
+	{
+		rc = SPI_execute(FT_METRICS_REFUNDS_SQL, true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not count the refunds: %s", SPI_result_code_string(rc));
+		ft_family(buf, "refunds", "gauge",
+				  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+			Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (status == NULL || isnull)
+				elog(ERROR, "unexpected NULL in the refund counts");
+			ft_sample(buf, "refunds", "status", status, NULL, NULL,
+					  ft_fmt_i64(DatumGetInt64(n)));
+		}
 	}
 
 	SPI_finish();

@@ -65,8 +65,9 @@ SELECT col_default_is('ft_orders', 'orders', 'status', 'pending', 'orders.status
 -- the status enum
 SELECT has_enum('ft_orders', 'order_status', 'enum ft_orders.order_status exists');
 SELECT enum_has_labels('ft_orders', 'order_status',
-					   ARRAY['pending', 'paid', 'declined', 'failed'],
-					   'order_status has labels pending, paid, declined, failed (in that order)');
+					   ARRAY['pending', 'paid', 'declined', 'failed', 'action_required',
+							 'canceled', 'refunded', 'partially_refunded'],
+					   'order_status has labels pending, paid, declined, failed and (1.3) action_required, canceled, refunded, partially_refunded (in that order)');
 
 -- §3 views
 SELECT has_view('ft_orders', v, format('view ft_orders.%s exists', v))

@@ -228,7 +228,11 @@ SELECT results_eq(
 	$$VALUES ('pending', 4::bigint, 1500::numeric, now() - interval '1 hour'),
 			 ('paid', 1, 1600, now()),
 			 ('declined', 0, 0, NULL),
-			 ('failed', 1, 3200, now())$$,
+			 ('failed', 1, 3200, now()),
+			 ('action_required', 0, 0, NULL),
+			 ('canceled', 0, 0, NULL),
+			 ('refunded', 0, 0, NULL),
+			 ('partially_refunded', 0, 0, NULL)$$,
 	'order_summary: one row per status with count, total and oldest');
 DELETE FROM ft_orders.outbox;
 DELETE FROM ft_orders.dead_letters;
@@ -239,8 +243,10 @@ SELECT results_eq(
 	$$VALUES (0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, NULL::interval)$$,
 	'queue_status with nothing queued: one row of zeros');
 SELECT results_eq($$SELECT status::text, orders, amount_minor_total FROM ft_orders.order_summary$$,
-				  $$VALUES ('pending', 0::bigint, 0::numeric), ('paid', 0, 0), ('declined', 0, 0), ('failed', 0, 0)$$,
-				  'order_summary with no orders: four rows of zeros');
+				  $$VALUES ('pending', 0::bigint, 0::numeric), ('paid', 0, 0), ('declined', 0, 0), ('failed', 0, 0),
+						   ('action_required', 0, 0), ('canceled', 0, 0), ('refunded', 0, 0),
+						   ('partially_refunded', 0, 0)$$,
+				  'order_summary with no orders: a row of zeros per status');
 
 SELECT * FROM finish();
 ROLLBACK;
