@@ -145,3 +145,61 @@ SELECT ft_orders._change_status(ARRAY[1::bigint], ARRAY['paid'::ft_orders.order_
 	ARRAY[1], ARRAY['pay_up1'], ARRAY[NULL::text], ARRAY['paid']);
 SELECT order_id, status, attempts, payment_id FROM ft_orders.orders WHERE order_id = 1;
 SELECT order_id, status, attempts, detail FROM ft_orders.order_events WHERE order_id = 1 ORDER BY id;
+
+-- 1.2 -> 1.3: the payment lifecycle.  The rows stay (the tables only gain
+-- columns: compared on the columns of 1.2); events of 1.2 that were tried
+-- count as sent at their creation; the new statuses, functions and the
+-- refunds table arrive commented, closed to PUBLIC and dumped.
+UPDATE ft_orders.outbox SET attempts = 1 WHERE order_id = 2;
+CREATE TEMP TABLE before_1_3 AS
+SELECT (SELECT string_agg((t.order_id, t.status, t.attempts, t.payment_id, t.payment_key)::text, ' ' ORDER BY order_id)
+		  FROM ft_orders.orders t) AS orders,
+	   (SELECT string_agg((t.event_id, t.order_id, t.attempts, t.next_attempt_at)::text, ' ' ORDER BY event_id)
+		  FROM ft_orders.outbox t) AS outbox,
+	   (SELECT string_agg((t.event_id, t.order_id, t.attempts, t.last_error)::text, ' ' ORDER BY event_id)
+		  FROM ft_orders.dead_letters t) AS dead_letters,
+	   (SELECT count(*) FROM ft_orders.order_events) AS order_events;
+ALTER EXTENSION ft_orders UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
+SELECT b.orders = (SELECT string_agg((t.order_id, t.status, t.attempts, t.payment_id, t.payment_key)::text, ' ' ORDER BY order_id)
+					 FROM ft_orders.orders t) AS orders_same,
+	   b.outbox = (SELECT string_agg((t.event_id, t.order_id, t.attempts, t.next_attempt_at)::text, ' ' ORDER BY event_id)
+					 FROM ft_orders.outbox t) AS outbox_same,
+	   b.dead_letters = (SELECT string_agg((t.event_id, t.order_id, t.attempts, t.last_error)::text, ' ' ORDER BY event_id)
+						   FROM ft_orders.dead_letters t) AS dead_letters_same,
+	   b.order_events = (SELECT count(*) FROM ft_orders.order_events) AS events_same
+  FROM before_1_3 b;
+SELECT order_id, attempts, first_sent_at IS NOT NULL AS counted_as_sent, lookup, refund_id
+  FROM ft_orders.outbox ORDER BY event_id;
+SELECT event_id, first_sent_at IS NOT NULL AS counted_as_sent, refund_id FROM ft_orders.dead_letters;
+SELECT enum_range(NULL::ft_orders.order_status);
+SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
+	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
+  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   AND pg_describe_object(d.classid, d.objid, 0) ~ '(refund|cancel|reconcile|_settle)'
+ ORDER BY 1;
+SELECT p.oid::regprocedure AS function,
+	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call,
+	   has_function_privilege('ft_orders_app', p.oid, 'EXECUTE') AS app_may_call
+  FROM pg_proc p
+ WHERE p.pronamespace = 'ft_orders'::regnamespace
+   AND p.proname IN ('cancel_order', 'refund_order', 'reconcile', '_create_refund',
+					 '_refund_canceled', '_settle_refunds')
+ ORDER BY 1;
+SELECT 'ft_orders.refunds'::regclass = ANY (extconfig) AS refunds_dumped,
+	   'ft_orders.refunds_refund_id_seq'::regclass = ANY (extconfig) AS refund_ids_dumped
+  FROM pg_extension WHERE extname = 'ft_orders';
+SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
+   AND a.attnum > 0 AND NOT a.attisdropped;
+-- order 1 is paid: a refund of it is queued; order 3 (failed) is canceled
+-- after a look-up, so cancel_order requeues it
+SELECT ft_orders.refund_order(1, 40, 'up') AS refund_id;
+SELECT refund_id, order_id, amount_minor, currency, status FROM ft_orders.refunds;
+SELECT ft_orders.cancel_order(3, 'upgrade test');
+SELECT order_id, status, cancel_requested_at IS NOT NULL AS cancel_recorded FROM ft_orders.orders WHERE order_id = 3;
+SELECT order_id, refund_id IS NOT NULL AS is_refund, lookup FROM ft_orders.outbox ORDER BY event_id;
+SELECT pending, refunds FROM ft_orders.queue_status;
