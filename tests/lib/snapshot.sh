@@ -5,7 +5,7 @@
 #   ft_data_digest [psql args...]     one line per table: name, rows, md5 of
 #                                     the rows in text form (sorted), and the
 #                                     sequences' positions (the generations
-#                                     table from 1.2 on)
+#                                     table from 1.2 on, refunds from 1.3 on)
 #   ft_catalog_snapshot [psql args...] every object of the extension as text:
 #                                     members, function definitions, columns,
 #                                     defaults, constraints, indexes, views,
@@ -27,6 +27,12 @@ SELECT 'order_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'
 SELECT to_regclass('ft_orders.idempotency_key_generations') IS NOT NULL AS ft_has_generations \gset
 \if :ft_has_generations
 SELECT 'idempotency_key_generations ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.idempotency_key_generations t;
+\endif
+-- 1.3 and later: refunds
+SELECT to_regclass('ft_orders.refunds') IS NOT NULL AS ft_has_refunds \gset
+\if :ft_has_refunds
+SELECT 'refunds ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.refunds t;
+SELECT 'refunds_refund_id_seq ' || last_value || ' ' || is_called FROM ft_orders.refunds_refund_id_seq;
 \endif
 SELECT 'orders_order_id_seq ' || last_value || ' ' || is_called FROM ft_orders.orders_order_id_seq;
 SELECT 'outbox_event_id_seq ' || last_value || ' ' || is_called FROM ft_orders.outbox_event_id_seq;
