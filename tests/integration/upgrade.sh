@@ -1,6 +1,6 @@
 #!/bin/bash
-# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 under
-# live payment workers.
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 to
+# 1.3 under live payment workers.
 #
 # Installs 1.0, places orders (paid, declined, failed with a dead letter,
 # and pending ones while the gateway is down), updates to 1.1 and asserts:
@@ -9,9 +9,12 @@
 # reports the data, the pending orders are paid afterwards, each once.
 # Then 1.1 -> 1.2 the same way: rows unchanged, same workers, old orders
 # keep their random payment keys, new orders get derived ones and are paid,
-# a purge counts generations.  The upgraded catalogue (objects,
-# definitions, grants, comments, extconfig) is identical to a fresh CREATE
-# EXTENSION of 1.2.
+# a purge counts generations.  Then 1.2 -> 1.3: rows unchanged (on the
+# columns of 1.2), same workers, events tried under 1.2 count as sent, the
+# orders left pending are paid once each, and a 1.0 order can be refunded
+# and a new one canceled.  The upgraded catalogue (objects, definitions,
+# grants, comments, extconfig) is identical to a fresh CREATE EXTENSION of
+# 1.3.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -24,13 +27,14 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
 	bail_out "server did not start"
 
-is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.2" \
-	"the default version is 1.2"
+is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.3" \
+	"the default version is 1.3"
 is "$(psql_q "SELECT string_agg(source || '->' || target || ':' || path, ' ' ORDER BY source, target)
               FROM pg_extension_update_paths('ft_orders') WHERE path IS NOT NULL")" \
-	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.1->1.2:1.1--1.2" "the update paths 1.0 -> 1.1 -> 1.2 exist"
+	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.0->1.3:1.0--1.1--1.2--1.3 1.1->1.2:1.1--1.2 1.1->1.3:1.1--1.2--1.3 1.2->1.3:1.2--1.3" \
+	"the update paths 1.0 -> 1.1 -> 1.2 -> 1.3 exist"
 
-# pg_start installed the default (1.2); start over from 1.0 before any order
+# pg_start installed the default (1.3); start over from 1.0 before any order
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders VERSION '1.0'" >/dev/null
 ok $? "CREATE EXTENSION ft_orders VERSION '1.0'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.0" "version 1.0 is installed"
@@ -146,14 +150,64 @@ is "$(psql_q "SELECT ft_orders.purge_expired_keys()") $(psql_q "SELECT string_ag
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.2: still the same worker processes"
 
-# --- upgraded catalogue == fresh 1.2 install --------------------------------------
+# --- 1.2 -> 1.3 -------------------------------------------------------------------
+# rows compared on the columns of 1.2 (the tables gain columns in 1.3)
+digest12()
+{
+	psql -XAtq -v ON_ERROR_STOP=1 <<'SQL'
+SELECT t || ' ' || n || ' ' || d FROM (
+	SELECT 'orders' t, count(*) n, md5(string_agg((to_jsonb(o) - ARRAY['next_action', 'client_secret', 'cancel_requested_at', 'cancel_reason', 'refunded_minor'])::text, E'\n' ORDER BY o.order_id)) d FROM ft_orders.orders o
+	UNION ALL SELECT 'outbox', count(*), md5(string_agg((to_jsonb(o) - ARRAY['refund_id', 'first_sent_at', 'lookup'])::text, E'\n' ORDER BY o.event_id)) FROM ft_orders.outbox o
+	UNION ALL SELECT 'dead_letters', count(*), md5(string_agg((to_jsonb(o) - ARRAY['refund_id', 'first_sent_at'])::text, E'\n' ORDER BY o.event_id)) FROM ft_orders.dead_letters o
+	UNION ALL SELECT 'payment_attempts', count(*), md5(string_agg((to_jsonb(o) - ARRAY['request', 'refund_id'])::text, E'\n' ORDER BY o.order_id, o.attempt, o.started_at)) FROM ft_orders.payment_attempts o
+	UNION ALL SELECT 'order_events', count(*), md5(string_agg(to_jsonb(o)::text, E'\n' ORDER BY o.id)) FROM ft_orders.order_events o
+	UNION ALL SELECT 'idempotency_keys', count(*), md5(string_agg(to_jsonb(o)::text, E'\n' ORDER BY o.idempotency_key)) FROM ft_orders.idempotency_keys o
+) s ORDER BY t;
+SQL
+}
+gw_faults '{"down":true}' || bail_out "could not take the gateway down"
+psql_q "SELECT count(*) FROM generate_series(1, 4) g, LATERAL ft_orders.place_order('v12-down-' || g, 'cust', 970 + g, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 4 FROM ft_orders.outbox WHERE attempts > 0" 30
+ok $? "1.2: 4 orders tried while the gateway is down, rescheduled"
+pg_set ft_orders.gateway_url ''
+wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle' AND in_flight = 0" 20
+ok $? "workers idle before the update to 1.3"
+wait_until "SELECT count(*) = 0 FROM ft_orders.outbox WHERE lease_until > now()" 20
+sleep 0.5
+digest12 >"$FT_TMP/before13.digest" || bail_out "digest failed"
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.3'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.3'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.3" "version 1.3 is installed"
+digest12 >"$FT_TMP/after13.digest" || bail_out "digest failed"
+is "$(diff "$FT_TMP/before13.digest" "$FT_TMP/after13.digest")" "" "1.3: every row unchanged on the columns of 1.2"
+is "$(awk '$1 == "orders" { print $2 }' "$FT_TMP/after13.digest")" "46" "(46 orders were digested)"
+is "$(psql_q "SELECT count(*) FILTER (WHERE first_sent_at IS NOT NULL) || '/' || count(*) FROM ft_orders.outbox")" "4/4" \
+	"1.3: the events tried under 1.2 count as sent"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.3: the same worker processes run after the update"
+gw_faults reset || bail_out "could not reset the faults"
+pg_set ft_orders.gateway_url "$GW_URL"
+wait_until "SELECT count(*) = 44 FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "1.3: the orders left pending under 1.2 are paid"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "44 0" "1.3: ledger 44 charges, no duplicates"
+r=$(psql_q "SELECT ft_orders.refund_order((SELECT order_id FROM ft_orders.orders WHERE idempotency_key = 'v10-3'), 50)")
+ok $? "1.3: a refund of an order placed under 1.0"
+wait_until "SELECT status = 'succeeded' FROM ft_orders.refunds WHERE refund_id = $r" 30
+ok $? "1.3: the workers sent it"
+is "$(psql_q "SELECT status FROM ft_orders.orders WHERE idempotency_key = 'v10-3'")" "partially_refunded" \
+	"1.3: the 1.0 order is partially_refunded"
+is "$(gw_ledger refunds)" "1" "1.3: one refund at the gateway"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.3: still the same worker processes"
+
+# --- upgraded catalogue == fresh 1.3 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
-ok $? "fresh CREATE EXTENSION ft_orders (1.2) in the same database"
+ok $? "fresh CREATE EXTENSION ft_orders (1.3) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
-is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.2 install"
-is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "28" "(the comparison covers the 28 members)"
+is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.3 install"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "36" "(the comparison covers the 36 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"
