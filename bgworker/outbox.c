@@ -49,6 +49,7 @@ static SPIPlanPtr ft_final13_plan = NULL;
 static SPIPlanPtr ft_refund_canceled_plan = NULL;
 static SPIPlanPtr ft_next_due_plan = NULL;
 static SPIPlanPtr ft_unskew_plan = NULL;
+static SPIPlanPtr ft_unskew13_plan = NULL;
 static SPIPlanPtr ft_attempts_plan = NULL;
 static SPIPlanPtr ft_final_plan = NULL;
 static SPIPlanPtr ft_retry_plan = NULL;
@@ -158,6 +159,13 @@ static const char *const ft_unskew_sql =
 "UPDATE ft_orders.outbox"
 "   SET next_attempt_at = now()"
 " WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)";
+
+/* 1.3: events parked for a look-up ($2 ms: action_timeout) may wait longer */
+static const char *const ft_unskew13_sql =
+"UPDATE ft_orders.outbox"
+"   SET next_attempt_at = now()"
+" WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)"
+"   AND (NOT lookup OR next_attempt_at > now() + make_interval(secs => $2::float8 / 1000))";
 
 /* one row per HTTP attempt, whatever became of the event */
 static const char *const ft_attempts_sql =
@@ -401,7 +409,9 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
  * outbox is empty.  A wake-up hint only.
  *
  * Nothing here schedules an event further ahead than a lease or the
- * longest backoff (a Retry-After is capped at backoff_max): an event
+ * longest backoff (a Retry-After is capped at backoff_max), except an
+ * order parked in action_required (1.3: action_timeout, on an event
+ * marked lookup, which gets that much horizon): an event
  * beyond that, plus a minute of slack, was stamped by a clock that has
  * since gone back (say an hour ahead, then corrected), and would wait for
  * the real clock to catch up.  When the latest event is that far ahead,
@@ -412,14 +422,14 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 TimestampTz
 ft_outbox_next_due(void)
 {
-	int64		horizon = Max(Max((int64) ft_backoff_max_ms, (int64) ft_lease_timeout_ms),
-							  (int64) ft_action_timeout_s * 1000) + 60 * 1000;
-	int			horizon_ms = (int) Min(horizon, (int64) PG_INT32_MAX);
+	int			horizon_ms = Max(ft_backoff_max_ms, ft_lease_timeout_ms) + 60 * 1000;
+	int64		parked = Max((int64) horizon_ms, (int64) ft_action_timeout_s * 1000 + 60 * 1000);
+	bool		lifecycle = ft_outbox_lifecycle();
 	bool		isnull;
 	Datum		d;
-	Datum		arg;
+	Datum		args[2];
 	TimestampTz next_due;
-	Oid			argtype = INT4OID;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
 	int			rc;
 
 	if (ft_next_due_plan == NULL)
@@ -436,13 +446,24 @@ ft_outbox_next_due(void)
 		TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), horizon_ms))
 		return next_due;
 
-	if (ft_unskew_plan == NULL)
-		ft_unskew_plan = ft_prepare_kept(ft_unskew_sql, 1, &argtype, FT_OUTBOX_PLAN);
-	arg = Int32GetDatum(horizon_ms);
-	rc = SPI_execute_plan(ft_unskew_plan, &arg, NULL, false, 0);
+	/*
+	 * From 1.3 on, an order parked in action_required waits action_timeout
+	 * on an event marked lookup: such events get that much more horizon.
+	 * (The UPDATE reads the far-future end of the next_attempt_at index
+	 * only: the skewed events and the parked ones.)
+	 */
+	args[0] = Int32GetDatum(horizon_ms);
+	args[1] = Int32GetDatum((int) Min(parked, (int64) PG_INT32_MAX));
+	if (lifecycle && ft_unskew13_plan == NULL)
+		ft_unskew13_plan = ft_prepare_kept(ft_unskew13_sql, 2, argtypes, FT_OUTBOX_PLAN);
+	if (!lifecycle && ft_unskew_plan == NULL)
+		ft_unskew_plan = ft_prepare_kept(ft_unskew_sql, 1, argtypes, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(lifecycle ? ft_unskew13_plan : ft_unskew_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "rescheduling outbox events failed: %s",
 			 SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return next_due;		/* only parked events are that far ahead */
 	ereport(LOG,
 			(errmsg("payment worker: " UINT64_FORMAT " outbox event(s) were scheduled more than %d s ahead; they are due now",
 					SPI_processed, horizon_ms / 1000),

@@ -2,8 +2,9 @@
 # refunds.sh: ft_orders.refund_order() end to end against the fake gateway
 # (SPEC §11, docs/reference.md, "Lifecycle"): full and partial refunds, a
 # repeated key, the over-refund refused (also when 8 sessions refund at
-# once), an order that is not paid, a gateway down then back, and lost
-# replies (one refund at the gateway).
+# once), an order that is not paid, a gateway down then back, lost
+# replies (one refund at the gateway), and a refund first sent longer ago
+# than gateway_key_ttl, looked up (GET /refunds/{key}) instead of re-sent.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -99,12 +100,31 @@ cmp_ok "$(gw_ledger refund_replays)" -ge 1 "lost: the retry was answered by a re
 like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE refund_id = $r5")" \
 	'^refund:retry(,refund:retry)*,refund:refunded$' "lost: retries under the same key, then refunded"
 
+# --- a refund's reply lost, then looked up (gateway_key_ttl passed) ---------------------
+o6=$(place ref-6 800)
+wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $o6" 20
+pg_set ft_orders.gateway_key_ttl '1s'
+pg_set ft_orders.backoff_base '2s'
+pg_set ft_orders.backoff_max '2s'
+wait_until "SELECT setting = '2000' FROM pg_settings WHERE name = 'ft_orders.backoff_base'" 10
+before=$(gw_ledger refunds)
+gw_faults '{"timeout_rate":1,"hang_ms":3000}'
+r6=$(psql_q "SELECT ft_orders.refund_order($o6)")
+wait_until "SELECT count(*) >= 1 FROM ft_orders.payment_attempts WHERE refund_id = $r6" 20
+ok $? "look-up: the refund's reply was lost"
+gw_faults reset
+settled ; ok $? "look-up: settled"
+like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE refund_id = $r6")" \
+	'^refund:retry(,refund_lookup:retry)*,refund_lookup:refunded$' "look-up: sent more than gateway_key_ttl ago, so looked up, not sent again"
+is "$(( $(gw_ledger refunds) - before ))" "1" "look-up: one refund at the gateway"
+is "$(status_of "$o6")" "refunded:800" "look-up: the order is refunded"
+
 # --- totals ------------------------------------------------------------------------------
 is "$(gw_ledger refunded_minor)" "$(psql_q "SELECT sum(amount_minor) FROM ft_orders.refunds WHERE status = 'succeeded'")" \
 	"the gateway refunded exactly what the table says"
 is "$(gw_ledger refunds_refused)" "0" "the gateway refused nothing (no over-refund reached it)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE refunded_minor > amount_minor")" "0" "no order refunded above its amount"
-is "$(psql_q "SELECT orders FROM ft_orders.order_summary WHERE status = 'refunded'")" "3" "order_summary: 3 refunded"
+is "$(psql_q "SELECT orders FROM ft_orders.order_summary WHERE status = 'refunded'")" "4" "order_summary: 4 refunded"
 is "$(psql_q "SELECT orders FROM ft_orders.order_summary WHERE status = 'partially_refunded'")" "2" "order_summary: 2 partially_refunded"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox drained"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
