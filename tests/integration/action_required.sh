@@ -64,6 +64,7 @@ is "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_
 # action_timeout itself triggers the look-up
 pg_set ft_orders.action_timeout '1s'
 wait_until "SELECT setting = '1' FROM pg_settings WHERE name = 'ft_orders.action_timeout'" 10
+sleep 1		# the workers reload on their next wake-up
 b=$(psql_q "SELECT order_id FROM ft_orders.place_order('act-b', 'cust', 4343, 'EUR')")
 wait_until "SELECT status = 'action_required' FROM ft_orders.orders WHERE order_id = $b" 20
 ok $? "a second order is action_required"

@@ -68,6 +68,7 @@ cmp_ok "$(gw_ledger lookups)" -ge 1 "A: the gateway saw the look-up"
 # --- B: without reconciliation (the key is trusted for 30 days) ------------------
 pg_set ft_orders.gateway_key_ttl '30d'
 wait_until "SELECT setting = '2592000' FROM pg_settings WHERE name = 'ft_orders.gateway_key_ttl'" 10
+sleep 1		# the workers reload on their next wake-up
 gw_faults '{"timeout_rate":1,"hang_ms":3000,"key_ttl_s":1}' || bail_out "could not set faults"
 b=$(place rec-b 6000)
 lose_and_forget "$b" ; ok $? "B: the charge's reply was lost and the order dead-lettered"
@@ -82,6 +83,7 @@ is "$(requests_of "$b")" "charge:failed,charge:paid" "B: the requeued order was 
 # --- C: a look-up that finds nothing sends the charge once ------------------------
 pg_set ft_orders.gateway_key_ttl '1s'
 wait_until "SELECT setting = '1' FROM pg_settings WHERE name = 'ft_orders.gateway_key_ttl'" 10
+sleep 1
 gw_faults '{"down":true}' || bail_out "could not take the gateway down"
 c=$(place rec-c 7000)
 wait_until "SELECT status = 'failed' FROM ft_orders.orders WHERE order_id = $c" 30
@@ -102,6 +104,7 @@ pg_set ft_orders.max_attempts 10
 pg_set ft_orders.backoff_base '10min'
 pg_set ft_orders.backoff_max '10min'
 wait_until "SELECT setting = '600000' FROM pg_settings WHERE name = 'ft_orders.backoff_base'" 10
+sleep 1
 gw_faults '{"timeout_rate":1,"hang_ms":3000}' || bail_out "could not set faults"
 d=$(place rec-d 8000)
 wait_until "SELECT count(*) = 1 FROM ft_orders.payment_attempts WHERE order_id = $d" 30

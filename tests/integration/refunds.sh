@@ -107,6 +107,7 @@ pg_set ft_orders.gateway_key_ttl '1s'
 pg_set ft_orders.backoff_base '2s'
 pg_set ft_orders.backoff_max '2s'
 wait_until "SELECT setting = '2000' FROM pg_settings WHERE name = 'ft_orders.backoff_base'" 10
+sleep 1		# the workers reload on their next wake-up
 before=$(gw_ledger refunds)
 gw_faults '{"timeout_rate":1,"hang_ms":3000}'
 r6=$(psql_q "SELECT ft_orders.refund_order($o6)")
