@@ -22,8 +22,11 @@ gw_faults '{"requires_action_amount_minor":[4242,4343]}' || bail_out "could not 
 key_of() { psql_q "SELECT payment_key FROM ft_orders.orders WHERE order_id = $1"; }
 n_attempts() { psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE order_id = $1"; }
 
-# a listener that stays connected while the order is parked
-psql -XAtq -c "LISTEN ft_orders_events" -c "SELECT pg_sleep(4)" >"$FT_TMP/notify.out" 2>&1 &
+# a listener that stays connected while the order is parked (psql prints a
+# notification after each of its commands: 60 short sleeps, stopped once seen)
+sleeps=()
+for _ in $(seq 1 60); do sleeps+=(-c "SELECT pg_sleep(0.5)"); done
+psql -XAtq -c "LISTEN ft_orders_events" "${sleeps[@]}" >"$FT_TMP/notify.out" 2>&1 &
 LISTENER=$!
 sleep 0.5
 a=$(psql_q "SELECT order_id FROM ft_orders.place_order('act-a', 'cust', 4242, 'EUR')")
@@ -32,7 +35,11 @@ ok $? "the order is action_required"
 is "$(psql_q "SELECT (o.next_action->>'type') || ' ' || o.client_secret || ' ' || o.payment_id FROM ft_orders.get_order($a) o")" \
 	"redirect_to_url $(psql_q "SELECT payment_id FROM ft_orders.orders WHERE order_id = $a")_secret_fake $(psql_q "SELECT payment_id FROM ft_orders.orders WHERE order_id = $a")" \
 	"get_order() carries next_action, client_secret and the payment reference"
-wait "$LISTENER"
+for _ in $(seq 1 150); do
+	grep -q '"status" : "action_required"' "$FT_TMP/notify.out" && break
+	sleep 0.2
+done
+kill "$LISTENER" 2>/dev/null; wait "$LISTENER" 2>/dev/null
 like "$(cat "$FT_TMP/notify.out")" '"status" : "action_required".*"next_action" : \{"type": "redirect_to_url"' \
 	"the NOTIFY payload carries next_action"
 like "$(cat "$FT_TMP/notify.out")" '"client_secret" : "pay_[0-9]+_secret_fake"' "the NOTIFY payload carries client_secret"
