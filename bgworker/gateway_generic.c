@@ -3,7 +3,8 @@
  * gateway_generic.c
  *	  The "generic" gateway provider (docs/reference.md, "Wire protocol"):
  *	  the JSON request body and the classification of a reply into paid /
- *	  declined / failed / retry.
+ *	  declined / failed / retry / action_required, and (1.3) the look-up
+ *	  of a payment, refunds and their look-ups.
  *
  * Everything here is a pure function of its arguments: no database, no
  * shared memory, no globals, so a fuzzer can call ft_provider_generic's
@@ -25,9 +26,9 @@
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
+#include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
-#include "utils/fmgrprotos.h"
 
 #include "gateway.h"
 

@@ -46,7 +46,6 @@ static SPIPlanPtr ft_claim_plan = NULL;
 static SPIPlanPtr ft_claim13_plan = NULL;
 static SPIPlanPtr ft_attempts13_plan = NULL;
 static SPIPlanPtr ft_final13_plan = NULL;
-static SPIPlanPtr ft_refund_canceled_plan = NULL;
 static SPIPlanPtr ft_next_due_plan = NULL;
 static SPIPlanPtr ft_unskew_plan = NULL;
 static SPIPlanPtr ft_unskew13_plan = NULL;
@@ -218,9 +217,6 @@ static const char *const ft_final_sql = FT_FINAL_SQL("", "");
 /* schema 1.3: a dead letter keeps first_sent_at for its requeue */
 static const char *const ft_final13_sql = FT_FINAL_SQL(", first_sent_at", ", x.first_sent_at");
 
-/* schema 1.3: orders canceled while their charge was in flight, now paid */
-static const char *const ft_refund_canceled_sql =
-"SELECT ft_orders._refund_canceled($1::bigint[])";
 
 /*
  * transient failures: give the lease back with a delay.  A payment the
@@ -674,30 +670,6 @@ ft_outbox_warm_up(void)
 	ft_record_final(NULL, 0, ft_outbox_lifecycle());
 }
 
-/*
- * Orders among the paid jobs whose cancellation was requested while their
- * charge was in flight: refunded in full (ft_orders._refund_canceled, a
- * statement of its own so that it sees a cancel_order() that committed
- * while this transaction waited for the order's row lock).
- */
-static void
-ft_record_refund_canceled(FtJob **jobs, int n)
-{
-	Oid			argtype = INT8ARRAYOID;
-	Datum	   *ids = palloc(n * sizeof(Datum));
-	Datum		value;
-	int			rc;
-
-	for (int i = 0; i < n; i++)
-		ids[i] = Int64GetDatum(jobs[i]->order_id);
-	value = ft_array(ids, NULL, n, INT8OID);
-	if (ft_refund_canceled_plan == NULL)
-		ft_refund_canceled_plan = ft_prepare_kept(ft_refund_canceled_sql, 1, &argtype,
-												  FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_refund_canceled_plan, &value, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "refunding canceled orders failed: %s", SPI_result_code_string(rc));
-}
 
 /*
  * Record the outcomes of njobs completed requests: one payment_attempts
@@ -759,7 +731,7 @@ ft_outbox_record(FtJob **jobs, int njobs)
 	if (nrefunds > 0)
 		ft_lifecycle_record_refunds(refunds, nrefunds);
 	if (npaid > 0 && lifecycle)
-		ft_record_refund_canceled(paid, npaid);
+		ft_lifecycle_refund_canceled(paid, npaid);
 }
 
 /*

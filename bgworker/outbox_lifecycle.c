@@ -3,7 +3,8 @@
  * outbox_lifecycle.c
  *	  The SQL side of the payment lifecycle of schema 1.3 (SPEC §11,
  *	  docs/reference.md, "Lifecycle"): recording look-ups that found
- *	  nothing, orders parked in action_required, and refunds.
+ *	  nothing, orders parked in action_required, refunds, and the
+ *	  automatic refund of canceled orders that turned out paid.
  *
  * Same rules as outbox.c: kept plans with one generic plan each, arrays
  * in, a statement or two per batch, run inside the worker's short
@@ -30,6 +31,7 @@ static SPIPlanPtr ft_unknown_plan = NULL;
 static SPIPlanPtr ft_park_plan = NULL;
 static SPIPlanPtr ft_park_status_plan = NULL;
 static SPIPlanPtr ft_refunds_plan = NULL;
+static SPIPlanPtr ft_refund_canceled_plan = NULL;
 
 /*
  * A look-up that the gateway answered "no such payment / refund": nothing
@@ -139,6 +141,10 @@ static const char *const ft_refunds_sql =
 "         array_agg(x.gateway_id) FILTER (WHERE x.outcome <> 'failed'),"
 "         array_agg(x.error) FILTER (WHERE x.outcome <> 'failed'))"
 "  FROM x";
+
+/* orders canceled while their charge was in flight, now paid */
+static const char *const ft_refund_canceled_sql =
+"SELECT ft_orders._refund_canceled($1::bigint[])";
 
 static void
 ft_lifecycle_exec(SPIPlanPtr plan, Datum *values, int expected, const char *what)
@@ -296,4 +302,29 @@ ft_lifecycle_record_refunds(FtJob **jobs, int n)
 	if (ft_refunds_plan == NULL)
 		ft_refunds_plan = ft_prepare_kept(ft_refunds_sql, 7, argtypes, FT_LIFECYCLE_PLAN);
 	ft_lifecycle_exec(ft_refunds_plan, values, SPI_OK_SELECT, "recording refunds");
+}
+
+/*
+ * Orders among the paid jobs whose cancellation was requested while their
+ * charge was in flight: refunded in full (ft_orders._refund_canceled, a
+ * statement of its own so that it sees a cancel_order() that committed
+ * while this transaction waited for the order's row lock).
+ */
+void
+ft_lifecycle_refund_canceled(FtJob **jobs, int n)
+{
+	Oid			argtype = INT8ARRAYOID;
+	Datum	   *ids = palloc(n * sizeof(Datum));
+	Datum		value;
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(jobs[i]->order_id);
+	value = ft_array(ids, NULL, n, INT8OID);
+	if (ft_refund_canceled_plan == NULL)
+		ft_refund_canceled_plan = ft_prepare_kept(ft_refund_canceled_sql, 1, &argtype,
+												  FT_LIFECYCLE_PLAN);
+	rc = SPI_execute_plan(ft_refund_canceled_plan, &value, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "refunding canceled orders failed: %s", SPI_result_code_string(rc));
 }

@@ -98,6 +98,7 @@ extern Datum ft_text_or_null(const char *s, bool *isnull);
 extern void ft_lifecycle_record_unknown(FtJob **jobs, int njobs);
 extern void ft_lifecycle_record_action(FtJob **jobs, int njobs);
 extern void ft_lifecycle_record_refunds(FtJob **jobs, int njobs);
+extern void ft_lifecycle_refund_canceled(FtJob **jobs, int njobs);
 
 /* backoff.c */
 extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);
