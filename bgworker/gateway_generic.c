@@ -26,9 +26,7 @@
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
-#include "utils/fmgrprotos.h"
 #include "utils/json.h"
-#include "utils/jsonb.h"
 
 #include "gateway.h"
 
@@ -548,54 +546,116 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 												  reply->now);
 }
 
+/* semantic-action state of ft_gateway_json_field */
+typedef struct FtFieldCapture
+{
+	JsonLexContext *lex;
+	const char *field;
+	bool		want_string;
+	int			depth;
+	bool		top_is_object;
+	bool		next_is_value;	/* the field's value comes next */
+	bool		capturing;		/* inside the field's object or array */
+	const char *start;
+	char	   *result;
+} FtFieldCapture;
+
+static void
+capture_nest_start(void *state)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	if (c->depth == 0)
+		c->top_is_object = (c->lex->token_type == JSON_TOKEN_OBJECT_START);
+	if (c->next_is_value && c->depth == 1 && !c->want_string)
+	{
+		/* the lexer is at the value's opening bracket */
+		c->capturing = true;
+		c->start = c->lex->token_start;
+	}
+	c->next_is_value = false;
+	c->depth++;
+}
+
+static void
+capture_nest_end(void *state)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	c->depth--;
+	if (c->capturing && c->depth == 1)
+	{
+		/* the lexer has just consumed the value's closing bracket */
+		c->capturing = false;
+		c->result = pnstrdup(c->start, c->lex->prev_token_terminator - c->start);
+	}
+}
+
+static void
+capture_field_start(void *state, char *fname, bool isnull)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	c->next_is_value = (c->depth == 1 && c->top_is_object && fname != NULL &&
+						strcmp(fname, c->field) == 0);
+}
+
+static void
+capture_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	if (c->next_is_value && c->want_string && tokentype == JSON_TOKEN_STRING &&
+		token != NULL)
+		c->result = pstrdup(token);
+	c->next_is_value = false;
+}
+
 /*
- * The top-level field of a JSON object body: its string value when
- * want_string (NULL if it is no string), else its JSON text (any type).
- * NULL when absent or when the body is not a JSON object.  Parsed as
- * jsonb, for the rare replies that carry a nested value the application
- * needs (next_action); a parser error is caught, as in
- * ft_gateway_parse_json.
+ * The top-level field of a JSON object body: with want_string its string
+ * value (NULL if it is no string), else the JSON text of its value when
+ * that is an object or an array (next_action), NULL otherwise.  NULL also
+ * when the body is not usable JSON; a repeated field gives its last value.
+ * PostgreSQL's JSON parser, as in ft_gateway_parse_json, with the same
+ * protection against parser errors.
  */
 char *
 ft_gateway_json_field(const char *body, size_t len, const char *field,
 					  bool want_string)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	char	   *volatile result = NULL;
+	FtFieldCapture capture;
+	JsonSemAction sem;
+	volatile bool ok = false;
 
-	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES ||
-		strlen(body) != len)
+	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
 		return NULL;
+	memset(&capture, 0, sizeof(capture));
+	capture.field = field;
+	capture.want_string = want_string;
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &capture;
+	sem.object_start = capture_nest_start;
+	sem.object_end = capture_nest_end;
+	sem.array_start = capture_nest_start;
+	sem.array_end = capture_nest_end;
+	sem.object_field_start = capture_field_start;
+	sem.scalar = capture_scalar;
 
 	PG_TRY();
 	{
-		Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-															CStringGetDatum(body)));
-		JsonbValue	key;
-		JsonbValue *v;
-
-		key.type = jbvString;
-		key.val.string.val = unconstify(char *, field);
-		key.val.string.len = strlen(field);
-		v = JB_ROOT_IS_OBJECT(jb)
-			? findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
-		if (v != NULL && want_string && v->type == jbvString)
-			result = pnstrdup(v->val.string.val, v->val.string.len);
-		else if (v != NULL && !want_string && v->type != jbvNull)
-		{
-			Jsonb	   *vj = JsonbValueToJsonb(v);
-
-			result = JsonbToCString(NULL, &vj->root, VARSIZE(vj));
-		}
+		capture.lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
+												   PG_UTF8, true);
+		ok = (pg_parse_json(capture.lex, &sem) == JSON_SUCCESS);
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(oldcxt);
 		FlushErrorState();
-		result = NULL;
+		ok = false;
 	}
 	PG_END_TRY();
-	return result;
+	return ok ? capture.result : NULL;
 }
 
 /* GET /payments/{payment_key}: the payment made under the order's key */
