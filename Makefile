@@ -25,6 +25,7 @@ BGWORKER_OBJS = \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_stripe.o \
+	bgworker/gateway_stripe_lifecycle.o \
 	bgworker/backoff.o \
 	bgworker/circuit.o
 

@@ -33,6 +33,9 @@
  *	status code (retry / fail), except that 401/403 are always retried.
  *	Retry-After is honoured on every retry.
  *
+ * Reconciliation and refunds are in gateway_stripe_lifecycle.c; what the
+ * two files share is declared in gateway_stripe.h.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -43,106 +46,51 @@
 #include "mb/pg_wchar.h"
 
 #include "gateway.h"
-
-#define FT_STRIPE_ID_MAX	255
-#define FT_STRIPE_REASON_MAX	120
-
-typedef enum FtStripeField
-{
-	FT_SF_NONE = 0,
-	FT_SF_ID,
-	FT_SF_OBJECT,
-	FT_SF_STATUS,
-	FT_SF_ERROR,				/* the top-level "error" object */
-	FT_SF_ERR_TYPE,
-	FT_SF_ERR_CODE,
-	FT_SF_ERR_DECLINE_CODE,
-	FT_SF_ERR_MESSAGE,
-	FT_SF_ELEM_ID,				/* "id" of an element of "data" */
-	FT_SF_ELEM_STATUS
-} FtStripeField;
-
-typedef struct FtStripeFields
-{
-	int			depth;
-	bool		top_is_object;
-	bool		in_error;		/* inside the top-level "error" object */
-	int			error_depth;
-	bool		next_is_error;	/* the value of top-level "error" is next */
-	FtStripeField current;
-	char	   *id;
-	char	   *object;
-	char	   *status;
-	bool		has_error;
-	char	   *err_type;
-	char	   *err_code;
-	char	   *err_decline_code;
-	char	   *err_message;
-	/* a list or search result: its "data" array and the best element */
-	bool		next_is_data;
-	bool		in_data;
-	int			ndata;
-	char	   *elem_id;		/* element being read */
-	char	   *elem_status;
-	char	   *best_id;
-	char	   *best_status;
-	int			best_rank;
-} FtStripeFields;
+#include "gateway_stripe.h"
 
 static void stripe_build_intent(const FtPaymentRequest *req, StringInfo body);
 static void stripe_build_charge(const FtPaymentRequest *req, StringInfo body);
-static void stripe_classify_reply(const FtGatewayReply *reply,
-								  FtClassification *result);
 static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
-static char *stripe_intent_lookup(const FtPaymentRequest *req);
-static void stripe_classify_lookup(const FtGatewayReply *reply,
-								   FtClassification *result);
-static void stripe_build_refund(const FtPaymentRequest *req, StringInfo body);
-static void stripe_classify_refund(const FtGatewayReply *reply,
-								   FtClassification *result);
-static char *stripe_refund_lookup(const FtPaymentRequest *req);
-static void stripe_classify_refund_lookup(const FtGatewayReply *reply,
-										  FtClassification *result);
 
 const FtProvider ft_provider_stripe = {
 	.path = "/v1/payment_intents",
 	.build_request = stripe_build_intent,
-	.classify_reply = stripe_classify_reply,
+	.classify_reply = ft_stripe_classify_reply,
 	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_intent_recheck,
-	.lookup_path = stripe_intent_lookup,
-	.classify_lookup = stripe_classify_lookup,
+	.lookup_path = ft_stripe_intent_lookup,
+	.classify_lookup = ft_stripe_classify_lookup,
 	.refund_path = "/v1/refunds",
-	.build_refund = stripe_build_refund,
-	.classify_refund = stripe_classify_refund,
-	.refund_lookup_path = stripe_refund_lookup,
-	.classify_refund_lookup = stripe_classify_refund_lookup,
+	.build_refund = ft_stripe_build_refund,
+	.classify_refund = ft_stripe_classify_refund,
+	.refund_lookup_path = ft_stripe_refund_lookup,
+	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
 };
 
 /*
  * The Charges API has no search: a charge is looked up by its stored id
  * only (stripe_charge_recheck); without one it is sent again under its
- * key (docs/providers.md, "Reconciliation").
+ * key (docs/providers.md, "Reconciliation and refunds").
  */
 const FtProvider ft_provider_stripe_charges = {
 	.path = "/v1/charges",
 	.build_request = stripe_build_charge,
-	.classify_reply = stripe_classify_reply,
+	.classify_reply = ft_stripe_classify_reply,
 	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_charge_recheck,
 	.lookup_path = stripe_charge_recheck,
-	.classify_lookup = stripe_classify_lookup,
+	.classify_lookup = ft_stripe_classify_lookup,
 	.refund_path = "/v1/refunds",
-	.build_refund = stripe_build_refund,
-	.classify_refund = stripe_classify_refund,
-	.refund_lookup_path = stripe_refund_lookup,
-	.classify_refund_lookup = stripe_classify_refund_lookup,
+	.build_refund = ft_stripe_build_refund,
+	.classify_refund = ft_stripe_classify_refund,
+	.refund_lookup_path = ft_stripe_refund_lookup,
+	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
 };
 
 /* append "&name=value" (no '&' first), both percent-encoded */
-static void
-stripe_form_add(StringInfo body, const char *name, const char *value)
+void
+ft_stripe_form_add(StringInfo body, const char *name, const char *value)
 {
 	char	   *n = curl_easy_escape(NULL, name, 0);
 	char	   *v = curl_easy_escape(NULL, value, 0);
@@ -179,10 +127,10 @@ stripe_form_common(const FtPaymentRequest *req, StringInfo body)
 	snprintf(amount, sizeof(amount), INT64_FORMAT, req->amount_minor);
 	snprintf(order_id, sizeof(order_id), INT64_FORMAT, req->order_id);
 
-	stripe_form_add(body, "amount", amount);
-	stripe_form_add(body, "currency", currency);
-	stripe_form_add(body, "metadata[order_id]", order_id);
-	stripe_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
+	ft_stripe_form_add(body, "amount", amount);
+	ft_stripe_form_add(body, "currency", currency);
+	ft_stripe_form_add(body, "metadata[order_id]", order_id);
+	ft_stripe_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
 	pfree(currency);
 }
 
@@ -196,10 +144,10 @@ stripe_build_intent(const FtPaymentRequest *req, StringInfo body)
 	resetStringInfo(body);
 	stripe_form_common(req, body);
 	if (req->payment_method != NULL)
-		stripe_form_add(body, "payment_method", req->payment_method);
-	stripe_form_add(body, "confirm", "true");
-	stripe_form_add(body, "automatic_payment_methods[enabled]", "true");
-	stripe_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
+		ft_stripe_form_add(body, "payment_method", req->payment_method);
+	ft_stripe_form_add(body, "confirm", "true");
+	ft_stripe_form_add(body, "automatic_payment_methods[enabled]", "true");
+	ft_stripe_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
 }
 
 /* POST /v1/charges with source = the order's payment method */
@@ -209,12 +157,12 @@ stripe_build_charge(const FtPaymentRequest *req, StringInfo body)
 	resetStringInfo(body);
 	stripe_form_common(req, body);
 	if (req->payment_method != NULL)
-		stripe_form_add(body, "source", req->payment_method);
+		ft_stripe_form_add(body, "source", req->payment_method);
 }
 
 /* a Stripe object id: [A-Za-z0-9_], 1..255 */
-static bool
-stripe_valid_id(const char *s)
+bool
+ft_stripe_valid_id(const char *s)
 {
 	size_t		n;
 
@@ -237,7 +185,7 @@ stripe_valid_id(const char *s)
 static char *
 stripe_recheck(const FtPaymentRequest *req, const char *prefix)
 {
-	if (!stripe_valid_id(req->pending_ref))
+	if (!ft_stripe_valid_id(req->pending_ref))
 		return NULL;
 	return psprintf("%s/%s", prefix, req->pending_ref);
 }
@@ -309,7 +257,7 @@ stripe_json_object_end(void *state)
 	f->depth--;
 	if (f->in_error && f->depth < f->error_depth)
 		f->in_error = false;
-	if (f->in_data && f->depth == 2 && stripe_valid_id(f->elem_id) &&
+	if (f->in_data && f->depth == 2 && ft_stripe_valid_id(f->elem_id) &&
 		stripe_status_rank(f->elem_status) > f->best_rank)
 	{
 		f->best_id = f->elem_id;
@@ -440,8 +388,8 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	f->current = FT_SF_NONE;
 }
 
-static bool
-stripe_parse(const char *body, size_t len, FtStripeFields *fields)
+bool
+ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 {
 	JsonSemAction sem;
 
@@ -465,8 +413,8 @@ stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 }
 
 /* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */
-static char *
-stripe_reason(int status, const FtStripeFields *f)
+char *
+ft_stripe_reason(int status, const FtStripeFields *f)
 {
 	StringInfoData buf;
 
@@ -501,13 +449,13 @@ stripe_declined(FtClassification *result, const FtStripeFields *f,
 }
 
 /* the reply to a 2xx: a PaymentIntent or a Charge object */
-static void
-stripe_classify_object(int status, const FtStripeFields *f,
+void
+ft_stripe_classify_object(int status, const FtStripeFields *f,
 						  FtClassification *result)
 {
 	const char *st = f->status;
 
-	if (st == NULL || !stripe_valid_id(f->id))
+	if (st == NULL || !ft_stripe_valid_id(f->id))
 	{
 		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 		return;
@@ -560,8 +508,8 @@ stripe_classify_object(int status, const FtStripeFields *f,
 	}
 }
 
-static void
-stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
+void
+ft_stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
@@ -571,14 +519,14 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	if (ft_gateway_classify_transport(reply, result))
 		return;
 
-	parsed = stripe_parse(reply->body, reply->body_len, &f);
+	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
 		if (!parsed || !f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
-			stripe_classify_object(status, &f, result);
+			ft_stripe_classify_object(status, &f, result);
 		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
 		{
 			char	   *secret = ft_gateway_json_field(reply->body, reply->body_len,
@@ -596,7 +544,7 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 
 	if (status == 401 || status == 403)
 	{
-		ft_gateway_set_retry(result, stripe_reason(status, &f));
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 		result->auth_problem = true;
 	}
 	else if (status == 402 ||
@@ -613,12 +561,12 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	else if (status == 400)
 	{
 		result->outcome = FT_OUTCOME_FAILED;
-		result->error = stripe_reason(status, &f);
+		result->error = ft_stripe_reason(status, &f);
 	}
 	else
 	{
 		/* 409 (concurrent use of the key), 429, 5xx, 404 and the rest */
-		ft_gateway_set_retry(result, stripe_reason(status, &f));
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 	}
 
 	/* Stripe-Should-Retry overrides the status code (credentials aside) */
@@ -646,198 +594,3 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 													  reply->now);
 }
 
-/*
- * Reconciliation of a PaymentIntent: by its stored id when the order has
- * one, else a search by metadata[order_id] (Stripe's search API; a
- * PaymentIntent created under a lost reply has no stored id).
- */
-static char *
-stripe_intent_lookup(const FtPaymentRequest *req)
-{
-	char		query[64];
-	char	   *q;
-	char	   *path;
-
-	if (req->pending_ref != NULL && strncmp(req->pending_ref, "pi_", 3) == 0 &&
-		stripe_valid_id(req->pending_ref))
-		return psprintf("/v1/payment_intents/%s", req->pending_ref);
-	snprintf(query, sizeof(query), "metadata['order_id']:'" INT64_FORMAT "'",
-			 req->order_id);
-	q = curl_easy_escape(NULL, query, 0);
-	if (q == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory encoding a Stripe request")));
-	path = psprintf("/v1/payment_intents/search?query=%s", q);
-	curl_free(q);
-	return path;
-}
-
-/*
- * A look-up reply: an object (GET by id) is classified as a reply to the
- * creation; a search result by its most telling element, and an empty one
- * means the gateway has no such payment (FT_OUTCOME_UNKNOWN), as does a
- * 404 for a stored id.  Nothing but transient failures otherwise: a GET
- * charges nothing.
- */
-static void
-stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
-{
-	FtStripeFields f;
-	int			status = reply->http_status;
-
-	if (ft_gateway_classify_transport(reply, result))
-		return;
-	if (status == 404)
-	{
-		result->outcome = FT_OUTCOME_UNKNOWN;
-		result->error = pstrdup("look-up: the gateway has no such payment");
-		return;
-	}
-	if (status >= 200 && status <= 299 &&
-		stripe_parse(reply->body, reply->body_len, &f) && f.top_is_object &&
-		f.object != NULL && strcmp(f.object, "search_result") == 0)
-	{
-		if (f.ndata == 0)
-		{
-			result->outcome = FT_OUTCOME_UNKNOWN;
-			result->error = pstrdup("look-up: no PaymentIntent carries this order's id");
-			return;
-		}
-		if (f.best_id == NULL)
-		{
-			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected search result", status));
-			return;
-		}
-		/* classify the element as if it were the reply itself */
-		f.id = f.best_id;
-		f.status = f.best_status;
-		stripe_classify_object(status, &f, result);
-		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
-		{
-			/* the search result lacks next_action: GET the intent by id */
-			result->outcome = FT_OUTCOME_RETRY;
-			result->transient = false;
-		}
-	}
-	else
-		stripe_classify_reply(reply, result);
-
-	if (status < 200 || status > 299 || result->outcome == FT_OUTCOME_FAILED)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
-}
-
-/*
- * POST /v1/refunds: the order's PaymentIntent (or charge, for the Charges
- * API) and the amount; the refund's ids as metadata.
- */
-static void
-stripe_build_refund(const FtPaymentRequest *req, StringInfo body)
-{
-	char		amount[32];
-	char		refund_id[32];
-	const char *ref = req->pending_ref ? req->pending_ref : "";
-
-	resetStringInfo(body);
-	stripe_form_add(body, strncmp(ref, "pi_", 3) == 0 ? "payment_intent" : "charge", ref);
-	snprintf(amount, sizeof(amount), INT64_FORMAT, req->refund_amount);
-	stripe_form_add(body, "amount", amount);
-	snprintf(refund_id, sizeof(refund_id), INT64_FORMAT, req->refund_id);
-	stripe_form_add(body, "metadata[refund_id]", refund_id);
-}
-
-/*
- * A Refund object: succeeded -> refunded; failed / canceled -> refused;
- * pending / requires_action -> re-checked later by its id (kept in
- * refunds.gateway_refund_id).  402 and 400 refuse it for good
- * (charge_already_refunded, amount too large, ...); the rest is transient.
- */
-static void
-stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
-{
-	FtStripeFields f;
-	int			status = reply->http_status;
-	bool		parsed;
-
-	if (ft_gateway_classify_transport(reply, result))
-		return;
-	parsed = stripe_parse(reply->body, reply->body_len, &f);
-	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
-		f.status != NULL && stripe_valid_id(f.id))
-	{
-		if (strcmp(f.status, "succeeded") == 0)
-		{
-			result->outcome = FT_OUTCOME_REFUNDED;
-			result->payment_id = pstrdup(f.id);
-		}
-		else if (strcmp(f.status, "failed") == 0 || strcmp(f.status, "canceled") == 0)
-		{
-			result->outcome = FT_OUTCOME_REFUND_FAILED;
-			result->payment_id = pstrdup(f.id);
-			result->error = psprintf("refund %s %s",
-									 ft_gateway_clean_text(f.id, FT_STRIPE_ID_MAX),
-									 ft_gateway_clean_text(f.status, FT_STRIPE_REASON_MAX));
-		}
-		else
-		{
-			result->outcome = FT_OUTCOME_RETRY;
-			result->transient = false;
-			result->payment_id = pstrdup(f.id);
-			result->error = psprintf("refund %s %s: re-checking later",
-									 ft_gateway_clean_text(f.id, FT_STRIPE_ID_MAX),
-									 ft_gateway_clean_text(f.status, FT_STRIPE_REASON_MAX));
-		}
-		return;
-	}
-	if (status >= 200 && status <= 299)
-		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected refund reply", status));
-	else if (status == 402 || status == 400)
-	{
-		result->outcome = FT_OUTCOME_REFUND_FAILED;
-		result->error = stripe_reason(status, &f);
-		return;
-	}
-	else
-	{
-		ft_gateway_set_retry(result, stripe_reason(status, &f));
-		result->auth_problem = (status == 401 || status == 403);
-	}
-	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-}
-
-/* a refund is looked up by its id once the gateway gave one */
-static char *
-stripe_refund_lookup(const FtPaymentRequest *req)
-{
-	if (req->refund_ref == NULL || strncmp(req->refund_ref, "re_", 3) != 0 ||
-		!stripe_valid_id(req->refund_ref))
-		return NULL;
-	return psprintf("/v1/refunds/%s", req->refund_ref);
-}
-
-static void
-stripe_classify_refund_lookup(const FtGatewayReply *reply,
-							  FtClassification *result)
-{
-	if (ft_gateway_classify_transport(reply, result))
-		return;
-	if (reply->http_status == 404)
-	{
-		result->outcome = FT_OUTCOME_UNKNOWN;
-		result->error = pstrdup("look-up: the gateway has no such refund");
-		return;
-	}
-	stripe_classify_refund(reply, result);
-	if (reply->http_status < 200 || reply->http_status > 299)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
-}

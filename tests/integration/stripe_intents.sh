@@ -44,7 +44,7 @@ o_dec=$(place dec 1400 pm_card_chargeDeclined)
 o_noretry=$(place noretry 1500 pm_503_noretry)
 o_retry=$(place retry 1600 pm_400_retry_once)
 
-wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status = 'pending'" 30
+wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status IN ('pending', 'action_required')" 30
 ok $? "every order is settled"
 
 is "$(col "$o_visa" "status || ' ' || attempts")" "paid 1" "succeeded: paid at once"
