@@ -181,10 +181,10 @@ while read -r name type; do
 done <<<"$types"
 is "$missing" "" "all 22 ft_orders metric families have their TYPE and a HELP text"
 is "$(grep -cE '^ft_orders_' <<<"$SCRAPE")" \
-	"$((6 + 3 * 4 + 3 * 2 + 4 * 2 + 7 * 2 + 7 + 3))" \
-	"ft_orders series: 6 queue, 3x4 per status, 3x2 per worker, 4x2 outcomes, 7x2 worker states, 7 gateway, 3 circuit states"
-is "$(grep -oE '^ft_orders_orders\{[^}]*\}' <<<"$SCRAPE" | grep -oE 'status="[a-z]+"' | sort | tr '\n' ' ')" \
-	'status="declined" status="failed" status="paid" status="pending" ' \
+	"$((6 + 3 * 8 + 3 * 2 + 4 * 2 + 7 * 2 + 7 + 3))" \
+	"ft_orders series: 6 queue, 3x8 per status, 3x2 per worker, 4x2 outcomes, 7x2 worker states, 7 gateway, 3 circuit states"
+is "$(grep -oE '^ft_orders_orders\{[^}]*\}' <<<"$SCRAPE" | grep -oE 'status="[a-z_]+"' | sort | tr '\n' ' ')" \
+	'status="action_required" status="canceled" status="declined" status="failed" status="paid" status="partially_refunded" status="pending" status="refunded" ' \
 	"ft_orders_orders has one series per order status"
 is "$(grep -oE '^ft_orders_worker_outcomes_total\{[^}]*\}' <<<"$SCRAPE" | grep -oE 'outcome="[a-z]+",.*worker="[0-9]+"' |
 	sed -E 's/,server="[^"]*"//' | sort | tr '\n' ' ')" \
@@ -329,7 +329,7 @@ scrape
 is "$(mraw pg_exporter_last_scrape_error)" "0" "--auto-discover-databases: the scrape runs without error"
 cmp_ok "$(grep -c '^pg_stat_database_numbackends{.*datname="template1"' <<<"$SCRAPE")" -ge 1 \
 	"--auto-discover-databases: other databases are scraped too"
-is "$(grep -c '^ft_orders_' <<<"$SCRAPE")" "56" "--auto-discover-databases: the same 56 ft_orders series, once"
+is "$(grep -c '^ft_orders_' <<<"$SCRAPE")" "68" "--auto-discover-databases: the same 68 ft_orders series, once"
 errs=$(grep -E 'level=(error|warn)|Error running query' "$FT_TMP/exporter_discover.log" | head -n 5)
 is "$errs" "" "--auto-discover-databases: no failed query"
 kill "$EXP_PID"

@@ -4,7 +4,8 @@
 # repeated key, the over-refund refused (also when 8 sessions refund at
 # once), an order that is not paid, a gateway down then back, lost
 # replies (one refund at the gateway), and a refund first sent longer ago
-# than gateway_key_ttl, looked up (GET /refunds/{key}) instead of re-sent.
+# than gateway_key_ttl, looked up (GET /refunds/{key}) instead of re-sent;
+# a refund dead-lettered and requeued (the order stays paid meanwhile).
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -120,12 +121,33 @@ like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY starte
 is "$(( $(gw_ledger refunds) - before ))" "1" "look-up: one refund at the gateway"
 is "$(status_of "$o6")" "refunded:800" "look-up: the order is refunded"
 
+# --- a refund given up on (dead letter), then requeued ---------------------------------
+o7=$(place ref-7 700)
+wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $o7" 20
+pg_set ft_orders.max_attempts 1
+wait_until "SELECT setting = '1' FROM pg_settings WHERE name = 'ft_orders.max_attempts'" 10
+sleep 1		# the workers reload on their next wake-up
+gw_faults '{"down":true}'
+r7=$(psql_q "SELECT ft_orders.refund_order($o7)")
+wait_until "SELECT count(*) = 1 FROM ft_orders.dead_letters WHERE refund_id = $r7" 20
+ok $? "dead letter: the refund was given up on"
+is "$(psql_q "SELECT r.status || ' ' || o.status FROM ft_orders.refunds r JOIN ft_orders.orders o USING (order_id) WHERE refund_id = $r7")" \
+	"pending paid" "dead letter: the refund stays pending (its outcome is unknown), the order paid"
+gw_faults reset
+pg_set ft_orders.max_attempts 100
+is "$(psql_q "SELECT ft_orders.retry_dead_letter(event_id) FROM ft_orders.dead_letters WHERE refund_id = $r7")" "t" \
+	"dead letter: requeued"
+settled ; ok $? "dead letter: the requeued refund settled"
+is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.order_events WHERE order_id = $o7")" \
+	"paid,paid,refunded" "dead letter: the order went paid, refund requested (paid), refunded: never back to pending"
+is "$(status_of "$o7")" "refunded:700" "dead letter: the order is refunded"
+
 # --- totals ------------------------------------------------------------------------------
 is "$(gw_ledger refunded_minor)" "$(psql_q "SELECT sum(amount_minor) FROM ft_orders.refunds WHERE status = 'succeeded'")" \
 	"the gateway refunded exactly what the table says"
 is "$(gw_ledger refunds_refused)" "0" "the gateway refused nothing (no over-refund reached it)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE refunded_minor > amount_minor")" "0" "no order refunded above its amount"
-is "$(psql_q "SELECT orders FROM ft_orders.order_summary WHERE status = 'refunded'")" "4" "order_summary: 4 refunded"
+is "$(psql_q "SELECT orders FROM ft_orders.order_summary WHERE status = 'refunded'")" "5" "order_summary: 5 refunded"
 is "$(psql_q "SELECT orders FROM ft_orders.order_summary WHERE status = 'partially_refunded'")" "2" "order_summary: 2 partially_refunded"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox drained"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
