@@ -47,7 +47,9 @@ ft_stripe_intent_lookup(const FtPaymentRequest *req)
  * A look-up reply: an object (GET by id) is classified as a reply to the
  * creation; a search result by its most telling element, and an empty one
  * means the gateway has no such payment (FT_OUTCOME_UNKNOWN), as does a
- * 404 for a stored id.  Nothing but transient failures otherwise: a GET
+ * 404 resource_missing for a stored id (a 404 without that code, say for
+ * a URL the gateway does not know, is only a transient failure: "unknown"
+ * leads to a new charge, so it must be Stripe's own word).  Nothing but transient failures otherwise: a GET
  * charges nothing.
  */
 void
@@ -55,17 +57,20 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
+	bool		parsed;
 
 	if (ft_gateway_classify_transport(reply, result))
 		return;
-	if (status == 404)
+	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
+	if (status == 404 && parsed && f.err_code != NULL &&
+		strcmp(f.err_code, "resource_missing") == 0)
 	{
+		/* only "no such object", not a 404 for an unknown URL */
 		result->outcome = FT_OUTCOME_UNKNOWN;
 		result->error = pstrdup("look-up: the gateway has no such payment");
 		return;
 	}
-	if (status >= 200 && status <= 299 &&
-		ft_stripe_parse(reply->body, reply->body_len, &f) && f.top_is_object &&
+	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
 		f.object != NULL && strcmp(f.object, "search_result") == 0)
 	{
 		if (f.ndata == 0)
@@ -194,9 +199,13 @@ void
 ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 							  FtClassification *result)
 {
+	FtStripeFields f;
+
 	if (ft_gateway_classify_transport(reply, result))
 		return;
-	if (reply->http_status == 404)
+	if (reply->http_status == 404 &&
+		ft_stripe_parse(reply->body, reply->body_len, &f) && f.err_code != NULL &&
+		strcmp(f.err_code, "resource_missing") == 0)
 	{
 		result->outcome = FT_OUTCOME_UNKNOWN;
 		result->error = pstrdup("look-up: the gateway has no such refund");
