@@ -21,9 +21,11 @@ BGWORKER_OBJS = \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
 	bgworker/outbox.o \
+	bgworker/outbox_lifecycle.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_stripe.o \
+	bgworker/gateway_stripe_lifecycle.o \
 	bgworker/backoff.o \
 	bgworker/circuit.o \
 	bgworker/admission.o \

@@ -30,8 +30,28 @@ typedef enum FtOutcome
 	FT_OUTCOME_PAID = 0,
 	FT_OUTCOME_DECLINED,		/* permanent refusal */
 	FT_OUTCOME_FAILED,			/* non-retryable: dead letter at once */
-	FT_OUTCOME_RETRY			/* transient: back off and try again */
+	FT_OUTCOME_RETRY,			/* transient: back off and try again */
+	FT_OUTCOME_UNKNOWN,			/* look-up: the gateway has no such payment
+								 * or refund; it may be sent (again) */
+	FT_OUTCOME_CANCELED,		/* look-up of a canceled order: never
+								 * charged (set by the worker) */
+	FT_OUTCOME_ACTION_REQUIRED, /* the customer must act (3-D Secure) */
+	FT_OUTCOME_REFUNDED,		/* refund: the gateway refunded */
+	FT_OUTCOME_REFUND_FAILED	/* refund: refused for good */
 } FtOutcome;
+
+/*
+ * What a request does (docs/reference.md, "Wire protocol"): charge an
+ * order (POST, or the provider's re-check of a payment under way), look a
+ * charge up (GET), send a refund (POST) or look a refund up (GET).
+ */
+typedef enum FtRequestKind
+{
+	FT_REQ_CHARGE = 0,
+	FT_REQ_LOOKUP,
+	FT_REQ_REFUND,
+	FT_REQ_REFUND_LOOKUP
+} FtRequestKind;
 
 /* The order fields a request is built from. */
 typedef struct FtPaymentRequest
@@ -45,6 +65,13 @@ typedef struct FtPaymentRequest
 	const char *items_json;		/* a JSON array, as stored */
 	const char *pending_ref;	/* orders.payment_id while still pending
 								 * (a provider's reference to re-check), or
+								 * NULL; for a refund: the charge's id */
+	/* refunds only */
+	int64		refund_id;		/* 0: not a refund */
+	const char *refund_key;		/* uuid text, the refund's Idempotency-Key */
+	int64		refund_amount;	/* minor units */
+	const char *refund_ref;		/* the gateway's id of the refund, once
+								 * known (refunds.gateway_refund_id), or
 								 * NULL */
 } FtPaymentRequest;
 
@@ -80,6 +107,10 @@ typedef struct FtClassification
 								 * gateway's reference to re-check later
 								 * (kept in orders.payment_id while pending) */
 	char	   *error;			/* short reason, NULL when paid */
+	/* FT_OUTCOME_ACTION_REQUIRED: JSON text of the gateway's next_action,
+	 * and the client secret, or NULL */
+	char	   *next_action;
+	char	   *client_secret;
 } FtClassification;
 
 typedef struct FtProvider
@@ -96,6 +127,29 @@ typedef struct FtProvider
 	 * gateway is still working on; NULL: POST as usual.
 	 */
 	char	   *(*recheck_path) (const FtPaymentRequest *req);
+
+	/*
+	 * Reconciliation (docs/reference.md, "Reconciliation"): a palloc'd path
+	 * to GET that finds the order's payment, or NULL when the provider
+	 * cannot look it up; its reply is classified by classify_lookup, which
+	 * says FT_OUTCOME_UNKNOWN when the gateway confirms it has none.
+	 */
+	char	   *(*lookup_path) (const FtPaymentRequest *req);
+	void		(*classify_lookup) (const FtGatewayReply *reply,
+									FtClassification *result);
+
+	/*
+	 * Refunds: POST refund_path with build_refund's body under the
+	 * refund_key; classify_refund says REFUNDED, REFUND_FAILED or RETRY.
+	 * refund_lookup_path / classify_refund_lookup as for charges.
+	 */
+	const char *refund_path;
+	void		(*build_refund) (const FtPaymentRequest *req, StringInfo body);
+	void		(*classify_refund) (const FtGatewayReply *reply,
+									FtClassification *result);
+	char	   *(*refund_lookup_path) (const FtPaymentRequest *req);
+	void		(*classify_refund_lookup) (const FtGatewayReply *reply,
+										   FtClassification *result);
 } FtProvider;
 
 /* gateway_generic.c */
@@ -111,6 +165,8 @@ extern bool ft_gateway_parse_json(const char *body, size_t len,
 								  struct JsonSemAction *sem);
 extern const char *ft_gateway_reply_header(const FtGatewayReply *reply,
 										   const char *name);
+extern char *ft_gateway_json_field(const char *body, size_t len,
+								   const char *field, bool want_string);
 
 /* gateway_stripe.c: PaymentIntents and the older Charges API */
 extern const FtProvider ft_provider_stripe;

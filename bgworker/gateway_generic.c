@@ -3,7 +3,8 @@
  * gateway_generic.c
  *	  The "generic" gateway provider (docs/reference.md, "Wire protocol"):
  *	  the JSON request body and the classification of a reply into paid /
- *	  declined / failed / retry.
+ *	  declined / failed / retry / action_required, and (1.3) the look-up
+ *	  of a payment, refunds and their look-ups.
  *
  * Everything here is a pure function of its arguments: no database, no
  * shared memory, no globals, so a fuzzer can call ft_provider_generic's
@@ -38,6 +39,7 @@ typedef enum FtReplyField
 	FT_FIELD_NONE = 0,
 	FT_FIELD_STATUS,
 	FT_FIELD_PAYMENT_ID,
+	FT_FIELD_REFUND_ID,
 	FT_FIELD_DECLINE_CODE,
 	FT_FIELD_ERROR,
 	FT_FIELD_MESSAGE
@@ -51,6 +53,7 @@ typedef struct FtReplyFields
 	FtReplyField current;
 	char	   *status;
 	char	   *payment_id;
+	char	   *refund_id;
 	char	   *decline_code;
 	char	   *error;
 	char	   *message;
@@ -59,11 +62,27 @@ typedef struct FtReplyFields
 static void generic_build_request(const FtPaymentRequest *req, StringInfo body);
 static void generic_classify_reply(const FtGatewayReply *reply,
 								   FtClassification *result);
+static char *generic_lookup_path(const FtPaymentRequest *req);
+static void generic_classify_lookup(const FtGatewayReply *reply,
+									FtClassification *result);
+static void generic_build_refund(const FtPaymentRequest *req, StringInfo body);
+static void generic_classify_refund(const FtGatewayReply *reply,
+									FtClassification *result);
+static char *generic_refund_lookup_path(const FtPaymentRequest *req);
+static void generic_classify_refund_lookup(const FtGatewayReply *reply,
+										   FtClassification *result);
 
 const FtProvider ft_provider_generic = {
 	.path = "/payments",
 	.build_request = generic_build_request,
 	.classify_reply = generic_classify_reply,
+	.lookup_path = generic_lookup_path,
+	.classify_lookup = generic_classify_lookup,
+	.refund_path = "/refunds",
+	.build_refund = generic_build_refund,
+	.classify_refund = generic_classify_refund,
+	.refund_lookup_path = generic_refund_lookup_path,
+	.classify_refund_lookup = generic_classify_refund_lookup,
 };
 
 /*
@@ -107,6 +126,16 @@ ft_outcome_name(FtOutcome outcome)
 			return "failed";
 		case FT_OUTCOME_RETRY:
 			return "retry";
+		case FT_OUTCOME_UNKNOWN:
+			return "unknown";
+		case FT_OUTCOME_CANCELED:
+			return "canceled";
+		case FT_OUTCOME_ACTION_REQUIRED:
+			return "action_required";
+		case FT_OUTCOME_REFUNDED:
+			return "refunded";
+		case FT_OUTCOME_REFUND_FAILED:
+			return "refund_failed";
 	}
 	return "retry";
 }
@@ -227,6 +256,8 @@ reply_field_start(void *state, char *fname, bool isnull)
 		f->current = FT_FIELD_STATUS;
 	else if (strcmp(fname, "payment_id") == 0)
 		f->current = FT_FIELD_PAYMENT_ID;
+	else if (strcmp(fname, "refund_id") == 0)
+		f->current = FT_FIELD_REFUND_ID;
 	else if (strcmp(fname, "decline_code") == 0)
 		f->current = FT_FIELD_DECLINE_CODE;
 	else if (strcmp(fname, "error") == 0)
@@ -255,6 +286,9 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 		case FT_FIELD_PAYMENT_ID:
 			f->payment_id = token;
+			break;
+		case FT_FIELD_REFUND_ID:
+			f->refund_id = token;
 			break;
 		case FT_FIELD_DECLINE_CODE:
 			f->decline_code = token;
@@ -383,6 +417,27 @@ ft_set_declined(FtClassification *result, const FtReplyFields *f)
 		result->error = pstrdup("declined");
 }
 
+/*
+ * requires_action: the customer must act.  The order keeps the gateway's
+ * payment reference, its next_action (any JSON value) and client_secret.
+ */
+static void
+ft_set_action_required(FtClassification *result, const FtReplyFields *f,
+					   const FtGatewayReply *reply)
+{
+	char	   *secret;
+
+	result->outcome = FT_OUTCOME_ACTION_REQUIRED;
+	result->payment_id = pstrdup(f->payment_id);
+	result->next_action = ft_gateway_json_field(reply->body, reply->body_len,
+												"next_action", false);
+	secret = ft_gateway_json_field(reply->body, reply->body_len,
+								   "client_secret", true);
+	result->client_secret = secret ? ft_gateway_clean_text(secret, FT_PAYMENT_ID_MAX) : NULL;
+	result->error = psprintf("%s requires_action: waiting for the customer",
+							 ft_gateway_clean_text(f->payment_id, FT_PAYMENT_ID_MAX));
+}
+
 void
 ft_gateway_set_retry(FtClassification *result, char *error)
 {
@@ -456,6 +511,12 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 			ft_set_declined(result, &f);
 			return;
 		}
+		else if (f.status != NULL && strcmp(f.status, "requires_action") == 0 &&
+				 ft_valid_payment_id(f.payment_id))
+		{
+			ft_set_action_required(result, &f, reply);
+			return;
+		}
 		else
 			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 	}
@@ -483,4 +544,241 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 
 	result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
 												  reply->now);
+}
+
+/* semantic-action state of ft_gateway_json_field */
+typedef struct FtFieldCapture
+{
+	JsonLexContext *lex;
+	const char *field;
+	bool		want_string;
+	int			depth;
+	bool		top_is_object;
+	bool		next_is_value;	/* the field's value comes next */
+	bool		capturing;		/* inside the field's object or array */
+	const char *start;
+	char	   *result;
+} FtFieldCapture;
+
+static void
+capture_nest_start(void *state)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	if (c->depth == 0)
+		c->top_is_object = (c->lex->token_type == JSON_TOKEN_OBJECT_START);
+	if (c->next_is_value && c->depth == 1 && !c->want_string)
+	{
+		/* the lexer is at the value's opening bracket */
+		c->capturing = true;
+		c->start = c->lex->token_start;
+	}
+	c->next_is_value = false;
+	c->depth++;
+}
+
+static void
+capture_nest_end(void *state)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	c->depth--;
+	if (c->capturing && c->depth == 1)
+	{
+		/* the lexer has just consumed the value's closing bracket */
+		c->capturing = false;
+		c->result = pnstrdup(c->start, c->lex->prev_token_terminator - c->start);
+	}
+}
+
+static void
+capture_field_start(void *state, char *fname, bool isnull)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	c->next_is_value = (c->depth == 1 && c->top_is_object && fname != NULL &&
+						strcmp(fname, c->field) == 0);
+}
+
+static void
+capture_scalar(void *state, char *token, JsonTokenType tokentype)
+{
+	FtFieldCapture *c = (FtFieldCapture *) state;
+
+	if (c->next_is_value && c->want_string && tokentype == JSON_TOKEN_STRING &&
+		token != NULL)
+		c->result = pstrdup(token);
+	c->next_is_value = false;
+}
+
+/*
+ * The top-level field of a JSON object body: with want_string its string
+ * value (NULL if it is no string), else the JSON text of its value when
+ * that is an object or an array (next_action), NULL otherwise.  NULL also
+ * when the body is not usable JSON; a repeated field gives its last value.
+ * PostgreSQL's JSON parser, as in ft_gateway_parse_json, with the same
+ * protection against parser errors.
+ */
+char *
+ft_gateway_json_field(const char *body, size_t len, const char *field,
+					  bool want_string)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	FtFieldCapture capture;
+	JsonSemAction sem;
+	volatile bool ok = false;
+
+	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
+		return NULL;
+	memset(&capture, 0, sizeof(capture));
+	capture.field = field;
+	capture.want_string = want_string;
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &capture;
+	sem.object_start = capture_nest_start;
+	sem.object_end = capture_nest_end;
+	sem.array_start = capture_nest_start;
+	sem.array_end = capture_nest_end;
+	sem.object_field_start = capture_field_start;
+	sem.scalar = capture_scalar;
+
+	PG_TRY();
+	{
+		capture.lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
+												   PG_UTF8, true);
+		ok = (pg_parse_json(capture.lex, &sem) == JSON_SUCCESS);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok ? capture.result : NULL;
+}
+
+/* GET /payments/{payment_key}: the payment made under the order's key */
+static char *
+generic_lookup_path(const FtPaymentRequest *req)
+{
+	if (req->payment_key == NULL || req->payment_key[0] == '\0')
+		return NULL;
+	return psprintf("/payments/%s", req->payment_key);
+}
+
+/*
+ * A look-up reply: 404 means the gateway has no payment under the key
+ * (FT_OUTCOME_UNKNOWN); a 2xx is the payment's reply, classified as a
+ * charge's; anything else is transient (never a reason to give the order
+ * up: a GET charges nothing).
+ */
+static void
+generic_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+{
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	if (reply->http_status == 404)
+	{
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("look-up: the gateway has no payment under this key");
+		return;
+	}
+	generic_classify_reply(reply, result);
+	if (reply->http_status < 200 || reply->http_status > 299 ||
+		result->outcome == FT_OUTCOME_FAILED)
+	{
+		char	   *why = result->error;
+
+		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	}
+}
+
+/* POST /refunds: {"payment_key","refund_key","amount_minor","currency"} */
+static void
+generic_build_refund(const FtPaymentRequest *req, StringInfo body)
+{
+	resetStringInfo(body);
+	appendStringInfoString(body, "{\"payment_key\":");
+	escape_json(body, req->payment_key);
+	appendStringInfoString(body, ",\"refund_key\":");
+	escape_json(body, req->refund_key);
+	appendStringInfo(body, ",\"amount_minor\":" INT64_FORMAT ",\"currency\":",
+					 req->refund_amount);
+	escape_json(body, req->currency);
+	appendStringInfoChar(body, '}');
+}
+
+/*
+ * A refund reply: 2xx {"status":"succeeded","refund_id":...} refunded;
+ * 2xx {"status":"failed"}, 402, 400 and 422 refused for good; the rest
+ * as for a charge (transient).
+ */
+static void
+generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtReplyFields f;
+	int			status = reply->http_status;
+	bool		parsed;
+
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
+	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+		f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
+		ft_valid_payment_id(f.refund_id))
+	{
+		result->outcome = FT_OUTCOME_REFUNDED;
+		result->payment_id = pstrdup(f.refund_id);
+		return;
+	}
+	if ((status >= 200 && status <= 299 && parsed && f.top_is_object &&
+		 f.status != NULL && strcmp(f.status, "failed") == 0) ||
+		status == 402 || status == 400 || status == 422)
+	{
+		result->outcome = FT_OUTCOME_REFUND_FAILED;
+		result->payment_id = ft_valid_payment_id(f.refund_id) ? pstrdup(f.refund_id) : NULL;
+		result->error = ft_http_reason(status, &f);
+		return;
+	}
+	if (status >= 200 && status <= 299)
+		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected refund reply", status));
+	else
+	{
+		ft_gateway_set_retry(result, ft_http_reason(status, &f));
+		result->auth_problem = (status == 401 || status == 403);
+	}
+	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+}
+
+/* GET /refunds/{refund_key} */
+static char *
+generic_refund_lookup_path(const FtPaymentRequest *req)
+{
+	if (req->refund_key == NULL || req->refund_key[0] == '\0')
+		return NULL;
+	return psprintf("/refunds/%s", req->refund_key);
+}
+
+static void
+generic_classify_refund_lookup(const FtGatewayReply *reply,
+							   FtClassification *result)
+{
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	if (reply->http_status == 404)
+	{
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("look-up: the gateway has no refund under this key");
+		return;
+	}
+	generic_classify_refund(reply, result);
+	if (reply->http_status < 200 || reply->http_status > 299)
+	{
+		char	   *why = result->error;
+
+		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	}
 }

@@ -15,10 +15,13 @@
  *
  * Outcomes (Stripe's documented semantics):
  *	2xx status "succeeded"						paid, payment_id = intent/charge id
- *	2xx status "processing" / "requires_action"	stays pending; the id is kept in
+ *	2xx status "processing"						stays pending; the id is kept in
  *	  (charges: "pending")						orders.payment_id and the next
  *												attempt GETs it instead of
  *												creating a new payment
+ *	2xx status "requires_action"				action_required, with next_action
+ *												and client_secret; looked up
+ *												after ft_orders.action_timeout
  *	2xx "requires_payment_method" / charge "failed"	declined
  *	2xx "canceled"								failed
  *	402 (card_error)							declined
@@ -30,6 +33,9 @@
  *	status code (retry / fail), except that 401/403 are always retried.
  *	Retry-After is honoured on every retry.
  *
+ * Reconciliation and refunds are in gateway_stripe_lifecycle.c; what the
+ * two files share is declared in gateway_stripe.h.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -40,67 +46,51 @@
 #include "mb/pg_wchar.h"
 
 #include "gateway.h"
-
-#define FT_STRIPE_ID_MAX	255
-#define FT_STRIPE_REASON_MAX	120
-
-typedef enum FtStripeField
-{
-	FT_SF_NONE = 0,
-	FT_SF_ID,
-	FT_SF_OBJECT,
-	FT_SF_STATUS,
-	FT_SF_ERROR,				/* the top-level "error" object */
-	FT_SF_ERR_TYPE,
-	FT_SF_ERR_CODE,
-	FT_SF_ERR_DECLINE_CODE,
-	FT_SF_ERR_MESSAGE
-} FtStripeField;
-
-typedef struct FtStripeFields
-{
-	int			depth;
-	bool		top_is_object;
-	bool		in_error;		/* inside the top-level "error" object */
-	int			error_depth;
-	bool		next_is_error;	/* the value of top-level "error" is next */
-	FtStripeField current;
-	char	   *id;
-	char	   *object;
-	char	   *status;
-	bool		has_error;
-	char	   *err_type;
-	char	   *err_code;
-	char	   *err_decline_code;
-	char	   *err_message;
-} FtStripeFields;
+#include "gateway_stripe.h"
 
 static void stripe_build_intent(const FtPaymentRequest *req, StringInfo body);
 static void stripe_build_charge(const FtPaymentRequest *req, StringInfo body);
-static void stripe_classify_reply(const FtGatewayReply *reply,
-								  FtClassification *result);
 static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
 
 const FtProvider ft_provider_stripe = {
 	.path = "/v1/payment_intents",
 	.build_request = stripe_build_intent,
-	.classify_reply = stripe_classify_reply,
+	.classify_reply = ft_stripe_classify_reply,
 	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_intent_recheck,
+	.lookup_path = ft_stripe_intent_lookup,
+	.classify_lookup = ft_stripe_classify_lookup,
+	.refund_path = "/v1/refunds",
+	.build_refund = ft_stripe_build_refund,
+	.classify_refund = ft_stripe_classify_refund,
+	.refund_lookup_path = ft_stripe_refund_lookup,
+	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
 };
 
+/*
+ * The Charges API has no search: a charge is looked up by its stored id
+ * only (stripe_charge_recheck); without one it is sent again under its
+ * key (docs/providers.md, "Reconciliation and refunds").
+ */
 const FtProvider ft_provider_stripe_charges = {
 	.path = "/v1/charges",
 	.build_request = stripe_build_charge,
-	.classify_reply = stripe_classify_reply,
+	.classify_reply = ft_stripe_classify_reply,
 	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_charge_recheck,
+	.lookup_path = stripe_charge_recheck,
+	.classify_lookup = ft_stripe_classify_lookup,
+	.refund_path = "/v1/refunds",
+	.build_refund = ft_stripe_build_refund,
+	.classify_refund = ft_stripe_classify_refund,
+	.refund_lookup_path = ft_stripe_refund_lookup,
+	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
 };
 
 /* append "&name=value" (no '&' first), both percent-encoded */
-static void
-stripe_form_add(StringInfo body, const char *name, const char *value)
+void
+ft_stripe_form_add(StringInfo body, const char *name, const char *value)
 {
 	char	   *n = curl_easy_escape(NULL, name, 0);
 	char	   *v = curl_easy_escape(NULL, value, 0);
@@ -137,10 +127,10 @@ stripe_form_common(const FtPaymentRequest *req, StringInfo body)
 	snprintf(amount, sizeof(amount), INT64_FORMAT, req->amount_minor);
 	snprintf(order_id, sizeof(order_id), INT64_FORMAT, req->order_id);
 
-	stripe_form_add(body, "amount", amount);
-	stripe_form_add(body, "currency", currency);
-	stripe_form_add(body, "metadata[order_id]", order_id);
-	stripe_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
+	ft_stripe_form_add(body, "amount", amount);
+	ft_stripe_form_add(body, "currency", currency);
+	ft_stripe_form_add(body, "metadata[order_id]", order_id);
+	ft_stripe_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
 	pfree(currency);
 }
 
@@ -154,10 +144,10 @@ stripe_build_intent(const FtPaymentRequest *req, StringInfo body)
 	resetStringInfo(body);
 	stripe_form_common(req, body);
 	if (req->payment_method != NULL)
-		stripe_form_add(body, "payment_method", req->payment_method);
-	stripe_form_add(body, "confirm", "true");
-	stripe_form_add(body, "automatic_payment_methods[enabled]", "true");
-	stripe_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
+		ft_stripe_form_add(body, "payment_method", req->payment_method);
+	ft_stripe_form_add(body, "confirm", "true");
+	ft_stripe_form_add(body, "automatic_payment_methods[enabled]", "true");
+	ft_stripe_form_add(body, "automatic_payment_methods[allow_redirects]", "never");
 }
 
 /* POST /v1/charges with source = the order's payment method */
@@ -167,12 +157,12 @@ stripe_build_charge(const FtPaymentRequest *req, StringInfo body)
 	resetStringInfo(body);
 	stripe_form_common(req, body);
 	if (req->payment_method != NULL)
-		stripe_form_add(body, "source", req->payment_method);
+		ft_stripe_form_add(body, "source", req->payment_method);
 }
 
 /* a Stripe object id: [A-Za-z0-9_], 1..255 */
-static bool
-stripe_valid_id(const char *s)
+bool
+ft_stripe_valid_id(const char *s)
 {
 	size_t		n;
 
@@ -195,7 +185,7 @@ stripe_valid_id(const char *s)
 static char *
 stripe_recheck(const FtPaymentRequest *req, const char *prefix)
 {
-	if (!stripe_valid_id(req->pending_ref))
+	if (!ft_stripe_valid_id(req->pending_ref))
 		return NULL;
 	return psprintf("%s/%s", prefix, req->pending_ref);
 }
@@ -219,11 +209,34 @@ stripe_charge_recheck(const FtPaymentRequest *req)
 	return stripe_recheck(req, "/v1/charges");
 }
 
+/*
+ * Which element of a search result tells most about the order's payment:
+ * a succeeded one, then one under way, then any other.
+ */
+static int
+stripe_status_rank(const char *status)
+{
+	if (status == NULL)
+		return 0;
+	if (strcmp(status, "succeeded") == 0)
+		return 3;
+	if (strcmp(status, "processing") == 0 || strcmp(status, "requires_action") == 0 ||
+		strcmp(status, "pending") == 0)
+		return 2;
+	return 1;
+}
+
 static void
 stripe_json_object_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
+	if (f->in_data && f->depth == 2)
+	{
+		f->elem_id = NULL;
+		f->elem_status = NULL;
+		f->ndata++;
+	}
 	if (f->depth == 0)
 		f->top_is_object = true;
 	else if (f->depth == 1 && f->next_is_error)
@@ -244,6 +257,13 @@ stripe_json_object_end(void *state)
 	f->depth--;
 	if (f->in_error && f->depth < f->error_depth)
 		f->in_error = false;
+	if (f->in_data && f->depth == 2 && ft_stripe_valid_id(f->elem_id) &&
+		stripe_status_rank(f->elem_status) > f->best_rank)
+	{
+		f->best_id = f->elem_id;
+		f->best_status = f->elem_status;
+		f->best_rank = stripe_status_rank(f->elem_status);
+	}
 }
 
 static void
@@ -251,14 +271,21 @@ stripe_json_array_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
+	if (f->depth == 1 && f->next_is_data)
+		f->in_data = true;
 	f->next_is_error = false;
+	f->next_is_data = false;
 	f->depth++;
 }
 
 static void
 stripe_json_array_end(void *state)
 {
-	((FtStripeFields *) state)->depth--;
+	FtStripeFields *f = (FtStripeFields *) state;
+
+	f->depth--;
+	if (f->depth == 1)
+		f->in_data = false;
 }
 
 static void
@@ -268,9 +295,17 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
+	f->next_is_data = false;
 	if (fname == NULL)
 		return;
-	if (f->depth == 1)
+	if (f->in_data && f->depth == 3)
+	{
+		if (strcmp(fname, "id") == 0)
+			f->current = FT_SF_ELEM_ID;
+		else if (strcmp(fname, "status") == 0)
+			f->current = FT_SF_ELEM_STATUS;
+	}
+	else if (f->depth == 1)
 	{
 		if (strcmp(fname, "id") == 0)
 			f->current = FT_SF_ID;
@@ -280,6 +315,8 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 			f->current = FT_SF_STATUS;
 		else if (strcmp(fname, "error") == 0)
 			f->next_is_error = true;
+		else if (strcmp(fname, "data") == 0)
+			f->next_is_data = true;
 	}
 	else if (f->depth == 2 && f->in_error)
 	{
@@ -309,6 +346,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	FtStripeFields *f = (FtStripeFields *) state;
 
 	f->next_is_error = false;
+	f->next_is_data = false;
 	if (tokentype != JSON_TOKEN_STRING || token == NULL)
 	{
 		f->current = FT_SF_NONE;
@@ -337,6 +375,12 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 		case FT_SF_ERR_MESSAGE:
 			f->err_message = token;
 			break;
+		case FT_SF_ELEM_ID:
+			f->elem_id = token;
+			break;
+		case FT_SF_ELEM_STATUS:
+			f->elem_status = token;
+			break;
 		case FT_SF_ERROR:
 		case FT_SF_NONE:
 			break;
@@ -344,8 +388,8 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	f->current = FT_SF_NONE;
 }
 
-static bool
-stripe_parse(const char *body, size_t len, FtStripeFields *fields)
+bool
+ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 {
 	JsonSemAction sem;
 
@@ -369,8 +413,8 @@ stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 }
 
 /* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */
-static char *
-stripe_reason(int status, const FtStripeFields *f)
+char *
+ft_stripe_reason(int status, const FtStripeFields *f)
 {
 	StringInfoData buf;
 
@@ -405,13 +449,13 @@ stripe_declined(FtClassification *result, const FtStripeFields *f,
 }
 
 /* the reply to a 2xx: a PaymentIntent or a Charge object */
-static void
-stripe_classify_object(int status, const FtStripeFields *f,
+void
+ft_stripe_classify_object(int status, const FtStripeFields *f,
 						  FtClassification *result)
 {
 	const char *st = f->status;
 
-	if (st == NULL || !stripe_valid_id(f->id))
+	if (st == NULL || !ft_stripe_valid_id(f->id))
 	{
 		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 		return;
@@ -421,8 +465,15 @@ stripe_classify_object(int status, const FtStripeFields *f,
 		result->outcome = FT_OUTCOME_PAID;
 		result->payment_id = pstrdup(f->id);
 	}
+	else if (strcmp(st, "requires_action") == 0)
+	{
+		/* the customer's move (3-D Secure): no polling; see the caller */
+		result->outcome = FT_OUTCOME_ACTION_REQUIRED;
+		result->payment_id = pstrdup(f->id);
+		result->error = psprintf("%s requires_action: waiting for the customer",
+								 ft_gateway_clean_text(f->id, FT_STRIPE_ID_MAX));
+	}
 	else if (strcmp(st, "processing") == 0 ||
-			 strcmp(st, "requires_action") == 0 ||
 			 strcmp(st, "pending") == 0)
 	{
 		/* under way: stay pending, re-check this id later (not transient) */
@@ -457,8 +508,8 @@ stripe_classify_object(int status, const FtStripeFields *f,
 	}
 }
 
-static void
-stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
+void
+ft_stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
@@ -468,14 +519,23 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	if (ft_gateway_classify_transport(reply, result))
 		return;
 
-	parsed = stripe_parse(reply->body, reply->body_len, &f);
+	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
 		if (!parsed || !f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
-			stripe_classify_object(status, &f, result);
+			ft_stripe_classify_object(status, &f, result);
+		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
+		{
+			char	   *secret = ft_gateway_json_field(reply->body, reply->body_len,
+													   "client_secret", true);
+
+			result->next_action = ft_gateway_json_field(reply->body, reply->body_len,
+														"next_action", false);
+			result->client_secret = secret ? ft_gateway_clean_text(secret, FT_STRIPE_ID_MAX) : NULL;
+		}
 		if (result->outcome == FT_OUTCOME_RETRY)
 			result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
 														  reply->now);
@@ -484,7 +544,7 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 
 	if (status == 401 || status == 403)
 	{
-		ft_gateway_set_retry(result, stripe_reason(status, &f));
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 		result->auth_problem = true;
 	}
 	else if (status == 402 ||
@@ -501,12 +561,12 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	else if (status == 400)
 	{
 		result->outcome = FT_OUTCOME_FAILED;
-		result->error = stripe_reason(status, &f);
+		result->error = ft_stripe_reason(status, &f);
 	}
 	else
 	{
 		/* 409 (concurrent use of the key), 429, 5xx, 404 and the rest */
-		ft_gateway_set_retry(result, stripe_reason(status, &f));
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 	}
 
 	/* Stripe-Should-Retry overrides the status code (credentials aside) */
@@ -533,3 +593,4 @@ stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
 													  reply->now);
 }
+

@@ -37,13 +37,18 @@
 #include "utils/timestamp.h"
 
 #include "guc.h"
+#include "place_order.h"
 #include "spi_plan.h"
 #include "worker.h"
 
 static SPIPlanPtr ft_lock_due_plan = NULL;
 static SPIPlanPtr ft_claim_plan = NULL;
+static SPIPlanPtr ft_claim13_plan = NULL;
+static SPIPlanPtr ft_attempts13_plan = NULL;
+static SPIPlanPtr ft_final13_plan = NULL;
 static SPIPlanPtr ft_next_due_plan = NULL;
 static SPIPlanPtr ft_unskew_plan = NULL;
+static SPIPlanPtr ft_unskew13_plan = NULL;
 static SPIPlanPtr ft_attempts_plan = NULL;
 static SPIPlanPtr ft_final_plan = NULL;
 static SPIPlanPtr ft_retry_plan = NULL;
@@ -92,6 +97,56 @@ static const char *const ft_claim_sql =
 "       o.items::text, o.payment_method, o.payment_id"
 "  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id";
 
+/*
+ * The claim of schema 1.3 (docs/reference.md, "Reconciliation"): events
+ * that charge an order (refund_id NULL) are live while the order is
+ * pending or action_required, refund events while their refund is
+ * pending.  An event is looked up instead of sent ("look") when a look-up
+ * was asked for, when its first request is older than gateway_key_ttl ($4
+ * seconds: the gateway may have forgotten the key), or when its order's
+ * cancellation was requested after it was sent (a canceled order is never
+ * sent again).  Anything else is sent, and first_sent_at is set by this
+ * claim, before the request leaves: cancel_order() reads it.
+ */
+static const char *const ft_claim13_sql =
+"WITH s AS ("
+"  SELECT c.event_id,"
+"         CASE WHEN ob.refund_id IS NULL"
+"              THEN coalesce(o.status IN ('pending', 'action_required'), false)"
+"              ELSE coalesce(r.status = 'pending', false) END AS live,"
+"         coalesce(ob.lookup"
+"                  OR ob.first_sent_at < now() - make_interval(secs => $4::float8)"
+"                  OR (ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL"
+"                      AND ob.first_sent_at IS NOT NULL), false) AS look,"
+"         coalesce(ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL, false) AS cancel"
+"    FROM unnest($1::bigint[], $2::bigint[]) AS c(event_id, order_id)"
+"    JOIN ft_orders.outbox ob ON ob.event_id = c.event_id"
+"    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id"
+"    LEFT JOIN ft_orders.refunds r ON r.refund_id = ob.refund_id"
+"), d AS ("
+"  DELETE FROM ft_orders.outbox ob USING s"
+"   WHERE ob.event_id = s.event_id AND NOT s.live"
+"), u AS ("
+"  UPDATE ft_orders.outbox ob"
+"     SET attempts = ob.attempts + 1,"
+"         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000),"
+"         lease_until = now() + make_interval(secs => $3::float8 / 1000),"
+"         first_sent_at = CASE WHEN s.look THEN ob.first_sent_at"
+"                              ELSE coalesce(ob.first_sent_at, now()) END"
+"    FROM s"
+"   WHERE ob.event_id = s.event_id AND s.live"
+"  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until, ob.refund_id,"
+"            s.look, s.cancel"
+")"
+"SELECT u.event_id, u.order_id, u.attempts, u.lease_until,"
+"       CASE WHEN u.refund_id IS NULL THEN o.attempts + 1 ELSE u.attempts END,"
+"       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
+"       o.items::text, o.payment_method, o.payment_id,"
+"       u.refund_id, u.look, u.cancel, r.refund_key::text, r.amount_minor,"
+"       r.gateway_refund_id"
+"  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id"
+"  LEFT JOIN ft_orders.refunds r ON r.refund_id = u.refund_id";
+
 static const char *const ft_next_due_sql =
 "SELECT min(next_attempt_at), max(next_attempt_at) FROM ft_orders.outbox";
 
@@ -104,12 +159,28 @@ static const char *const ft_unskew_sql =
 "   SET next_attempt_at = now()"
 " WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)";
 
+/* 1.3: events parked for a look-up ($2 ms: action_timeout) may wait longer */
+static const char *const ft_unskew13_sql =
+"UPDATE ft_orders.outbox"
+"   SET next_attempt_at = now()"
+" WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)"
+"   AND (NOT lookup OR next_attempt_at > now() + make_interval(secs => $2::float8 / 1000))";
+
 /* one row per HTTP attempt, whatever became of the event */
 static const char *const ft_attempts_sql =
 "INSERT INTO ft_orders.payment_attempts"
 "       (order_id, attempt, http_status, outcome, error, latency_ms, started_at)"
 "SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[],"
 "                     $5::text[], $6::float8[], $7::timestamptz[])";
+
+/* schema 1.3: also what the request was, and its refund */
+static const char *const ft_attempts13_sql =
+"INSERT INTO ft_orders.payment_attempts"
+"       (order_id, attempt, http_status, outcome, error, latency_ms, started_at,"
+"        request, refund_id)"
+"SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[],"
+"                     $5::text[], $6::float8[], $7::timestamptz[], $8::text[],"
+"                     $9::bigint[])";
 
 /*
  * Settled events (paid, declined, failed): delete the leased outbox row,
@@ -118,29 +189,34 @@ static const char *const ft_attempts_sql =
  * for every other caller.  One call per batch; from 1.2 on it is PL/pgSQL,
  * whose own statement is planned once per worker.
  */
-static const char *const ft_final_sql =
-"WITH r AS ("
-"  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[],"
-"                       $5::text[], $6::text[], $7::text[])"
-"      AS r(event_id, lease_until, status, order_attempts, payment_id, error, detail)"
-"), x AS ("
-"  DELETE FROM ft_orders.outbox ob USING r"
-"   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
-"  RETURNING ob.event_id, ob.order_id, ob.attempts AS event_attempts,"
-"            r.status::ft_orders.order_status AS status, r.order_attempts,"
-"            r.payment_id, r.error, r.detail"
-"), dl AS ("
-"  INSERT INTO ft_orders.dead_letters (event_id, order_id, attempts, last_error)"
-"  SELECT x.event_id, x.order_id, x.event_attempts, x.error"
-"    FROM x WHERE x.status = 'failed'"
-"  ON CONFLICT (event_id) DO UPDATE"
-"     SET order_id = excluded.order_id, attempts = excluded.attempts,"
-"         last_error = excluded.last_error, failed_at = now()"
-")"
-"SELECT ft_orders._change_status(array_agg(x.order_id), array_agg(x.status),"
-"                                array_agg(x.order_attempts), array_agg(x.payment_id),"
-"                                array_agg(x.error), array_agg(x.detail))"
-"  FROM x";
+#define FT_FINAL_SQL(dl_cols, dl_vals) \
+"WITH r AS (" \
+"  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[]," \
+"                       $5::text[], $6::text[], $7::text[])" \
+"      AS r(event_id, lease_until, status, order_attempts, payment_id, error, detail)" \
+"), x AS (" \
+"  DELETE FROM ft_orders.outbox ob USING r" \
+"   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until" \
+"  RETURNING ob.*, ob.attempts AS event_attempts," \
+"            r.status::ft_orders.order_status AS status, r.order_attempts," \
+"            r.payment_id, r.error, r.detail" \
+"), dl AS (" \
+"  INSERT INTO ft_orders.dead_letters (event_id, order_id, attempts, last_error" dl_cols ")" \
+"  SELECT x.event_id, x.order_id, x.event_attempts, x.error" dl_vals \
+"    FROM x WHERE x.status = 'failed'" \
+"  ON CONFLICT (event_id) DO UPDATE" \
+"     SET order_id = excluded.order_id, attempts = excluded.attempts," \
+"         last_error = excluded.last_error, failed_at = now()" \
+")" \
+"SELECT ft_orders._change_status(array_agg(x.order_id), array_agg(x.status)," \
+"                                array_agg(x.order_attempts), array_agg(x.payment_id)," \
+"                                array_agg(x.error), array_agg(x.detail))" \
+"  FROM x"
+
+static const char *const ft_final_sql = FT_FINAL_SQL("", "");
+/* schema 1.3: a dead letter keeps first_sent_at for its requeue */
+static const char *const ft_final13_sql = FT_FINAL_SQL(", first_sent_at", ", x.first_sent_at");
+
 
 /*
  * transient failures: give the lease back with a delay.  A payment the
@@ -195,8 +271,19 @@ ft_outbox_extension_ready(void)
 	return OidIsValid(get_extension_oid("ft_orders", true));
 }
 
+/*
+ * Is the installed schema 1.3 or later (refunds, look-ups)?  Two syscache
+ * lookups, cheap enough for every transaction, so that a worker that
+ * outlives ALTER EXTENSION ft_orders UPDATE switches at its next claim.
+ */
+bool
+ft_outbox_lifecycle(void)
+{
+	return ft_schema_lifecycle();
+}
+
 /* a one-dimensional array of n elements of type elemtype */
-static Datum
+Datum
 ft_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 {
 	int16		typlen;
@@ -220,8 +307,9 @@ int
 ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
 	Oid			lock_argtypes[1] = {INT4OID};
-	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID};
-	Datum		values[3];
+	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
+	Datum		values[4];
+	bool		lifecycle = ft_outbox_lifecycle();
 	Datum	   *event_ids;
 	Datum	   *order_ids;
 	MemoryContext oldcxt;
@@ -231,8 +319,10 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 
 	if (ft_lock_due_plan == NULL)
 		ft_lock_due_plan = ft_prepare_kept(ft_lock_due_sql, 1, lock_argtypes, FT_OUTBOX_PLAN);
-	if (ft_claim_plan == NULL)
+	if (ft_claim_plan == NULL && !lifecycle)
 		ft_claim_plan = ft_prepare_kept(ft_claim_sql, 3, argtypes, FT_OUTBOX_PLAN);
+	if (ft_claim13_plan == NULL && lifecycle)
+		ft_claim13_plan = ft_prepare_kept(ft_claim13_sql, 4, argtypes, FT_OUTBOX_PLAN);
 
 	values[0] = Int32GetDatum(limit);
 	rc = SPI_execute_plan(ft_lock_due_plan, values, NULL, false, 0);
@@ -256,7 +346,9 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	values[0] = ft_array(event_ids, NULL, nlocked, INT8OID);
 	values[1] = ft_array(order_ids, NULL, nlocked, INT8OID);
 	values[2] = Int32GetDatum(ft_lease_timeout_ms);
-	rc = SPI_execute_plan(ft_claim_plan, values, NULL, false, 0);
+	values[3] = Int32GetDatum(ft_gateway_key_ttl_s);
+	rc = SPI_execute_plan(lifecycle ? ft_claim13_plan : ft_claim_plan,
+						  values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "claiming outbox events failed: %s",
 			 SPI_result_code_string(rc));
@@ -282,6 +374,27 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 		claim->order.items_json = SPI_getvalue(tup, desc, 10);
 		claim->order.payment_method = SPI_getvalue(tup, desc, 11);
 		claim->order.pending_ref = SPI_getvalue(tup, desc, 12);
+		claim->order.refund_id = 0;
+		claim->order.refund_key = NULL;
+		claim->order.refund_amount = 0;
+		claim->order.refund_ref = NULL;
+		claim->lifecycle = lifecycle;
+		claim->lookup = false;
+		claim->cancel_requested = false;
+		if (lifecycle)
+		{
+			Datum		d = SPI_getbinval(tup, desc, 13, &isnull);
+
+			if (!isnull)
+			{
+				claim->order.refund_id = DatumGetInt64(d);
+				claim->order.refund_key = SPI_getvalue(tup, desc, 16);
+				claim->order.refund_amount = DatumGetInt64(SPI_getbinval(tup, desc, 17, &isnull));
+				claim->order.refund_ref = SPI_getvalue(tup, desc, 18);
+			}
+			claim->lookup = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
+			claim->cancel_requested = DatumGetBool(SPI_getbinval(tup, desc, 15, &isnull));
+		}
 	}
 	MemoryContextSwitchTo(oldcxt);
 	return n;
@@ -292,7 +405,9 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
  * outbox is empty.  A wake-up hint only.
  *
  * Nothing here schedules an event further ahead than a lease or the
- * longest backoff (a Retry-After is capped at backoff_max): an event
+ * longest backoff (a Retry-After is capped at backoff_max), except an
+ * order parked in action_required (1.3: action_timeout, on an event
+ * marked lookup, which gets that much horizon): an event
  * beyond that, plus a minute of slack, was stamped by a clock that has
  * since gone back (say an hour ahead, then corrected), and would wait for
  * the real clock to catch up.  When the latest event is that far ahead,
@@ -304,11 +419,13 @@ TimestampTz
 ft_outbox_next_due(void)
 {
 	int			horizon_ms = Max(ft_backoff_max_ms, ft_lease_timeout_ms) + 60 * 1000;
+	int64		parked = Max((int64) horizon_ms, (int64) ft_action_timeout_s * 1000 + 60 * 1000);
+	bool		lifecycle = ft_outbox_lifecycle();
 	bool		isnull;
 	Datum		d;
-	Datum		arg;
+	Datum		args[2];
 	TimestampTz next_due;
-	Oid			argtype = INT4OID;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
 	int			rc;
 
 	if (ft_next_due_plan == NULL)
@@ -325,13 +442,24 @@ ft_outbox_next_due(void)
 		TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), horizon_ms))
 		return next_due;
 
-	if (ft_unskew_plan == NULL)
-		ft_unskew_plan = ft_prepare_kept(ft_unskew_sql, 1, &argtype, FT_OUTBOX_PLAN);
-	arg = Int32GetDatum(horizon_ms);
-	rc = SPI_execute_plan(ft_unskew_plan, &arg, NULL, false, 0);
+	/*
+	 * From 1.3 on, an order parked in action_required waits action_timeout
+	 * on an event marked lookup: such events get that much more horizon.
+	 * (The UPDATE reads the far-future end of the next_attempt_at index
+	 * only: the skewed events and the parked ones.)
+	 */
+	args[0] = Int32GetDatum(horizon_ms);
+	args[1] = Int32GetDatum((int) Min(parked, (int64) PG_INT32_MAX));
+	if (lifecycle && ft_unskew13_plan == NULL)
+		ft_unskew13_plan = ft_prepare_kept(ft_unskew13_sql, 2, argtypes, FT_OUTBOX_PLAN);
+	if (!lifecycle && ft_unskew_plan == NULL)
+		ft_unskew_plan = ft_prepare_kept(ft_unskew_sql, 1, argtypes, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(lifecycle ? ft_unskew13_plan : ft_unskew_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "rescheduling outbox events failed: %s",
 			 SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return next_due;		/* only parked events are that far ahead */
 	ereport(LOG,
 			(errmsg("payment worker: " UINT64_FORMAT " outbox event(s) were scheduled more than %d s ahead; they are due now",
 					SPI_processed, horizon_ms / 1000),
@@ -339,18 +467,40 @@ ft_outbox_next_due(void)
 	return GetCurrentTransactionStartTimestamp();
 }
 
-static Datum
+Datum
 ft_text_or_null(const char *s, bool *isnull)
 {
 	*isnull = (s == NULL);
 	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
-static void
-ft_record_attempts(FtJob **jobs, int n)
+/* the payment_attempts.request text of a job */
+static const char *
+ft_request_name(FtRequestKind kind)
 {
-	Oid			argtypes[7] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID};
+	switch (kind)
+	{
+		case FT_REQ_CHARGE:
+			return "charge";
+		case FT_REQ_LOOKUP:
+			return "lookup";
+		case FT_REQ_REFUND:
+			return "refund";
+		case FT_REQ_REFUND_LOOKUP:
+			return "refund_lookup";
+	}
+	return "charge";
+}
+
+static void
+ft_record_attempts(FtJob **jobs, int n, bool lifecycle)
+{
+	Oid			argtypes[9] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
+		TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID,
+	TEXTARRAYOID, INT8ARRAYOID};
+	Datum	   *requests = palloc(n * sizeof(Datum));
+	Datum	   *refund_ids = palloc(n * sizeof(Datum));
+	bool	   *refund_nulls = palloc(n * sizeof(bool));
 	Datum	   *order_ids = palloc(n * sizeof(Datum));
 	Datum	   *attempts = palloc(n * sizeof(Datum));
 	Datum	   *statuses = palloc(n * sizeof(Datum));
@@ -360,13 +510,16 @@ ft_record_attempts(FtJob **jobs, int n)
 	bool	   *error_nulls = palloc(n * sizeof(bool));
 	Datum	   *latencies = palloc(n * sizeof(Datum));
 	Datum	   *started = palloc(n * sizeof(Datum));
-	Datum		values[7];
+	Datum		values[9];
 	int			rc;
 
 	for (int i = 0; i < n; i++)
 	{
 		FtJob	   *job = jobs[i];
 
+		requests[i] = CStringGetTextDatum(ft_request_name(job->kind));
+		refund_ids[i] = Int64GetDatum(job->refund_id);
+		refund_nulls[i] = (job->refund_id == 0);
 		order_ids[i] = Int64GetDatum(job->order_id);
 		attempts[i] = Int32GetDatum(job->order_attempt);
 		statuses[i] = Int32GetDatum(job->http_status);
@@ -383,10 +536,15 @@ ft_record_attempts(FtJob **jobs, int n)
 	values[4] = ft_array(errors, error_nulls, n, TEXTOID);
 	values[5] = ft_array(latencies, NULL, n, FLOAT8OID);
 	values[6] = ft_array(started, NULL, n, TIMESTAMPTZOID);
+	values[7] = ft_array(requests, NULL, n, TEXTOID);
+	values[8] = ft_array(refund_ids, refund_nulls, n, INT8OID);
 
-	if (ft_attempts_plan == NULL)
+	if (ft_attempts_plan == NULL && !lifecycle)
 		ft_attempts_plan = ft_prepare_kept(ft_attempts_sql, 7, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_attempts_plan, values, NULL, false, 0);
+	if (ft_attempts13_plan == NULL && lifecycle)
+		ft_attempts13_plan = ft_prepare_kept(ft_attempts13_sql, 9, argtypes, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(lifecycle ? ft_attempts13_plan : ft_attempts_plan,
+						  values, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "recording payment attempts failed: %s",
 			 SPI_result_code_string(rc));
@@ -402,13 +560,15 @@ ft_detail(FtJob *job)
 			return pstrdup("paid");
 		case FT_OUTCOME_DECLINED:
 			return pstrdup(job->error ? job->error : "declined");
+		case FT_OUTCOME_CANCELED:
+			return pstrdup("canceled: the gateway never charged it");
 		default:
 			return psprintf("failed: %s", job->error ? job->error : "unknown error");
 	}
 }
 
 static void
-ft_record_final(FtJob **jobs, int n)
+ft_record_final(FtJob **jobs, int n, bool lifecycle)
 {
 	Oid			argtypes[7] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
 	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
@@ -444,9 +604,12 @@ ft_record_final(FtJob **jobs, int n)
 	values[5] = ft_array(errors, error_nulls, n, TEXTOID);
 	values[6] = ft_array(details, NULL, n, TEXTOID);
 
-	if (ft_final_plan == NULL)
+	if (ft_final_plan == NULL && !lifecycle)
 		ft_final_plan = ft_prepare_kept(ft_final_sql, 7, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_final_plan, values, NULL, false, 0);
+	if (ft_final13_plan == NULL && lifecycle)
+		ft_final13_plan = ft_prepare_kept(ft_final13_sql, 7, argtypes, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(lifecycle ? ft_final13_plan : ft_final_plan,
+						  values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "recording settled payments failed: %s",
 			 SPI_result_code_string(rc));
@@ -504,8 +667,9 @@ ft_record_retries(FtJob **jobs, int n)
 void
 ft_outbox_warm_up(void)
 {
-	ft_record_final(NULL, 0);
+	ft_record_final(NULL, 0, ft_outbox_lifecycle());
 }
+
 
 /*
  * Record the outcomes of njobs completed requests: one payment_attempts
@@ -517,23 +681,57 @@ ft_outbox_record(FtJob **jobs, int njobs)
 {
 	FtJob	  **settled = palloc(njobs * sizeof(FtJob *));
 	FtJob	  **retries = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **paid = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **unknown = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **action = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **refunds = palloc(njobs * sizeof(FtJob *));
 	int			nsettled = 0;
 	int			nretries = 0;
+	int			npaid = 0;
+	int			nunknown = 0;
+	int			naction = 0;
+	int			nrefunds = 0;
+	bool		lifecycle;
 
 	if (njobs <= 0)
 		return;
+	lifecycle = ft_outbox_lifecycle();
 	for (int i = 0; i < njobs; i++)
 	{
-		if (jobs[i]->outcome == FT_OUTCOME_RETRY)
-			retries[nretries++] = jobs[i];
+		FtJob	   *job = jobs[i];
+
+		if (job->outcome == FT_OUTCOME_UNKNOWN)
+			unknown[nunknown++] = job;
+		else if (job->refund_id != 0)
+			refunds[nrefunds++] = job;
+		else if (job->outcome == FT_OUTCOME_RETRY)
+			retries[nretries++] = job;
+		else if (job->outcome == FT_OUTCOME_ACTION_REQUIRED)
+			action[naction++] = job;
 		else
-			settled[nsettled++] = jobs[i];
+		{
+			settled[nsettled++] = job;
+			if (job->outcome == FT_OUTCOME_PAID)
+				paid[npaid++] = job;
+		}
 	}
-	ft_record_attempts(jobs, njobs);
+	/* jobs of 1.3 kinds exist only when a 1.3 schema claimed them */
+	if (!lifecycle && (nunknown > 0 || nrefunds > 0 || naction > 0))
+		elog(ERROR, "payment worker holds look-up or refund results but the ft_orders schema is older than 1.3");
+
+	ft_record_attempts(jobs, njobs, lifecycle);
 	if (nsettled > 0)
-		ft_record_final(settled, nsettled);
+		ft_record_final(settled, nsettled, lifecycle);
 	if (nretries > 0)
 		ft_record_retries(retries, nretries);
+	if (nunknown > 0)
+		ft_lifecycle_record_unknown(unknown, nunknown);
+	if (naction > 0)
+		ft_lifecycle_record_action(action, naction);
+	if (nrefunds > 0)
+		ft_lifecycle_record_refunds(refunds, nrefunds);
+	if (npaid > 0 && lifecycle)
+		ft_lifecycle_refund_canceled(paid, npaid);
 }
 
 /*

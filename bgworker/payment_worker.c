@@ -291,7 +291,32 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 		return;
 	}
 
-	ft_provider->classify_reply(reply, &c);
+	memset(&c, 0, sizeof(c));
+	switch (job->kind)
+	{
+		case FT_REQ_CHARGE:
+			ft_provider->classify_reply(reply, &c);
+			break;
+		case FT_REQ_LOOKUP:
+			ft_provider->classify_lookup(reply, &c);
+			/* a canceled order the gateway never charged: canceled */
+			if (c.outcome == FT_OUTCOME_UNKNOWN && job->cancel_requested)
+				c.outcome = FT_OUTCOME_CANCELED;
+			break;
+		case FT_REQ_REFUND:
+			ft_provider->classify_refund(reply, &c);
+			break;
+		case FT_REQ_REFUND_LOOKUP:
+			ft_provider->classify_refund_lookup(reply, &c);
+			break;
+	}
+
+	/* a schema older than 1.3 has no action_required: re-check later */
+	if (c.outcome == FT_OUTCOME_ACTION_REQUIRED && !job->lifecycle)
+	{
+		c.outcome = FT_OUTCOME_RETRY;
+		c.transient = false;
+	}
 
 	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
 	job->http_status = reply->http_status;
@@ -301,6 +326,8 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	job->retry_after_ms = c.retry_after_ms;
 	job->outcome = c.outcome;
 	job->payment_id = c.payment_id ? pstrdup(c.payment_id) : NULL;
+	job->next_action = c.next_action ? pstrdup(c.next_action) : NULL;
+	job->client_secret = c.client_secret ? pstrdup(c.client_secret) : NULL;
 	if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts)
 	{
 		job->outcome = FT_OUTCOME_FAILED;
@@ -351,20 +378,50 @@ ft_new_job(const FtClaim *claim)
 	job->event_attempts = claim->event_attempts;
 	job->order_attempt = claim->order_attempt;
 	job->lease_until = claim->lease_until;
-	strlcpy(job->payment_key, order->payment_key ? order->payment_key : "",
+	job->refund_id = order->refund_id;
+	job->cancel_requested = claim->cancel_requested;
+	job->lifecycle = claim->lifecycle;
+	strlcpy(job->payment_key,
+			order->refund_id != 0 ? (order->refund_key ? order->refund_key : "")
+			: (order->payment_key ? order->payment_key : ""),
 			sizeof(job->payment_key));
+	job->body = NULL;
+	job->body_len = 0;
 
-	if (ft_provider->recheck_path != NULL && order->pending_ref != NULL &&
-		(job->recheck_path = ft_provider->recheck_path(order)) != NULL)
+	if (order->refund_id != 0)
+	{
+		/* a refund: looked up first when the gateway may have forgotten it */
+		job->kind = FT_REQ_REFUND;
+		if (claim->lookup &&
+			(job->recheck_path = ft_provider->refund_lookup_path(order)) != NULL)
+			job->kind = FT_REQ_REFUND_LOOKUP;
+		else
+		{
+			StringInfoData body;
+
+			initStringInfo(&body);
+			ft_provider->build_refund(order, &body);
+			job->body = body.data;
+			job->body_len = body.len;
+		}
+	}
+	else if (claim->lookup && ft_provider->lookup_path != NULL &&
+			 (job->recheck_path = ft_provider->lookup_path(order)) != NULL)
+	{
+		/* reconciliation: find out what the gateway did, charge nothing */
+		job->kind = FT_REQ_LOOKUP;
+	}
+	else if (ft_provider->recheck_path != NULL && order->pending_ref != NULL &&
+			 (job->recheck_path = ft_provider->recheck_path(order)) != NULL)
 	{
 		/* a payment under way at the gateway: GET it, charge nothing */
-		job->body = NULL;
-		job->body_len = 0;
+		job->kind = FT_REQ_CHARGE;
 	}
 	else
 	{
 		StringInfoData body;
 
+		job->kind = FT_REQ_CHARGE;
 		initStringInfo(&body);
 		ft_provider->build_request(order, &body);
 		job->body = body.data;
@@ -385,6 +442,8 @@ ft_send(FtJob *job)
 	job->started_at = GetCurrentTimestamp();
 	if (job->body == NULL && job->recheck_path != NULL)
 		url = psprintf("%s%s", ft_base_url, job->recheck_path);
+	else if (job->kind == FT_REQ_REFUND)
+		url = psprintf("%s%s", ft_base_url, ft_provider->refund_path);
 	started = ft_http_start(job, url, job->payment_key,
 							ft_provider->content_type, job->body,
 							(size_t) job->body_len, job->is_probe,
@@ -414,6 +473,10 @@ ft_free_job(FtJob *job)
 		pfree(job->payment_id);
 	if (job->error)
 		pfree(job->error);
+	if (job->next_action)
+		pfree(job->next_action);
+	if (job->client_secret)
+		pfree(job->client_secret);
 	pfree(job);
 }
 

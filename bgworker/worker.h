@@ -36,7 +36,12 @@ typedef struct FtJob
 	TimestampTz lease_until;	/* our lease: proves ownership at record */
 	bool		is_probe;		/* the circuit's half-open probe: sent on a
 								 * fresh connection */
-	char		payment_key[FT_UUID_TEXT_LEN + 1];
+	char		payment_key[FT_UUID_TEXT_LEN + 1];	/* or the refund_key */
+	FtRequestKind kind;
+	int64		refund_id;		/* refunds: the refund, else 0 */
+	bool		cancel_requested;	/* the order's cancel was requested
+									 * before the claim */
+	bool		lifecycle;		/* claimed from a 1.3 schema */
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
 	char	   *recheck_path;	/* provider's re-check path, or NULL */
@@ -51,8 +56,10 @@ typedef struct FtJob
 	int			retry_after_ms; /* the reply's Retry-After; -1: none */
 	double		latency_ms;
 	int			delay_ms;		/* retry: backoff before the next attempt */
-	char	   *payment_id;		/* paid only */
+	char	   *payment_id;		/* paid (refunds: the gateway's refund id) */
 	char	   *error;			/* NULL when paid */
+	char	   *next_action;	/* action_required only */
+	char	   *client_secret;	/* action_required only */
 } FtJob;
 
 /*
@@ -65,6 +72,9 @@ typedef struct FtClaim
 	int32		event_attempts; /* outbox.attempts, this attempt included */
 	int32		order_attempt;	/* orders.attempts, this request included */
 	TimestampTz lease_until;
+	bool		lifecycle;		/* claimed from a 1.3 schema */
+	bool		lookup;			/* look the work up before sending again */
+	bool		cancel_requested;
 	FtPaymentRequest order;
 } FtClaim;
 
@@ -81,6 +91,16 @@ extern void ft_outbox_warm_up(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
 extern void ft_outbox_release(FtJob **jobs, int njobs);
 extern int64 ft_outbox_release_all_leases(void);
+extern bool ft_outbox_lifecycle(void);
+extern Datum ft_array(Datum *elems, bool *nulls, int n, Oid elemtype);
+extern Datum ft_text_or_null(const char *s, bool *isnull);
+
+/* outbox_lifecycle.c: recording look-ups, action_required and refunds
+ * (schema 1.3); inside ft_xact_begin/commit */
+extern void ft_lifecycle_record_unknown(FtJob **jobs, int njobs);
+extern void ft_lifecycle_record_action(FtJob **jobs, int njobs);
+extern void ft_lifecycle_record_refunds(FtJob **jobs, int njobs);
+extern void ft_lifecycle_refund_canceled(FtJob **jobs, int njobs);
 
 /* backoff.c */
 extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);

@@ -255,6 +255,13 @@ ft_stats_recorded(FtJob **jobs, int njobs)
 			case FT_OUTCOME_FAILED:
 				failed++;
 				break;
+			case FT_OUTCOME_UNKNOWN:
+			case FT_OUTCOME_CANCELED:
+			case FT_OUTCOME_ACTION_REQUIRED:
+			case FT_OUTCOME_REFUNDED:
+			case FT_OUTCOME_REFUND_FAILED:
+				/* counted in processed only */
+				break;
 		}
 		if (jobs[i]->error != NULL && jobs[i]->outcome != FT_OUTCOME_DECLINED)
 			last_error = jobs[i]->error;

@@ -11,6 +11,12 @@
  * One statement does it all, so a dead letter is never both requeued and
  * kept, even when two operators run this at once.
  *
+ * From schema 1.3 on a dead letter may be a refund (refund_id set): it is
+ * requeued with its refund and its order keeps its status; and every
+ * requeued event keeps its first_sent_at, so that work first sent longer
+ * ago than ft_orders.gateway_key_ttl is looked up at the gateway before
+ * it is sent again (docs/reference.md, "Reconciliation").
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -19,6 +25,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 
+#include "place_order.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_retry_dead_letter);
@@ -40,7 +47,30 @@ ft_requeue(Datum event_id, bool all)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	rc = SPI_execute_with_args(
+	if (ft_schema_lifecycle())
+		rc = SPI_execute_with_args(
+								   "WITH d AS ("
+								   "  DELETE FROM ft_orders.dead_letters"
+								   "   WHERE $1 IS NULL OR event_id OPERATOR(pg_catalog.=) $1"
+								   "  RETURNING event_id, order_id, refund_id, first_sent_at),"
+								   " q AS ("
+								   "  INSERT INTO ft_orders.outbox (event_id, order_id, refund_id, first_sent_at)"
+								   "  SELECT d.event_id, d.order_id, d.refund_id, d.first_sent_at FROM d"
+								   "  RETURNING order_id, refund_id),"
+								   " o AS ("
+								   "  SELECT pg_catalog.array_agg(q.order_id) FILTER (WHERE q.refund_id IS NULL) AS ids,"
+								   "         pg_catalog.count(*) FILTER (WHERE q.refund_id IS NULL) AS n,"
+								   "         pg_catalog.count(*) AS total FROM q)"
+								   "SELECT o.total, ft_orders._change_status(o.ids,"
+								   "    pg_catalog.array_fill('pending'::ft_orders.order_status, ARRAY[o.n::integer]),"
+								   "    pg_catalog.array_fill(NULL::integer, ARRAY[o.n::integer]),"
+								   "    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer]),"
+								   "    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer]),"
+								   "    pg_catalog.array_fill('requeued from dead letters'::text, ARRAY[o.n::integer]))"
+								   "  FROM o",
+								   1, argtypes, &event_id, nulls, false, 1);
+	else
+		rc = SPI_execute_with_args(
 							   "WITH d AS ("
 							   "  DELETE FROM ft_orders.dead_letters"
 							   "   WHERE $1 IS NULL OR event_id OPERATOR(pg_catalog.=) $1"

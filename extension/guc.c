@@ -51,6 +51,8 @@ int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
 int			ft_history_retention_s = 7 * 86400;
+int			ft_gateway_key_ttl_s = 86400;
+int			ft_action_timeout_s = 3600;
 
 static const struct config_enum_entry ft_provider_options[] = {
 	{"generic", FT_PROVIDER_GENERIC, false},
@@ -415,6 +417,24 @@ ft_define_gucs(void)
 							NULL,
 							&ft_history_retention_s,
 							7 * 86400, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.gateway_key_ttl",
+							"How long the gateway is trusted to remember an Idempotency-Key.",
+							"Work first sent longer ago is looked up at the gateway before it is sent again.",
+							&ft_gateway_key_ttl_s,
+							86400, 1, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.action_timeout",
+							"How long an action_required order waits for the customer before it is looked up.",
+							NULL,
+							&ft_action_timeout_s,
+							3600, 1, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

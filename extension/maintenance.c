@@ -123,7 +123,7 @@ ft_orders_purge_history(PG_FUNCTION_ARGS)
 							  "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 							  ft_history_retention_s);
 	/* webhook events (1.3): their ids dedupe redeliveries until then */
-	if (ft_schema_has_table("gateway_events"))
+	if (ft_schema_lifecycle())
 		n += ft_delete_older_than(
 								  "DELETE FROM ft_orders.gateway_events"
 								  " WHERE received_at OPERATOR(pg_catalog.<)"

@@ -63,6 +63,13 @@ PG_FUNCTION_INFO_V1(ft_orders_metrics);
 "SELECT count(*) FILTER (WHERE applied), count(*) FILTER (WHERE NOT applied)" \
 "  FROM ft_orders.gateway_events"
 
+/* refunds by status (schema 1.3 on), every status even when it has none */
+#define FT_METRICS_REFUNDS_SQL \
+"SELECT s.status, count(r.refund_id)" \
+"  FROM unnest(ARRAY['pending', 'succeeded', 'failed']) WITH ORDINALITY AS s(status, n)" \
+"  LEFT JOIN ft_orders.refunds r ON r.status = s.status" \
+" GROUP BY s.status, s.n ORDER BY s.n"
+
 /*
  * Append a label value with the escapes of the exposition format.
  */
@@ -368,7 +375,7 @@ ft_metrics_tables(StringInfo buf)
 		elog(ERROR, "could not count the orders: %s", SPI_result_code_string(rc));
 
 	ft_family(buf, "orders", "gauge",
-			  "Orders by status: pending, paid, declined, failed.");
+			  "Orders by status (every value of ft_orders.order_status).");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
@@ -382,7 +389,7 @@ ft_metrics_tables(StringInfo buf)
 	}
 
 	/* 0 and 0 while the schema is older than 1.3 */
-	if (ft_schema_has_table("gateway_events"))
+	if (ft_schema_lifecycle())
 	{
 		rc = SPI_execute(FT_METRICS_WEBHOOKS_SQL, true, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -395,6 +402,26 @@ ft_metrics_tables(StringInfo buf)
 			  "Webhook events recorded by ft_orders.apply_gateway_event, by result: applied (changed an order or refund) or ignored (a repeat, history such as a failure after a success, an unknown order or type); counted from ft_orders.gateway_events, purged after ft_orders.history_retention.");
 	ft_sample(buf, "gateway_events_total", "result", "applied", NULL, NULL, ft_fmt_i64(applied));
 	ft_sample(buf, "gateway_events_total", "result", "ignored", NULL, NULL, ft_fmt_i64(ignored));
+
+	if (ft_schema_lifecycle())
+	{
+		rc = SPI_execute(FT_METRICS_REFUNDS_SQL, true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not count the refunds: %s", SPI_result_code_string(rc));
+		ft_family(buf, "refunds", "gauge",
+				  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+			Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
+
+			if (status == NULL || isnull)
+				elog(ERROR, "unexpected NULL in the refund counts");
+			ft_sample(buf, "refunds", "status", status, NULL, NULL,
+					  ft_fmt_i64(DatumGetInt64(n)));
+		}
+	}
 
 	SPI_finish();
 }

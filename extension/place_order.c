@@ -376,6 +376,16 @@ ft_schema_has_table(const char *relname)
 	return OidIsValid(nsp) && OidIsValid(get_relname_relid(relname, nsp));
 }
 
+/*
+ * Does the installed schema have the payment lifecycle (1.3 or later:
+ * refunds, look-ups, cancel, webhooks)?
+ */
+bool
+ft_schema_lifecycle(void)
+{
+	return ft_schema_has_table("refunds");
+}
+
 static void
 ft_prepare_plans(void)
 {

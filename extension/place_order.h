@@ -12,6 +12,9 @@
 /* does the installed schema keep purge generations (1.2 or later)? */
 extern bool ft_schema_derives_keys(void);
 
+/* does it have the payment lifecycle and webhooks (1.3 or later)? */
+extern bool ft_schema_lifecycle(void);
+
 /* does the installed schema have table ft_orders.relname? */
 extern bool ft_schema_has_table(const char *relname);
 

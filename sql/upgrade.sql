@@ -147,17 +147,54 @@ SELECT ft_orders._change_status(ARRAY[1::bigint], ARRAY['paid'::ft_orders.order_
 SELECT order_id, status, attempts, payment_id FROM ft_orders.orders WHERE order_id = 1;
 SELECT order_id, status, attempts, detail FROM ft_orders.order_events WHERE order_id = 1 ORDER BY id;
 
--- 1.2 -> 1.3: the update keeps the orders, adds gateway_events (#16
--- webhooks; a 1.2 order is settled by a webhook, once) and gives
--- gateway_status the gateway limits (#15: rate_limit, concurrency_limit,
--- throttled, paused_until, failure_rate); the view of 1.2 keeps working on
--- the new library until the update
+-- 1.2 -> 1.3: the rows stay (the tables only gain columns); events of 1.2
+-- that were tried count as sent at their creation; the payment lifecycle
+-- (new statuses, functions, the refunds table) and the webhook events
+-- arrive commented, closed to PUBLIC and dumped; a 1.2 order is settled by
+-- a webhook, once; gateway_status gains the gateway limits (rate_limit,
+-- concurrency_limit, throttled, paused_until, failure_rate), and the view
+-- of 1.2 keeps working on the new library until the update
 SELECT circuit, requests, errors FROM ft_orders.gateway_status;
+UPDATE ft_orders.outbox SET attempts = 1 WHERE order_id = 2;
 TRUNCATE data_before;
 INSERT INTO data_before SELECT * FROM data_now;
 ALTER EXTENSION ft_orders UPDATE TO '1.3';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
 SELECT * FROM data_changes;
+SELECT order_id, attempts, first_sent_at IS NOT NULL AS counted_as_sent, lookup, refund_id
+  FROM ft_orders.outbox ORDER BY event_id;
+SELECT event_id, first_sent_at IS NOT NULL AS counted_as_sent, refund_id FROM ft_orders.dead_letters;
+SELECT enum_range(NULL::ft_orders.order_status);
+SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
+	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
+  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   AND pg_describe_object(d.classid, d.objid, 0) ~ '(refund|cancel|reconcile|_settle)'
+ ORDER BY 1;
+SELECT p.oid::regprocedure AS function,
+	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call,
+	   has_function_privilege('ft_orders_app', p.oid, 'EXECUTE') AS app_may_call
+  FROM pg_proc p
+ WHERE p.pronamespace = 'ft_orders'::regnamespace
+   AND p.proname IN ('cancel_order', 'refund_order', 'reconcile', '_create_refund',
+					 '_refund_canceled', '_settle_refunds')
+ ORDER BY 1;
+SELECT 'ft_orders.refunds'::regclass = ANY (extconfig) AS refunds_dumped,
+	   'ft_orders.refunds_refund_id_seq'::regclass = ANY (extconfig) AS refund_ids_dumped
+  FROM pg_extension WHERE extname = 'ft_orders';
+SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
+   AND a.attnum > 0 AND NOT a.attisdropped;
+-- order 1 is paid: a refund of it is queued; order 3 (failed) is canceled
+-- after a look-up, so cancel_order requeues it
+SELECT ft_orders.refund_order(1, 40, 'up') AS refund_id;
+SELECT refund_id, order_id, amount_minor, currency, status FROM ft_orders.refunds;
+SELECT ft_orders.cancel_order(3, 'upgrade test');
+SELECT order_id, status, cancel_requested_at IS NOT NULL AS cancel_recorded FROM ft_orders.orders WHERE order_id = 3;
+SELECT order_id, refund_id IS NOT NULL AS is_refund, lookup FROM ft_orders.outbox ORDER BY event_id;
+SELECT pending, refunds FROM ft_orders.queue_status;
 SELECT ft_orders.apply_gateway_event('generic',
 	jsonb_build_object('event_id', 'up-wh-1', 'type', 'payment.succeeded', 'payment_id', 'pay_up5',
 					   'payment_key', (SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'up-5')))

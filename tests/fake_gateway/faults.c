@@ -55,6 +55,8 @@ static const FaultField fault_fields[] = {
 	FIELD(garbage_rate, FK_RATE, 0, 0),
 	FIELD(rate_limit_per_s, FK_INT, 0, 1000000),
 	FIELD(max_concurrency, FK_INT, 0, 100000),
+	FIELD(requires_action_amount_minor, FK_LIST, 0, 0),
+	FIELD(key_ttl_s, FK_INT, 0, 30 * 86400),
 };
 #define NUM_FAULT_FIELDS (sizeof(fault_fields) / sizeof(fault_fields[0]))
 

@@ -45,6 +45,8 @@ typedef struct FtFaults
 	FtAmountList decline_amount_minor;
 	FtAmountList reject_amount_minor;
 	FtAmountList bad_request_amount_minor;
+	FtAmountList requires_action_amount_minor;
+	int			key_ttl_s;		/* 0: keys are remembered for good */
 	bool		has_token;
 	char		require_token[FT_FAULTS_MAX_TOKEN + 1];
 } FtFaults;

@@ -73,6 +73,16 @@ extern enum MHD_Result ft_gw_reply_error(struct MHD_Connection *conn,
 extern enum MHD_Result ft_gw_payments(struct MHD_Connection *conn,
 									  FtRequest *req);
 
+extern enum MHD_Result ft_gw_payment_lookup(struct MHD_Connection *conn,
+											FtRequest *req, const char *key);
+
+/* refunds.c: POST /refunds, GET /refunds/{key} (true: url was handled) */
+extern bool ft_gw_refunds(struct MHD_Connection *conn, const char *url,
+						  const char *method, FtRequest *req,
+						  enum MHD_Result *ret);
+extern json_t *ft_gw_refund_stats(void);
+extern void ft_gw_refunds_clear(void);
+
 /* intents.c: the Stripe PaymentIntents shape (true: url was handled) */
 extern bool ft_gw_intents(struct MHD_Connection *conn, const char *url,
 						  const char *method, FtRequest *req,

@@ -9,7 +9,8 @@
  *
  *	  pm_card_visa (or anything else)	200 succeeded
  *	  pm_processing					200 processing; the 2nd GET says succeeded
- *	  pm_requires_action			200 requires_action; the 2nd GET: succeeded
+ *	  pm_requires_action			200 requires_action (with next_action and
+ *									client_secret); the 2nd GET: succeeded
  *	  pm_processing_fails			200 processing; the 2nd GET says
  *									requires_payment_method (declined)
  *	  pm_card_chargeDeclined		402 card_error card_declined
@@ -17,7 +18,11 @@
  *	  pm_400_retry_once				first request: 400 + Stripe-Should-Retry:
  *									true (not stored); then succeeded
  *
- *	  GET /v1/_intents: {"intents","creates","replays","gets","succeeded"}
+ *	  GET /v1/payment_intents/search?query=metadata['order_id']:'N' (the
+ *	  look-up of ft_orders' reconciliation): the intents of that order.
+ *
+ *	  GET /v1/_intents: {"intents","creates","replays","gets","searches",
+ *	  "succeeded"}
  *	  GET /v1/_intents/{id}: {"key","content_type","body"} of its creation
  *	  DELETE /v1/_intents: forget everything.
  *
@@ -60,6 +65,7 @@ static int	ft_pi_seq = 0;
 static int	ft_pi_creates = 0;
 static int	ft_pi_replays = 0;
 static int	ft_pi_gets = 0;
+static int	ft_pi_searches = 0;
 static int	ft_pi_retry_once_seen = 0;
 
 /* value of form field name (URL-decoded into out), or false */
@@ -105,9 +111,17 @@ form_get(const char *body, const char *name, char *out, size_t outlen)
 static json_t *
 intent_json(const FtIntent *pi)
 {
-	return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", pi->id,
-					 "object", "payment_intent", "amount", (json_int_t) pi->amount,
-					 "currency", pi->currency, "status", pi->status);
+	json_t	   *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s+}", "id", pi->id,
+								  "object", "payment_intent", "amount", (json_int_t) pi->amount,
+								  "currency", pi->currency, "status", pi->status,
+								  "client_secret", pi->id, "_secret_fake");
+
+	/* what Stripe sends for 3-D Secure: the customer's next step */
+	if (j != NULL && strcmp(pi->status, "requires_action") == 0)
+		json_object_set_new(j, "next_action",
+							json_pack("{s:s, s:{s:s}}", "type", "use_stripe_sdk",
+									  "use_stripe_sdk", "type", "three_d_secure_redirect"));
+	return j;
 }
 
 static enum MHD_Result
@@ -274,6 +288,41 @@ intents_get(struct MHD_Connection *conn, const char *id)
 						"No such payment_intent", NULL);
 }
 
+/*
+ * GET /v1/payment_intents/search?query=metadata['order_id']:'N': every
+ * intent created with metadata[order_id] = N, as a search_result (the one
+ * query ft_orders' look-up sends; anything else is a 400).
+ */
+static enum MHD_Result
+intents_search(struct MHD_Connection *conn)
+{
+	const char *q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "query");
+	long long	order_id;
+	char		tail;
+	json_t	   *data;
+
+	if (q == NULL || sscanf(q, "metadata['order_id']:'%lld%c", &order_id, &tail) != 2 ||
+		tail != '\'')
+		return stripe_error(conn, 400, "invalid_request_error", "parameter_invalid",
+							"unsupported search query", NULL);
+	data = json_array();
+	pthread_mutex_lock(&ft_pi_lock);
+	ft_pi_searches++;
+	for (int i = 0; i < ft_npi; i++)
+	{
+		char		v[32];
+
+		if (form_get(ft_pi[i].body, "metadata%5Border_id%5D", v, sizeof(v)) &&
+			atoll(v) == order_id)
+			json_array_append_new(data, intent_json(&ft_pi[i]));
+	}
+	pthread_mutex_unlock(&ft_pi_lock);
+	return ft_gw_reply_json(conn, 200,
+							json_pack("{s:s, s:o, s:b}", "object", "search_result",
+									  "data", data, "has_more", 0),
+							NULL, NULL);
+}
+
 static enum MHD_Result
 intents_stats(struct MHD_Connection *conn, const char *method)
 {
@@ -285,15 +334,16 @@ intents_stats(struct MHD_Connection *conn, const char *method)
 	{
 		for (int i = 0; i < ft_npi; i++)
 			free(ft_pi[i].body);
-		ft_npi = ft_pi_creates = ft_pi_replays = ft_pi_gets = 0;
+		ft_npi = ft_pi_creates = ft_pi_replays = ft_pi_gets = ft_pi_searches = 0;
 		ft_pi_retry_once_seen = 0;
 	}
 	for (int i = 0; i < ft_npi; i++)
 		if (strcmp(ft_pi[i].status, "succeeded") == 0)
 			succeeded++;
-	j = json_pack("{s:i, s:i, s:i, s:i, s:i}", "intents", ft_npi,
+	j = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i}", "intents", ft_npi,
 				  "creates", ft_pi_creates, "replays", ft_pi_replays,
-				  "gets", ft_pi_gets, "succeeded", succeeded);
+				  "gets", ft_pi_gets, "searches", ft_pi_searches,
+				  "succeeded", succeeded);
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ft_gw_reply_json(conn, 200, j, NULL, NULL);
 }
@@ -334,6 +384,8 @@ ft_gw_intents(struct MHD_Connection *conn, const char *url, const char *method,
 							"You did not provide an API key.", NULL);
 	else if (strcmp(url, "/v1/payment_intents") == 0 && strcmp(method, "POST") == 0)
 		*ret = intents_create(conn, req);
+	else if (strcmp(url, "/v1/payment_intents/search") == 0 && strcmp(method, "GET") == 0)
+		*ret = intents_search(conn);
 	else if (strncmp(url, FT_PI_PREFIX, strlen(FT_PI_PREFIX)) == 0 &&
 			 strcmp(method, "GET") == 0)
 		*ret = intents_get(conn, url + strlen(FT_PI_PREFIX));

@@ -11,8 +11,16 @@
  * atomics so that the hot path takes the lock only for the key itself.
  *
  * duplicate_keys counts keys charged twice (a bug in this file if ever
- * non-zero); duplicate_orders counts order_ids charged under more than one
- * key, which is how a client that changes its key between retries shows.
+ * non-zero, unless key_ttl_s made the ledger forget a key: then a repeated
+ * key is a new charge, as at Stripe, and shows here); duplicate_orders
+ * counts order_ids charged under more than one key, which is how a client
+ * that changes its key between retries shows.
+ *
+ * Apart from the idempotency state (the stored reply, forgotten after
+ * key_ttl_s), a key keeps its payment for good: GET /payments/{key}
+ * answers with the last final reply stored under it (the look-up of
+ * docs/reference.md, "Reconciliation"), and a requires_action payment
+ * stays so until POST /ledger/{key}/complete charges it.
  *
  * tests/fake_gateway/ledger.c
  *
@@ -34,8 +42,13 @@ typedef struct LedgerEntry
 	int64_t		order_id;
 	int			status;			/* stored HTTP status, 0 = none yet */
 	char	   *reply;			/* stored reply body */
+	int64_t		stored_us;		/* when the reply was stored */
 	char		payment_id[32];
 	int			charges;
+	int64_t		amount;			/* of the last charge */
+	int			payment_status; /* the payment for look-ups: 0 = none */
+	char	   *payment_reply;
+	bool		pending_action; /* requires_action, not completed yet */
 	int64_t		first_received_us;
 	int64_t		requests;
 	UT_hash_handle hh;
@@ -121,8 +134,17 @@ ledger_find_or_add(const char *key, int64_t order_id, int64_t now_us)
  * the lock.
  */
 static FtLedgerOutcome
-ledger_check(LedgerEntry *e, uint64_t hash, int *status, char **reply)
+ledger_check(LedgerEntry *e, uint64_t hash, int64_t now_us, int64_t key_ttl_us,
+			 int *status, char **reply)
 {
+	if (e->status != 0 && key_ttl_us > 0 && now_us - e->stored_us > key_ttl_us)
+	{
+		/* retention over: the key is forgotten, its payment is not */
+		free(e->reply);
+		e->reply = NULL;
+		e->status = 0;
+		ft_ledger_count(FT_C_FORGOTTEN);
+	}
 	if (e->status == 0)
 		return FT_LEDGER_NEW;
 	if (e->hash != hash)
@@ -164,7 +186,7 @@ ledger_charge(LedgerEntry *e)
  */
 FtLedgerOutcome
 ft_ledger_begin(const char *key, uint64_t hash, int64_t order_id,
-				int64_t now_us, int *status, char **reply)
+				int64_t now_us, int64_t key_ttl_us, int *status, char **reply)
 {
 	LedgerEntry *e;
 	FtLedgerOutcome out;
@@ -172,41 +194,125 @@ ft_ledger_begin(const char *key, uint64_t hash, int64_t order_id,
 	pthread_mutex_lock(&ledger_lock);
 	e = ledger_find_or_add(key, order_id, now_us);
 	e->requests++;
-	out = ledger_check(e, hash, status, reply);
+	out = ledger_check(e, hash, now_us, key_ttl_us, status, reply);
 	pthread_mutex_unlock(&ledger_lock);
 	return out;
 }
 
 /*
- * Store the final reply for key, charging it if payment_id is not NULL.
+ * Store the final reply for key, charging it if payment_id is not NULL
+ * (with pending, a requires_action payment: charged only when completed).
  * If a concurrent request with the same key stored first, nothing is
  * stored and the result is that of ledger_check against its reply.
  */
 FtLedgerOutcome
 ft_ledger_store(const char *key, uint64_t hash, int64_t order_id,
-				int64_t now_us, int status, const char *reply,
-				const char *payment_id, int *out_status, char **out_reply)
+				int64_t now_us, int64_t key_ttl_us, int status,
+				const char *reply, const char *payment_id, int64_t amount,
+				bool pending, int *out_status, char **out_reply)
 {
 	LedgerEntry *e;
 	FtLedgerOutcome out;
 
 	pthread_mutex_lock(&ledger_lock);
 	e = ledger_find_or_add(key, order_id, now_us);
-	out = ledger_check(e, hash, out_status, out_reply);
+	out = ledger_check(e, hash, now_us, key_ttl_us, out_status, out_reply);
 	if (out == FT_LEDGER_NEW)
 	{
 		e->hash = hash;
 		e->order_id = order_id;
 		e->status = status;
 		e->reply = ledger_strdup(reply);
+		e->stored_us = now_us;
+		if (status == 200 || status == 402)
+		{
+			free(e->payment_reply);
+			e->payment_reply = ledger_strdup(reply);
+			e->payment_status = status;
+		}
 		if (payment_id != NULL)
 		{
 			snprintf(e->payment_id, sizeof(e->payment_id), "%s", payment_id);
-			ledger_charge(e);
+			e->amount = amount;
+			e->pending_action = pending;
+			if (!pending)
+				ledger_charge(e);
 		}
 	}
 	pthread_mutex_unlock(&ledger_lock);
 	return out;
+}
+
+/*
+ * GET /payments/{key}: the payment made under key, if any (a final reply
+ * was stored: succeeded, declined or requires_action), whatever the
+ * idempotency retention.  *reply is malloc'd.
+ */
+bool
+ft_ledger_lookup(const char *key, int *status, char **reply)
+{
+	LedgerEntry *e;
+	bool		found = false;
+
+	ft_ledger_count(FT_C_LOOKUPS);
+	pthread_mutex_lock(&ledger_lock);
+	HASH_FIND_STR(entries, key, e);
+	if (e != NULL && e->payment_reply != NULL)
+	{
+		*status = e->payment_status;
+		*reply = ledger_strdup(e->payment_reply);
+		found = true;
+	}
+	pthread_mutex_unlock(&ledger_lock);
+	return found;
+}
+
+/*
+ * POST /ledger/{key}/complete: the customer finished a requires_action
+ * payment; it is charged and its look-up says succeeded.  false if key
+ * has no payment waiting for the customer.
+ */
+bool
+ft_ledger_complete(const char *key, int64_t now_us)
+{
+	LedgerEntry *e;
+	bool		done = false;
+
+	pthread_mutex_lock(&ledger_lock);
+	HASH_FIND_STR(entries, key, e);
+	if (e != NULL && e->pending_action)
+	{
+		char		body[96];
+
+		snprintf(body, sizeof(body), "{\"status\":\"succeeded\",\"payment_id\":\"%s\"}",
+				 e->payment_id);
+		free(e->payment_reply);
+		e->payment_reply = ledger_strdup(body);
+		e->payment_status = 200;
+		e->pending_action = false;
+		ledger_charge(e);
+		done = true;
+	}
+	pthread_mutex_unlock(&ledger_lock);
+	return done;
+}
+
+/* Is key's payment charged, and for how much?  (POST /refunds) */
+bool
+ft_ledger_charged(const char *key, int64_t *amount)
+{
+	LedgerEntry *e;
+	bool		charged = false;
+
+	pthread_mutex_lock(&ledger_lock);
+	HASH_FIND_STR(entries, key, e);
+	if (e != NULL && e->charges > 0)
+	{
+		*amount = e->amount;
+		charged = true;
+	}
+	pthread_mutex_unlock(&ledger_lock);
+	return charged;
 }
 
 #define COUNTER(c) __atomic_load_n(&counters[c], __ATOMIC_RELAXED)
@@ -218,7 +324,7 @@ ft_ledger_stats_json(void)
 
 	pthread_mutex_lock(&ledger_lock);
 	j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-				  " s:I, s:I, s:I, s:I, s:I, s:b}",
+				  " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
 				  "charges", (json_int_t) ncharges,
 				  "keys", (json_int_t) nkeys,
 				  "duplicates", (json_int_t) (duplicate_keys + duplicate_orders),
@@ -234,6 +340,8 @@ ft_ledger_stats_json(void)
 				  "mismatches", (json_int_t) COUNTER(FT_C_MISMATCHES),
 				  "unauthorized", (json_int_t) COUNTER(FT_C_UNAUTHORIZED),
 				  "rate_limited", (json_int_t) COUNTER(FT_C_RATE_LIMITED),
+				  "forgotten_keys", (json_int_t) COUNTER(FT_C_FORGOTTEN),
+				  "lookups", (json_int_t) COUNTER(FT_C_LOOKUPS),
 				  "last_auth_ok",
 				  __atomic_load_n(&last_auth_ok, __ATOMIC_RELAXED));
 	pthread_mutex_unlock(&ledger_lock);
@@ -250,10 +358,11 @@ ft_ledger_entry_json(const char *key)
 	pthread_mutex_lock(&ledger_lock);
 	HASH_FIND_STR(entries, key, e);
 	if (e != NULL)
-		j = json_pack("{s:s, s:I, s:b, s:o, s:I, s:I, s:s?}",
+		j = json_pack("{s:s, s:I, s:b, s:I, s:o, s:I, s:I, s:s?}",
 					  "key", e->key,
 					  "order_id", (json_int_t) e->order_id,
 					  "charged", e->charges > 0,
+					  "charges", (json_int_t) e->charges,
 					  "status", e->status ? json_integer(e->status) : json_null(),
 					  "requests", (json_int_t) e->requests,
 					  "first_received_us", (json_int_t) e->first_received_us,
@@ -363,6 +472,7 @@ ft_ledger_clear(void)
 		HASH_DEL(entries, e);
 		free(e->key);
 		free(e->reply);
+		free(e->payment_reply);
 		free(e);
 	}
 	HASH_ITER(hh, orders, o, otmp)

@@ -37,6 +37,8 @@ typedef enum FtCounter
 	FT_C_RATE_LIMITED,
 	FT_C_REPLAYS,				/* bumped by the ledger itself */
 	FT_C_MISMATCHES,			/* bumped by the ledger itself */
+	FT_C_FORGOTTEN,				/* keys past key_ttl_s: bumped by the ledger */
+	FT_C_LOOKUPS,
 	FT_C_NUM
 } FtCounter;
 
@@ -44,12 +46,18 @@ extern void ft_ledger_count(FtCounter c);
 extern void ft_ledger_set_auth(bool ok);
 extern FtLedgerOutcome ft_ledger_begin(const char *key, uint64_t hash,
 									   int64_t order_id, int64_t now_us,
+									   int64_t key_ttl_us,
 									   int *status, char **reply);
 extern FtLedgerOutcome ft_ledger_store(const char *key, uint64_t hash,
 									   int64_t order_id, int64_t now_us,
+									   int64_t key_ttl_us,
 									   int status, const char *reply,
-									   const char *payment_id,
+									   const char *payment_id, int64_t amount,
+									   bool pending,
 									   int *out_status, char **out_reply);
+extern bool ft_ledger_lookup(const char *key, int *status, char **reply);
+extern bool ft_ledger_complete(const char *key, int64_t now_us);
+extern bool ft_ledger_charged(const char *key, int64_t *amount);
 extern json_t *ft_ledger_stats_json(void);
 extern json_t *ft_ledger_entry_json(const char *key);
 extern char *ft_ledger_receipts(size_t *len);

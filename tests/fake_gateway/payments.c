@@ -7,9 +7,13 @@
  *
  * Order of decisions: limiter (limiter.c: over the limits, no latency
  * wait and 429 after the body checks) -> latency wait (suspended, see
- * delay.c) -> token -> Idempotency-Key -> body validation -> stored-reply check (replay / 422) -> down -> status_script
- * -> fail_rate -> decline / reject by amount -> charge -> lost reply or
- * garbage.  Transient faults (down, script, fail_rate) store nothing, so
+ * delay.c) -> token -> Idempotency-Key -> body validation -> stored-reply
+ * check (replay / 422) -> down -> status_script -> fail_rate -> decline /
+ * reject / requires_action by amount -> charge -> lost reply or garbage.
+ * A stored reply is forgotten key_ttl_s after it was stored (0: never):
+ * the key is then new again, and a repeat is a second charge, as at
+ * Stripe.  GET /payments/{key} looks a payment up
+ * (ft_gw_payment_lookup).  Transient faults (down, script, fail_rate) store nothing, so
  * the key stays free for a retry; a lost or garbage reply is stored as the
  * success it was, so a retry gets the proper replay.
  *
@@ -159,6 +163,7 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 	int			status;
 	int			st = 0;
 	char	   *stored = NULL;
+	bool		pending = false;
 	FtLedgerOutcome out;
 
 	payment_id[0] = '\0';
@@ -180,6 +185,22 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 						  "message", "amount rejected");
 		ft_ledger_count(FT_C_REJECTS);
 	}
+	else if (ft_faults_listed(&f->requires_action_amount_minor, amount))
+	{
+		char		secret[64];
+
+		status = 200;
+		pending = true;
+		snprintf(payment_id, sizeof(payment_id), "pay_%lld",
+				 (long long) __atomic_add_fetch(&payment_counter, 1,
+												__ATOMIC_RELAXED));
+		snprintf(secret, sizeof(secret), "%s_secret_fake", payment_id);
+		reply = json_pack("{s:s, s:s, s:s, s:{s:s, s:{s:s}}}",
+						  "status", "requires_action", "payment_id", payment_id,
+						  "client_secret", secret,
+						  "next_action", "type", "redirect_to_url",
+						  "redirect_to_url", "url", "https://bank.example/3ds");
+	}
 	else
 	{
 		status = 200;
@@ -194,19 +215,24 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 	if (text == NULL)
 		return MHD_NO;
 
-	out = ft_ledger_store(key, hash, order_id, req->arrival_us, status, text,
-						  payment_id[0] ? payment_id : NULL, &st, &stored);
+	out = ft_ledger_store(key, hash, order_id, req->arrival_us,
+						  (int64_t) f->key_ttl_s * 1000000, status, text,
+						  payment_id[0] ? payment_id : NULL, amount, pending,
+						  &st, &stored);
 	if (out != FT_LEDGER_NEW)
 	{
 		/* a concurrent request with this key settled first */
 		free(text);
 		return payments_replay(conn, out, st, stored);
 	}
-	/* the outcome as a webhook too, even when the reply is lost below */
-	if (status == 200 || status == 402)
+	/*
+	 * the outcome as a webhook too, even when the reply is lost below (not
+	 * for requires_action: that payment has no outcome yet)
+	 */
+	if ((status == 200 && !pending) || status == 402)
 		ft_webhooks_payment(status == 200, key, payment_id[0] ? payment_id : NULL,
 							amount, currency);
-	if (status == 200 && payments_draw() < f->timeout_rate)
+	if (status == 200 && !pending && payments_draw() < f->timeout_rate)
 	{
 		free(text);
 		ft_ledger_count(FT_C_LOST);
@@ -327,7 +353,8 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 								"Retry-After", retry);
 	}
 
-	out = ft_ledger_begin(key, hash, order_id, req->arrival_us, &st, &stored);
+	out = ft_ledger_begin(key, hash, order_id, req->arrival_us,
+						  (int64_t) f.key_ttl_s * 1000000, &st, &stored);
 	if (out != FT_LEDGER_NEW)
 		return payments_replay(conn, out, st, stored);
 
@@ -342,4 +369,41 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 		return payments_fault(conn, f.fail_status, &f);
 
 	return payments_settle(conn, req, &f, key, hash, order_id, amount, currency);
+}
+
+/*
+ * GET /payments/{key}: 200 with the payment's last final reply (the body a
+ * POST got: succeeded, declined or requires_action), 404 when the gateway
+ * has no payment under key.  Injected faults apply as to a POST (down,
+ * status_script, fail_rate, latency), so a look-up can fail too.
+ */
+enum MHD_Result
+ft_gw_payment_lookup(struct MHD_Connection *conn, FtRequest *req,
+					 const char *key)
+{
+	FtFaults	f;
+	int			status = 0;
+	char	   *reply = NULL;
+	int			st;
+
+	ft_faults_snapshot(&f);
+	if (!req->delayed)
+	{
+		req->delayed = true;
+		if (f.latency_ms > 0)
+			return ft_gw_delay(conn, f.latency_ms) ? MHD_YES : MHD_NO;
+	}
+	if (f.down)
+	{
+		ft_ledger_count(FT_C_FAULTS);
+		return MHD_NO;
+	}
+	if ((st = ft_faults_pop_script()) != 0)
+		return payments_fault(conn, st, &f);
+	if (f.fail_rate > 0 && payments_draw() < f.fail_rate)
+		return payments_fault(conn, f.fail_status, &f);
+	if (!ft_ledger_lookup(key, &status, &reply))
+		return ft_gw_reply_error(conn, 404, "not_found", "no payment under this key");
+	return ft_gw_reply(conn, status, reply, strlen(reply), "application/json",
+					   NULL, NULL);
 }

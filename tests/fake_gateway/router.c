@@ -165,11 +165,19 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 	bool		get = strcmp(method, "GET") == 0;
 
 	if (strcmp(url, "/ledger") == 0 && get)
-		return ft_gw_reply_json(conn, 200, ft_ledger_stats_json(), NULL, NULL);
+	{
+		json_t	   *j = ft_ledger_stats_json();
+		json_t	   *r = ft_gw_refund_stats();
+
+		json_object_update(j, r);
+		json_decref(r);
+		return ft_gw_reply_json(conn, 200, j, NULL, NULL);
+	}
 	if (strcmp(url, "/ledger") == 0 && strcmp(method, "DELETE") == 0)
 	{
 		ft_ledger_clear();
 		ft_limiter_clear();
+		ft_gw_refunds_clear();
 		return ft_gw_reply_json(conn, 200, json_pack("{s:b}", "ok", 1),
 								NULL, NULL);
 	}
@@ -194,6 +202,24 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 
 		return ft_gw_reply(conn, 200, text, len, "text/plain", NULL, NULL);
 	}
+	if (strncmp(url, LEDGER_PREFIX, strlen(LEDGER_PREFIX)) == 0 &&
+		strcmp(method, "POST") == 0)
+	{
+		/* POST /ledger/{key}/complete: the customer finished 3-D Secure */
+		const char *key = url + strlen(LEDGER_PREFIX);
+		const char *slash = strchr(key, '/');
+		char		buf[FT_GW_MAX_KEY + 1];
+
+		if (slash == NULL || strcmp(slash, "/complete") != 0 ||
+			(size_t) (slash - key) > FT_GW_MAX_KEY)
+			return ft_gw_reply_error(conn, 404, "not_found", NULL);
+		memcpy(buf, key, slash - key);
+		buf[slash - key] = '\0';
+		if (!ft_ledger_complete(buf, ft_gw_now_us()))
+			return ft_gw_reply_error(conn, 404, "not_found",
+									 "no payment waiting for the customer");
+		return ft_gw_reply_json(conn, 200, json_pack("{s:b}", "ok", 1), NULL, NULL);
+	}
 	if (strncmp(url, LEDGER_PREFIX, strlen(LEDGER_PREFIX)) == 0 && get)
 	{
 		json_t	   *j = ft_ledger_entry_json(url + strlen(LEDGER_PREFIX));
@@ -216,8 +242,12 @@ router_dispatch(struct MHD_Connection *conn, const char *url,
 		return ret;
 	if (ft_gw_webhooks(conn, url, method, req, &ret))
 		return ret;
+	if (ft_gw_refunds(conn, url, method, req, &ret))
+		return ret;
 	if (strcmp(url, "/payments") == 0 && strcmp(method, "POST") == 0)
 		return ft_gw_payments(conn, req);
+	if (strncmp(url, "/payments/", 10) == 0 && strcmp(method, "GET") == 0)
+		return ft_gw_payment_lookup(conn, req, url + 10);
 	if (strcmp(url, "/health") == 0 && strcmp(method, "GET") == 0)
 		return ft_gw_reply_json(conn, 200, json_pack("{s:b}", "ok", 1),
 								NULL, NULL);

@@ -348,6 +348,53 @@ is "$CODE ${#BODY}" "200 0" "DELETE /ledger clears the request log"
 http GET /ledger/limited
 is "$CODE ${#BODY}" "200 0" "DELETE /ledger clears the limited log"
 
+# --- 1.3: look-up, key retention, requires_action, refunds --------------------------------
+
+http DELETE /faults
+pay k-look "$(body 70 700)"
+is "$CODE" 200 "a charge to look up"
+pid70=$(jf .payment_id)
+http GET /payments/k-look
+is "$CODE $(jf .status) $(jf .payment_id)" "200 \"succeeded\" $pid70" "GET /payments/{key}: the payment's reply"
+http GET /payments/k-never
+is "$CODE" 404 "GET /payments/{key} of an unknown key: 404"
+faults '{"key_ttl_s":1}'
+sleep 1.2
+before=$(ledger .charges)
+pay k-look "$(body 70 700)"
+is "$CODE $(header Idempotent-Replayed)" "200 " "past key_ttl_s a repeated key is not replayed"
+is "$(( $(ledger .charges) - before )) $(curl -s "$URL/ledger/k-look" | jq -c .charges)" "1 2" "... it is a second charge under the key"
+is "$(ledger .forgotten_keys)" "1" "... counted in forgotten_keys"
+http DELETE /faults
+faults '{"requires_action_amount_minor":[710]}'
+pay k-act "$(body 71 710)"
+is "$CODE $(jf .status) $(jf .next_action.type)" '200 "requires_action" "redirect_to_url"' "requires_action with next_action"
+like "$(jf .client_secret)" '^"pay_[0-9]+_secret_fake"$' "... and a client_secret"
+is "$(curl -s "$URL/ledger/k-act" | jq -c .charged)" "false" "... not charged yet"
+http POST /ledger/k-act/complete
+is "$CODE" 200 "POST /ledger/{key}/complete"
+http GET /payments/k-act
+is "$CODE $(jf .status) $(curl -s "$URL/ledger/k-act" | jq -c .charged)" '200 "succeeded" true' "... now succeeded and charged"
+http DELETE /faults
+pay k-ref "$(body 72 1000)"
+refund() { http POST /refunds "$2" -H 'Content-Type: application/json' -H "Idempotency-Key: $1"; }
+refund r-1 '{"payment_key":"k-ref","refund_key":"r-1","amount_minor":600,"currency":"EUR"}'
+is "$CODE $(jf .status)" '200 "succeeded"' "POST /refunds: succeeded"
+rid=$(jf .refund_id)
+refund r-1 '{"payment_key":"k-ref","refund_key":"r-1","amount_minor":600,"currency":"EUR"}'
+is "$CODE $(jf .refund_id) $(header Idempotent-Replayed)" "200 $rid true" "the same refund key: replayed"
+refund r-1 '{"payment_key":"k-ref","refund_key":"r-1","amount_minor":500,"currency":"EUR"}'
+is "$CODE" 422 "the refund key with another amount: 422"
+refund r-2 '{"payment_key":"k-ref","refund_key":"r-2","amount_minor":500,"currency":"EUR"}'
+is "$CODE $(jf .error)" '400 "invalid_request"' "more than is left of the charge: 400"
+refund r-3 '{"payment_key":"k-none","refund_key":"r-3","amount_minor":5,"currency":"EUR"}'
+is "$CODE" 400 "a refund of nothing charged: 400"
+http GET /refunds/r-1
+is "$CODE $(jf .refund_id)" "200 $rid" "GET /refunds/{key}"
+http GET /refunds/r-none
+is "$CODE" 404 "GET /refunds/{key} of an unknown key: 404"
+is "$(ledger '[.refunds, .refunded_minor, .refunds_refused]')" "[1,600,2]" "GET /ledger: refund figures"
+
 # --- env token ------------------------------------------------------------------------
 
 start_gateway envtok FAKE_GATEWAY_TOKEN=envsecret

@@ -86,6 +86,11 @@ is "$(psql_q "SELECT (SELECT count(*) FROM ft_orders.outbox WHERE attempts > 0) 
                   || (SELECT count(*) > 0 FROM ft_orders.payment_attempts) || ' '
                   || (SELECT count(*) > 0 FROM ft_orders.order_events)")" \
 	"5 true 4 1 true true" "source: outbox 5 retried (due later), 4 due now, 1 dead letter, attempts and events"
+# 1.3: a refund (pending: the workers are idle) and a canceled order
+psql_q "SELECT ft_orders.refund_order((SELECT min(order_id) FROM ft_orders.orders WHERE status = 'paid'), 50, 'dump')" >/dev/null
+ok $? "a refund of a paid order is queued"
+is "$(psql_q "SELECT ft_orders.cancel_order((SELECT order_id FROM ft_orders.orders WHERE idempotency_key = 'new-1'), 'dump test')")" \
+	"canceled" "an order never tried is canceled"
 ledger_before=$(gw_ledger requests)
 
 ft_data_digest >"$FT_TMP/source.digest" || bail_out "digest failed"
@@ -96,10 +101,11 @@ pg_dump -Fc -f "$FT_TMP/ftdb.dump" ftdb 2>"$FT_TMP/pg_dump.err"
 ok $? "pg_dump -Fc"
 toc=$(pg_restore -l "$FT_TMP/ftdb.dump")
 like "$toc" 'EXTENSION - ft_orders' "the dump creates the extension"
-for t in orders idempotency_keys outbox dead_letters payment_attempts order_events idempotency_key_generations gateway_events; do
+for t in orders idempotency_keys outbox dead_letters payment_attempts order_events idempotency_key_generations gateway_events refunds; do
 	like "$toc" "TABLE DATA ft_orders $t " "the dump holds the rows of ft_orders.$t"
 done
 like "$toc" 'SEQUENCE SET ft_orders orders_order_id_seq' "the dump holds the position of orders_order_id_seq"
+like "$toc" 'SEQUENCE SET ft_orders refunds_refund_id_seq' "the dump holds the position of refunds_refund_id_seq"
 
 # restoring into another database of the same server is refused
 psql -XAtq -d postgres -c "CREATE DATABASE ftdb_copy" >/dev/null
@@ -133,7 +139,8 @@ ft_data_digest "${P2[@]}" -d shop_restored >"$FT_TMP/restored.digest" || bail_ou
 is "$(diff "$FT_TMP/source.digest" "$FT_TMP/restored.digest")" "" \
 	"every table equal row for row, sequences at the same position"
 is "$(awk '$1 == "orders" { print $2 }' "$FT_TMP/restored.digest")" "22" "(22 orders compared)"
-is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/restored.digest")" "8" "(eight tables compared, the purge generations and the webhook events too)"
+is "$(grep -c ' [0-9]* [0-9a-f]\{32\}$' "$FT_TMP/restored.digest")" "9" "(nine tables compared, the purge generations, the webhook events and refunds too)"
+is "$(awk '$1 == "refunds" { print $2 }' "$FT_TMP/restored.digest")" "1" "(the refund was compared)"
 ft_catalog_snapshot "${P2[@]}" -d shop_restored >"$FT_TMP/restored.catalog" || bail_out "catalogue snapshot failed"
 is "$(diff "$FT_TMP/source.catalog" "$FT_TMP/restored.catalog")" "" \
 	"the restored catalogue (objects, grants, comments) equals the source's"
@@ -170,13 +177,14 @@ ok $? "metrics() on the restored database parses"
 is "$(grep -c '^ft_orders_worker_' "$FT_TMP/m2.prom") $(grep '^ft_orders_gateway_requests_total' "$FT_TMP/m2.prom")" \
 	"0 ft_orders_gateway_requests_total 0" "... no worker series and no gateway request on the second server"
 is "$(awk '$1 == "ft_orders_orders{status=\"pending\"}" || $1 == "ft_orders_dead_letters" { printf "%s ", $2 }' "$FT_TMP/m2.prom")" \
-	"1 10 " "... with the restored queue: 10 pending orders, 1 dead letter"
+	"1 9 " "... with the restored queue: 9 pending orders, 1 dead letter"
 
 # nobody charges the copy
 is "$(q2 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ft_orders payment worker'")" "0" \
 	"no payment worker runs on the second server"
 sleep 1
-is "$(q2 "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'")" "10" "the restored pending orders stay pending"
+is "$(q2 "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'")" "9" "the restored pending orders stay pending"
+is "$(q2 "SELECT status FROM ft_orders.refunds")" "pending" "the restored refund stays pending"
 is "$(gw_ledger requests)" "$ledger_before" "the gateway saw no request since the dump"
 ft_data_digest >"$FT_TMP/source2.digest"
 is "$(diff "$FT_TMP/source.digest" "$FT_TMP/source2.digest")" "" "the source is unchanged"

@@ -2,12 +2,15 @@
 # stripe_intents.sh: the "stripe" provider (PaymentIntents) against the fake
 # gateway's PaymentIntents shape (tests/fake_gateway/intents.c).
 #
-# succeeded -> paid; processing / requires_action -> stays pending with the
-# intent id in orders.payment_id, re-checked with GET /v1/payment_intents/{id}
-# (never a second POST) until succeeded -> paid; processing that ends in
-# requires_payment_method -> declined; 402 card_error -> declined;
+# succeeded -> paid; processing -> stays pending with the intent id in
+# orders.payment_id, re-checked with GET /v1/payment_intents/{id} (never a
+# second POST) until succeeded -> paid; requires_action -> action_required
+# (next_action, client_secret), looked up by id after action_timeout;
+# processing that ends in requires_payment_method -> declined; 402 card_error -> declined;
 # Stripe-Should-Retry: false on a 503 -> failed at once; Stripe-Should-Retry:
-# true on a 400 -> retried, then paid.
+# true on a 400 -> retried, then paid.  Reconciliation (1.3): an order whose
+# reply was lost is found by a search on metadata[order_id], one not found
+# is created once.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -17,7 +20,8 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.gateway_provider = 'stripe'" \
 	"ft_orders.gateway_token = 'sk_test_intents'" \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '5s'" \
-	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '400ms'" ||
+	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '400ms'" \
+	"ft_orders.action_timeout = '1s'" ||
 	bail_out "server did not start"
 
 intents() { curl -fsS "$GW_URL/v1/_intents" | jq -r ".$1"; }
@@ -42,7 +46,7 @@ o_dec=$(place dec 1400 pm_card_chargeDeclined)
 o_noretry=$(place noretry 1500 pm_503_noretry)
 o_retry=$(place retry 1600 pm_400_retry_once)
 
-wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status = 'pending'" 30
+wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status IN ('pending', 'action_required')" 30
 ok $? "every order is settled"
 
 is "$(col "$o_visa" "status || ' ' || attempts")" "paid 1" "succeeded: paid at once"
@@ -61,8 +65,13 @@ is "$(attempts_of "$o_proc")" "retry:200,retry:200,paid:200" \
 	"processing: POST (processing), GET (processing), GET (succeeded)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE order_id = $o_proc AND status = 'paid'")" "1" \
 	"processing: one paid event"
-is "$(col "$o_act" "status")" "paid" "requires_action: paid after the re-check"
-is "$(attempts_of "$o_act")" "retry:200,retry:200,paid:200" "requires_action: re-checked with GET"
+is "$(col "$o_act" "status")" "paid" "requires_action: paid after the look-up"
+is "$(attempts_of "$o_act")" "action_required:200,action_required:200,paid:200" \
+	"requires_action: parked, looked up after action_timeout (still requires_action), then paid"
+is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.order_events WHERE order_id = $o_act")" \
+	"action_required,paid" "requires_action: one action_required event, then paid"
+is "$(col "$o_act" "coalesce(next_action::text, 'none') || ' ' || coalesce(client_secret, 'none')")" "none none" \
+	"requires_action: next_action and client_secret are cleared once paid"
 
 is "$(col "$o_pfail" "status || ' ' || last_error")" "declined declined: requires_payment_method" \
 	"processing that fails: declined"
@@ -88,6 +97,40 @@ is "$(intents succeeded)" "4" "4 intents succeeded, 4 orders paid"
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "4" "4 paid orders"
 is "$(gw_ledger requests)" "0" "nothing went to the generic /payments endpoint"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
+
+# --- reconciliation by search (1.3) ---------------------------------------------------
+# Two orders sent while the gateway cannot be reached; one of them did
+# reach Stripe (made here by hand: its reply was lost, the order has no
+# intent id).  Once gateway_key_ttl has passed, each is looked up by a
+# search on metadata[order_id]: the one found is settled from the intent,
+# without a POST; the other is created once.
+pg_set ft_orders.max_attempts 100
+pg_set ft_orders.circuit_failure_threshold 1000
+pg_set ft_orders.gateway_url "http://127.0.0.1:$(free_port)"
+sleep 1
+o_lost=$(place lost 1700 pm_card_visa)
+o_none=$(place none 1800 pm_card_visa)
+wait_until "SELECT count(DISTINCT order_id) = 2 FROM ft_orders.payment_attempts WHERE order_id IN ($o_lost, $o_none)" 20
+ok $? "search: both orders were tried while the gateway could not be reached"
+pi_lost=$(curl -fsS -H "Authorization: Bearer sk_test_intents" -H "Idempotency-Key: $(col "$o_lost" payment_key)" \
+	-d "amount=1700&currency=eur&metadata%5Border_id%5D=$o_lost&payment_method=pm_card_visa&confirm=true" \
+	"$GW_URL/v1/payment_intents" | jq -r .id)
+like "$pi_lost" '^pi_fake[0-9]+$' "search: the lost order's intent exists at the gateway ($pi_lost)"
+creates_before=$(intents creates)
+pg_set ft_orders.gateway_key_ttl '1s'
+sleep 1
+pg_set ft_orders.gateway_url "$GW_URL"
+wait_until "SELECT count(*) = 2 FROM ft_orders.orders WHERE order_id IN ($o_lost, $o_none) AND status = 'paid'" 30
+ok $? "search: both orders are paid"
+is "$(col "$o_lost" payment_id)" "$pi_lost" "search: the lost order carries the intent found"
+like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE order_id = $o_lost")" \
+	'^charge:retry(,(charge|lookup):retry)*,lookup:paid$' "search: found by the look-up, no POST"
+like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE order_id = $o_none")" \
+	'^charge:retry(,(charge|lookup):retry)*,lookup:unknown,charge:paid$' "search: nothing found, then one POST"
+is "$(( $(intents creates) - creates_before ))" "1" "search: one intent created (the other order's)"
+cmp_ok "$(intents searches)" -ge 2 "search: the gateway was searched"
+is "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer x' "$GW_URL/v1/payment_intents/search?query=status:'x'")" \
+	"400" "(the fake's search supports the one query the look-up sends)"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing

@@ -11,8 +11,10 @@
 # keep their random payment keys, new orders get derived ones and are paid,
 # a purge counts generations.  Then 1.2 -> 1.3: gateway_status answers
 # before and after the update and gains its gateway-limit columns; rows
-# unchanged, same workers, gateway_events empty, a webhook settles an order
-# of 1.2 once.  The upgraded catalogue (objects, definitions, grants,
+# unchanged (on the columns of 1.2), same workers, gateway_events empty,
+# events tried under 1.2 count as sent, the orders left pending are paid
+# once each, a webhook settles an order of 1.2 once, and a 1.0 order can be
+# refunded.  The upgraded catalogue (objects, definitions, grants,
 # comments, extconfig) is identical to a fresh CREATE EXTENSION of 1.3.
 
 source "$(dirname "$0")/../lib/common.sh"
@@ -152,19 +154,41 @@ is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_order
 # --- 1.2 -> 1.3 -------------------------------------------------------------------
 is "$(psql_q "SELECT circuit || ' ' || (requests > 0) FROM ft_orders.gateway_status")" "closed true" \
 	"1.2: gateway_status (8 columns) answers on the new library"
+# rows compared on the columns of 1.2 (the tables gain columns in 1.3)
+digest12()
+{
+	psql -XAtq -v ON_ERROR_STOP=1 <<'SQL'
+SELECT t || ' ' || n || ' ' || d FROM (
+	SELECT 'orders' t, count(*) n, md5(string_agg((to_jsonb(o) - ARRAY['next_action', 'client_secret', 'cancel_requested_at', 'cancel_reason', 'refunded_minor'])::text, E'\n' ORDER BY o.order_id)) d FROM ft_orders.orders o
+	UNION ALL SELECT 'outbox', count(*), md5(string_agg((to_jsonb(o) - ARRAY['refund_id', 'first_sent_at', 'lookup'])::text, E'\n' ORDER BY o.event_id)) FROM ft_orders.outbox o
+	UNION ALL SELECT 'dead_letters', count(*), md5(string_agg((to_jsonb(o) - ARRAY['refund_id', 'first_sent_at'])::text, E'\n' ORDER BY o.event_id)) FROM ft_orders.dead_letters o
+	UNION ALL SELECT 'payment_attempts', count(*), md5(string_agg((to_jsonb(o) - ARRAY['request', 'refund_id'])::text, E'\n' ORDER BY o.order_id, o.attempt, o.started_at)) FROM ft_orders.payment_attempts o
+	UNION ALL SELECT 'order_events', count(*), md5(string_agg(to_jsonb(o)::text, E'\n' ORDER BY o.id)) FROM ft_orders.order_events o
+	UNION ALL SELECT 'idempotency_keys', count(*), md5(string_agg(to_jsonb(o)::text, E'\n' ORDER BY o.idempotency_key)) FROM ft_orders.idempotency_keys o
+) s ORDER BY t;
+SQL
+}
+gw_faults '{"down":true}' || bail_out "could not take the gateway down"
+psql_q "SELECT count(*) FROM generate_series(1, 4) g, LATERAL ft_orders.place_order('v12-down-' || g, 'cust', 970 + g, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 4 FROM ft_orders.outbox WHERE attempts > 0" 30
+ok $? "1.2: 4 orders tried while the gateway is down, rescheduled"
 pg_set ft_orders.gateway_url ''
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle' AND in_flight = 0" 20
-ok $? "workers idle again before the update to 1.3"
-psql_q "SELECT count(*) FROM ft_orders.place_order('v12-pending', 'cust', 970, 'EUR')" >/dev/null
+ok $? "workers idle before the update to 1.3"
+wait_until "SELECT count(*) = 0 FROM ft_orders.outbox WHERE lease_until > now()" 20
+# one more order, never tried: a webhook settles it under 1.3
+psql_q "SELECT count(*) FROM ft_orders.place_order('v12-pending', 'cust', 969, 'EUR')" >/dev/null
 sleep 0.5
-ft_data_digest >"$FT_TMP/before13.digest" || bail_out "digest failed"
+digest12 >"$FT_TMP/before13.digest" || bail_out "digest failed"
 psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.3'" >/dev/null
 ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.3'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.3" "version 1.3 is installed"
-ft_data_digest >"$FT_TMP/after13.digest" || bail_out "digest failed"
-is "$(diff "$FT_TMP/before13.digest" <(grep -v '^gateway_events ' "$FT_TMP/after13.digest"))" "" \
-	"1.3: every table's rows (over their former columns) and the sequences are unchanged"
-is "$(grep '^gateway_events ' "$FT_TMP/after13.digest" | cut -d' ' -f2)" "0" "1.3: gateway_events starts empty"
+digest12 >"$FT_TMP/after13.digest" || bail_out "digest failed"
+is "$(diff "$FT_TMP/before13.digest" "$FT_TMP/after13.digest")" "" "1.3: every row unchanged on the columns of 1.2"
+is "$(awk '$1 == "orders" { print $2 }' "$FT_TMP/after13.digest")" "47" "(47 orders were digested)"
+is "$(psql_q "SELECT count(*) FROM ft_orders.gateway_events")" "0" "1.3: gateway_events starts empty"
+is "$(psql_q "SELECT count(*) FILTER (WHERE first_sent_at IS NOT NULL) || '/' || count(*) FROM ft_orders.outbox")" "4/5" \
+	"1.3: the events tried under 1.2 count as sent, the untried one does not"
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.3: the same worker processes run after the update"
 is "$(psql_q "SELECT circuit || ' ' || (requests > 0) || ' ' || rate_limit || ' ' || (concurrency_limit > 0) || ' ' || (throttled >= 0)
@@ -173,18 +197,28 @@ is "$(psql_q "SELECT circuit || ' ' || (requests > 0) || ' ' || rate_limit || ' 
 is "$(psql_q "SELECT has_table_privilege('ft_orders_app', 'ft_orders.gateway_status', 'SELECT')")" "t" \
 	"1.3: ft_orders_app may still read gateway_status"
 pk=$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v12-pending'")
-is "$(psql_q "SELECT ft_orders.apply_gateway_event('generic', '{\"event_id\":\"up13\",\"type\":\"payment.succeeded\",\"payment_key\":\"$pk\"}')")/$(psql_q "SELECT ft_orders.apply_gateway_event('generic', '{\"event_id\":\"up13\",\"type\":\"payment.succeeded\",\"payment_key\":\"$pk\"}')")" \
+ev="{\"event_id\":\"up13\",\"type\":\"payment.succeeded\",\"payment_key\":\"$pk\"}"
+is "$(psql_q "SELECT ft_orders.apply_gateway_event('generic', '$ev')")/$(psql_q "SELECT ft_orders.apply_gateway_event('generic', '$ev')")" \
 	"t/f" "1.3: a webhook settles the order placed under 1.2, once"
 is "$(psql_q "SELECT o.status || ' ' || count(e.*) || ' ' || (SELECT count(*) FROM ft_orders.outbox b WHERE b.order_id = o.order_id)
               FROM ft_orders.orders o LEFT JOIN ft_orders.order_events e USING (order_id)
              WHERE o.idempotency_key = 'v12-pending' GROUP BY o.order_id, o.status")" "paid 1 0" \
 	"1.3: it is paid, with one order_events row and no outbox event left to charge"
+gw_faults reset || bail_out "could not reset the faults"
 pg_set ft_orders.gateway_url "$GW_URL"
-psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('v13-' || g, 'cust', 960 + g, 'EUR')" >/dev/null
-wait_until "SELECT count(*) = 46 FROM ft_orders.orders WHERE status = 'paid'" 30
-ok $? "new orders placed under 1.3 are paid"
-is "$(gw_ledger charges) $(gw_ledger duplicates)" "45 0" \
-	"ledger: 45 charges, no duplicates (the webhook's order was not charged by a worker)"
+wait_until "SELECT count(*) = 45 FROM ft_orders.orders WHERE status = 'paid'" 30
+ok $? "1.3: the orders left pending under 1.2 are paid"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "44 0" \
+	"1.3: ledger 44 charges, no duplicates (the webhook's order was not charged by a worker)"
+r=$(psql_q "SELECT ft_orders.refund_order((SELECT order_id FROM ft_orders.orders WHERE idempotency_key = 'v10-3'), 50)")
+ok $? "1.3: a refund of an order placed under 1.0"
+wait_until "SELECT status = 'succeeded' FROM ft_orders.refunds WHERE refund_id = $r" 30
+ok $? "1.3: the workers sent it"
+is "$(psql_q "SELECT status FROM ft_orders.orders WHERE idempotency_key = 'v10-3'")" "partially_refunded" \
+	"1.3: the 1.0 order is partially_refunded"
+is "$(gw_ledger refunds)" "1" "1.3: one refund at the gateway"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.3: still the same worker processes"
 
 # --- upgraded catalogue == fresh 1.3 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
@@ -193,7 +227,7 @@ ok $? "fresh CREATE EXTENSION ft_orders (1.3) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
 is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.3 install"
-is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "42" "(the comparison covers the 42 members)"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "50" "(the comparison covers the 50 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"

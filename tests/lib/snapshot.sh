@@ -5,9 +5,8 @@
 #   ft_data_digest [psql args...]     one line per table: name, rows, md5 of
 #                                     the rows in text form (sorted), and the
 #                                     sequences' positions (the generations
-#                                     table from 1.2 on, gateway_events from
-#                                     1.3 on; orders and outbox over their
-#                                     1.0 columns)
+#                                     table from 1.2 on, gateway_events and
+#                                     refunds from 1.3 on)
 #   ft_catalog_snapshot [psql args...] every object of the extension as text:
 #                                     members, function definitions, columns,
 #                                     defaults, constraints, indexes, views,
@@ -19,15 +18,9 @@
 ft_data_digest()
 {
 	psql -XAtq -v ON_ERROR_STOP=1 "$@" <<'SQL'
--- orders and outbox over their 1.0 columns: 1.3 adds columns to both
-SELECT 'orders ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
-  FROM (SELECT order_id, idempotency_key, customer_id, amount_minor, currency, items, payment_method,
-			   payment_key, status, attempts, payment_id, last_error, created_at, updated_at
-		  FROM ft_orders.orders) t;
+SELECT 'orders ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.orders t;
 SELECT 'idempotency_keys ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.idempotency_keys t;
-SELECT 'outbox ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), ''))
-  FROM (SELECT event_id, order_id, attempts, next_attempt_at, lease_until, last_error, created_at
-		  FROM ft_orders.outbox) t;
+SELECT 'outbox ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.outbox t;
 SELECT 'dead_letters ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.dead_letters t;
 SELECT 'payment_attempts ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.payment_attempts t;
 SELECT 'order_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.order_events t;
@@ -40,6 +33,12 @@ SELECT 'idempotency_key_generations ' || count(*) || ' ' || md5(coalesce(string_
 SELECT to_regclass('ft_orders.gateway_events') IS NOT NULL AS ft_has_gateway_events \gset
 \if :ft_has_gateway_events
 SELECT 'gateway_events ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.gateway_events t;
+\endif
+-- 1.3 and later: refunds
+SELECT to_regclass('ft_orders.refunds') IS NOT NULL AS ft_has_refunds \gset
+\if :ft_has_refunds
+SELECT 'refunds ' || count(*) || ' ' || md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM ft_orders.refunds t;
+SELECT 'refunds_refund_id_seq ' || last_value || ' ' || is_called FROM ft_orders.refunds_refund_id_seq;
 \endif
 SELECT 'orders_order_id_seq ' || last_value || ' ' || is_called FROM ft_orders.orders_order_id_seq;
 SELECT 'outbox_event_id_seq ' || last_value || ' ' || is_called FROM ft_orders.outbox_event_id_seq;

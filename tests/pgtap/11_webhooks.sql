@@ -158,7 +158,7 @@ SELECT is(pg_temp.status(:d), 'paid', 'D is paid');
 SELECT results_eq(format($$SELECT r.amount_minor, r.status, r.idempotency_key, o.refund_id IS NOT NULL
 							 FROM ft_orders.refunds r JOIN ft_orders.outbox o USING (refund_id)
 							WHERE r.order_id = %s$$, :d),
-				  $$VALUES (1300::bigint, 'pending'::text, 'ft_orders:cancel'::text, true)$$,
+				  $$VALUES (1300::bigint, 'pending'::text, 'cancel'::text, true)$$,
 				  'D: a full refund is queued (refunds row + outbox event with refund_id)');
 
 -------------------------------------------------------------------------------

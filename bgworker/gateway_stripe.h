@@ -1,0 +1,81 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway_stripe.h
+ *	  What the two files of the Stripe providers share (gateway_stripe.c:
+ *	  charges and replies; gateway_stripe_lifecycle.c: look-ups and
+ *	  refunds): the parsed top-level fields of a reply and the helpers
+ *	  that build and classify.  Internal to those two files.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FT_GATEWAY_STRIPE_H
+#define FT_GATEWAY_STRIPE_H
+
+#include "gateway.h"
+
+#define FT_STRIPE_ID_MAX	255
+#define FT_STRIPE_REASON_MAX	120
+
+typedef enum FtStripeField
+{
+	FT_SF_NONE = 0,
+	FT_SF_ID,
+	FT_SF_OBJECT,
+	FT_SF_STATUS,
+	FT_SF_ERROR,				/* the top-level "error" object */
+	FT_SF_ERR_TYPE,
+	FT_SF_ERR_CODE,
+	FT_SF_ERR_DECLINE_CODE,
+	FT_SF_ERR_MESSAGE,
+	FT_SF_ELEM_ID,				/* "id" of an element of "data" */
+	FT_SF_ELEM_STATUS
+} FtStripeField;
+
+typedef struct FtStripeFields
+{
+	int			depth;
+	bool		top_is_object;
+	bool		in_error;		/* inside the top-level "error" object */
+	int			error_depth;
+	bool		next_is_error;	/* the value of top-level "error" is next */
+	FtStripeField current;
+	char	   *id;
+	char	   *object;
+	char	   *status;
+	bool		has_error;
+	char	   *err_type;
+	char	   *err_code;
+	char	   *err_decline_code;
+	char	   *err_message;
+	/* a list or search result: its "data" array and the best element */
+	bool		next_is_data;
+	bool		in_data;
+	int			ndata;
+	char	   *elem_id;		/* element being read */
+	char	   *elem_status;
+	char	   *best_id;
+	char	   *best_status;
+	int			best_rank;
+} FtStripeFields;
+
+extern void ft_stripe_form_add(StringInfo body, const char *name, const char *value);
+extern bool ft_stripe_valid_id(const char *s);
+extern bool ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields);
+extern char *ft_stripe_reason(int status, const FtStripeFields *f);
+extern void ft_stripe_classify_object(int status, const FtStripeFields *f,
+									  FtClassification *result);
+extern void ft_stripe_classify_reply(const FtGatewayReply *reply,
+									 FtClassification *result);
+
+/* gateway_stripe_lifecycle.c */
+extern char *ft_stripe_intent_lookup(const FtPaymentRequest *req);
+extern void ft_stripe_classify_lookup(const FtGatewayReply *reply,
+									  FtClassification *result);
+extern void ft_stripe_build_refund(const FtPaymentRequest *req, StringInfo body);
+extern void ft_stripe_classify_refund(const FtGatewayReply *reply,
+									  FtClassification *result);
+extern char *ft_stripe_refund_lookup(const FtPaymentRequest *req);
+extern void ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
+											 FtClassification *result);
+
+#endif							/* FT_GATEWAY_STRIPE_H */

@@ -1,0 +1,222 @@
+/*-------------------------------------------------------------------------
+ *
+ * gateway_stripe_lifecycle.c
+ *	  Reconciliation and refunds of the Stripe providers (docs/providers.md,
+ *	  "Reconciliation and refunds"): the look-up of a PaymentIntent by id
+ *	  or by a search on metadata[order_id], POST /v1/refunds and the
+ *	  look-up of a refund.  Pure functions of their arguments, like the
+ *	  rest of the providers: whatever Stripe sends is an outcome, never an
+ *	  ERROR.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "gateway_stripe.h"
+
+/*
+ * Reconciliation of a PaymentIntent: by its stored id when the order has
+ * one, else a search by metadata[order_id] (Stripe's search API; a
+ * PaymentIntent created under a lost reply has no stored id).
+ */
+char *
+ft_stripe_intent_lookup(const FtPaymentRequest *req)
+{
+	char		query[64];
+	char	   *q;
+	char	   *path;
+
+	if (req->pending_ref != NULL && strncmp(req->pending_ref, "pi_", 3) == 0 &&
+		ft_stripe_valid_id(req->pending_ref))
+		return psprintf("/v1/payment_intents/%s", req->pending_ref);
+	snprintf(query, sizeof(query), "metadata['order_id']:'" INT64_FORMAT "'",
+			 req->order_id);
+	q = curl_easy_escape(NULL, query, 0);
+	if (q == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory encoding a Stripe request")));
+	path = psprintf("/v1/payment_intents/search?query=%s", q);
+	curl_free(q);
+	return path;
+}
+
+/*
+ * A look-up reply: an object (GET by id) is classified as a reply to the
+ * creation; a search result by its most telling element, and an empty one
+ * means the gateway has no such payment (FT_OUTCOME_UNKNOWN), as does a
+ * 404 resource_missing for a stored id (a 404 without that code, say for
+ * a URL the gateway does not know, is only a transient failure: "unknown"
+ * leads to a new charge, so it must be Stripe's own word).  Nothing but transient failures otherwise: a GET
+ * charges nothing.
+ */
+void
+ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtStripeFields f;
+	int			status = reply->http_status;
+	bool		parsed;
+
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
+	if (status == 404 && parsed && f.err_code != NULL &&
+		strcmp(f.err_code, "resource_missing") == 0)
+	{
+		/* only "no such object", not a 404 for an unknown URL */
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("look-up: the gateway has no such payment");
+		return;
+	}
+	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+		f.object != NULL && strcmp(f.object, "search_result") == 0)
+	{
+		if (f.ndata == 0)
+		{
+			result->outcome = FT_OUTCOME_UNKNOWN;
+			result->error = pstrdup("look-up: no PaymentIntent carries this order's id");
+			return;
+		}
+		if (f.best_id == NULL)
+		{
+			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected search result", status));
+			return;
+		}
+		/* classify the element as if it were the reply itself */
+		f.id = f.best_id;
+		f.status = f.best_status;
+		ft_stripe_classify_object(status, &f, result);
+		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
+		{
+			/* the search result lacks next_action: GET the intent by id */
+			result->outcome = FT_OUTCOME_RETRY;
+			result->transient = false;
+		}
+	}
+	else
+		ft_stripe_classify_reply(reply, result);
+
+	if (status < 200 || status > 299 || result->outcome == FT_OUTCOME_FAILED)
+	{
+		char	   *why = result->error;
+
+		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	}
+}
+
+/*
+ * POST /v1/refunds: the order's PaymentIntent (or charge, for the Charges
+ * API) and the amount; the refund's ids as metadata.
+ */
+void
+ft_stripe_build_refund(const FtPaymentRequest *req, StringInfo body)
+{
+	char		amount[32];
+	char		refund_id[32];
+	const char *ref = req->pending_ref ? req->pending_ref : "";
+
+	resetStringInfo(body);
+	ft_stripe_form_add(body, strncmp(ref, "pi_", 3) == 0 ? "payment_intent" : "charge", ref);
+	snprintf(amount, sizeof(amount), INT64_FORMAT, req->refund_amount);
+	ft_stripe_form_add(body, "amount", amount);
+	snprintf(refund_id, sizeof(refund_id), INT64_FORMAT, req->refund_id);
+	ft_stripe_form_add(body, "metadata[refund_id]", refund_id);
+}
+
+/*
+ * A Refund object: succeeded -> refunded; failed / canceled -> refused;
+ * pending / requires_action -> re-checked later by its id (kept in
+ * refunds.gateway_refund_id).  402 and 400 refuse it for good
+ * (charge_already_refunded, amount too large, ...); the rest is transient.
+ */
+void
+ft_stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtStripeFields f;
+	int			status = reply->http_status;
+	bool		parsed;
+
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
+	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+		f.status != NULL && ft_stripe_valid_id(f.id))
+	{
+		if (strcmp(f.status, "succeeded") == 0)
+		{
+			result->outcome = FT_OUTCOME_REFUNDED;
+			result->payment_id = pstrdup(f.id);
+		}
+		else if (strcmp(f.status, "failed") == 0 || strcmp(f.status, "canceled") == 0)
+		{
+			result->outcome = FT_OUTCOME_REFUND_FAILED;
+			result->payment_id = pstrdup(f.id);
+			result->error = psprintf("refund %s %s",
+									 ft_gateway_clean_text(f.id, FT_STRIPE_ID_MAX),
+									 ft_gateway_clean_text(f.status, FT_STRIPE_REASON_MAX));
+		}
+		else
+		{
+			result->outcome = FT_OUTCOME_RETRY;
+			result->transient = false;
+			result->payment_id = pstrdup(f.id);
+			result->error = psprintf("refund %s %s: re-checking later",
+									 ft_gateway_clean_text(f.id, FT_STRIPE_ID_MAX),
+									 ft_gateway_clean_text(f.status, FT_STRIPE_REASON_MAX));
+		}
+		return;
+	}
+	if (status >= 200 && status <= 299)
+		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected refund reply", status));
+	else if (status == 402 || status == 400)
+	{
+		result->outcome = FT_OUTCOME_REFUND_FAILED;
+		result->error = ft_stripe_reason(status, &f);
+		return;
+	}
+	else
+	{
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
+		result->auth_problem = (status == 401 || status == 403);
+	}
+	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+}
+
+/* a refund is looked up by its id once the gateway gave one */
+char *
+ft_stripe_refund_lookup(const FtPaymentRequest *req)
+{
+	if (req->refund_ref == NULL || strncmp(req->refund_ref, "re_", 3) != 0 ||
+		!ft_stripe_valid_id(req->refund_ref))
+		return NULL;
+	return psprintf("/v1/refunds/%s", req->refund_ref);
+}
+
+void
+ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
+							  FtClassification *result)
+{
+	FtStripeFields f;
+
+	if (ft_gateway_classify_transport(reply, result))
+		return;
+	if (reply->http_status == 404 &&
+		ft_stripe_parse(reply->body, reply->body_len, &f) && f.err_code != NULL &&
+		strcmp(f.err_code, "resource_missing") == 0)
+	{
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("look-up: the gateway has no such refund");
+		return;
+	}
+	ft_stripe_classify_refund(reply, result);
+	if (reply->http_status < 200 || reply->http_status > 299)
+	{
+		char	   *why = result->error;
+
+		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	}
+}

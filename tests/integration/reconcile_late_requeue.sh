@@ -1,0 +1,126 @@
+#!/bin/bash
+# reconcile_late_requeue.sh: a dead letter requeued after the gateway forgot
+# its Idempotency-Key is looked up, not charged again (SPEC §11,
+# docs/reference.md, "Reconciliation").
+#
+# The fake gateway charges and loses the reply (timeout_rate 1), the order
+# is dead-lettered (max_attempts 1), the gateway forgets the key
+# (key_ttl_s 1) and the dead letter is requeued:
+#  A. gateway_key_ttl 1s: the worker looks the payment up (GET
+#     /payments/{key}) and settles the order from it: one charge, paid;
+#  B. gateway_key_ttl 30d (no look-up): the same sequence charges twice
+#     (what happens without reconciliation, and why the look-up exists);
+#  C. a look-up that finds nothing (the first request never reached the
+#     gateway) leads to exactly one POST;
+#  D. reconcile() schedules a look-up of an order retrying after a lost
+#     reply, and the look-up settles it.
+
+source "$(dirname "$0")/../lib/common.sh"
+source "$(dirname "$0")/../lib/tap.sh"
+
+gw_start || bail_out "fake gateway did not start"
+pg_start "ft_orders.gateway_url = '$GW_URL'" \
+	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
+	"ft_orders.max_attempts = 1" "ft_orders.circuit_failure_threshold = 1000" \
+	"ft_orders.gateway_key_ttl = '1s'" ||
+	bail_out "server did not start"
+
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.3" "version 1.3 is installed"
+
+place() { psql_q "SELECT order_id FROM ft_orders.place_order('$1', 'cust', $2, 'EUR')"; }
+key_of() { psql_q "SELECT payment_key FROM ft_orders.orders WHERE order_id = $1"; }
+status_of() { psql_q "SELECT status FROM ft_orders.orders WHERE order_id = $1"; }
+gw_key() { curl -fsS "$GW_URL/ledger/$1" | jq -r ".$2"; }
+requests_of()
+{
+	psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at, attempt)
+	          FROM ft_orders.payment_attempts WHERE order_id = $1"
+}
+requeue() { psql_q "SELECT ft_orders.retry_dead_letter(event_id) FROM ft_orders.dead_letters WHERE order_id = $1"; }
+
+# lose the reply of a charge, give the order up, let the gateway forget the key
+lose_and_forget()
+{
+	local order=$1
+	wait_until "SELECT status = 'failed' FROM ft_orders.orders WHERE order_id = $order" 30 || return 1
+	sleep 2.2		# past key_ttl_s at the gateway and gateway_key_ttl here
+	gw_faults reset && gw_faults '{"key_ttl_s":1}'
+}
+
+# --- A: with reconciliation ----------------------------------------------------
+gw_faults '{"timeout_rate":1,"hang_ms":3000,"key_ttl_s":1}' || bail_out "could not set faults"
+a=$(place rec-a 5000)
+lose_and_forget "$a" ; ok $? "A: the charge's reply was lost and the order dead-lettered"
+ka=$(key_of "$a")
+is "$(gw_key "$ka" charges)" "1" "A: the gateway charged the key once"
+is "$(requeue "$a")" "t" "A: the dead letter is requeued after the gateway forgot the key"
+wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $a" 30
+ok $? "A: the order is paid"
+is "$(gw_key "$ka" charges)" "1" "A: still one charge under its key"
+is "$(gw_key "$ka" requests)" "1" "A: no second POST reached the gateway"
+is "$(gw_ledger duplicate_keys)" "0" "A: no key charged twice"
+is "$(psql_q "SELECT payment_id FROM ft_orders.orders WHERE order_id = $a")" "$(gw_key "$ka" payment_id)" \
+	"A: the order carries the gateway's payment id"
+is "$(requests_of "$a")" "charge:failed,lookup:paid" "A: a charge that was given up, then a look-up that found it paid"
+cmp_ok "$(gw_ledger lookups)" -ge 1 "A: the gateway saw the look-up"
+
+# --- B: without reconciliation (the key is trusted for 30 days) ------------------
+pg_set ft_orders.gateway_key_ttl '30d'
+wait_until "SELECT setting = '2592000' FROM pg_settings WHERE name = 'ft_orders.gateway_key_ttl'" 10
+sleep 1		# the workers reload on their next wake-up
+gw_faults '{"timeout_rate":1,"hang_ms":3000,"key_ttl_s":1}' || bail_out "could not set faults"
+b=$(place rec-b 6000)
+lose_and_forget "$b" ; ok $? "B: the charge's reply was lost and the order dead-lettered"
+kb=$(key_of "$b")
+is "$(requeue "$b")" "t" "B: the dead letter is requeued"
+wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $b" 30
+ok $? "B: the order is paid"
+is "$(gw_key "$kb" charges)" "2" "B: without a look-up the forgotten key was charged a second time"
+is "$(gw_ledger duplicate_keys)" "1" "B: the ledger shows that double charge"
+is "$(requests_of "$b")" "charge:failed,charge:paid" "B: the requeued order was POSTed again"
+
+# --- C: a look-up that finds nothing sends the charge once ------------------------
+pg_set ft_orders.gateway_key_ttl '1s'
+wait_until "SELECT setting = '1' FROM pg_settings WHERE name = 'ft_orders.gateway_key_ttl'" 10
+sleep 1
+gw_faults '{"down":true}' || bail_out "could not take the gateway down"
+c=$(place rec-c 7000)
+wait_until "SELECT status = 'failed' FROM ft_orders.orders WHERE order_id = $c" 30
+ok $? "C: the gateway was down, the order dead-lettered"
+sleep 1.2
+gw_faults reset
+kc=$(key_of "$c")
+is "$(curl -s -o /dev/null -w '%{http_code}' "$GW_URL/payments/$kc")" "404" "C: the gateway has no payment under the key"
+requeue "$c" >/dev/null
+wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $c" 30
+ok $? "C: the order is paid"
+is "$(requests_of "$c")" "charge:failed,lookup:unknown,charge:paid" "C: look-up said unknown, then one POST"
+is "$(gw_key "$kc" charges)" "1" "C: one charge"
+
+# --- D: reconcile() on demand ----------------------------------------------------
+pg_set ft_orders.gateway_key_ttl '30d'
+pg_set ft_orders.max_attempts 10
+pg_set ft_orders.backoff_base '10min'
+pg_set ft_orders.backoff_max '10min'
+wait_until "SELECT setting = '600000' FROM pg_settings WHERE name = 'ft_orders.backoff_base'" 10
+sleep 1
+gw_faults '{"timeout_rate":1,"hang_ms":3000}' || bail_out "could not set faults"
+d=$(place rec-d 8000)
+wait_until "SELECT count(*) = 1 FROM ft_orders.payment_attempts WHERE order_id = $d" 30
+ok $? "D: the charge's reply was lost; the order waits for its retry"
+gw_faults reset
+is "$(status_of "$d")" "pending" "D: the order is pending"
+is "$(psql_q "SELECT ft_orders.reconcile('0')")" "1" "D: reconcile('0') schedules one look-up"
+wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $d" 30
+ok $? "D: the look-up settled the order"
+is "$(requests_of "$d")" "charge:retry,lookup:paid" "D: a lost reply, then a look-up"
+is "$(gw_key "$(key_of "$d")" charges)" "1" "D: one charge"
+is "$(psql_q "SELECT ft_orders.reconcile()")" "0" "D: nothing left to reconcile"
+
+is "$(gw_ledger charges)" "5" "ledger: 5 charges for 4 orders (B's double charge)"
+is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox drained"
+is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
+is "$(grep -cE 'ERROR|FATAL' "$PG_LOG")" "0" "no ERROR or FATAL in the log"
+
+done_testing
