@@ -19,11 +19,6 @@ Prints TAP (run by tests/monitoring/dashboard.sh):
     fallback for the same figure, joined with "or");
   - every raw metric the alert rules read is exported by metrics() or
     postgres_exporter (QUERIES, or its built-ins listed below).
-
-Names that metrics() does not export yet are accepted only when they are
-in PENDING_MERGE: each is reported as a TAP "# SKIP" line naming the issue
-that brings it; once metrics() exports it, the check says so, and the entry
-should be deleted.
 """
 import json
 import re
@@ -33,19 +28,6 @@ import tempfile
 
 import jsonschema
 import yaml
-
-# Metrics expected from branches not merged yet.  Delete an entry once
-# metrics() exports the name (the check reports it); delete the whole dict
-# when both are merged.
-PENDING_MERGE = {
-    "ft_orders_gateway_rate_limit": "#15 gateway limits",
-    "ft_orders_gateway_concurrency_limit": "#15 gateway limits",
-    "ft_orders_gateway_throttled_total": "#15 gateway limits",
-    "ft_orders_gateway_paused_until_timestamp_seconds": "#15 gateway limits",
-    "ft_orders_gateway_failure_rate": "#15 gateway limits",
-    "ft_orders_refunds": "#16 payment lifecycle",
-    "ft_orders_gateway_events_total": "#16 payment lifecycle",
-}
 
 # postgres_exporter 0.11's own metrics that the rules use: the node's role
 # (PostgreSQL 14+'s in_hot_standby setting) and replay lag per standby
@@ -66,12 +48,6 @@ def tap(ok, desc, detail=None):
         FAILED += 1
         for line in (detail or []):
             print("#   " + line)
-
-
-def skip(desc, reason):
-    global N
-    N += 1
-    print("ok %d - %s # SKIP %s" % (N, desc, reason))
 
 
 def metrics_names(text):
@@ -181,14 +157,12 @@ def main():
 
     # --- metric names
     def known(name):
-        return name in live or name in PENDING_MERGE
+        return name in live
 
     no_native, unknown = [], []
-    pending_used = set()
     for title, t in targets:
         names = names_in(t["expr"])
         native = {n for n in names if known(n)}
-        pending_used |= {n for n in names if n in PENDING_MERGE and n not in live}
         if not native:
             no_native.append("%s / %s: %s" % (title, t["refId"], " ".join(sorted(names)) or "no metric"))
         unknown += ["%s / %s: %s" % (title, t["refId"], n) for n in sorted(names - native - exporter)]
@@ -203,15 +177,9 @@ def main():
         for r in g["rules"]:
             rule_names |= {n for n in names_in(r["expr"]) if ":" not in n}
     bad = sorted(n for n in rule_names if not known(n) and n not in exporter and n not in EXPORTER_BUILTINS)
-    pending_used |= {n for n in rule_names if n in PENDING_MERGE and n not in live}
     tap(not bad, "the %d metrics the alert rules read are exported by metrics() or postgres_exporter"
         % len(rule_names), bad)
 
-    for n in sorted(pending_used):
-        skip("%s is used but not exported by this build's metrics()" % n,
-             "expected from the merge of %s" % PENDING_MERGE[n])
-    for n in sorted(set(PENDING_MERGE) & live):
-        print("# %s is exported now: delete it from PENDING_MERGE in %s" % (n, sys.argv[0]))
 
     families_unused = sorted(n for n in live if not n.endswith(("_sum", "_count"))
                              and not any(n in names_in(t["expr"]) for _, t in targets))
