@@ -39,6 +39,7 @@
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 
+#include "compat.h"
 #include "gateway.h"
 
 #define FT_STRIPE_ID_MAX	255
@@ -219,7 +220,7 @@ stripe_charge_recheck(const FtPaymentRequest *req)
 	return stripe_recheck(req, "/v1/charges");
 }
 
-static void
+static FtJsonResult
 stripe_json_object_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -234,9 +235,10 @@ stripe_json_object_start(void *state)
 	}
 	f->next_is_error = false;
 	f->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_object_end(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -244,24 +246,27 @@ stripe_json_object_end(void *state)
 	f->depth--;
 	if (f->in_error && f->depth < f->error_depth)
 		f->in_error = false;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_array_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
 	f->next_is_error = false;
 	f->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_array_end(void *state)
 {
 	((FtStripeFields *) state)->depth--;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_field_start(void *state, char *fname, bool isnull)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -269,7 +274,7 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
 	if (fname == NULL)
-		return;
+		return FT_JSON_OK;
 	if (f->depth == 1)
 	{
 		if (strcmp(fname, "id") == 0)
@@ -292,18 +297,20 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 		else if (strcmp(fname, "message") == 0)
 			f->current = FT_SF_ERR_MESSAGE;
 	}
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_field_end(void *state, char *fname, bool isnull)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -312,7 +319,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	if (tokentype != JSON_TOKEN_STRING || token == NULL)
 	{
 		f->current = FT_SF_NONE;
-		return;
+		return FT_JSON_OK;
 	}
 	switch (f->current)
 	{
@@ -342,6 +349,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 	}
 	f->current = FT_SF_NONE;
+	return FT_JSON_OK;
 }
 
 static bool

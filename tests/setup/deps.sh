@@ -2,11 +2,15 @@
 # deps.sh [--bench] [--cluster]: install the Debian packages ft_orders needs
 # to build and test, only those missing.  Works as root (apt-get) or as a
 # user with sudo; otherwise it names what to install and fails.
+# PostgreSQL's major is FT_PG_MAJOR (tests/lib/pg_major.sh: Debian 12's 15,
+# Debian 13's 17).
 set -euo pipefail
+. "$(dirname "$0")/../lib/pg_major.sh"
+v=$FT_PG_MAJOR
 
 pkgs=(
 	make gcc pkg-config ca-certificates curl jq bc perl procps util-linux openssl iproute2
-	postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
+	"postgresql-$v" "postgresql-server-dev-$v" "postgresql-$v-pgtap"
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
@@ -17,7 +21,8 @@ pkgs=(
 for arg in "$@"; do
 	case "$arg" in
 		--bench) pkgs+=(wrk) ;;
-		--fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+		# libFuzzer of Debian's default clang (14 in Debian 12, 19 in 13)
+		--fuzz) pkgs+=(clang "libclang-rt-$(case $v in 15) echo 14 ;; *) echo 19 ;; esac)-dev") ;;
 	esac
 done
 
