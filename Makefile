@@ -61,6 +61,12 @@ include $(PGXS)
 # "all" stays the default goal (before it, this rule was, so a plain
 # "make" built one object).
 $(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/bgworker/*.h)
+
+# A VPATH build (pg_buildext builds each major in build-MAJOR/) writes the
+# objects into subfolders that do not exist there yet.
+ifdef VPATH
+$(shell mkdir -p extension bgworker)
+endif
 endif
 
 .PHONY: deps test test-pg17 demo fake_gateway bench fuzz soak partition

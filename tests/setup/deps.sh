@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deps.sh [--bench] [--cluster]: install the Debian packages ft_orders needs
+# deps.sh [--bench] [--fuzz] [--deb]: install the Debian packages ft_orders needs
 # to build and test, only those missing.  Works as root (apt-get) or as a
 # user with sudo; otherwise it names what to install and fails.
 # PostgreSQL's major is FT_PG_MAJOR (tests/lib/pg_major.sh: Debian 12's 15,
@@ -14,6 +14,7 @@ pkgs=(
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
+	python3-etcd	# Patroni's etcd DCS: Debian 13's patroni would pick python3-consul
 	nftables faketime e2fsprogs	# tests/partition: namespaces' firewalls, clock skew, mkfs.ext4
 	prometheus-postgres-exporter	# tests/integration/exporter.sh
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
@@ -21,6 +22,8 @@ pkgs=(
 for arg in "$@"; do
 	case "$arg" in
 		--bench) pkgs+=(wrk) ;;
+		# make deb (tests/packaging/deb.sh): Debian's PostgreSQL extension tooling
+		--deb) pkgs+=(dpkg-dev debhelper postgresql-server-dev-all) ;;
 		# libFuzzer of Debian's default clang (14 in Debian 12, 19 in 13)
 		--fuzz) pkgs+=(clang "libclang-rt-$(case $v in 15) echo 14 ;; *) echo 19 ;; esac)-dev") ;;
 	esac
