@@ -69,7 +69,7 @@ $(shell mkdir -p extension bgworker)
 endif
 endif
 
-.PHONY: deps test test-pg17 demo fake_gateway bench fuzz soak partition
+.PHONY: deps test test-pg17 test-packages deb demo fake_gateway bench fuzz soak partition
 
 deps:
 	bash tests/setup/deps.sh
@@ -84,6 +84,15 @@ test:
 # under /var/tmp/ft_orders-trixie)
 test-pg17:
 	bash tests/pg17/run.sh
+
+# Debian packages for this system's PostgreSQL majors, into build/deb/CODENAME
+deb:
+	bash tests/packaging/deb.sh
+
+# build the packages for Debian 12 (15) and 13 (17) in chroots, install each
+# on a clean system, pay an order, installcheck (root)
+test-packages:
+	bash tests/packaging/run.sh
 
 demo:
 	bash tests/demo.sh

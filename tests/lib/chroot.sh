@@ -17,6 +17,7 @@
 #   ftc_base SUITE               make/cache the base system of SUITE
 #   ftc_layer SUITE NAME KEY CMD make/cache a layer: CMD runs in the chroot
 #   ftc_up SUITE ROOT [LAYER...] mount a system at ROOT (layers top first)
+#   ftc_deps_layer SUITE SRC     the layer "deps": SRC's tests/setup/deps.sh run
 #   ftc_run ROOT CMD             run a shell command in it, as root
 #   ftc_cleanup                  kill its processes, unmount, remove ROOT
 
@@ -179,6 +180,17 @@ ftc_layer()
 	mv "$root.upper/u" "$dir/layer-$name-$key"
 	rm -rf "$root.upper"
 	ftc_log "layer $name ready in $(( $(date +%s) - t0 )) s"
+}
+
+# ftc_deps_layer SUITE SRC: the layer "deps" of SUITE: the packages that
+# SRC/tests/setup/deps.sh installs there (PostgreSQL's major from the
+# release), remade when deps.sh or pg_major.sh change
+ftc_deps_layer()
+{
+	local key
+	key=$(cat "$2/tests/setup/deps.sh" "$2/tests/lib/pg_major.sh" | sha256sum | cut -c1-12)
+	[ -f "$FTC_CACHE/ft_orders-$1/layer-deps-$key/.ft_layer_complete" ] && return 0
+	FTC_LAYER_TREE=$2 ftc_layer "$1" deps "$key" "cd /work/p && bash tests/setup/deps.sh"
 }
 
 # ftc_up SUITE ROOT [LAYER...]: a fresh system at ROOT: an overlay of the

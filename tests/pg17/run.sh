@@ -25,14 +25,7 @@ t0=$(date +%s)
 trap 'ftc_cleanup' EXIT
 trap 'exit 130' INT TERM
 
-# the layer's key: what decides which packages it holds
-key=$(cat "$src/tests/setup/deps.sh" "$src/tests/lib/pg_major.sh" | sha256sum | cut -c1-12)
-if [ ! -f "$FTC_CACHE/ft_orders-$suite/layer-deps-$key/.ft_layer_complete" ]; then
-	# deps.sh runs from a copy of the tree in /work/p (not kept in the layer)
-	FTC_LAYER_TREE=$src ftc_layer "$suite" deps "$key" \
-		"cd /work/p && FT_PG_MAJOR=$major bash tests/setup/deps.sh" ||
-		{ echo "0 passed, 1 failed"; exit 1; }
-fi
+ftc_deps_layer "$suite" "$src" || { echo "0 passed, 1 failed"; exit 1; }
 
 root=$(mktemp -d "$FTC_CACHE/ft_orders-$suite/run.XXXXXX")
 ftc_up "$suite" "$root" deps || { echo "0 passed, 1 failed"; exit 1; }

@@ -18,6 +18,7 @@ pkgs=(
 	nftables faketime e2fsprogs	# tests/partition: namespaces' firewalls, clock skew, mkfs.ext4
 	prometheus-postgres-exporter	# tests/integration/exporter.sh
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
+	python3-jsonschema	# tests/packaging/meta.sh validates META.json
 )
 for arg in "$@"; do
 	case "$arg" in
