@@ -70,7 +70,6 @@ SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS comm
  WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
    AND a.attnum > 0 AND NOT a.attisdropped;
 SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comment;
-\dx+ ft_orders
 
 -- 1.1 -> 1.2: the rows stay, old orders keep their random payment keys, new
 -- orders get keys derived from (key, fingerprint, purge generation)
