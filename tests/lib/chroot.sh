@@ -59,7 +59,7 @@ ftc_mount_sys()
 # every mount point below ROOT, deepest first
 ftc_umount_all()
 {
-	local root=$1 p r pids=() i m
+	local root=$1 p r pids=() alive i m
 	for p in /proc/[0-9]*; do
 		r=$(readlink "$p/root" 2>/dev/null) || continue
 		[ "$r" = "$root" ] && pids+=("${p#/proc/}")
@@ -69,9 +69,14 @@ ftc_umount_all()
 		kill -TERM "${pids[@]}" 2>/dev/null
 		for i in 1 2 3 4 5; do
 			sleep 1
-			kill -0 "${pids[@]}" 2>/dev/null || break
+			alive=()
+			for p in "${pids[@]}"; do
+				kill -0 "$p" 2>/dev/null && alive+=("$p")
+			done
+			pids=("${alive[@]}")
+			[ ${#pids[@]} -eq 0 ] && break
 		done
-		kill -KILL "${pids[@]}" 2>/dev/null
+		[ ${#pids[@]} -gt 0 ] && kill -KILL "${pids[@]}" 2>/dev/null
 	fi
 	# network namespaces left behind: their bind mounts live in run/netns
 	for m in $(findmnt -rn -o TARGET | grep -F "$root/" | sort -r); do
