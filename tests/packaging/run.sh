@@ -29,18 +29,18 @@ t_begin=$(date +%s)
 # indent: the inner script's lines as TAP comments
 indent() { sed 's/^/#   /'; }
 
-for suite in ${*:-bookworm trixie}; do
-	case $suite in
-		bookworm) major=15 ;;
-		trixie) major=17 ;;
-		*) echo "test-packages: unknown release $suite"; ok 1 "$suite: known release"; continue ;;
-	esac
-	pkg=postgresql-$major-ft-orders
-	t0=$(date +%s)
+# check RC DESC: ok RC DESC, and RC as the status (ok's own is always 0)
+check() { ok "$@"; return "$1"; }
+
+# one_release SUITE MAJOR: steps 1-4 for one Debian release
+one_release()
+{
+	local suite=$1 major=$2 pkg=postgresql-$2-ft-orders bld cln out gw_bin runtime rc
+	local log=$FTC_CACHE/ft_orders-$1/steps.log
 
 	# 1. build
 	ftc_deps_layer "$suite" "$src"
-	ok $? "$suite: a system with the packages of deps.sh" || continue
+	check $? "$suite: a system with the packages of deps.sh" || return
 	bld=$(mktemp -d "$FTC_CACHE/ft_orders-$suite/build.XXXXXX")
 	ftc_up "$suite" "$bld" deps && ftc_copy_tree "$src" "$bld/work/p"
 	ftc_run "$bld" 'cd /work/p && bash tests/packaging/deb.sh /work/out &&
@@ -48,8 +48,8 @@ for suite in ${*:-bookworm trixie}; do
 		for f in $(ldd tests/fake_gateway/fake_gateway | awk "/=>/ {print \$3}"); do
 			dpkg -S "$f" 2>/dev/null || dpkg -S "/usr$f" 2>/dev/null || dpkg -S "$(realpath "$f")" 2>/dev/null
 		done | cut -d: -f1 | sort -u >/work/out/gateway-runtime.txt' 2>&1 | indent
-	ls "$bld/work/out/${pkg}_"*.deb >/dev/null 2>&1
-	ok $? "$suite: make deb built $pkg" || { ftc_cleanup; continue; }
+	ls "$bld/work/out/${pkg}_"*.deb >/dev/null 2>&1 && [ -x "$bld/work/p/tests/fake_gateway/fake_gateway" ]
+	check $? "$suite: make deb built $pkg (and the fake gateway was built)" || return
 	out=$src/build/deb/$suite
 	mkdir -p "$out"
 	rm -f "$out"/*.deb "$out"/*.buildinfo "$out"/*.changes
@@ -66,36 +66,41 @@ for suite in ${*:-bookworm trixie}; do
 	cp "$gw_bin"/fake_gateway "$cln/work/p/tests/fake_gateway/"
 	runtime=$(grep -v '^libc6$' "$gw_bin/gateway-runtime.txt" | tr '\n' ' ')
 	rm -rf "$gw_bin"
-	ftc_run "$cln" "! dpkg-query -W 'postgresql-$major' >/dev/null 2>&1"
+	ftc_run "$cln" "! dpkg-query -W -f='\${Status}' 'postgresql-$major' 2>/dev/null | grep -q 'install ok installed'"
 	ok $? "$suite: the clean system has no PostgreSQL before the package"
 	ftc_run "$cln" "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends /work/debs/${pkg}_*.deb curl jq procps $runtime >/dev/null" 2>&1 | indent
 	ftc_run "$cln" "dpkg-query -W -f='\${Status}' $pkg | grep -q 'install ok installed' &&
 		dpkg-query -W -f='\${Status}' postgresql-$major | grep -q 'install ok installed' &&
 		test -f /usr/lib/postgresql/$major/lib/ft_orders.so &&
 		test -f /usr/share/postgresql/$major/extension/ft_orders.control"
-	ok $? "$suite: apt-get installed $pkg and postgresql-$major; ft_orders.so and ft_orders.control in place" ||
-		{ ftc_cleanup; continue; }
+	check $? "$suite: apt-get installed $pkg and postgresql-$major; ft_orders.so and ft_orders.control in place" || return
 
 	# 3. preload, CREATE EXTENSION, orders placed and paid (fake gateway)
-	ftc_run "$cln" "cd /work/p && FT_PG_MAJOR=$major bash tests/integration/happy_path.sh" >"$FTC_CACHE/ft_orders-$suite/happy.log" 2>&1
+	ftc_run "$cln" "cd /work/p && FT_PG_MAJOR=$major bash tests/integration/happy_path.sh" >"$log" 2>&1
 	rc=$?
-	indent <"$FTC_CACHE/ft_orders-$suite/happy.log"
-	[ $rc -eq 0 ] && ! grep -q '^not ok' "$FTC_CACHE/ft_orders-$suite/happy.log" &&
-		grep -q '^ok .* all [0-9]* orders are paid' "$FTC_CACHE/ft_orders-$suite/happy.log"
+	indent <"$log"
+	[ $rc -eq 0 ] && ! grep -q '^not ok' "$log" && grep -q '^ok .* all [0-9]* orders are paid' "$log"
 	ok $? "$suite: the packaged library preloaded, CREATE EXTENSION, orders placed and paid (happy_path.sh)"
-	rm -f "$FTC_CACHE/ft_orders-$suite/happy.log"
 
 	# 4. installcheck against the installed files
 	ftc_run "$cln" "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make postgresql-server-dev-$major >/dev/null &&
 		cd /work/p && bash debian/tests/installcheck &&
-		dpkg --verify $pkg && echo 'dpkg --verify $pkg: the package'\''s files are unchanged'" >"$FTC_CACHE/ft_orders-$suite/ic.log" 2>&1
+		dpkg --verify $pkg && echo 'dpkg --verify $pkg: the package'\\''s files are unchanged'" >"$log" 2>&1
 	rc=$?
-	indent <"$FTC_CACHE/ft_orders-$suite/ic.log"
-	[ $rc -eq 0 ] && grep -q "### PostgreSQL $major installcheck" "$FTC_CACHE/ft_orders-$suite/ic.log" &&
-		grep -qE 'All [0-9]+ tests passed' "$FTC_CACHE/ft_orders-$suite/ic.log" &&
-		grep -q 'files are unchanged' "$FTC_CACHE/ft_orders-$suite/ic.log"
+	indent <"$log"
+	[ $rc -eq 0 ] && grep -q "### PostgreSQL $major installcheck" "$log" &&
+		grep -qE 'All [0-9]+ tests passed' "$log" && grep -q 'files are unchanged' "$log"
 	ok $? "$suite: installcheck (debian/tests/installcheck) passes against the installed package, whose files dpkg --verify finds unchanged"
-	rm -f "$FTC_CACHE/ft_orders-$suite/ic.log"
+	rm -f "$log"
+}
+
+for suite in ${*:-bookworm trixie}; do
+	t0=$(date +%s)
+	case $suite in
+		bookworm) one_release bookworm 15 ;;
+		trixie) one_release trixie 17 ;;
+		*) ok 1 "$suite: a release this script knows (bookworm, trixie)" ;;
+	esac
 	ftc_cleanup
 	diag "$suite: $(($(date +%s) - t0)) s"
 done

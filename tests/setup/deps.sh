@@ -24,7 +24,7 @@ for arg in "$@"; do
 	case "$arg" in
 		--bench) pkgs+=(wrk) ;;
 		# make deb (tests/packaging/deb.sh): Debian's PostgreSQL extension tooling
-		--deb) pkgs+=(dpkg-dev debhelper postgresql-server-dev-all) ;;
+		--deb) pkgs+=(build-essential dpkg-dev debhelper postgresql-server-dev-all) ;;
 		# libFuzzer of Debian's default clang (14 in Debian 12, 19 in 13)
 		--fuzz) pkgs+=(clang "libclang-rt-$(case $v in 15) echo 14 ;; *) echo 19 ;; esac)-dev") ;;
 	esac
