@@ -34,5 +34,8 @@ rm -f "$out"/*.deb "$out"/*.buildinfo "$out"/*.changes
 cp "$work"/*.deb "$work"/*.buildinfo "$work"/*.changes "$out/"
 for f in "$out"/*.deb; do
 	echo "deb.sh: $f"
-	dpkg-deb -c "$f" | awk '{print "deb.sh:   " $6}' | grep -E '\.(so|sql|control)$'
+done
+# what the packages install for PostgreSQL (the -dbgsym ones hold debug symbols)
+for f in "$out"/postgresql-*-ft-orders_*.deb; do
+	dpkg-deb -c "$f" | awk '$6 ~ /\.(so|sql|control)$/ {print "deb.sh:   " $6}'
 done
