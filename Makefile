@@ -54,7 +54,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifeq ($(PGXS),)
 # No server development files yet: only the set-up targets work.
 all install installcheck:
-	@echo "PostgreSQL 15 server development files are missing; run 'make deps' (or 'make test')." >&2
+	@echo "PostgreSQL server development files are missing; run 'make deps' (or 'make test')." >&2
 	@exit 1
 else
 include $(PGXS)
@@ -65,9 +65,15 @@ include $(PGXS)
 # "all" stays the default goal (before it, this rule was, so a plain
 # "make" built one object).
 $(OBJS): $(wildcard $(srcdir)/extension/*.h $(srcdir)/bgworker/*.h)
+
+# A VPATH build (pg_buildext builds each major in build-MAJOR/) writes the
+# objects into subfolders that do not exist there yet.
+ifdef VPATH
+$(shell mkdir -p extension bgworker)
+endif
 endif
 
-.PHONY: deps test demo fake_gateway bench fuzz soak partition
+.PHONY: deps test test-pg17 test-packages deb demo fake_gateway bench fuzz soak partition
 
 deps:
 	bash tests/setup/deps.sh
@@ -77,6 +83,20 @@ fake_gateway:
 
 test:
 	bash tests/run_all.sh
+
+# every suite against PostgreSQL 17 in a Debian 13 chroot (root; cached
+# under /var/tmp/ft_orders-trixie)
+test-pg17:
+	bash tests/pg17/run.sh
+
+# Debian packages for this system's PostgreSQL majors, into build/deb/CODENAME
+deb:
+	bash tests/packaging/deb.sh
+
+# build the packages for Debian 12 (15) and 13 (17) in chroots, install each
+# on a clean system, pay an order, installcheck (root)
+test-packages:
+	bash tests/packaging/run.sh
 
 demo:
 	bash tests/demo.sh

@@ -28,6 +28,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/json.h"
 
+#include "compat.h"
 #include "gateway.h"
 
 /* longest payment_id accepted, and longest reason kept from a reply */
@@ -222,7 +223,7 @@ ft_parse_retry_after(const char *value, time_t now)
 	return (int) Min((int64) (when - now), (int64) (INT_MAX / 1000)) * 1000;
 }
 
-static void
+static FtJsonResult
 reply_object_start(void *state)
 {
 	FtReplyFields *f = (FtReplyFields *) state;
@@ -230,28 +231,31 @@ reply_object_start(void *state)
 	if (f->depth == 0)
 		f->top_is_object = true;
 	f->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 reply_nest_start(void *state)
 {
 	((FtReplyFields *) state)->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 reply_nest_end(void *state)
 {
 	((FtReplyFields *) state)->depth--;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 reply_field_start(void *state, char *fname, bool isnull)
 {
 	FtReplyFields *f = (FtReplyFields *) state;
 
 	f->current = FT_FIELD_NONE;
 	if (f->depth != 1 || fname == NULL)
-		return;
+		return FT_JSON_OK;
 	if (strcmp(fname, "status") == 0)
 		f->current = FT_FIELD_STATUS;
 	else if (strcmp(fname, "payment_id") == 0)
@@ -264,21 +268,23 @@ reply_field_start(void *state, char *fname, bool isnull)
 		f->current = FT_FIELD_ERROR;
 	else if (strcmp(fname, "message") == 0)
 		f->current = FT_FIELD_MESSAGE;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 reply_field_end(void *state, char *fname, bool isnull)
 {
 	((FtReplyFields *) state)->current = FT_FIELD_NONE;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 reply_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	FtReplyFields *f = (FtReplyFields *) state;
 
 	if (f->depth != 1 || tokentype != JSON_TOKEN_STRING || token == NULL)
-		return;
+		return FT_JSON_OK;
 	switch (f->current)
 	{
 		case FT_FIELD_STATUS:
@@ -303,6 +309,7 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 	}
 	f->current = FT_FIELD_NONE;
+	return FT_JSON_OK;
 }
 
 /*
@@ -326,8 +333,8 @@ ft_gateway_parse_json(const char *body, size_t len, JsonSemAction *sem)
 	{
 		JsonLexContext *lex;
 
-		lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
-										   PG_UTF8, true);
+		lex = ft_make_json_lexer(unconstify(char *, body), (int) len,
+								 PG_UTF8, true);
 		ok = (pg_parse_json(lex, sem) == JSON_SUCCESS);
 	}
 	PG_CATCH();
@@ -560,7 +567,7 @@ typedef struct FtFieldCapture
 	char	   *result;
 } FtFieldCapture;
 
-static void
+static FtJsonResult
 capture_nest_start(void *state)
 {
 	FtFieldCapture *c = (FtFieldCapture *) state;
@@ -575,9 +582,10 @@ capture_nest_start(void *state)
 	}
 	c->next_is_value = false;
 	c->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 capture_nest_end(void *state)
 {
 	FtFieldCapture *c = (FtFieldCapture *) state;
@@ -589,18 +597,20 @@ capture_nest_end(void *state)
 		c->capturing = false;
 		c->result = pnstrdup(c->start, c->lex->prev_token_terminator - c->start);
 	}
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 capture_field_start(void *state, char *fname, bool isnull)
 {
 	FtFieldCapture *c = (FtFieldCapture *) state;
 
 	c->next_is_value = (c->depth == 1 && c->top_is_object && fname != NULL &&
 						strcmp(fname, c->field) == 0);
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 capture_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	FtFieldCapture *c = (FtFieldCapture *) state;
@@ -609,6 +619,7 @@ capture_scalar(void *state, char *token, JsonTokenType tokentype)
 		token != NULL)
 		c->result = pstrdup(token);
 	c->next_is_value = false;
+	return FT_JSON_OK;
 }
 
 /*
@@ -644,8 +655,8 @@ ft_gateway_json_field(const char *body, size_t len, const char *field,
 
 	PG_TRY();
 	{
-		capture.lex = makeJsonLexContextCstringLen(unconstify(char *, body), (int) len,
-												   PG_UTF8, true);
+		capture.lex = ft_make_json_lexer(unconstify(char *, body), (int) len,
+										 PG_UTF8, true);
 		ok = (pg_parse_json(capture.lex, &sem) == JSON_SUCCESS);
 	}
 	PG_CATCH();

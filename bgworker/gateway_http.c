@@ -49,6 +49,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "gateway.h"
 #include "guc.h"
 
@@ -332,7 +333,7 @@ ft_http_init(void)
 				(errcode_for_socket_access(),
 				 errmsg("could not create an epoll instance for libcurl's sockets: %m")));
 
-	ft_wait_set = CreateWaitEventSet(TopMemoryContext, lengthof(ft_occurred));
+	ft_wait_set = ft_create_wait_event_set(lengthof(ft_occurred));
 	AddWaitEventToSet(ft_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(ft_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(ft_wait_set, WL_SOCKET_READABLE, ft_epoll_fd, NULL, NULL);

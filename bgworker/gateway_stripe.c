@@ -45,6 +45,7 @@
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 
+#include "compat.h"
 #include "gateway.h"
 #include "gateway_stripe.h"
 
@@ -226,7 +227,7 @@ stripe_status_rank(const char *status)
 	return 1;
 }
 
-static void
+static FtJsonResult
 stripe_json_object_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -247,9 +248,10 @@ stripe_json_object_start(void *state)
 	}
 	f->next_is_error = false;
 	f->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_object_end(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -264,9 +266,10 @@ stripe_json_object_end(void *state)
 		f->best_status = f->elem_status;
 		f->best_rank = stripe_status_rank(f->elem_status);
 	}
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_array_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -276,9 +279,10 @@ stripe_json_array_start(void *state)
 	f->next_is_error = false;
 	f->next_is_data = false;
 	f->depth++;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_array_end(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -286,9 +290,10 @@ stripe_json_array_end(void *state)
 	f->depth--;
 	if (f->depth == 1)
 		f->in_data = false;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_field_start(void *state, char *fname, bool isnull)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -297,7 +302,7 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 	f->next_is_error = false;
 	f->next_is_data = false;
 	if (fname == NULL)
-		return;
+		return FT_JSON_OK;
 	if (f->in_data && f->depth == 3)
 	{
 		if (strcmp(fname, "id") == 0)
@@ -329,18 +334,20 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 		else if (strcmp(fname, "message") == 0)
 			f->current = FT_SF_ERR_MESSAGE;
 	}
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_field_end(void *state, char *fname, bool isnull)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
+	return FT_JSON_OK;
 }
 
-static void
+static FtJsonResult
 stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
@@ -350,7 +357,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	if (tokentype != JSON_TOKEN_STRING || token == NULL)
 	{
 		f->current = FT_SF_NONE;
-		return;
+		return FT_JSON_OK;
 	}
 	switch (f->current)
 	{
@@ -386,6 +393,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 	}
 	f->current = FT_SF_NONE;
+	return FT_JSON_OK;
 }
 
 bool

@@ -14,7 +14,7 @@ FT_CLASSIFY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 ft_classify_build()
 {
-	local out=$1 main=$2 cc=$3 pg_config=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+	local out=$1 main=$2 cc=$3 pg_config=${PG_CONFIG:-/usr/lib/postgresql/${FT_PG_MAJOR:-15}/bin/pg_config}
 	shift 3
 	"$cc" -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
 		-Wall -Werror "$@" \

@@ -12,7 +12,8 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+. "$ROOT/tests/lib/pg_major.sh"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$FT_PG_MAJOR/bin/pg_config}
 SECONDS_TO_RUN=${FT_FUZZ_SECONDS:-600}
 JOBS=${FT_FUZZ_JOBS:-1}
 OUT=${FT_FUZZ_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/ft_fuzz.XXXXXX")}

@@ -70,13 +70,16 @@ SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
   FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   -- not the row and array types made with a table, view or type (their
+   -- internal dependency): members too from PostgreSQL 17 on, uncommented
+   AND NOT EXISTS (SELECT FROM pg_depend i
+                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
  ORDER BY 1;
 SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
  WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
    AND a.attnum > 0 AND NOT a.attisdropped;
 SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comment;
-\dx+ ft_orders
 
 -- 1.1 -> 1.2: the rows stay, old orders keep their random payment keys, new
 -- orders get keys derived from (key, fingerprint, purge generation)
@@ -125,6 +128,10 @@ SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
   FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   -- not the row and array types made with a table, view or type (their
+   -- internal dependency): members too from PostgreSQL 17 on, uncommented
+   AND NOT EXISTS (SELECT FROM pg_depend i
+                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
    AND pg_describe_object(d.classid, d.objid, 0) ~ '(generations|_payment_key)'
  ORDER BY 1;
 SELECT has_function_privilege('public', 'ft_orders._payment_key(text, bytea, bigint)', 'EXECUTE') AS public_may_derive,

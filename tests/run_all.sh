@@ -4,9 +4,10 @@
 # the line "N passed, N failed" (exit status 1 on any failure).
 #
 # Suites: pg_regress (sql/ + expected/), pgTAP (tests/pgtap, pg_prove), the
-# fake gateway's self-test, the integration tests (tests/integration), the
+# fake gateway's self-test, META.json's check (tests/packaging/meta.sh), the
 # monitoring checks (tests/monitoring: alert rules under promtool, the
-# Grafana dashboard against metrics()), the
+# Grafana dashboard against metrics()), the integration tests
+# (tests/integration), the
 # chaos tests (tests/chaos, crashes and a flapping gateway under load), the
 # cluster drills (tests/cluster), the partition drills (tests/partition,
 # the subset; `make partition` runs them all).  FT_SUITES="regress pgtap"
@@ -18,7 +19,7 @@ cd "$root"
 bash tests/setup/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bash tests/setup/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-suites=${FT_SUITES:-"regress pgtap gateway monitoring integration chaos cluster partition"}
+suites=${FT_SUITES:-"regress pgtap gateway packaging monitoring integration chaos cluster partition"}
 total_pass=0
 total_fail=0
 summary=()
@@ -88,6 +89,10 @@ for s in $suites; do
 				run_tap gateway prove -v --exec bash tests/fake_gateway/selftest.sh ;;
 		monitoring)
 			run_tap monitoring prove -v --exec bash tests/monitoring/*.sh ;;
+		packaging)
+			# META.json against the PGXN schema (make test-packages builds
+			# and installs the .debs in chroots)
+			run_tap packaging prove -v --exec bash tests/packaging/meta.sh ;;
 		integration)
 			ls tests/integration/*.sh >/dev/null 2>&1 &&
 				run_tap integration prove -v --exec bash tests/integration/*.sh ;;

@@ -12,7 +12,8 @@
 
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+. "$ROOT/tests/lib/pg_major.sh"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$FT_PG_MAJOR/bin/pg_config}
 PG_BIN=$($PG_CONFIG --bindir)
 TESTS=("$@")
 [ ${#TESTS[@]} -gt 0 ] || TESTS=(happy_path hostile_replies)

@@ -4,7 +4,8 @@
 
 CL_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FT_ROOT=$(cd "$CL_HERE/../.." && pwd)
-FT_PG_BIN=${FT_PG_BIN:-/usr/lib/postgresql/15/bin}
+. "$FT_ROOT/tests/lib/pg_major.sh"
+FT_PG_BIN=${FT_PG_BIN:-/usr/lib/postgresql/$FT_PG_MAJOR/bin}
 FT_GATEWAY_BIN=${FT_GATEWAY_BIN:-$FT_ROOT/tests/fake_gateway/fake_gateway}
 CL_PYTHON=/usr/bin/python3		# Debian's patroni needs this interpreter (RECIPES pitfall)
 

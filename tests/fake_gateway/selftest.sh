@@ -169,7 +169,7 @@ is "$CODE $(jf '[.charged,.status,.requests,.payment_id]')" '200 [false,402,2,nu
 # --- transient faults -------------------------------------------------------------------
 
 http DELETE /faults
-is "$CODE $(jf '[.fail_rate,.decline_amount_minor,.down]')" '200 [0,[],false]' "DELETE /faults resets"
+is "$CODE $(jf '[.fail_rate + 0,.decline_amount_minor,.down]')" '200 [0,[],false]' "DELETE /faults resets"
 faults '{"fail_rate":1,"retry_after_s":2}'
 pay k-fail "$(body 20 500)"
 is "$CODE $BODY $(header Retry-After)" '503 {"error":"injected"} 2' "fail_rate=1 gives 503 with Retry-After"
@@ -303,7 +303,7 @@ is "$CODE" 400 "negative rate_limit_per_s is 400"
 faults '{"max_concurrency":1.5}'
 is "$CODE" 400 "non-integer max_concurrency is 400"
 http GET /faults
-is "$(jf '[.fail_rate,.latency_ms,.hang_ms,.fail_status]')" '[0,0,30000,503]' \
+is "$(jf '[.fail_rate + 0,.latency_ms,.hang_ms,.fail_status]')" '[0,0,30000,503]' \
 	"rejected updates leave the configuration unchanged"
 
 # --- token --------------------------------------------------------------------------

@@ -8,7 +8,8 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+. "$ROOT/tests/lib/pg_major.sh"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$FT_PG_MAJOR/bin/pg_config}
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/ft_classify.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT
 

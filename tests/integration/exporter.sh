@@ -112,8 +112,9 @@ is "$(psql_q "SELECT rolsuper FROM pg_roles WHERE rolname = 'ft_exporter'")" "f"
 	"the exporter role is not a superuser"
 
 exporter_start ft_exporter "$FT_TMP/exporter.log" || bail_out "the exporter did not serve /metrics"
-is "$(curl -s -o /dev/null -w '%{http_code} %{content_type}' "$EXP_URL/metrics")" \
-	"200 text/plain; version=0.0.4; charset=utf-8" "the exporter serves /metrics on 127.0.0.1:$EXP_PORT"
+# (Debian 13's exporter appends "; escaping=underscores")
+like "$(curl -s -o /dev/null -w '%{http_code} %{content_type}' "$EXP_URL/metrics")" \
+	'^200 text/plain; version=0\.0\.4; charset=utf-8(; escaping=[a-z-]+)?$' "the exporter serves /metrics on 127.0.0.1:$EXP_PORT"
 like "$(ss -Hltn "sport = :$EXP_PORT" | awk '{print $4}' | sort -u | tr '\n' ' ')" '^127\.0\.0\.1:[0-9]+ $' \
 	"it listens on loopback only"
 is "$(psql_q "SELECT count(*) > 0 FROM pg_stat_activity WHERE usename = 'ft_exporter' AND datname = 'ftdb'")" "t" \

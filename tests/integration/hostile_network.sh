@@ -57,7 +57,7 @@ is "$(nerr "$o2" 'reply too large')" "2" "10 MB replies (with and without a leng
 is "$(nerr "$o2" 'timed? ?out')" "1" "an endless drip ends by request_timeout"
 cmp_ok "$(psql_q "SELECT round(latency_ms) FROM ft_orders.payment_attempts WHERE order_id = $o2 AND error ~* 'timed? ?out'")" -le 3000 \
 	"... within request_timeout (2 s) plus slack"
-is "$(nerr "$o2" 'transfer closed|partial|remaining')" "1" "a truncated body (Content-Length larger than sent) is a retry"
+is "$(nerr "$o2" 'transfer closed|partial|remaining|bytes missing')" "1" "a truncated body (Content-Length larger than sent) is a retry"
 is "$(nerr "$o2" 'malformed')" "1" "a Content-Length shorter than the body leaves a malformed reply"
 is "$(nerr "$o2" 'reset|recv failure')" "2" "connection resets (mid-reply and before any reply) are retries"
 is "$(nerr "$o2" 'empty reply')" "1" "a close before any reply is a retry"

@@ -11,7 +11,8 @@
 set -u
 
 FT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-FT_PG_BIN=${FT_PG_BIN:-/usr/lib/postgresql/15/bin}
+. "$FT_ROOT/tests/lib/pg_major.sh"
+FT_PG_BIN=${FT_PG_BIN:-/usr/lib/postgresql/$FT_PG_MAJOR/bin}
 FT_GATEWAY_BIN=${FT_GATEWAY_BIN:-$FT_ROOT/tests/fake_gateway/fake_gateway}
 export PATH="$FT_PG_BIN:$PATH"
 

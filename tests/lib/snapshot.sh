@@ -57,6 +57,10 @@ SELECT line FROM (
 	SELECT 'member ' || pg_describe_object(d.classid, d.objid, 0)
 	  FROM pg_depend d, ext
 	 WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
+	   -- not the row and array types made with a table, view or type (their
+	   -- internal dependency): members too from PostgreSQL 17 on only
+	   AND NOT EXISTS (SELECT FROM pg_depend i
+					    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
 	UNION ALL
 	SELECT 'extconfig ' || c::regclass::text || ' where=' || coalesce(cond, '')
 	  FROM ext, unnest(ext.extconfig, ext.extcondition) AS u(c, cond)

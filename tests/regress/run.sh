@@ -4,7 +4,8 @@
 # as the postgres OS user in a copy of the tree that user owns.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+. "$root/tests/lib/pg_major.sh"
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$FT_PG_MAJOR/bin/pg_config}
 work=$(mktemp -d "${TMPDIR:-/tmp}/ft_regress.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/Makefile" "$root/ft_orders.control" "$root"/ft_orders--*.sql \

@@ -2,7 +2,8 @@
 # build.sh: build and install the extension, build the fake gateway.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+. tests/lib/pg_major.sh
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$FT_PG_MAJOR/bin/pg_config}
 make -s PG_CONFIG="$PG_CONFIG" >/dev/null
 if [ "$(id -u)" -eq 0 ]; then
 	make -s PG_CONFIG="$PG_CONFIG" install >/dev/null

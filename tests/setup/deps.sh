@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# deps.sh [--bench] [--cluster]: install the Debian packages ft_orders needs
+# deps.sh [--bench] [--fuzz] [--deb]: install the Debian packages ft_orders needs
 # to build and test, only those missing.  Works as root (apt-get) or as a
 # user with sudo; otherwise it names what to install and fails.
+# PostgreSQL's major is FT_PG_MAJOR (tests/lib/pg_major.sh: Debian 12's 15,
+# Debian 13's 17).
 set -euo pipefail
+. "$(dirname "$0")/../lib/pg_major.sh"
+v=$FT_PG_MAJOR
 
 pkgs=(
 	make gcc pkg-config ca-certificates curl jq bc perl procps util-linux openssl iproute2
-	postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap
+	"postgresql-$v" "postgresql-server-dev-$v" "postgresql-$v-pgtap"
 	libtap-parser-sourcehandler-pgtap-perl
 	libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev uthash-dev
 	libssl-dev	# tests/fake_gateway: HMAC-SHA256 of the webhook signatures
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
+	python3-etcd	# Patroni's etcd DCS: Debian 13's patroni would pick python3-consul
 	nftables faketime e2fsprogs	# tests/partition: namespaces' firewalls, clock skew, mkfs.ext4
 	prometheus-postgres-exporter	# tests/integration/exporter.sh
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
 	prometheus python3-yaml		# contrib/prometheus: promtool, tests/integration/prometheus.sh
-	python3-jsonschema		# tests/monitoring/dashboard.sh checks contrib/grafana
+	python3-jsonschema		# tests/monitoring/dashboard.sh (contrib/grafana), tests/packaging/meta.sh (META.json)
 )
 for arg in "$@"; do
 	case "$arg" in
 		--bench) pkgs+=(wrk python3-matplotlib) ;;	# bench/plots.py
-		--fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
+		# make deb (tests/packaging/deb.sh): Debian's PostgreSQL extension tooling
+		--deb) pkgs+=(build-essential dpkg-dev debhelper postgresql-server-dev-all) ;;
+		# libFuzzer of Debian's default clang (14 in Debian 12, 19 in 13)
+		--fuzz) pkgs+=(clang "libclang-rt-$(case $v in 15) echo 14 ;; *) echo 19 ;; esac)-dev") ;;
 	esac
 done
 
