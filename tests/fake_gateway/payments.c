@@ -256,7 +256,7 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	int64_t		order_id = 0;
 	int64_t		amount = 0;
 	char		currency[16] = "";
-	uint64_t	hash;
+	uint64_t	hash = 0;
 	bool		auth_ok;
 	int			st = 0;
 	char	   *stored = NULL;
