@@ -2,7 +2,8 @@
  *
  * faults.c
  *	  Fault-injection configuration: defaults, validation of POST /faults,
- *	  its JSON form, and the per-request snapshot.
+ *	  its JSON form, the per-request snapshot, and the transient faults
+ *	  (down, status_script, fail_rate) that every endpoint injects alike.
  *
  * All state sits behind faults_lock.  A request copies the configuration
  * once (ft_faults_snapshot) and works on its copy, so an update never
@@ -18,9 +19,15 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "gateway.h"
 #include "faults.h"
+#include "ledger.h"
+
+static __thread unsigned int prng_seed;
+static __thread bool prng_ready;
 
 typedef enum FaultKind
 {
@@ -114,6 +121,57 @@ ft_faults_pop_script(void)
 		status = script[script_pos++];
 	pthread_mutex_unlock(&faults_lock);
 	return status;
+}
+
+/*
+ * A uniform draw in [0, 1) for fail_rate, timeout_rate and garbage_rate,
+ * from this thread's own PRNG state (rand() would share one state, behind
+ * a lock, between the libmicrohttpd threads).
+ */
+double
+ft_faults_draw(void)
+{
+	if (!prng_ready)
+	{
+		prng_seed = (unsigned int) ft_gw_now_us() ^
+			(unsigned int) (uintptr_t) pthread_self();
+		prng_ready = true;
+	}
+	return rand_r(&prng_seed) / ((double) RAND_MAX + 1.0);
+}
+
+/*
+ * The transient faults of f, in this order: down (the connection is closed
+ * without a reply), the next status_script entry, fail_rate (fail_status).
+ * A scripted or drawn status is answered {"error":"injected"}, with
+ * Retry-After when retry_after_s > 0.  Each counts as faults_injected.
+ * Returns true, with the handler's result in *ret, if a fault was injected;
+ * false if the request goes on.
+ */
+bool
+ft_faults_inject(struct MHD_Connection *conn, const FtFaults *f,
+				 enum MHD_Result *ret)
+{
+	int			status;
+	char		retry[16];
+
+	if (f->down)
+	{
+		ft_ledger_count(FT_C_FAULTS);
+		*ret = MHD_NO;
+		return true;
+	}
+	status = ft_faults_pop_script();
+	if (status == 0 && f->fail_rate > 0 && ft_faults_draw() < f->fail_rate)
+		status = f->fail_status;
+	if (status == 0)
+		return false;
+	ft_ledger_count(FT_C_FAULTS);
+	snprintf(retry, sizeof(retry), "%d", f->retry_after_s);
+	*ret = ft_gw_reply_json(conn, status,
+							json_pack("{s:s}", "error", "injected"),
+							f->retry_after_s > 0 ? "Retry-After" : NULL, retry);
+	return true;
 }
 
 bool

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <microhttpd.h>
 
 #define FT_FAULTS_MAX_LIST		64	/* entries per *_amount_minor list */
 #define FT_FAULTS_MAX_SCRIPT	1024	/* entries in status_script */
@@ -58,5 +59,8 @@ extern int	ft_faults_pop_script(void);
 extern bool ft_faults_update(json_t *obj, char *err, size_t errlen);
 extern json_t *ft_faults_to_json(void);
 extern bool ft_faults_listed(const FtAmountList *list, int64_t amount);
+extern double ft_faults_draw(void);
+extern bool ft_faults_inject(struct MHD_Connection *conn, const FtFaults *f,
+							 enum MHD_Result *ret);
 
 #endif							/* FT_FAULTS_H */

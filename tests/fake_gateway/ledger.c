@@ -34,6 +34,7 @@
 #include <uthash.h>
 
 #include "ledger.h"
+#include "textlog.h"
 
 typedef struct LedgerEntry
 {
@@ -72,9 +73,7 @@ static int64_t counters[FT_C_NUM];
 static int	last_auth_ok;
 
 /* GET /ledger/requests: one text line per valid POST /payments */
-static char *request_log;
-static size_t request_log_len;
-static size_t request_log_cap;
+static FtTextLog request_log = FT_TEXTLOG_INIT("request");
 
 static void *
 ledger_alloc(size_t size)
@@ -402,41 +401,16 @@ ft_ledger_receipts(size_t *len)
  * ledger looked at it (replays and injected faults included), so that a
  * test can see which client sent what when: tests/partition tells the
  * nodes apart by their source address and maps a charge back to the
- * client's own idempotency key through customer_id.  Spaces and control
- * characters in the strings become '_' to keep one request per line.
+ * client's own idempotency key through customer_id.  Control characters
+ * in the strings become '_' (textlog.c) to keep one request per line.
  */
 void
 ft_ledger_log_request(int64_t arrival_us, const char *src, const char *key,
 					  int64_t order_id, const char *customer_id)
 {
-	size_t		need = strlen(src) + strlen(key) + strlen(customer_id) + 64;
-	size_t		start;
-
-	pthread_mutex_lock(&ledger_lock);
-	if (request_log_len + need > request_log_cap)
-	{
-		size_t		cap = request_log_cap ? request_log_cap * 2 : 65536;
-		char	   *p;
-
-		while (cap < request_log_len + need)
-			cap *= 2;
-		p = realloc(request_log, cap);
-		if (p == NULL)
-		{
-			fprintf(stderr, "fake_gateway: out of memory\n");
-			abort();
-		}
-		request_log = p;
-		request_log_cap = cap;
-	}
-	start = request_log_len;
-	request_log_len += snprintf(request_log + start, need, "%lld %s %s %lld %s\n",
-								(long long) arrival_us, src, key,
-								(long long) order_id, customer_id);
-	for (size_t i = start; i + 1 < request_log_len; i++)
-		if ((unsigned char) request_log[i] < 0x20)
-			request_log[i] = '_';
-	pthread_mutex_unlock(&ledger_lock);
+	ft_textlog_append(&request_log, "%lld %s %s %lld %s\n",
+					  (long long) arrival_us, src, key,
+					  (long long) order_id, customer_id);
 }
 
 /*
@@ -446,15 +420,7 @@ ft_ledger_log_request(int64_t arrival_us, const char *src, const char *key,
 char *
 ft_ledger_requests(size_t *len)
 {
-	char	   *buf;
-
-	pthread_mutex_lock(&ledger_lock);
-	buf = ledger_alloc(request_log_len + 1);
-	if (request_log_len > 0)
-		memcpy(buf, request_log, request_log_len);
-	*len = request_log_len;
-	pthread_mutex_unlock(&ledger_lock);
-	return buf;
+	return ft_textlog_copy(&request_log, len);
 }
 
 /* DELETE /ledger: forget every key, order, counter and logged request. */
@@ -481,9 +447,9 @@ ft_ledger_clear(void)
 		free(o);
 	}
 	nkeys = ncharges = duplicate_keys = duplicate_orders = 0;
-	request_log_len = 0;
 	for (int i = 0; i < FT_C_NUM; i++)
 		__atomic_store_n(&counters[i], 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&last_auth_ok, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&ledger_lock);
+	ft_textlog_clear(&request_log);
 }

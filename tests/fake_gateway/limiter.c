@@ -18,11 +18,9 @@
  *-------------------------------------------------------------------------
  */
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "limiter.h"
+#include "textlog.h"
 
 static pthread_mutex_t limiter_lock = PTHREAD_MUTEX_INITIALIZER;
 static int	bucket_rate;		/* the rate the bucket was filled for */
@@ -30,9 +28,8 @@ static double tokens;
 static int64_t refilled_us;
 static int	in_progress;		/* admitted, not answered yet */
 
-static char *limited_log;
-static size_t limited_len;
-static size_t limited_cap;
+/* GET /ledger/limited */
+static FtTextLog limited_log = FT_TEXTLOG_INIT("limited");
 
 /*
  * May a new /payments request go on?  If so it counts as in progress
@@ -94,60 +91,19 @@ ft_limiter_done(void)
 void
 ft_limiter_log(int64_t arrival_us, const char *key)
 {
-	size_t		need = strlen(key) + 32;
-	size_t		start;
-
-	pthread_mutex_lock(&limiter_lock);
-	if (limited_len + need > limited_cap)
-	{
-		size_t		cap = limited_cap ? limited_cap * 2 : 65536;
-		char	   *p;
-
-		while (cap < limited_len + need)
-			cap *= 2;
-		p = realloc(limited_log, cap);
-		if (p == NULL)
-		{
-			fprintf(stderr, "fake_gateway: out of memory\n");
-			abort();
-		}
-		limited_log = p;
-		limited_cap = cap;
-	}
-	start = limited_len;
-	limited_len += snprintf(limited_log + start, need, "%lld %s\n",
-							(long long) arrival_us, key);
-	for (size_t i = start; i + 1 < limited_len; i++)
-		if ((unsigned char) limited_log[i] <= 0x20 && limited_log[i] != ' ')
-			limited_log[i] = '_';
-	pthread_mutex_unlock(&limiter_lock);
+	ft_textlog_append(&limited_log, "%lld %s\n", (long long) arrival_us, key);
 }
 
 /* GET /ledger/limited, in a malloc'd buffer (freed by the reply). */
 char *
 ft_limiter_log_text(size_t *len)
 {
-	char	   *buf;
-
-	pthread_mutex_lock(&limiter_lock);
-	buf = malloc(limited_len + 1);
-	if (buf == NULL)
-	{
-		fprintf(stderr, "fake_gateway: out of memory\n");
-		abort();
-	}
-	memcpy(buf, limited_log ? limited_log : "", limited_len);
-	buf[limited_len] = '\0';
-	*len = limited_len;
-	pthread_mutex_unlock(&limiter_lock);
-	return buf;
+	return ft_textlog_copy(&limited_log, len);
 }
 
 /* DELETE /ledger: forget the log (the limits keep their state). */
 void
 ft_limiter_clear(void)
 {
-	pthread_mutex_lock(&limiter_lock);
-	limited_len = 0;
-	pthread_mutex_unlock(&limiter_lock);
+	ft_textlog_clear(&limited_log);
 }

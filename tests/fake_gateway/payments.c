@@ -21,13 +21,11 @@
  *
  *-------------------------------------------------------------------------
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gateway.h"
 #include "faults.h"
@@ -36,21 +34,6 @@
 #include "limiter.h"
 
 static int64_t payment_counter;
-static __thread unsigned int prng_seed;
-static __thread bool prng_ready;
-
-/* A uniform draw in [0, 1) from this thread's PRNG state. */
-static double
-payments_draw(void)
-{
-	if (!prng_ready)
-	{
-		prng_seed = (unsigned int) ft_gw_now_us() ^
-			(unsigned int) (uintptr_t) pthread_self();
-		prng_ready = true;
-	}
-	return rand_r(&prng_seed) / ((double) RAND_MAX + 1.0);
-}
 
 /*
  * What a repeated key is compared by: a 64-bit FNV-1a of the body without
@@ -81,18 +64,6 @@ payments_hash(json_t *req, uint64_t *hash)
 	return true;
 }
 
-/* A transient injected failure: status, {"error":"injected"}, Retry-After. */
-static enum MHD_Result
-payments_fault(struct MHD_Connection *conn, int status, const FtFaults *f)
-{
-	char		retry[16];
-
-	ft_ledger_count(FT_C_FAULTS);
-	snprintf(retry, sizeof(retry), "%d", f->retry_after_s);
-	return ft_gw_reply_json(conn, status, json_pack("{s:s}", "error", "injected"),
-							f->retry_after_s > 0 ? "Retry-After" : NULL, retry);
-}
-
 /* Answer a request whose key already has a stored reply (or a mismatch). */
 static enum MHD_Result
 payments_replay(struct MHD_Connection *conn, FtLedgerOutcome out, int status,
@@ -119,7 +90,7 @@ payments_garbage(struct MHD_Connection *conn)
 		return MHD_NO;
 	memcpy(body, prefix, sizeof(prefix) - 1);
 	for (size_t i = sizeof(prefix) - 1; i < len; i++)
-		body[i] = (char) (payments_draw() * 256);
+		body[i] = (char) (ft_faults_draw() * 256);
 	ft_ledger_count(FT_C_GARBAGE);
 	return ft_gw_reply(conn, 200, body, len, "text/html", NULL, NULL);
 }
@@ -232,7 +203,7 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 	if ((status == 200 && !pending) || status == 402)
 		ft_webhooks_payment(status == 200, key, payment_id[0] ? payment_id : NULL,
 							amount, currency);
-	if (status == 200 && !pending && payments_draw() < f->timeout_rate)
+	if (status == 200 && !pending && ft_faults_draw() < f->timeout_rate)
 	{
 		free(text);
 		ft_ledger_count(FT_C_LOST);
@@ -240,7 +211,7 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 		req->hang = true;
 		return ft_gw_delay(conn, f->hang_ms) ? MHD_YES : MHD_NO;
 	}
-	if (status == 200 && payments_draw() < f->garbage_rate)
+	if (status == 200 && ft_faults_draw() < f->garbage_rate)
 	{
 		free(text);
 		return payments_garbage(conn);
@@ -285,11 +256,12 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	int64_t		order_id = 0;
 	int64_t		amount = 0;
 	char		currency[16] = "";
-	uint64_t	hash;
+	uint64_t	hash = 0;
 	bool		auth_ok;
 	int			st = 0;
 	char	   *stored = NULL;
 	FtLedgerOutcome out;
+	enum MHD_Result ret;
 
 	ft_faults_snapshot(&f);
 	if (!req->delayed)
@@ -358,15 +330,8 @@ ft_gw_payments(struct MHD_Connection *conn, FtRequest *req)
 	if (out != FT_LEDGER_NEW)
 		return payments_replay(conn, out, st, stored);
 
-	if (f.down)
-	{
-		ft_ledger_count(FT_C_FAULTS);
-		return MHD_NO;
-	}
-	if ((st = ft_faults_pop_script()) != 0)
-		return payments_fault(conn, st, &f);
-	if (f.fail_rate > 0 && payments_draw() < f.fail_rate)
-		return payments_fault(conn, f.fail_status, &f);
+	if (ft_faults_inject(conn, &f, &ret))
+		return ret;
 
 	return payments_settle(conn, req, &f, key, hash, order_id, amount, currency);
 }
@@ -384,7 +349,7 @@ ft_gw_payment_lookup(struct MHD_Connection *conn, FtRequest *req,
 	FtFaults	f;
 	int			status = 0;
 	char	   *reply = NULL;
-	int			st;
+	enum MHD_Result ret;
 
 	ft_faults_snapshot(&f);
 	if (!req->delayed)
@@ -393,15 +358,8 @@ ft_gw_payment_lookup(struct MHD_Connection *conn, FtRequest *req,
 		if (f.latency_ms > 0)
 			return ft_gw_delay(conn, f.latency_ms) ? MHD_YES : MHD_NO;
 	}
-	if (f.down)
-	{
-		ft_ledger_count(FT_C_FAULTS);
-		return MHD_NO;
-	}
-	if ((st = ft_faults_pop_script()) != 0)
-		return payments_fault(conn, st, &f);
-	if (f.fail_rate > 0 && payments_draw() < f.fail_rate)
-		return payments_fault(conn, f.fail_status, &f);
+	if (ft_faults_inject(conn, &f, &ret))
+		return ret;
 	if (!ft_ledger_lookup(key, &status, &reply))
 		return ft_gw_reply_error(conn, 404, "not_found", "no payment under this key");
 	return ft_gw_reply(conn, status, reply, strlen(reply), "application/json",

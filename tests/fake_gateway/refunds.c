@@ -139,9 +139,8 @@ refunds_post(struct MHD_Connection *conn, FtRequest *req)
 	RefundEntry *e;
 	int			status;
 	char	   *reply;
-	int			st;
 	char	   *canon;
-	char		retry[16];
+	enum MHD_Result ret;
 
 	ft_faults_snapshot(&f);
 	if (!req->delayed)
@@ -195,21 +194,11 @@ refunds_post(struct MHD_Connection *conn, FtRequest *req)
 	}
 	pthread_mutex_unlock(&refunds_lock);
 
-	snprintf(retry, sizeof(retry), "%d", f.retry_after_s);
-	if (f.down)
-		st = -1;
-	else if ((st = ft_faults_pop_script()) == 0 && f.fail_rate > 0 &&
-			 rand() / ((double) RAND_MAX + 1.0) < f.fail_rate)
-		st = f.fail_status;
-	if (st != 0)
+	if (ft_faults_inject(conn, &f, &ret))
 	{
 		free(canon);
 		json_decref(obj);
-		ft_ledger_count(FT_C_FAULTS);
-		if (st < 0)
-			return MHD_NO;
-		return ft_gw_reply_json(conn, st, json_pack("{s:s}", "error", "injected"),
-								f.retry_after_s > 0 ? "Retry-After" : NULL, retry);
+		return ret;
 	}
 
 	pthread_mutex_lock(&refunds_lock);
@@ -227,7 +216,7 @@ refunds_post(struct MHD_Connection *conn, FtRequest *req)
 	free(canon);
 	json_decref(obj);
 
-	if (status == 200 && rand() / ((double) RAND_MAX + 1.0) < f.timeout_rate)
+	if (status == 200 && ft_faults_draw() < f.timeout_rate)
 	{
 		free(reply);
 		ft_ledger_count(FT_C_LOST);

@@ -72,8 +72,11 @@ static WhEvent *wh_head = NULL;
 static WhEvent *wh_tail = NULL;
 static int	wh_queued = 0;
 static int64_t wh_seq = 0;
-/* a URL is configured: read without the lock, so that payments pay nothing otherwise */
-static volatile bool wh_enabled = false;
+/*
+ * A URL is configured: read without the lock (atomically), so that payments
+ * pay nothing otherwise.
+ */
+static bool wh_enabled = false;
 
 /* counters, behind wh_lock */
 static int64_t wh_c_queued;
@@ -83,6 +86,20 @@ static int64_t wh_c_4xx;
 static int64_t wh_c_failed;		/* 5xx, other statuses, no reply */
 static int64_t wh_c_dropped;	/* queue full or no URL */
 static long wh_last_status;
+
+/* Free a list of events (taken off the queue, or the whole queue). */
+static void
+wh_free_events(WhEvent *e)
+{
+	while (e != NULL)
+	{
+		WhEvent    *next = e->next;
+
+		free(e->body);
+		free(e);
+		e = next;
+	}
+}
 
 /*
  * Take the webhook_* fields out of a POST /faults object into *cfg (which
@@ -156,7 +173,7 @@ ft_webhooks_configure(const FtWebhookConfig *cfg)
 {
 	pthread_mutex_lock(&wh_lock);
 	wh_cfg = *cfg;
-	wh_enabled = wh_cfg.url[0] != '\0';
+	__atomic_store_n(&wh_enabled, wh_cfg.url[0] != '\0', __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&wh_lock);
 }
 
@@ -165,7 +182,7 @@ ft_webhooks_reset(void)
 {
 	pthread_mutex_lock(&wh_lock);
 	memset(&wh_cfg, 0, sizeof(wh_cfg));
-	wh_enabled = false;
+	__atomic_store_n(&wh_enabled, false, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&wh_lock);
 }
 
@@ -274,7 +291,7 @@ ft_webhooks_payment(bool succeeded, const char *payment_key,
 	char		id[48];
 	json_t	   *ev;
 
-	if (!wh_enabled)
+	if (!__atomic_load_n(&wh_enabled, __ATOMIC_RELAXED))
 		return;
 	snprintf(id, sizeof(id), "evt_gen_%lld", (long long) wh_next_id());
 	ev = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s*}",
@@ -303,7 +320,7 @@ ft_webhooks_intent(const char *intent_id, const char *status,
 	json_t	   *obj;
 	json_t	   *ev;
 
-	if (!wh_enabled)
+	if (!__atomic_load_n(&wh_enabled, __ATOMIC_RELAXED))
 		return;
 	snprintf(id, sizeof(id), "evt_fake%06lld", (long long) wh_next_id());
 	obj = json_pack("{s:s, s:s, s:I, s:I, s:s, s:s, s:{s:s}}",
@@ -413,14 +430,7 @@ ft_gw_webhooks(struct MHD_Connection *conn, const char *url,
 		wh_c_queued = wh_c_sent = wh_c_2xx = wh_c_4xx = wh_c_failed = wh_c_dropped = 0;
 		wh_last_status = 0;
 		pthread_mutex_unlock(&wh_lock);
-		while (e)
-		{
-			WhEvent    *next = e->next;
-
-			free(e->body);
-			free(e);
-			e = next;
-		}
+		wh_free_events(e);
 		*ret = ft_gw_reply_json(conn, 200, wh_stats_json(), NULL, NULL);
 	}
 	else
@@ -587,6 +597,7 @@ wh_main(void *arg)
 		while (batch)
 		{
 			long		status = url[0] ? wh_post(curl, url, secret, batch) : 0;
+			bool		stopping;
 
 			pthread_mutex_lock(&wh_lock);
 			wh_c_sent++;
@@ -597,11 +608,18 @@ wh_main(void *arg)
 				wh_c_4xx++;
 			else
 				wh_c_failed++;
+			stopping = wh_stopping;
 			pthread_mutex_unlock(&wh_lock);
 			e = batch->next;
-			free(batch->body);
-			free(batch);
+			batch->next = NULL;
+			wh_free_events(batch);
 			batch = e;
+			if (stopping)
+			{
+				/* shutting down: the rest of the batch is not sent */
+				wh_free_events(batch);
+				batch = NULL;
+			}
 		}
 		pthread_mutex_lock(&wh_lock);
 	}
@@ -616,7 +634,10 @@ ft_webhooks_start(void)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return false;
 	if (pthread_create(&wh_thread, NULL, wh_main, NULL) != 0)
+	{
+		curl_global_cleanup();
 		return false;
+	}
 	wh_started = true;
 	return true;
 }
@@ -633,13 +654,6 @@ ft_webhooks_stop(void)
 	pthread_join(wh_thread, NULL);
 	curl_global_cleanup();
 	/* events still held (webhook_delay_ms) are dropped */
-	while (wh_head)
-	{
-		WhEvent    *next = wh_head->next;
-
-		free(wh_head->body);
-		free(wh_head);
-		wh_head = next;
-	}
-	wh_tail = NULL;
+	wh_free_events(wh_head);
+	wh_head = wh_tail = NULL;
 }
