@@ -177,6 +177,8 @@ SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
   FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   AND NOT EXISTS (SELECT FROM pg_depend i
+                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
    AND pg_describe_object(d.classid, d.objid, 0) ~ '(refund|cancel|reconcile|_settle)'
  ORDER BY 1;
 SELECT p.oid::regprocedure AS function,
