@@ -9,7 +9,10 @@
 
 const { query, withRetry, isRetryable } = require('./db');
 
-const FINAL_STATUSES = new Set(['paid', 'declined', 'failed']);
+// settled: the payment's outcome is known (an event stream ends there; a
+// later refund, or a late success reported by webhook, is read with GET);
+// pending and action_required (the customer's move) are not
+const FINAL_STATUSES = new Set(['paid', 'declined', 'failed', 'canceled', 'refunded', 'partially_refunded']);
 
 class BadRequest extends Error {}
 
