@@ -80,7 +80,7 @@ COMMENT ON COLUMN ft_orders.gateway_status.failure_rate IS
 -- (used by the reconciliation, cancel and refund section and by the
 -- webhooks section below)
 
--- SPEC §11 statuses (added values; existing ones keep their meaning).
+-- The lifecycle's statuses (added values; existing ones keep their meaning).
 -- ADD VALUE may run inside the extension script's transaction, but a value
 -- added here cannot be used by a statement in this same script.
 ALTER TYPE ft_orders.order_status ADD VALUE IF NOT EXISTS 'action_required';
@@ -682,7 +682,7 @@ FROM PUBLIC;
 --     gone and records nothing; a resend would be a replay of the same key);
 --   - a success is the money's truth: it also settles a declined, failed or
 --     canceled order as paid (a canceled one, or one whose cancel was
---     requested, gets a full refund queued, as SPEC §11 wants for a charge
+--     requested, gets a full refund queued, as docs/reference.md, "Lifecycle", says of a charge
 --     that succeeds after a cancel);
 --   - a failure or cancellation after a success, a second outcome of a
 --     settled order, a refund failure after its success: kept as history

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * outbox_lifecycle.c
- *	  The SQL side of the payment lifecycle of schema 1.3 (SPEC §11,
+ *	  The SQL side of the payment lifecycle of schema 1.3 (see
  *	  docs/reference.md, "Lifecycle"): recording look-ups that found
  *	  nothing, orders parked in action_required, refunds, and the
  *	  automatic refund of canceled orders that turned out paid.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # action_required.sh: a payment that needs the customer (3-D Secure) parks
-# its order in action_required (SPEC §11, docs/reference.md, "Lifecycle"):
+# its order in action_required (docs/reference.md, "Lifecycle"):
 # next_action and client_secret in get_order() and in the NOTIFY payload,
 # no polling of the gateway while the customer acts, a look-up after
 # ft_orders.action_timeout (or reconcile()) settles it once the customer

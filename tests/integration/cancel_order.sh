@@ -1,5 +1,5 @@
 #!/bin/bash
-# cancel_order.sh: ft_orders.cancel_order() in every state (SPEC §11,
+# cancel_order.sh: ft_orders.cancel_order() in every state (see
 # docs/reference.md, "Lifecycle").
 #
 #  never sent          -> canceled at once, outbox event removed, never charged

@@ -1,6 +1,6 @@
 #!/bin/bash
 # reconcile_late_requeue.sh: a dead letter requeued after the gateway forgot
-# its Idempotency-Key is looked up, not charged again (SPEC §11,
+# its Idempotency-Key is looked up, not charged again (see
 # docs/reference.md, "Reconciliation").
 #
 # The fake gateway charges and loses the reply (timeout_rate 1), the order

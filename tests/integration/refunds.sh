@@ -1,6 +1,6 @@
 #!/bin/bash
 # refunds.sh: ft_orders.refund_order() end to end against the fake gateway
-# (SPEC §11, docs/reference.md, "Lifecycle"): full and partial refunds, a
+# (docs/reference.md, "Lifecycle"): full and partial refunds, a
 # repeated key, the over-refund refused (also when 8 sessions refund at
 # once), an order that is not paid, a gateway down then back, lost
 # replies (one refund at the gateway), and a refund first sent longer ago

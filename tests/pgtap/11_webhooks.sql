@@ -1,4 +1,4 @@
--- 11_webhooks.sql: ft_orders.apply_gateway_event (1.3, SPEC §11 "Webhooks"):
+-- 11_webhooks.sql: ft_orders.apply_gateway_event (1.3, docs/reference.md, "Webhooks"):
 -- bad input (SQLSTATE, nothing written), each event recorded once, any
 -- order of arrival, a settled order never moves back, a late failure after
 -- a success is history, queued charges removed, refund events, Stripe
