@@ -324,6 +324,35 @@ ft_spi_int64(int col)
 }
 
 /*
+ * A gauge family with one sample per row of sql, which returns (status
+ * text, count bigint): the orders or refunds by status.  Caller is
+ * connected to SPI.
+ */
+static void
+ft_metrics_counts(StringInfo buf, const char *sql, const char *family,
+				  const char *help)
+{
+	int			rc = SPI_execute(sql, true, 0);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not count the %s: %s", family,
+			 SPI_result_code_string(rc));
+	ft_family(buf, family, "gauge", help);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (status == NULL || isnull)
+			elog(ERROR, "unexpected NULL among the counts of %s", family);
+		ft_sample(buf, family, "status", status, NULL, NULL,
+				  ft_fmt_i64(DatumGetInt64(n)));
+	}
+}
+
+/*
  * The queue and order families, read from the tables.  The caller's
  * transaction gives one snapshot to both queries.
  */
@@ -370,23 +399,8 @@ ft_metrics_tables(StringInfo buf)
 			  "Outbox events given up on (their orders failed); requeue with ft_orders.retry_dead_letter().");
 	ft_sample(buf, "dead_letters", NULL, NULL, NULL, NULL, ft_fmt_i64(dead));
 
-	rc = SPI_execute(FT_METRICS_ORDERS_SQL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not count the orders: %s", SPI_result_code_string(rc));
-
-	ft_family(buf, "orders", "gauge",
-			  "Orders by status (every value of ft_orders.order_status).");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
-		Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
-
-		if (status == NULL || isnull)
-			elog(ERROR, "unexpected NULL in the order counts");
-		ft_sample(buf, "orders", "status", status, NULL, NULL,
-				  ft_fmt_i64(DatumGetInt64(n)));
-	}
+	ft_metrics_counts(buf, FT_METRICS_ORDERS_SQL, "orders",
+					  "Orders by status (every value of ft_orders.order_status).");
 
 	/* 0 and 0 while the schema is older than 1.3 */
 	if (ft_schema_lifecycle())
@@ -404,24 +418,8 @@ ft_metrics_tables(StringInfo buf)
 	ft_sample(buf, "gateway_events_total", "result", "ignored", NULL, NULL, ft_fmt_i64(ignored));
 
 	if (ft_schema_lifecycle())
-	{
-		rc = SPI_execute(FT_METRICS_REFUNDS_SQL, true, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not count the refunds: %s", SPI_result_code_string(rc));
-		ft_family(buf, "refunds", "gauge",
-				  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[i];
-			char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
-			Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
-
-			if (status == NULL || isnull)
-				elog(ERROR, "unexpected NULL in the refund counts");
-			ft_sample(buf, "refunds", "status", status, NULL, NULL,
-					  ft_fmt_i64(DatumGetInt64(n)));
-		}
-	}
+		ft_metrics_counts(buf, FT_METRICS_REFUNDS_SQL, "refunds",
+						  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
 
 	SPI_finish();
 }
