@@ -53,19 +53,27 @@ static void stripe_build_charge(const FtPaymentRequest *req, StringInfo body);
 static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
 
+/*
+ * What both Stripe providers share: the form encoding, the classification
+ * of a reply and of a look-up, and refunds (a Refund names either a
+ * PaymentIntent or a charge).
+ */
+#define FT_STRIPE_PROVIDER_COMMON \
+	.classify_reply = ft_stripe_classify_reply, \
+	.content_type = "application/x-www-form-urlencoded", \
+	.classify_lookup = ft_stripe_classify_lookup, \
+	.refund_path = "/v1/refunds", \
+	.build_refund = ft_stripe_build_refund, \
+	.classify_refund = ft_stripe_classify_refund, \
+	.refund_lookup_path = ft_stripe_refund_lookup, \
+	.classify_refund_lookup = ft_stripe_classify_refund_lookup
+
 const FtProvider ft_provider_stripe = {
 	.path = "/v1/payment_intents",
 	.build_request = stripe_build_intent,
-	.classify_reply = ft_stripe_classify_reply,
-	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_intent_recheck,
 	.lookup_path = ft_stripe_intent_lookup,
-	.classify_lookup = ft_stripe_classify_lookup,
-	.refund_path = "/v1/refunds",
-	.build_refund = ft_stripe_build_refund,
-	.classify_refund = ft_stripe_classify_refund,
-	.refund_lookup_path = ft_stripe_refund_lookup,
-	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
+	FT_STRIPE_PROVIDER_COMMON
 };
 
 /*
@@ -76,16 +84,9 @@ const FtProvider ft_provider_stripe = {
 const FtProvider ft_provider_stripe_charges = {
 	.path = "/v1/charges",
 	.build_request = stripe_build_charge,
-	.classify_reply = ft_stripe_classify_reply,
-	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_charge_recheck,
 	.lookup_path = stripe_charge_recheck,
-	.classify_lookup = ft_stripe_classify_lookup,
-	.refund_path = "/v1/refunds",
-	.build_refund = ft_stripe_build_refund,
-	.classify_refund = ft_stripe_classify_refund,
-	.refund_lookup_path = ft_stripe_refund_lookup,
-	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
+	FT_STRIPE_PROVIDER_COMMON
 };
 
 /* append "&name=value" (no '&' first), both percent-encoded */
@@ -388,28 +389,26 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	f->current = FT_SF_NONE;
 }
 
+/* the semantic actions that fill FtStripeFields */
+static const JsonSemAction stripe_json_actions = {
+	.object_start = stripe_json_object_start,
+	.object_end = stripe_json_object_end,
+	.array_start = stripe_json_array_start,
+	.array_end = stripe_json_array_end,
+	.object_field_start = stripe_json_field_start,
+	.object_field_end = stripe_json_field_end,
+	.scalar = stripe_json_scalar,
+};
+
+/*
+ * Parse a Stripe reply body into fields.  Returns false (and empty
+ * fields) when the body is not usable JSON.
+ */
 bool
 ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
 {
-	JsonSemAction sem;
-
-	memset(fields, 0, sizeof(*fields));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = fields;
-	sem.object_start = stripe_json_object_start;
-	sem.object_end = stripe_json_object_end;
-	sem.array_start = stripe_json_array_start;
-	sem.array_end = stripe_json_array_end;
-	sem.object_field_start = stripe_json_field_start;
-	sem.object_field_end = stripe_json_field_end;
-	sem.scalar = stripe_json_scalar;
-
-	if (!ft_gateway_parse_json(body, len, &sem))
-	{
-		memset(fields, 0, sizeof(*fields));
-		return false;
-	}
-	return true;
+	return ft_gateway_parse_json(body, len, &stripe_json_actions,
+								 fields, sizeof(*fields));
 }
 
 /* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */

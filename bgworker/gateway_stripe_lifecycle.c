@@ -99,12 +99,7 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 		ft_stripe_classify_reply(reply, result);
 
 	if (status < 200 || status > 299 || result->outcome == FT_OUTCOME_FAILED)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
+		ft_gateway_lookup_retry(reply, result);
 }
 
 /*
@@ -213,10 +208,5 @@ ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 	}
 	ft_stripe_classify_refund(reply, result);
 	if (reply->http_status < 200 || reply->http_status > 299)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
+		ft_gateway_lookup_retry(reply, result);
 }
