@@ -355,14 +355,21 @@ static const JsonSemAction ft_reply_actions = {
 };
 
 /*
- * Parse body into fields.  Returns false (and empty fields) when the body
- * is not usable JSON.  Allocates in CurrentMemoryContext.
+ * The start of every classifier of this provider: returns false when the
+ * transport already classified the reply (result is final), else true
+ * with the body's top-level fields in *f.  A body that is not usable JSON
+ * leaves *f empty, so top_is_object false.  Allocates in
+ * CurrentMemoryContext.
  */
 static bool
-ft_parse_reply(const char *body, size_t len, FtReplyFields *fields)
+generic_read_reply(const FtGatewayReply *reply, FtClassification *result,
+				   FtReplyFields *f)
 {
-	return ft_gateway_parse_json(body, len, &ft_reply_actions,
-								 fields, sizeof(*fields));
+	if (ft_gateway_classify_transport(reply, result))
+		return false;
+	(void) ft_gateway_parse_json(reply->body, reply->body_len,
+								 &ft_reply_actions, f, sizeof(*f));
+	return true;
 }
 
 /* printable 1..FT_PAYMENT_ID_MAX characters, as a gateway reference must be */
@@ -498,16 +505,13 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtReplyFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!generic_read_reply(reply, result, &f))
 		return;
-
-	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
-		if (!parsed || !f.top_is_object)
+		if (!f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else if (f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
 				 ft_valid_payment_id(f.payment_id))
@@ -731,12 +735,10 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtReplyFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!generic_read_reply(reply, result, &f))
 		return;
-	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
-	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
 		ft_valid_payment_id(f.refund_id))
 	{
@@ -744,7 +746,7 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 		result->payment_id = pstrdup(f.refund_id);
 		return;
 	}
-	if ((status >= 200 && status <= 299 && parsed && f.top_is_object &&
+	if ((status >= 200 && status <= 299 && f.top_is_object &&
 		 f.status != NULL && strcmp(f.status, "failed") == 0) ||
 		status == 402 || status == 400 || status == 422)
 	{

@@ -401,14 +401,20 @@ static const JsonSemAction stripe_json_actions = {
 };
 
 /*
- * Parse a Stripe reply body into fields.  Returns false (and empty
- * fields) when the body is not usable JSON.
+ * The start of every Stripe classifier: returns false when the transport
+ * already classified the reply (result is final), else true with the
+ * body's fields in *f.  A body that is not usable JSON leaves *f empty:
+ * top_is_object false, every string NULL.
  */
 bool
-ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
+ft_stripe_read_reply(const FtGatewayReply *reply, FtClassification *result,
+					 FtStripeFields *f)
 {
-	return ft_gateway_parse_json(body, len, &stripe_json_actions,
-								 fields, sizeof(*fields));
+	if (ft_gateway_classify_transport(reply, result))
+		return false;
+	(void) ft_gateway_parse_json(reply->body, reply->body_len,
+								 &stripe_json_actions, f, sizeof(*f));
+	return true;
 }
 
 /* "HTTP 400 invalid_request_error amount_too_large: Amount must be ..." */
@@ -512,17 +518,14 @@ ft_stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 	const char *should_retry;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!ft_stripe_read_reply(reply, result, &f))
 		return;
-
-	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
-		if (!parsed || !f.top_is_object)
+		if (!f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
 			ft_stripe_classify_object(status, &f, result);

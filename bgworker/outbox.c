@@ -41,20 +41,6 @@
 #include "spi_plan.h"
 #include "worker.h"
 
-static SPIPlanPtr ft_lock_due_plan = NULL;
-static SPIPlanPtr ft_claim_plan = NULL;
-static SPIPlanPtr ft_claim13_plan = NULL;
-static SPIPlanPtr ft_attempts13_plan = NULL;
-static SPIPlanPtr ft_final13_plan = NULL;
-static SPIPlanPtr ft_next_due_plan = NULL;
-static SPIPlanPtr ft_unskew_plan = NULL;
-static SPIPlanPtr ft_unskew13_plan = NULL;
-static SPIPlanPtr ft_attempts_plan = NULL;
-static SPIPlanPtr ft_final_plan = NULL;
-static SPIPlanPtr ft_retry_plan = NULL;
-static SPIPlanPtr ft_release_plan = NULL;
-static SPIPlanPtr ft_release_all_plan = NULL;
-
 /*
  * A claim is two statements, each with one generic plan that is right for
  * every batch size (the planner cannot know a LIMIT $1 or an array's
@@ -483,6 +469,8 @@ ft_outbox_run_jobs(SPIPlanPtr *plan, const char *sql, FtJob **jobs, int njobs,
 int
 ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr claim_plans[2];	/* before 1.3, from 1.3 */
 	Oid			lock_argtypes[1] = {INT4OID};
 	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
 	Datum		values[4];
@@ -494,7 +482,7 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	int			n;
 
 	values[0] = Int32GetDatum(limit);
-	ft_outbox_exec(&ft_lock_due_plan, ft_lock_due_sql, 1, lock_argtypes, values,
+	ft_outbox_exec(&lock_plan, ft_lock_due_sql, 1, lock_argtypes, values,
 				   SPI_OK_SELECT, "locking due outbox events");
 	nlocked = (int) Min(SPI_processed, (uint64) limit);
 	if (nlocked == 0)
@@ -514,7 +502,7 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	values[1] = ft_array(order_ids, NULL, nlocked, INT8OID);
 	values[2] = Int32GetDatum(ft_lease_timeout_ms);
 	values[3] = Int32GetDatum(ft_gateway_key_ttl_s);
-	ft_outbox_exec(lifecycle ? &ft_claim13_plan : &ft_claim_plan,
+	ft_outbox_exec(&claim_plans[lifecycle ? 1 : 0],
 				   lifecycle ? ft_claim13_sql : ft_claim_sql,
 				   lifecycle ? 4 : 3, argtypes, values,
 				   SPI_OK_SELECT, "claiming outbox events");
@@ -584,6 +572,8 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 TimestampTz
 ft_outbox_next_due(void)
 {
+	static SPIPlanPtr next_due_plan = NULL;
+	static SPIPlanPtr unskew_plans[2];	/* before 1.3, from 1.3 */
 	int			horizon_ms = Max(ft_backoff_max_ms, ft_lease_timeout_ms) + 60 * 1000;
 	int64		parked = Max((int64) horizon_ms, (int64) ft_action_timeout_s * 1000 + 60 * 1000);
 	bool		lifecycle = ft_outbox_lifecycle();
@@ -594,9 +584,9 @@ ft_outbox_next_due(void)
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	int			rc;
 
-	if (ft_next_due_plan == NULL)
-		ft_next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_next_due_plan, NULL, NULL, true, 1);
+	if (next_due_plan == NULL)
+		next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -616,7 +606,7 @@ ft_outbox_next_due(void)
 	 */
 	args[0] = Int32GetDatum(horizon_ms);
 	args[1] = Int32GetDatum((int) Min(parked, (int64) PG_INT32_MAX));
-	ft_outbox_exec(lifecycle ? &ft_unskew13_plan : &ft_unskew_plan,
+	ft_outbox_exec(&unskew_plans[lifecycle ? 1 : 0],
 				   lifecycle ? ft_unskew13_sql : ft_unskew_sql,
 				   lifecycle ? 2 : 1, argtypes, args,
 				   SPI_OK_UPDATE, "rescheduling outbox events");
@@ -641,8 +631,9 @@ ft_record_attempts(FtJob **jobs, int n, bool lifecycle)
 		FT_COL_OUTCOME, FT_COL_ERROR, FT_COL_LATENCY, FT_COL_STARTED,
 		FT_COL_REQUEST, FT_COL_REFUND_ID
 	};
+	static SPIPlanPtr plans[2];	/* before 1.3, from 1.3 */
 
-	ft_outbox_run_jobs(lifecycle ? &ft_attempts13_plan : &ft_attempts_plan,
+	ft_outbox_run_jobs(&plans[lifecycle ? 1 : 0],
 					   lifecycle ? ft_attempts13_sql : ft_attempts_sql,
 					   jobs, n, cols, lifecycle ? lengthof(cols) : 7,
 					   SPI_OK_INSERT, "recording payment attempts");
@@ -655,8 +646,9 @@ ft_record_final(FtJob **jobs, int n, bool lifecycle)
 		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_OUTCOME, FT_COL_ORDER_ATTEMPT,
 		FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DETAIL
 	};
+	static SPIPlanPtr plans[2];	/* before 1.3, from 1.3 */
 
-	ft_outbox_run_jobs(lifecycle ? &ft_final13_plan : &ft_final_plan,
+	ft_outbox_run_jobs(&plans[lifecycle ? 1 : 0],
 					   lifecycle ? ft_final13_sql : ft_final_sql,
 					   jobs, n, cols, lengthof(cols),
 					   SPI_OK_SELECT, "recording settled payments");
@@ -669,8 +661,9 @@ ft_record_retries(FtJob **jobs, int n)
 		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_DELAY, FT_COL_ERROR,
 		FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID
 	};
+	static SPIPlanPtr plan = NULL;
 
-	ft_outbox_run_jobs(&ft_retry_plan, ft_retry_sql, jobs, n,
+	ft_outbox_run_jobs(&plan, ft_retry_sql, jobs, n,
 					   cols, lengthof(cols),
 					   SPI_OK_UPDATE, "rescheduling payments");
 }
@@ -760,10 +753,11 @@ void
 ft_outbox_release(FtJob **jobs, int njobs)
 {
 	static const FtJobColumn cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+	static SPIPlanPtr plan = NULL;
 
 	if (njobs <= 0)
 		return;
-	ft_outbox_run_jobs(&ft_release_plan, ft_release_sql, jobs, njobs,
+	ft_outbox_run_jobs(&plan, ft_release_sql, jobs, njobs,
 					   cols, lengthof(cols),
 					   SPI_OK_UPDATE, "releasing outbox leases");
 }
@@ -775,7 +769,9 @@ ft_outbox_release(FtJob **jobs, int njobs)
 int64
 ft_outbox_release_all_leases(void)
 {
-	ft_outbox_exec(&ft_release_all_plan, ft_release_all_sql, 0, NULL, NULL,
+	static SPIPlanPtr plan = NULL;
+
+	ft_outbox_exec(&plan, ft_release_all_sql, 0, NULL, NULL,
 				   SPI_OK_UPDATE, "releasing outbox leases");
 	return (int64) SPI_processed;
 }

@@ -25,12 +25,6 @@
 #include "guc.h"
 #include "worker.h"
 
-static SPIPlanPtr ft_unknown_plan = NULL;
-static SPIPlanPtr ft_park_plan = NULL;
-static SPIPlanPtr ft_park_status_plan = NULL;
-static SPIPlanPtr ft_refunds_plan = NULL;
-static SPIPlanPtr ft_refund_canceled_plan = NULL;
-
 /*
  * A look-up that the gateway answered "no such payment / refund": nothing
  * was charged under the key, so the work is sent afresh, at once, as a new
@@ -154,8 +148,9 @@ ft_lifecycle_record_unknown(FtJob **jobs, int n)
 	static const FtJobColumn cols[] = {
 		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_ORDER_ATTEMPT, FT_COL_ERROR
 	};
+	static SPIPlanPtr plan = NULL;
 
-	ft_outbox_run_jobs(&ft_unknown_plan, ft_unknown_sql, jobs, n,
+	ft_outbox_run_jobs(&plan, ft_unknown_sql, jobs, n,
 					   cols, lengthof(cols),
 					   SPI_OK_UPDATE, "recording look-ups that found nothing");
 }
@@ -171,6 +166,8 @@ ft_lifecycle_record_action(FtJob **jobs, int n)
 		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID,
 		FT_COL_NEXT_ACTION, FT_COL_CLIENT_SECRET, FT_COL_ERROR
 	};
+	static SPIPlanPtr park_plan = NULL;
+	static SPIPlanPtr status_plan = NULL;
 	Oid			argtypes[lengthof(cols) + 1];
 	Datum		values[lengthof(cols) + 1];
 	Oid			status_argtype = INT8ARRAYOID;
@@ -182,7 +179,7 @@ ft_lifecycle_record_action(FtJob **jobs, int n)
 	ft_job_arrays(jobs, n, cols, lengthof(cols), values, argtypes);
 	argtypes[lengthof(cols)] = INT4OID;
 	values[lengthof(cols)] = Int32GetDatum(ft_action_timeout_s);
-	ft_outbox_exec(&ft_park_plan, ft_park_sql, lengthof(values), argtypes, values,
+	ft_outbox_exec(&park_plan, ft_park_sql, lengthof(values), argtypes, values,
 				   SPI_OK_UPDATE_RETURNING, "parking orders in action_required");
 	nparked = (int) SPI_processed;
 	if (nparked == 0)
@@ -195,7 +192,7 @@ ft_lifecycle_record_action(FtJob **jobs, int n)
 		parked[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 	}
 	ids = ft_array(parked, NULL, nparked, INT8OID);
-	ft_outbox_exec(&ft_park_status_plan, ft_park_status_sql, 1, &status_argtype,
+	ft_outbox_exec(&status_plan, ft_park_status_sql, 1, &status_argtype,
 				   &ids, SPI_OK_SELECT, "moving orders to action_required");
 }
 
@@ -211,8 +208,9 @@ ft_lifecycle_record_refunds(FtJob **jobs, int n)
 		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_REFUND_ID, FT_COL_OUTCOME,
 		FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DELAY
 	};
+	static SPIPlanPtr plan = NULL;
 
-	ft_outbox_run_jobs(&ft_refunds_plan, ft_refunds_sql, jobs, n,
+	ft_outbox_run_jobs(&plan, ft_refunds_sql, jobs, n,
 					   cols, lengthof(cols),
 					   SPI_OK_SELECT, "recording refunds");
 }
@@ -227,8 +225,9 @@ void
 ft_lifecycle_refund_canceled(FtJob **jobs, int n)
 {
 	static const FtJobColumn cols[] = {FT_COL_ORDER_ID};
+	static SPIPlanPtr plan = NULL;
 
-	ft_outbox_run_jobs(&ft_refund_canceled_plan, ft_refund_canceled_sql,
+	ft_outbox_run_jobs(&plan, ft_refund_canceled_sql,
 					   jobs, n, cols, lengthof(cols),
 					   SPI_OK_SELECT, "refunding canceled orders");
 }
