@@ -435,6 +435,7 @@ ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols, int ncols,
 
 	for (int k = 0; k < ncols; k++)
 	{
+		Assert(OidIsValid(ft_job_column_types[cols[k]].elemtype));
 		for (int i = 0; i < njobs; i++)
 			elems[i] = ft_job_datum(jobs[i], cols[k], &nulls[i]);
 		/* construct_md_array copies: elems serves the next column */
