@@ -159,10 +159,13 @@ struct JsonSemAction;
 extern const char *ft_outcome_name(FtOutcome outcome);
 extern char *ft_gateway_clean_text(const char *s, size_t maxlen);
 extern void ft_gateway_set_retry(FtClassification *result, char *error);
+extern void ft_gateway_lookup_retry(const FtGatewayReply *reply,
+									FtClassification *result);
 extern bool ft_gateway_classify_transport(const FtGatewayReply *reply,
 										  FtClassification *result);
 extern bool ft_gateway_parse_json(const char *body, size_t len,
-								  struct JsonSemAction *sem);
+								  const struct JsonSemAction *actions,
+								  void *state, size_t state_size);
 extern const char *ft_gateway_reply_header(const FtGatewayReply *reply,
 										   const char *name);
 extern char *ft_gateway_json_field(const char *body, size_t len,

@@ -60,32 +60,6 @@ typedef struct FtReplyFields
 	char	   *message;
 } FtReplyFields;
 
-static void generic_build_request(const FtPaymentRequest *req, StringInfo body);
-static void generic_classify_reply(const FtGatewayReply *reply,
-								   FtClassification *result);
-static char *generic_lookup_path(const FtPaymentRequest *req);
-static void generic_classify_lookup(const FtGatewayReply *reply,
-									FtClassification *result);
-static void generic_build_refund(const FtPaymentRequest *req, StringInfo body);
-static void generic_classify_refund(const FtGatewayReply *reply,
-									FtClassification *result);
-static char *generic_refund_lookup_path(const FtPaymentRequest *req);
-static void generic_classify_refund_lookup(const FtGatewayReply *reply,
-										   FtClassification *result);
-
-const FtProvider ft_provider_generic = {
-	.path = "/payments",
-	.build_request = generic_build_request,
-	.classify_reply = generic_classify_reply,
-	.lookup_path = generic_lookup_path,
-	.classify_lookup = generic_classify_lookup,
-	.refund_path = "/refunds",
-	.build_refund = generic_build_refund,
-	.classify_refund = generic_classify_refund,
-	.refund_lookup_path = generic_refund_lookup_path,
-	.classify_refund_lookup = generic_classify_refund_lookup,
-};
-
 /*
  * Build the request body of docs/reference.md, "Wire protocol", into body
  * (reset first).  items_json is the order's jsonb as text, therefore valid
@@ -313,15 +287,17 @@ reply_scalar(void *state, char *token, JsonTokenType tokentype)
 }
 
 /*
- * Run PostgreSQL's JSON parser over a reply body with the caller's semantic
- * actions.  Returns false when the body is empty, oversize or not valid
- * JSON, or when the parser gave up (nesting deeper than the stack allows
- * raises an ERROR inside it; that is caught here, since a reply is an
- * outcome, never a reason for the worker to fail).  Shared by every
- * provider.
+ * Run PostgreSQL's JSON parser over a reply body with the semantic actions
+ * sem; when lexp is not NULL, *lexp is set to the lexer before parsing
+ * starts (for actions that look at token positions).  Returns false when
+ * the body is empty, oversize or not valid JSON, or when the parser gave
+ * up (nesting deeper than the stack allows raises an ERROR inside it;
+ * that is caught here, since a reply is an outcome, never a reason for
+ * the worker to fail).
  */
-bool
-ft_gateway_parse_json(const char *body, size_t len, JsonSemAction *sem)
+static bool
+ft_json_run(const char *body, size_t len, JsonSemAction *sem,
+			JsonLexContext **lexp)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	volatile bool ok = false;
@@ -335,6 +311,8 @@ ft_gateway_parse_json(const char *body, size_t len, JsonSemAction *sem)
 
 		lex = ft_make_json_lexer(unconstify(char *, body), (int) len,
 								 PG_UTF8, true);
+		if (lexp != NULL)
+			*lexp = lex;
 		ok = (pg_parse_json(lex, sem) == JSON_SUCCESS);
 	}
 	PG_CATCH();
@@ -349,30 +327,55 @@ ft_gateway_parse_json(const char *body, size_t len, JsonSemAction *sem)
 }
 
 /*
- * Parse body into fields.  Returns false (and empty fields) when the body
- * is not usable JSON.  Allocates in CurrentMemoryContext.
+ * Parse a reply body into a provider's fields: state (state_size bytes)
+ * is zeroed and handed to the semantic actions of actions (whose own
+ * semstate is ignored).  Returns false, with state zeroed again, when the
+ * body is not usable JSON (see ft_json_run).  Strings the actions keep
+ * are allocated in CurrentMemoryContext.  Shared by every provider.
  */
-static bool
-ft_parse_reply(const char *body, size_t len, FtReplyFields *fields)
+bool
+ft_gateway_parse_json(const char *body, size_t len,
+					  const JsonSemAction *actions,
+					  void *state, size_t state_size)
 {
-	JsonSemAction sem;
+	JsonSemAction sem = *actions;
 
-	memset(fields, 0, sizeof(*fields));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = fields;
-	sem.object_start = reply_object_start;
-	sem.object_end = reply_nest_end;
-	sem.array_start = reply_nest_start;
-	sem.array_end = reply_nest_end;
-	sem.object_field_start = reply_field_start;
-	sem.object_field_end = reply_field_end;
-	sem.scalar = reply_scalar;
-
-	if (!ft_gateway_parse_json(body, len, &sem))
+	memset(state, 0, state_size);
+	sem.semstate = state;
+	if (!ft_json_run(body, len, &sem, NULL))
 	{
-		memset(fields, 0, sizeof(*fields));
+		memset(state, 0, state_size);
 		return false;
 	}
+	return true;
+}
+
+/* the semantic actions that fill FtReplyFields */
+static const JsonSemAction ft_reply_actions = {
+	.object_start = reply_object_start,
+	.object_end = reply_nest_end,
+	.array_start = reply_nest_start,
+	.array_end = reply_nest_end,
+	.object_field_start = reply_field_start,
+	.object_field_end = reply_field_end,
+	.scalar = reply_scalar,
+};
+
+/*
+ * The start of every classifier of this provider: returns false when the
+ * transport already classified the reply (result is final), else true
+ * with the body's top-level fields in *f.  A body that is not usable JSON
+ * leaves *f empty, so top_is_object false.  Allocates in
+ * CurrentMemoryContext.
+ */
+static bool
+generic_read_reply(const FtGatewayReply *reply, FtClassification *result,
+				   FtReplyFields *f)
+{
+	if (ft_gateway_classify_transport(reply, result))
+		return false;
+	(void) ft_gateway_parse_json(reply->body, reply->body_len,
+								 &ft_reply_actions, f, sizeof(*f));
 	return true;
 }
 
@@ -454,6 +457,20 @@ ft_gateway_set_retry(FtClassification *result, char *error)
 }
 
 /*
+ * A look-up that did not settle the work (a non-2xx reply, or one that
+ * would give the work up): transient, whatever the reply said, since a GET
+ * charges nothing.  result->error, if any, is kept as the reason.
+ */
+void
+ft_gateway_lookup_retry(const FtGatewayReply *reply, FtClassification *result)
+{
+	char	   *why = result->error;
+
+	ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
+	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+}
+
+/*
  * The part of the reply table every provider shares: reset result, and
  * classify a request that got no usable HTTP reply (transport error) or a
  * body cut off at FT_REPLY_MAX_BYTES as a transient failure.  Returns true
@@ -495,16 +512,13 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtReplyFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!generic_read_reply(reply, result, &f))
 		return;
-
-	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
-		if (!parsed || !f.top_is_object)
+		if (!f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else if (f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
 				 ft_valid_payment_id(f.payment_id))
@@ -622,88 +636,89 @@ capture_scalar(void *state, char *token, JsonTokenType tokentype)
 	return FT_JSON_OK;
 }
 
+/* the semantic actions of ft_gateway_json_field */
+static const JsonSemAction ft_capture_actions = {
+	.object_start = capture_nest_start,
+	.object_end = capture_nest_end,
+	.array_start = capture_nest_start,
+	.array_end = capture_nest_end,
+	.object_field_start = capture_field_start,
+	.scalar = capture_scalar,
+};
+
 /*
  * The top-level field of a JSON object body: with want_string its string
  * value (NULL if it is no string), else the JSON text of its value when
  * that is an object or an array (next_action), NULL otherwise.  NULL also
  * when the body is not usable JSON; a repeated field gives its last value.
- * PostgreSQL's JSON parser, as in ft_gateway_parse_json, with the same
- * protection against parser errors.
+ * PostgreSQL's JSON parser through ft_json_run, as for every reply.
  */
 char *
 ft_gateway_json_field(const char *body, size_t len, const char *field,
 					  bool want_string)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
 	FtFieldCapture capture;
-	JsonSemAction sem;
-	volatile bool ok = false;
+	JsonSemAction sem = ft_capture_actions;
 
-	if (body == NULL || len == 0 || len > FT_REPLY_MAX_BYTES)
-		return NULL;
 	memset(&capture, 0, sizeof(capture));
 	capture.field = field;
 	capture.want_string = want_string;
-	memset(&sem, 0, sizeof(sem));
 	sem.semstate = &capture;
-	sem.object_start = capture_nest_start;
-	sem.object_end = capture_nest_end;
-	sem.array_start = capture_nest_start;
-	sem.array_end = capture_nest_end;
-	sem.object_field_start = capture_field_start;
-	sem.scalar = capture_scalar;
 
-	PG_TRY();
-	{
-		capture.lex = ft_make_json_lexer(unconstify(char *, body), (int) len,
-										 PG_UTF8, true);
-		ok = (pg_parse_json(capture.lex, &sem) == JSON_SUCCESS);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-		ok = false;
-	}
-	PG_END_TRY();
-	return ok ? capture.result : NULL;
+	if (!ft_json_run(body, len, &sem, &capture.lex))
+		return NULL;
+	return capture.result;
+}
+
+/* GET prefix/key, or NULL when there is no key to look up */
+static char *
+generic_key_path(const char *prefix, const char *key)
+{
+	if (key == NULL || key[0] == '\0')
+		return NULL;
+	return psprintf("%s/%s", prefix, key);
 }
 
 /* GET /payments/{payment_key}: the payment made under the order's key */
 static char *
 generic_lookup_path(const FtPaymentRequest *req)
 {
-	if (req->payment_key == NULL || req->payment_key[0] == '\0')
-		return NULL;
-	return psprintf("/payments/%s", req->payment_key);
+	return generic_key_path("/payments", req->payment_key);
 }
 
 /*
- * A look-up reply: 404 means the gateway has no payment under the key
- * (FT_OUTCOME_UNKNOWN); a 2xx is the payment's reply, classified as a
- * charge's; anything else is transient (never a reason to give the order
- * up: a GET charges nothing).
+ * A look-up reply: 404 means the gateway has nothing under the key
+ * (FT_OUTCOME_UNKNOWN, with the reason unknown); a 2xx is the reply to
+ * the creation, classified by classify; anything else, and a verdict
+ * that would give the work up (FT_OUTCOME_FAILED), is transient: a GET
+ * charges nothing.
  */
 static void
-generic_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+generic_classify_key_lookup(const FtGatewayReply *reply,
+							FtClassification *result,
+							void (*classify) (const FtGatewayReply *reply,
+											  FtClassification *result),
+							const char *unknown)
 {
 	if (ft_gateway_classify_transport(reply, result))
 		return;
 	if (reply->http_status == 404)
 	{
 		result->outcome = FT_OUTCOME_UNKNOWN;
-		result->error = pstrdup("look-up: the gateway has no payment under this key");
+		result->error = pstrdup(unknown);
 		return;
 	}
-	generic_classify_reply(reply, result);
+	classify(reply, result);
 	if (reply->http_status < 200 || reply->http_status > 299 ||
 		result->outcome == FT_OUTCOME_FAILED)
-	{
-		char	   *why = result->error;
+		ft_gateway_lookup_retry(reply, result);
+}
 
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
+static void
+generic_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+{
+	generic_classify_key_lookup(reply, result, generic_classify_reply,
+								"look-up: the gateway has no payment under this key");
 }
 
 /* POST /refunds: {"payment_key","refund_key","amount_minor","currency"} */
@@ -731,12 +746,10 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtReplyFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!generic_read_reply(reply, result, &f))
 		return;
-	parsed = ft_parse_reply(reply->body, reply->body_len, &f);
-	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
 		ft_valid_payment_id(f.refund_id))
 	{
@@ -744,7 +757,7 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 		result->payment_id = pstrdup(f.refund_id);
 		return;
 	}
-	if ((status >= 200 && status <= 299 && parsed && f.top_is_object &&
+	if ((status >= 200 && status <= 299 && f.top_is_object &&
 		 f.status != NULL && strcmp(f.status, "failed") == 0) ||
 		status == 402 || status == 400 || status == 422)
 	{
@@ -767,29 +780,28 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 static char *
 generic_refund_lookup_path(const FtPaymentRequest *req)
 {
-	if (req->refund_key == NULL || req->refund_key[0] == '\0')
-		return NULL;
-	return psprintf("/refunds/%s", req->refund_key);
+	return generic_key_path("/refunds", req->refund_key);
 }
 
+/* a refund reply is never FT_OUTCOME_FAILED: a 2xx refusal stays one */
 static void
 generic_classify_refund_lookup(const FtGatewayReply *reply,
 							   FtClassification *result)
 {
-	if (ft_gateway_classify_transport(reply, result))
-		return;
-	if (reply->http_status == 404)
-	{
-		result->outcome = FT_OUTCOME_UNKNOWN;
-		result->error = pstrdup("look-up: the gateway has no refund under this key");
-		return;
-	}
-	generic_classify_refund(reply, result);
-	if (reply->http_status < 200 || reply->http_status > 299)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
+	generic_classify_key_lookup(reply, result, generic_classify_refund,
+								"look-up: the gateway has no refund under this key");
 }
+
+/* the provider, defined last: every function above is its own */
+const FtProvider ft_provider_generic = {
+	.path = "/payments",
+	.build_request = generic_build_request,
+	.classify_reply = generic_classify_reply,
+	.lookup_path = generic_lookup_path,
+	.classify_lookup = generic_classify_lookup,
+	.refund_path = "/refunds",
+	.build_refund = generic_build_refund,
+	.classify_refund = generic_classify_refund,
+	.refund_lookup_path = generic_refund_lookup_path,
+	.classify_refund_lookup = generic_classify_refund_lookup,
+};

@@ -54,19 +54,27 @@ static void stripe_build_charge(const FtPaymentRequest *req, StringInfo body);
 static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
 
+/*
+ * What both Stripe providers share: the form encoding, the classification
+ * of a reply and of a look-up, and refunds (a Refund names either a
+ * PaymentIntent or a charge).
+ */
+#define FT_STRIPE_PROVIDER_COMMON \
+	.classify_reply = ft_stripe_classify_reply, \
+	.content_type = "application/x-www-form-urlencoded", \
+	.classify_lookup = ft_stripe_classify_lookup, \
+	.refund_path = "/v1/refunds", \
+	.build_refund = ft_stripe_build_refund, \
+	.classify_refund = ft_stripe_classify_refund, \
+	.refund_lookup_path = ft_stripe_refund_lookup, \
+	.classify_refund_lookup = ft_stripe_classify_refund_lookup
+
 const FtProvider ft_provider_stripe = {
 	.path = "/v1/payment_intents",
 	.build_request = stripe_build_intent,
-	.classify_reply = ft_stripe_classify_reply,
-	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_intent_recheck,
 	.lookup_path = ft_stripe_intent_lookup,
-	.classify_lookup = ft_stripe_classify_lookup,
-	.refund_path = "/v1/refunds",
-	.build_refund = ft_stripe_build_refund,
-	.classify_refund = ft_stripe_classify_refund,
-	.refund_lookup_path = ft_stripe_refund_lookup,
-	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
+	FT_STRIPE_PROVIDER_COMMON
 };
 
 /*
@@ -77,16 +85,9 @@ const FtProvider ft_provider_stripe = {
 const FtProvider ft_provider_stripe_charges = {
 	.path = "/v1/charges",
 	.build_request = stripe_build_charge,
-	.classify_reply = ft_stripe_classify_reply,
-	.content_type = "application/x-www-form-urlencoded",
 	.recheck_path = stripe_charge_recheck,
 	.lookup_path = stripe_charge_recheck,
-	.classify_lookup = ft_stripe_classify_lookup,
-	.refund_path = "/v1/refunds",
-	.build_refund = ft_stripe_build_refund,
-	.classify_refund = ft_stripe_classify_refund,
-	.refund_lookup_path = ft_stripe_refund_lookup,
-	.classify_refund_lookup = ft_stripe_classify_refund_lookup,
+	FT_STRIPE_PROVIDER_COMMON
 };
 
 /* append "&name=value" (no '&' first), both percent-encoded */
@@ -396,27 +397,31 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	return FT_JSON_OK;
 }
 
+/* the semantic actions that fill FtStripeFields */
+static const JsonSemAction stripe_json_actions = {
+	.object_start = stripe_json_object_start,
+	.object_end = stripe_json_object_end,
+	.array_start = stripe_json_array_start,
+	.array_end = stripe_json_array_end,
+	.object_field_start = stripe_json_field_start,
+	.object_field_end = stripe_json_field_end,
+	.scalar = stripe_json_scalar,
+};
+
+/*
+ * The start of every Stripe classifier: returns false when the transport
+ * already classified the reply (result is final), else true with the
+ * body's fields in *f.  A body that is not usable JSON leaves *f empty:
+ * top_is_object false, every string NULL.
+ */
 bool
-ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields)
+ft_stripe_read_reply(const FtGatewayReply *reply, FtClassification *result,
+					 FtStripeFields *f)
 {
-	JsonSemAction sem;
-
-	memset(fields, 0, sizeof(*fields));
-	memset(&sem, 0, sizeof(sem));
-	sem.semstate = fields;
-	sem.object_start = stripe_json_object_start;
-	sem.object_end = stripe_json_object_end;
-	sem.array_start = stripe_json_array_start;
-	sem.array_end = stripe_json_array_end;
-	sem.object_field_start = stripe_json_field_start;
-	sem.object_field_end = stripe_json_field_end;
-	sem.scalar = stripe_json_scalar;
-
-	if (!ft_gateway_parse_json(body, len, &sem))
-	{
-		memset(fields, 0, sizeof(*fields));
+	if (ft_gateway_classify_transport(reply, result))
 		return false;
-	}
+	(void) ft_gateway_parse_json(reply->body, reply->body_len,
+								 &stripe_json_actions, f, sizeof(*f));
 	return true;
 }
 
@@ -521,17 +526,14 @@ ft_stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 	const char *should_retry;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!ft_stripe_read_reply(reply, result, &f))
 		return;
-
-	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
 
 	if (status >= 200 && status <= 299)
 	{
-		if (!parsed || !f.top_is_object)
+		if (!f.top_is_object)
 			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
 		else
 			ft_stripe_classify_object(status, &f, result);

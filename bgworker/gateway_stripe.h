@@ -60,7 +60,9 @@ typedef struct FtStripeFields
 
 extern void ft_stripe_form_add(StringInfo body, const char *name, const char *value);
 extern bool ft_stripe_valid_id(const char *s);
-extern bool ft_stripe_parse(const char *body, size_t len, FtStripeFields *fields);
+extern bool ft_stripe_read_reply(const FtGatewayReply *reply,
+								 FtClassification *result,
+								 FtStripeFields *f);
 extern char *ft_stripe_reason(int status, const FtStripeFields *f);
 extern void ft_stripe_classify_object(int status, const FtStripeFields *f,
 									  FtClassification *result);

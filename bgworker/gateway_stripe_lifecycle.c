@@ -57,12 +57,10 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!ft_stripe_read_reply(reply, result, &f))
 		return;
-	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
-	if (status == 404 && parsed && f.err_code != NULL &&
+	if (status == 404 && f.err_code != NULL &&
 		strcmp(f.err_code, "resource_missing") == 0)
 	{
 		/* only "no such object", not a 404 for an unknown URL */
@@ -70,7 +68,7 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 		result->error = pstrdup("look-up: the gateway has no such payment");
 		return;
 	}
-	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.object != NULL && strcmp(f.object, "search_result") == 0)
 	{
 		if (f.ndata == 0)
@@ -99,12 +97,7 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 		ft_stripe_classify_reply(reply, result);
 
 	if (status < 200 || status > 299 || result->outcome == FT_OUTCOME_FAILED)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
+		ft_gateway_lookup_retry(reply, result);
 }
 
 /*
@@ -137,12 +130,10 @@ ft_stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
-	bool		parsed;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!ft_stripe_read_reply(reply, result, &f))
 		return;
-	parsed = ft_stripe_parse(reply->body, reply->body_len, &f);
-	if (status >= 200 && status <= 299 && parsed && f.top_is_object &&
+	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.status != NULL && ft_stripe_valid_id(f.id))
 	{
 		if (strcmp(f.status, "succeeded") == 0)
@@ -201,10 +192,9 @@ ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 {
 	FtStripeFields f;
 
-	if (ft_gateway_classify_transport(reply, result))
+	if (!ft_stripe_read_reply(reply, result, &f))
 		return;
-	if (reply->http_status == 404 &&
-		ft_stripe_parse(reply->body, reply->body_len, &f) && f.err_code != NULL &&
+	if (reply->http_status == 404 && f.err_code != NULL &&
 		strcmp(f.err_code, "resource_missing") == 0)
 	{
 		result->outcome = FT_OUTCOME_UNKNOWN;
@@ -213,10 +203,5 @@ ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 	}
 	ft_stripe_classify_refund(reply, result);
 	if (reply->http_status < 200 || reply->http_status > 299)
-	{
-		char	   *why = result->error;
-
-		ft_gateway_set_retry(result, psprintf("look-up: %s", why ? why : "unexpected reply"));
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
-	}
+		ft_gateway_lookup_retry(reply, result);
 }

@@ -41,20 +41,6 @@
 #include "spi_plan.h"
 #include "worker.h"
 
-static SPIPlanPtr ft_lock_due_plan = NULL;
-static SPIPlanPtr ft_claim_plan = NULL;
-static SPIPlanPtr ft_claim13_plan = NULL;
-static SPIPlanPtr ft_attempts13_plan = NULL;
-static SPIPlanPtr ft_final13_plan = NULL;
-static SPIPlanPtr ft_next_due_plan = NULL;
-static SPIPlanPtr ft_unskew_plan = NULL;
-static SPIPlanPtr ft_unskew13_plan = NULL;
-static SPIPlanPtr ft_attempts_plan = NULL;
-static SPIPlanPtr ft_final_plan = NULL;
-static SPIPlanPtr ft_retry_plan = NULL;
-static SPIPlanPtr ft_release_plan = NULL;
-static SPIPlanPtr ft_release_all_plan = NULL;
-
 /*
  * A claim is two statements, each with one generic plan that is right for
  * every batch size (the planner cannot know a LIMIT $1 or an array's
@@ -298,6 +284,184 @@ ft_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 											  typalign));
 }
 
+/* a text Datum of s, or NULL (*isnull) when s is NULL */
+static Datum
+ft_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+/* the payment_attempts.request text of a job */
+static const char *
+ft_request_name(FtRequestKind kind)
+{
+	switch (kind)
+	{
+		case FT_REQ_CHARGE:
+			return "charge";
+		case FT_REQ_LOOKUP:
+			return "lookup";
+		case FT_REQ_REFUND:
+			return "refund";
+		case FT_REQ_REFUND_LOOKUP:
+			return "refund_lookup";
+	}
+	return "charge";
+}
+
+/* the order_events detail of a settled job */
+static char *
+ft_detail(const FtJob *job)
+{
+	switch (job->outcome)
+	{
+		case FT_OUTCOME_PAID:
+			return pstrdup("paid");
+		case FT_OUTCOME_DECLINED:
+			return pstrdup(job->error ? job->error : "declined");
+		case FT_OUTCOME_CANCELED:
+			return pstrdup("canceled: the gateway never charged it");
+		default:
+			return psprintf("failed: %s", job->error ? job->error : "unknown error");
+	}
+}
+
+/*
+ * Execute the outbox statement sql with nargs parameters (values, of
+ * argtypes), preparing and keeping its plan in *plan the first time this
+ * process runs it.  The result is left in SPI_tuptable / SPI_processed.
+ * Raises an ERROR, "<what> failed", when SPI returns anything but
+ * expected.  Caller is inside ft_xact_begin.
+ */
+void
+ft_outbox_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+			   Datum *values, int expected, const char *what)
+{
+	int			rc;
+
+	if (*plan == NULL)
+		*plan = ft_prepare_kept(sql, nargs, argtypes, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(*plan, values, NULL, false, 0);
+	if (rc != expected)
+		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
+}
+
+/* element type and array type of each FtJobColumn */
+static const struct
+{
+	Oid			elemtype;
+	Oid			arraytype;
+}			ft_job_column_types[] = {
+	[FT_COL_EVENT_ID] = {INT8OID, INT8ARRAYOID},
+	[FT_COL_ORDER_ID] = {INT8OID, INT8ARRAYOID},
+	[FT_COL_REFUND_ID] = {INT8OID, INT8ARRAYOID},
+	[FT_COL_LEASE] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
+	[FT_COL_STARTED] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
+	[FT_COL_ORDER_ATTEMPT] = {INT4OID, INT4ARRAYOID},
+	[FT_COL_HTTP_STATUS] = {INT4OID, INT4ARRAYOID},
+	[FT_COL_DELAY] = {INT4OID, INT4ARRAYOID},
+	[FT_COL_LATENCY] = {FLOAT8OID, FLOAT8ARRAYOID},
+	[FT_COL_REQUEST] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_OUTCOME] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_DETAIL] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_PAYMENT_ID] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_ERROR] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_NEXT_ACTION] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_CLIENT_SECRET] = {TEXTOID, TEXTARRAYOID},
+};
+
+StaticAssertDecl(lengthof(ft_job_column_types) == FT_COL_CLIENT_SECRET + 1,
+				 "one type per job column");
+
+/* the value of column col for one job; *isnull set */
+static Datum
+ft_job_datum(const FtJob *job, FtJobColumn col, bool *isnull)
+{
+	*isnull = false;
+	switch (col)
+	{
+		case FT_COL_EVENT_ID:
+			return Int64GetDatum(job->event_id);
+		case FT_COL_ORDER_ID:
+			return Int64GetDatum(job->order_id);
+		case FT_COL_REFUND_ID:
+			/* charges have none */
+			*isnull = (job->refund_id == 0);
+			return Int64GetDatum(job->refund_id);
+		case FT_COL_LEASE:
+			return TimestampTzGetDatum(job->lease_until);
+		case FT_COL_STARTED:
+			return TimestampTzGetDatum(job->started_at);
+		case FT_COL_ORDER_ATTEMPT:
+			return Int32GetDatum(job->order_attempt);
+		case FT_COL_HTTP_STATUS:
+			/* 0: no HTTP reply */
+			*isnull = (job->http_status == 0);
+			return Int32GetDatum(job->http_status);
+		case FT_COL_DELAY:
+			return Int32GetDatum(job->delay_ms);
+		case FT_COL_LATENCY:
+			return Float8GetDatum(job->latency_ms);
+		case FT_COL_REQUEST:
+			return CStringGetTextDatum(ft_request_name(job->kind));
+		case FT_COL_OUTCOME:
+			return CStringGetTextDatum(ft_outcome_name(job->outcome));
+		case FT_COL_DETAIL:
+			return CStringGetTextDatum(ft_detail(job));
+		case FT_COL_PAYMENT_ID:
+			return ft_text_or_null(job->payment_id, isnull);
+		case FT_COL_ERROR:
+			return ft_text_or_null(job->error, isnull);
+		case FT_COL_NEXT_ACTION:
+			return ft_text_or_null(job->next_action, isnull);
+		case FT_COL_CLIENT_SECRET:
+			return ft_text_or_null(job->client_secret, isnull);
+	}
+	elog(ERROR, "unknown outbox job column %d", (int) col);
+	return (Datum) 0;			/* keep compiler quiet */
+}
+
+/*
+ * The parameters of a batch statement: values[k] is the array of column
+ * cols[k] over the njobs jobs, argtypes[k] its array type.
+ */
+void
+ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols, int ncols,
+			  Datum *values, Oid *argtypes)
+{
+	Datum	   *elems = palloc(njobs * sizeof(Datum));
+	bool	   *nulls = palloc(njobs * sizeof(bool));
+
+	for (int k = 0; k < ncols; k++)
+	{
+		Assert(OidIsValid(ft_job_column_types[cols[k]].elemtype));
+		for (int i = 0; i < njobs; i++)
+			elems[i] = ft_job_datum(jobs[i], cols[k], &nulls[i]);
+		/* construct_md_array copies: elems serves the next column */
+		values[k] = ft_array(elems, nulls, njobs,
+							 ft_job_column_types[cols[k]].elemtype);
+		argtypes[k] = ft_job_column_types[cols[k]].arraytype;
+	}
+}
+
+/*
+ * Run the batch statement sql over jobs, its parameters being the arrays
+ * of cols (ft_job_arrays), with ft_outbox_exec.
+ */
+void
+ft_outbox_run_jobs(SPIPlanPtr *plan, const char *sql, FtJob **jobs, int njobs,
+				   const FtJobColumn *cols, int ncols,
+				   int expected, const char *what)
+{
+	Datum		values[FT_JOB_MAX_COLUMNS];
+	Oid			argtypes[FT_JOB_MAX_COLUMNS];
+
+	Assert(ncols <= FT_JOB_MAX_COLUMNS);
+	ft_job_arrays(jobs, njobs, cols, ncols, values, argtypes);
+	ft_outbox_exec(plan, sql, ncols, argtypes, values, expected, what);
+}
+
 /*
  * Claim up to limit due events: lease them and return, in claims[], the
  * event and the order fields a request is built from (strings allocated
@@ -306,6 +470,8 @@ ft_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 int
 ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr claim_plans[2];	/* before 1.3, from 1.3 */
 	Oid			lock_argtypes[1] = {INT4OID};
 	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
 	Datum		values[4];
@@ -314,21 +480,11 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	Datum	   *order_ids;
 	MemoryContext oldcxt;
 	int			nlocked;
-	int			rc;
 	int			n;
 
-	if (ft_lock_due_plan == NULL)
-		ft_lock_due_plan = ft_prepare_kept(ft_lock_due_sql, 1, lock_argtypes, FT_OUTBOX_PLAN);
-	if (ft_claim_plan == NULL && !lifecycle)
-		ft_claim_plan = ft_prepare_kept(ft_claim_sql, 3, argtypes, FT_OUTBOX_PLAN);
-	if (ft_claim13_plan == NULL && lifecycle)
-		ft_claim13_plan = ft_prepare_kept(ft_claim13_sql, 4, argtypes, FT_OUTBOX_PLAN);
-
 	values[0] = Int32GetDatum(limit);
-	rc = SPI_execute_plan(ft_lock_due_plan, values, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "locking due outbox events failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_exec(&lock_plan, ft_lock_due_sql, 1, lock_argtypes, values,
+				   SPI_OK_SELECT, "locking due outbox events");
 	nlocked = (int) Min(SPI_processed, (uint64) limit);
 	if (nlocked == 0)
 		return 0;
@@ -347,11 +503,10 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	values[1] = ft_array(order_ids, NULL, nlocked, INT8OID);
 	values[2] = Int32GetDatum(ft_lease_timeout_ms);
 	values[3] = Int32GetDatum(ft_gateway_key_ttl_s);
-	rc = SPI_execute_plan(lifecycle ? ft_claim13_plan : ft_claim_plan,
-						  values, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "claiming outbox events failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_exec(&claim_plans[lifecycle ? 1 : 0],
+				   lifecycle ? ft_claim13_sql : ft_claim_sql,
+				   lifecycle ? 4 : 3, argtypes, values,
+				   SPI_OK_SELECT, "claiming outbox events");
 
 	n = (int) Min(SPI_processed, (uint64) limit);
 	oldcxt = MemoryContextSwitchTo(cxt);
@@ -418,6 +573,8 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 TimestampTz
 ft_outbox_next_due(void)
 {
+	static SPIPlanPtr next_due_plan = NULL;
+	static SPIPlanPtr unskew_plans[2];	/* before 1.3, from 1.3 */
 	int			horizon_ms = Max(ft_backoff_max_ms, ft_lease_timeout_ms) + 60 * 1000;
 	int64		parked = Max((int64) horizon_ms, (int64) ft_action_timeout_s * 1000 + 60 * 1000);
 	bool		lifecycle = ft_outbox_lifecycle();
@@ -428,9 +585,9 @@ ft_outbox_next_due(void)
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	int			rc;
 
-	if (ft_next_due_plan == NULL)
-		ft_next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_next_due_plan, NULL, NULL, true, 1);
+	if (next_due_plan == NULL)
+		next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
+	rc = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -450,14 +607,10 @@ ft_outbox_next_due(void)
 	 */
 	args[0] = Int32GetDatum(horizon_ms);
 	args[1] = Int32GetDatum((int) Min(parked, (int64) PG_INT32_MAX));
-	if (lifecycle && ft_unskew13_plan == NULL)
-		ft_unskew13_plan = ft_prepare_kept(ft_unskew13_sql, 2, argtypes, FT_OUTBOX_PLAN);
-	if (!lifecycle && ft_unskew_plan == NULL)
-		ft_unskew_plan = ft_prepare_kept(ft_unskew_sql, 1, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(lifecycle ? ft_unskew13_plan : ft_unskew_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "rescheduling outbox events failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_exec(&unskew_plans[lifecycle ? 1 : 0],
+				   lifecycle ? ft_unskew13_sql : ft_unskew_sql,
+				   lifecycle ? 2 : 1, argtypes, args,
+				   SPI_OK_UPDATE, "rescheduling outbox events");
 	if (SPI_processed == 0)
 		return next_due;		/* only parked events are that far ahead */
 	ereport(LOG,
@@ -467,194 +620,53 @@ ft_outbox_next_due(void)
 	return GetCurrentTransactionStartTimestamp();
 }
 
-Datum
-ft_text_or_null(const char *s, bool *isnull)
-{
-	*isnull = (s == NULL);
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
-}
-
-/* the payment_attempts.request text of a job */
-static const char *
-ft_request_name(FtRequestKind kind)
-{
-	switch (kind)
-	{
-		case FT_REQ_CHARGE:
-			return "charge";
-		case FT_REQ_LOOKUP:
-			return "lookup";
-		case FT_REQ_REFUND:
-			return "refund";
-		case FT_REQ_REFUND_LOOKUP:
-			return "refund_lookup";
-	}
-	return "charge";
-}
-
+/*
+ * One payment_attempts row per job.  Before 1.3 the table has neither
+ * request nor refund_id: the first seven columns only.
+ */
 static void
 ft_record_attempts(FtJob **jobs, int n, bool lifecycle)
 {
-	Oid			argtypes[9] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, TIMESTAMPTZARRAYOID,
-	TEXTARRAYOID, INT8ARRAYOID};
-	Datum	   *requests = palloc(n * sizeof(Datum));
-	Datum	   *refund_ids = palloc(n * sizeof(Datum));
-	bool	   *refund_nulls = palloc(n * sizeof(bool));
-	Datum	   *order_ids = palloc(n * sizeof(Datum));
-	Datum	   *attempts = palloc(n * sizeof(Datum));
-	Datum	   *statuses = palloc(n * sizeof(Datum));
-	bool	   *status_nulls = palloc(n * sizeof(bool));
-	Datum	   *outcomes = palloc(n * sizeof(Datum));
-	Datum	   *errors = palloc(n * sizeof(Datum));
-	bool	   *error_nulls = palloc(n * sizeof(bool));
-	Datum	   *latencies = palloc(n * sizeof(Datum));
-	Datum	   *started = palloc(n * sizeof(Datum));
-	Datum		values[9];
-	int			rc;
+	static const FtJobColumn cols[] = {
+		FT_COL_ORDER_ID, FT_COL_ORDER_ATTEMPT, FT_COL_HTTP_STATUS,
+		FT_COL_OUTCOME, FT_COL_ERROR, FT_COL_LATENCY, FT_COL_STARTED,
+		FT_COL_REQUEST, FT_COL_REFUND_ID
+	};
+	static SPIPlanPtr plans[2];	/* before 1.3, from 1.3 */
 
-	for (int i = 0; i < n; i++)
-	{
-		FtJob	   *job = jobs[i];
-
-		requests[i] = CStringGetTextDatum(ft_request_name(job->kind));
-		refund_ids[i] = Int64GetDatum(job->refund_id);
-		refund_nulls[i] = (job->refund_id == 0);
-		order_ids[i] = Int64GetDatum(job->order_id);
-		attempts[i] = Int32GetDatum(job->order_attempt);
-		statuses[i] = Int32GetDatum(job->http_status);
-		status_nulls[i] = (job->http_status == 0);
-		outcomes[i] = CStringGetTextDatum(ft_outcome_name(job->outcome));
-		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
-		latencies[i] = Float8GetDatum(job->latency_ms);
-		started[i] = TimestampTzGetDatum(job->started_at);
-	}
-	values[0] = ft_array(order_ids, NULL, n, INT8OID);
-	values[1] = ft_array(attempts, NULL, n, INT4OID);
-	values[2] = ft_array(statuses, status_nulls, n, INT4OID);
-	values[3] = ft_array(outcomes, NULL, n, TEXTOID);
-	values[4] = ft_array(errors, error_nulls, n, TEXTOID);
-	values[5] = ft_array(latencies, NULL, n, FLOAT8OID);
-	values[6] = ft_array(started, NULL, n, TIMESTAMPTZOID);
-	values[7] = ft_array(requests, NULL, n, TEXTOID);
-	values[8] = ft_array(refund_ids, refund_nulls, n, INT8OID);
-
-	if (ft_attempts_plan == NULL && !lifecycle)
-		ft_attempts_plan = ft_prepare_kept(ft_attempts_sql, 7, argtypes, FT_OUTBOX_PLAN);
-	if (ft_attempts13_plan == NULL && lifecycle)
-		ft_attempts13_plan = ft_prepare_kept(ft_attempts13_sql, 9, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(lifecycle ? ft_attempts13_plan : ft_attempts_plan,
-						  values, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "recording payment attempts failed: %s",
-			 SPI_result_code_string(rc));
-}
-
-/* the order_events detail of a settled job */
-static char *
-ft_detail(FtJob *job)
-{
-	switch (job->outcome)
-	{
-		case FT_OUTCOME_PAID:
-			return pstrdup("paid");
-		case FT_OUTCOME_DECLINED:
-			return pstrdup(job->error ? job->error : "declined");
-		case FT_OUTCOME_CANCELED:
-			return pstrdup("canceled: the gateway never charged it");
-		default:
-			return psprintf("failed: %s", job->error ? job->error : "unknown error");
-	}
+	ft_outbox_run_jobs(&plans[lifecycle ? 1 : 0],
+					   lifecycle ? ft_attempts13_sql : ft_attempts_sql,
+					   jobs, n, cols, lifecycle ? lengthof(cols) : 7,
+					   SPI_OK_INSERT, "recording payment attempts");
 }
 
 static void
 ft_record_final(FtJob **jobs, int n, bool lifecycle)
 {
-	Oid			argtypes[7] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
-	INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum	   *event_ids = palloc(n * sizeof(Datum));
-	Datum	   *leases = palloc(n * sizeof(Datum));
-	Datum	   *statuses = palloc(n * sizeof(Datum));
-	Datum	   *attempts = palloc(n * sizeof(Datum));
-	Datum	   *payment_ids = palloc(n * sizeof(Datum));
-	bool	   *payment_id_nulls = palloc(n * sizeof(bool));
-	Datum	   *errors = palloc(n * sizeof(Datum));
-	bool	   *error_nulls = palloc(n * sizeof(bool));
-	Datum	   *details = palloc(n * sizeof(Datum));
-	Datum		values[7];
-	int			rc;
+	static const FtJobColumn cols[] = {
+		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_OUTCOME, FT_COL_ORDER_ATTEMPT,
+		FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DETAIL
+	};
+	static SPIPlanPtr plans[2];	/* before 1.3, from 1.3 */
 
-	for (int i = 0; i < n; i++)
-	{
-		FtJob	   *job = jobs[i];
-
-		event_ids[i] = Int64GetDatum(job->event_id);
-		leases[i] = TimestampTzGetDatum(job->lease_until);
-		statuses[i] = CStringGetTextDatum(ft_outcome_name(job->outcome));
-		attempts[i] = Int32GetDatum(job->order_attempt);
-		payment_ids[i] = ft_text_or_null(job->payment_id, &payment_id_nulls[i]);
-		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
-		details[i] = CStringGetTextDatum(ft_detail(job));
-	}
-	values[0] = ft_array(event_ids, NULL, n, INT8OID);
-	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
-	values[2] = ft_array(statuses, NULL, n, TEXTOID);
-	values[3] = ft_array(attempts, NULL, n, INT4OID);
-	values[4] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
-	values[5] = ft_array(errors, error_nulls, n, TEXTOID);
-	values[6] = ft_array(details, NULL, n, TEXTOID);
-
-	if (ft_final_plan == NULL && !lifecycle)
-		ft_final_plan = ft_prepare_kept(ft_final_sql, 7, argtypes, FT_OUTBOX_PLAN);
-	if (ft_final13_plan == NULL && lifecycle)
-		ft_final13_plan = ft_prepare_kept(ft_final13_sql, 7, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(lifecycle ? ft_final13_plan : ft_final_plan,
-						  values, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "recording settled payments failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_run_jobs(&plans[lifecycle ? 1 : 0],
+					   lifecycle ? ft_final13_sql : ft_final_sql,
+					   jobs, n, cols, lengthof(cols),
+					   SPI_OK_SELECT, "recording settled payments");
 }
 
 static void
 ft_record_retries(FtJob **jobs, int n)
 {
-	Oid			argtypes[6] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-	TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
-	Datum	   *event_ids = palloc(n * sizeof(Datum));
-	Datum	   *leases = palloc(n * sizeof(Datum));
-	Datum	   *delays = palloc(n * sizeof(Datum));
-	Datum	   *errors = palloc(n * sizeof(Datum));
-	bool	   *error_nulls = palloc(n * sizeof(bool));
-	Datum	   *attempts = palloc(n * sizeof(Datum));
-	Datum	   *payment_ids = palloc(n * sizeof(Datum));
-	bool	   *payment_id_nulls = palloc(n * sizeof(bool));
-	Datum		values[6];
-	int			rc;
+	static const FtJobColumn cols[] = {
+		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_DELAY, FT_COL_ERROR,
+		FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID
+	};
+	static SPIPlanPtr plan = NULL;
 
-	for (int i = 0; i < n; i++)
-	{
-		FtJob	   *job = jobs[i];
-
-		event_ids[i] = Int64GetDatum(job->event_id);
-		leases[i] = TimestampTzGetDatum(job->lease_until);
-		delays[i] = Int32GetDatum(job->delay_ms);
-		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
-		attempts[i] = Int32GetDatum(job->order_attempt);
-		payment_ids[i] = ft_text_or_null(job->payment_id, &payment_id_nulls[i]);
-	}
-	values[0] = ft_array(event_ids, NULL, n, INT8OID);
-	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
-	values[2] = ft_array(delays, NULL, n, INT4OID);
-	values[3] = ft_array(errors, error_nulls, n, TEXTOID);
-	values[4] = ft_array(attempts, NULL, n, INT4OID);
-	values[5] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
-
-	if (ft_retry_plan == NULL)
-		ft_retry_plan = ft_prepare_kept(ft_retry_sql, 6, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_retry_plan, values, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "rescheduling payments failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_run_jobs(&plan, ft_retry_sql, jobs, n,
+					   cols, lengthof(cols),
+					   SPI_OK_UPDATE, "rescheduling payments");
 }
 
 /*
@@ -741,30 +753,14 @@ ft_outbox_record(FtJob **jobs, int njobs)
 void
 ft_outbox_release(FtJob **jobs, int njobs)
 {
-	Oid			argtypes[2] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum	   *event_ids;
-	Datum	   *leases;
-	Datum		values[2];
-	int			rc;
+	static const FtJobColumn cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+	static SPIPlanPtr plan = NULL;
 
 	if (njobs <= 0)
 		return;
-	event_ids = palloc(njobs * sizeof(Datum));
-	leases = palloc(njobs * sizeof(Datum));
-	for (int i = 0; i < njobs; i++)
-	{
-		event_ids[i] = Int64GetDatum(jobs[i]->event_id);
-		leases[i] = TimestampTzGetDatum(jobs[i]->lease_until);
-	}
-	values[0] = ft_array(event_ids, NULL, njobs, INT8OID);
-	values[1] = ft_array(leases, NULL, njobs, TIMESTAMPTZOID);
-
-	if (ft_release_plan == NULL)
-		ft_release_plan = ft_prepare_kept(ft_release_sql, 2, argtypes, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_release_plan, values, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "releasing outbox leases failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_run_jobs(&plan, ft_release_sql, jobs, njobs,
+					   cols, lengthof(cols),
+					   SPI_OK_UPDATE, "releasing outbox leases");
 }
 
 /*
@@ -774,13 +770,9 @@ ft_outbox_release(FtJob **jobs, int njobs)
 int64
 ft_outbox_release_all_leases(void)
 {
-	int			rc;
+	static SPIPlanPtr plan = NULL;
 
-	if (ft_release_all_plan == NULL)
-		ft_release_all_plan = ft_prepare_kept(ft_release_all_sql, 0, NULL, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(ft_release_all_plan, NULL, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "releasing outbox leases failed: %s",
-			 SPI_result_code_string(rc));
+	ft_outbox_exec(&plan, ft_release_all_sql, 0, NULL, NULL,
+				   SPI_OK_UPDATE, "releasing outbox leases");
 	return (int64) SPI_processed;
 }

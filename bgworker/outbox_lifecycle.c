@@ -6,9 +6,10 @@
  *	  nothing, orders parked in action_required, refunds, and the
  *	  automatic refund of canceled orders that turned out paid.
  *
- * Same rules as outbox.c: kept plans with one generic plan each, arrays
- * in, a statement or two per batch, run inside the worker's short
- * transaction (ft_xact_begin), and every outbox row touched only while it
+ * Same rules as outbox.c, whose ft_outbox_run_jobs runs these statements:
+ * kept plans with one generic plan each, arrays of the jobs' columns in,
+ * a statement or two per batch, run inside the worker's short transaction
+ * (ft_xact_begin), and every outbox row touched only while it
  * still carries this worker's lease.  Status changes go through
  * ft_orders._change_status; refunds are settled by
  * ft_orders._settle_refunds, which moves the order's status through it.
@@ -22,16 +23,7 @@
 #include "utils/builtins.h"
 
 #include "guc.h"
-#include "spi_plan.h"
 #include "worker.h"
-
-#define FT_LIFECYCLE_PLAN	CURSOR_OPT_GENERIC_PLAN
-
-static SPIPlanPtr ft_unknown_plan = NULL;
-static SPIPlanPtr ft_park_plan = NULL;
-static SPIPlanPtr ft_park_status_plan = NULL;
-static SPIPlanPtr ft_refunds_plan = NULL;
-static SPIPlanPtr ft_refund_canceled_plan = NULL;
 
 /*
  * A look-up that the gateway answered "no such payment / refund": nothing
@@ -146,15 +138,6 @@ static const char *const ft_refunds_sql =
 static const char *const ft_refund_canceled_sql =
 "SELECT ft_orders._refund_canceled($1::bigint[])";
 
-static void
-ft_lifecycle_exec(SPIPlanPtr plan, Datum *values, int expected, const char *what)
-{
-	int			rc = SPI_execute_plan(plan, values, NULL, false, 0);
-
-	if (rc != expected)
-		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
-}
-
 /*
  * Look-ups the gateway answered with "unknown" (FT_OUTCOME_UNKNOWN):
  * charges and refunds alike.  Caller is inside ft_xact_begin.
@@ -162,31 +145,14 @@ ft_lifecycle_exec(SPIPlanPtr plan, Datum *values, int expected, const char *what
 void
 ft_lifecycle_record_unknown(FtJob **jobs, int n)
 {
-	Oid			argtypes[4] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-	TEXTARRAYOID};
-	Datum	   *event_ids = palloc(n * sizeof(Datum));
-	Datum	   *leases = palloc(n * sizeof(Datum));
-	Datum	   *attempts = palloc(n * sizeof(Datum));
-	Datum	   *errors = palloc(n * sizeof(Datum));
-	bool	   *error_nulls = palloc(n * sizeof(bool));
-	Datum		values[4];
+	static const FtJobColumn cols[] = {
+		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_ORDER_ATTEMPT, FT_COL_ERROR
+	};
+	static SPIPlanPtr plan = NULL;
 
-	for (int i = 0; i < n; i++)
-	{
-		event_ids[i] = Int64GetDatum(jobs[i]->event_id);
-		leases[i] = TimestampTzGetDatum(jobs[i]->lease_until);
-		attempts[i] = Int32GetDatum(jobs[i]->order_attempt);
-		errors[i] = ft_text_or_null(jobs[i]->error, &error_nulls[i]);
-	}
-	values[0] = ft_array(event_ids, NULL, n, INT8OID);
-	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
-	values[2] = ft_array(attempts, NULL, n, INT4OID);
-	values[3] = ft_array(errors, error_nulls, n, TEXTOID);
-
-	if (ft_unknown_plan == NULL)
-		ft_unknown_plan = ft_prepare_kept(ft_unknown_sql, 4, argtypes, FT_LIFECYCLE_PLAN);
-	ft_lifecycle_exec(ft_unknown_plan, values, SPI_OK_UPDATE,
-					  "recording look-ups that found nothing");
+	ft_outbox_run_jobs(&plan, ft_unknown_sql, jobs, n,
+					   cols, lengthof(cols),
+					   SPI_OK_UPDATE, "recording look-ups that found nothing");
 }
 
 /*
@@ -196,51 +162,25 @@ ft_lifecycle_record_unknown(FtJob **jobs, int n)
 void
 ft_lifecycle_record_action(FtJob **jobs, int n)
 {
-	Oid			argtypes[8] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID,
-		TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	INT4OID};
+	static const FtJobColumn cols[] = {
+		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID,
+		FT_COL_NEXT_ACTION, FT_COL_CLIENT_SECRET, FT_COL_ERROR
+	};
+	static SPIPlanPtr park_plan = NULL;
+	static SPIPlanPtr status_plan = NULL;
+	Oid			argtypes[lengthof(cols) + 1];
+	Datum		values[lengthof(cols) + 1];
 	Oid			status_argtype = INT8ARRAYOID;
-	Datum	   *event_ids = palloc(n * sizeof(Datum));
-	Datum	   *leases = palloc(n * sizeof(Datum));
-	Datum	   *attempts = palloc(n * sizeof(Datum));
-	Datum	   *payment_ids = palloc(n * sizeof(Datum));
-	bool	   *payment_id_nulls = palloc(n * sizeof(bool));
-	Datum	   *actions = palloc(n * sizeof(Datum));
-	bool	   *action_nulls = palloc(n * sizeof(bool));
-	Datum	   *secrets = palloc(n * sizeof(Datum));
-	bool	   *secret_nulls = palloc(n * sizeof(bool));
-	Datum	   *errors = palloc(n * sizeof(Datum));
-	bool	   *error_nulls = palloc(n * sizeof(bool));
 	Datum	   *parked;
-	Datum		values[8];
 	Datum		ids;
 	int			nparked;
 
-	for (int i = 0; i < n; i++)
-	{
-		FtJob	   *job = jobs[i];
-
-		event_ids[i] = Int64GetDatum(job->event_id);
-		leases[i] = TimestampTzGetDatum(job->lease_until);
-		attempts[i] = Int32GetDatum(job->order_attempt);
-		payment_ids[i] = ft_text_or_null(job->payment_id, &payment_id_nulls[i]);
-		actions[i] = ft_text_or_null(job->next_action, &action_nulls[i]);
-		secrets[i] = ft_text_or_null(job->client_secret, &secret_nulls[i]);
-		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
-	}
-	values[0] = ft_array(event_ids, NULL, n, INT8OID);
-	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
-	values[2] = ft_array(attempts, NULL, n, INT4OID);
-	values[3] = ft_array(payment_ids, payment_id_nulls, n, TEXTOID);
-	values[4] = ft_array(actions, action_nulls, n, TEXTOID);
-	values[5] = ft_array(secrets, secret_nulls, n, TEXTOID);
-	values[6] = ft_array(errors, error_nulls, n, TEXTOID);
-	values[7] = Int32GetDatum(ft_action_timeout_s);
-
-	if (ft_park_plan == NULL)
-		ft_park_plan = ft_prepare_kept(ft_park_sql, 8, argtypes, FT_LIFECYCLE_PLAN);
-	ft_lifecycle_exec(ft_park_plan, values, SPI_OK_UPDATE_RETURNING,
-					  "parking orders in action_required");
+	/* the job arrays, then $8: action_timeout */
+	ft_job_arrays(jobs, n, cols, lengthof(cols), values, argtypes);
+	argtypes[lengthof(cols)] = INT4OID;
+	values[lengthof(cols)] = Int32GetDatum(ft_action_timeout_s);
+	ft_outbox_exec(&park_plan, ft_park_sql, lengthof(values), argtypes, values,
+				   SPI_OK_UPDATE_RETURNING, "parking orders in action_required");
 	nparked = (int) SPI_processed;
 	if (nparked == 0)
 		return;
@@ -252,11 +192,8 @@ ft_lifecycle_record_action(FtJob **jobs, int n)
 		parked[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 	}
 	ids = ft_array(parked, NULL, nparked, INT8OID);
-	if (ft_park_status_plan == NULL)
-		ft_park_status_plan = ft_prepare_kept(ft_park_status_sql, 1, &status_argtype,
-											  FT_LIFECYCLE_PLAN);
-	ft_lifecycle_exec(ft_park_status_plan, &ids, SPI_OK_SELECT,
-					  "moving orders to action_required");
+	ft_outbox_exec(&status_plan, ft_park_status_sql, 1, &status_argtype,
+				   &ids, SPI_OK_SELECT, "moving orders to action_required");
 }
 
 /*
@@ -266,42 +203,16 @@ ft_lifecycle_record_action(FtJob **jobs, int n)
 void
 ft_lifecycle_record_refunds(FtJob **jobs, int n)
 {
-	Oid			argtypes[7] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
-	Datum	   *event_ids = palloc(n * sizeof(Datum));
-	Datum	   *leases = palloc(n * sizeof(Datum));
-	Datum	   *refund_ids = palloc(n * sizeof(Datum));
-	Datum	   *outcomes = palloc(n * sizeof(Datum));
-	Datum	   *gateway_ids = palloc(n * sizeof(Datum));
-	bool	   *gateway_id_nulls = palloc(n * sizeof(bool));
-	Datum	   *errors = palloc(n * sizeof(Datum));
-	bool	   *error_nulls = palloc(n * sizeof(bool));
-	Datum	   *delays = palloc(n * sizeof(Datum));
-	Datum		values[7];
+	/* the gateway's refund id is the job's payment_id */
+	static const FtJobColumn cols[] = {
+		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_REFUND_ID, FT_COL_OUTCOME,
+		FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DELAY
+	};
+	static SPIPlanPtr plan = NULL;
 
-	for (int i = 0; i < n; i++)
-	{
-		FtJob	   *job = jobs[i];
-
-		event_ids[i] = Int64GetDatum(job->event_id);
-		leases[i] = TimestampTzGetDatum(job->lease_until);
-		refund_ids[i] = Int64GetDatum(job->refund_id);
-		outcomes[i] = CStringGetTextDatum(ft_outcome_name(job->outcome));
-		gateway_ids[i] = ft_text_or_null(job->payment_id, &gateway_id_nulls[i]);
-		errors[i] = ft_text_or_null(job->error, &error_nulls[i]);
-		delays[i] = Int32GetDatum(job->delay_ms);
-	}
-	values[0] = ft_array(event_ids, NULL, n, INT8OID);
-	values[1] = ft_array(leases, NULL, n, TIMESTAMPTZOID);
-	values[2] = ft_array(refund_ids, NULL, n, INT8OID);
-	values[3] = ft_array(outcomes, NULL, n, TEXTOID);
-	values[4] = ft_array(gateway_ids, gateway_id_nulls, n, TEXTOID);
-	values[5] = ft_array(errors, error_nulls, n, TEXTOID);
-	values[6] = ft_array(delays, NULL, n, INT4OID);
-
-	if (ft_refunds_plan == NULL)
-		ft_refunds_plan = ft_prepare_kept(ft_refunds_sql, 7, argtypes, FT_LIFECYCLE_PLAN);
-	ft_lifecycle_exec(ft_refunds_plan, values, SPI_OK_SELECT, "recording refunds");
+	ft_outbox_run_jobs(&plan, ft_refunds_sql, jobs, n,
+					   cols, lengthof(cols),
+					   SPI_OK_SELECT, "recording refunds");
 }
 
 /*
@@ -313,18 +224,10 @@ ft_lifecycle_record_refunds(FtJob **jobs, int n)
 void
 ft_lifecycle_refund_canceled(FtJob **jobs, int n)
 {
-	Oid			argtype = INT8ARRAYOID;
-	Datum	   *ids = palloc(n * sizeof(Datum));
-	Datum		value;
-	int			rc;
+	static const FtJobColumn cols[] = {FT_COL_ORDER_ID};
+	static SPIPlanPtr plan = NULL;
 
-	for (int i = 0; i < n; i++)
-		ids[i] = Int64GetDatum(jobs[i]->order_id);
-	value = ft_array(ids, NULL, n, INT8OID);
-	if (ft_refund_canceled_plan == NULL)
-		ft_refund_canceled_plan = ft_prepare_kept(ft_refund_canceled_sql, 1, &argtype,
-												  FT_LIFECYCLE_PLAN);
-	rc = SPI_execute_plan(ft_refund_canceled_plan, &value, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "refunding canceled orders failed: %s", SPI_result_code_string(rc));
+	ft_outbox_run_jobs(&plan, ft_refund_canceled_sql,
+					   jobs, n, cols, lengthof(cols),
+					   SPI_OK_SELECT, "refunding canceled orders");
 }

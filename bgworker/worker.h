@@ -12,6 +12,7 @@
 #define FT_WORKER_H
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 
 #include "gateway.h"
 #include "shmem.h"
@@ -78,6 +79,33 @@ typedef struct FtClaim
 	FtPaymentRequest order;
 } FtClaim;
 
+/*
+ * What a batch statement of the outbox takes from each job: one array
+ * parameter per column (outbox.c, ft_job_arrays).
+ */
+typedef enum FtJobColumn
+{
+	FT_COL_EVENT_ID,			/* bigint */
+	FT_COL_ORDER_ID,			/* bigint */
+	FT_COL_REFUND_ID,			/* bigint, NULL for a charge */
+	FT_COL_LEASE,				/* timestamptz: lease_until */
+	FT_COL_STARTED,				/* timestamptz */
+	FT_COL_ORDER_ATTEMPT,		/* int */
+	FT_COL_HTTP_STATUS,			/* int, NULL without an HTTP reply */
+	FT_COL_DELAY,				/* int: delay_ms */
+	FT_COL_LATENCY,				/* float8: latency_ms */
+	FT_COL_REQUEST,				/* text: charge, lookup, refund, ... */
+	FT_COL_OUTCOME,				/* text: ft_outcome_name */
+	FT_COL_DETAIL,				/* text: the order_events detail */
+	FT_COL_PAYMENT_ID,			/* text or NULL */
+	FT_COL_ERROR,				/* text or NULL */
+	FT_COL_NEXT_ACTION,			/* text or NULL */
+	FT_COL_CLIENT_SECRET		/* text or NULL */
+} FtJobColumn;
+
+/* most parameters a batch statement takes */
+#define FT_JOB_MAX_COLUMNS	16
+
 /* worker_xact.c: the short transaction every SQL step runs in */
 extern void ft_xact_begin(const char *activity, bool async);
 extern void ft_xact_set_async(void);
@@ -93,7 +121,15 @@ extern void ft_outbox_release(FtJob **jobs, int njobs);
 extern int64 ft_outbox_release_all_leases(void);
 extern bool ft_outbox_lifecycle(void);
 extern Datum ft_array(Datum *elems, bool *nulls, int n, Oid elemtype);
-extern Datum ft_text_or_null(const char *s, bool *isnull);
+extern void ft_outbox_exec(SPIPlanPtr *plan, const char *sql, int nargs,
+						   Oid *argtypes, Datum *values, int expected,
+						   const char *what);
+extern void ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols,
+						  int ncols, Datum *values, Oid *argtypes);
+extern void ft_outbox_run_jobs(SPIPlanPtr *plan, const char *sql,
+							   FtJob **jobs, int njobs,
+							   const FtJobColumn *cols, int ncols,
+							   int expected, const char *what);
 
 /* outbox_lifecycle.c: recording look-ups, action_required and refunds
  * (schema 1.3); inside ft_xact_begin/commit */

@@ -32,6 +32,20 @@ PG_FUNCTION_INFO_V1(ft_orders_retry_dead_letter);
 PG_FUNCTION_INFO_V1(ft_orders_retry_dead_letters);
 
 /*
+ * The end of both requeue statements: the orders of the requeued charges
+ * (o.ids, o.n of them) back to 'pending' through _change_status, and the
+ * count the function returns (count_col).
+ */
+#define FT_REQUEUED_PENDING_SQL(count_col) \
+"SELECT " count_col ", ft_orders._change_status(o.ids," \
+"    pg_catalog.array_fill('pending'::ft_orders.order_status, ARRAY[o.n::integer])," \
+"    pg_catalog.array_fill(NULL::integer, ARRAY[o.n::integer])," \
+"    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer])," \
+"    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer])," \
+"    pg_catalog.array_fill('requeued from dead letters'::text, ARRAY[o.n::integer]))" \
+"  FROM o"
+
+/*
  * $1 NULL requeues every dead letter, else only that event.  Returns the
  * number of events requeued.
  */
@@ -61,13 +75,7 @@ ft_requeue(Datum event_id, bool all)
 								   "  SELECT pg_catalog.array_agg(q.order_id) FILTER (WHERE q.refund_id IS NULL) AS ids,"
 								   "         pg_catalog.count(*) FILTER (WHERE q.refund_id IS NULL) AS n,"
 								   "         pg_catalog.count(*) AS total FROM q)"
-								   "SELECT o.total, ft_orders._change_status(o.ids,"
-								   "    pg_catalog.array_fill('pending'::ft_orders.order_status, ARRAY[o.n::integer]),"
-								   "    pg_catalog.array_fill(NULL::integer, ARRAY[o.n::integer]),"
-								   "    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer]),"
-								   "    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer]),"
-								   "    pg_catalog.array_fill('requeued from dead letters'::text, ARRAY[o.n::integer]))"
-								   "  FROM o",
+								   FT_REQUEUED_PENDING_SQL("o.total"),
 								   1, argtypes, &event_id, nulls, false, 1);
 	else
 		rc = SPI_execute_with_args(
@@ -82,13 +90,7 @@ ft_requeue(Datum event_id, bool all)
 							   " o AS ("
 							   "  SELECT pg_catalog.array_agg(q.order_id) AS ids,"
 							   "         pg_catalog.count(*) AS n FROM q)"
-							   "SELECT o.n, ft_orders._change_status(o.ids,"
-							   "    pg_catalog.array_fill('pending'::ft_orders.order_status, ARRAY[o.n::integer]),"
-							   "    pg_catalog.array_fill(NULL::integer, ARRAY[o.n::integer]),"
-							   "    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer]),"
-							   "    pg_catalog.array_fill(NULL::text, ARRAY[o.n::integer]),"
-							   "    pg_catalog.array_fill('requeued from dead letters'::text, ARRAY[o.n::integer]))"
-							   "  FROM o",
+							   FT_REQUEUED_PENDING_SQL("o.n"),
 							   1, argtypes, &event_id, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "requeueing dead letters failed: %s", SPI_result_code_string(rc));

@@ -134,6 +134,15 @@ ft_sample(StringInfo buf, const char *name,
 	appendStringInfo(buf, " %s\n", value);
 }
 
+/* a family of one sample without labels */
+static void
+ft_scalar(StringInfo buf, const char *name, const char *type,
+		  const char *help, const char *value)
+{
+	ft_family(buf, name, type, help);
+	ft_sample(buf, name, NULL, NULL, NULL, NULL, value);
+}
+
 static char *
 ft_fmt_u64(uint64 v)
 {
@@ -246,50 +255,41 @@ ft_metrics_gateway(StringInfo buf, const FtGatewayStats *gw,
 {
 	uint64		cumulative = 0;
 
-	ft_family(buf, "gateway_requests_total", "counter",
-			  "HTTP requests to the payment gateway that completed (with a reply or an error).");
-	ft_sample(buf, "gateway_requests_total", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_requests_total", "counter",
+			  "HTTP requests to the payment gateway that completed (with a reply or an error).",
 			  ft_fmt_u64(gw->requests));
 
-	ft_family(buf, "gateway_errors_total", "counter",
-			  "Gateway requests that ended in a transient failure (timeout, connection error, 401/403, 409, 429, 5xx, bad body).");
-	ft_sample(buf, "gateway_errors_total", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_errors_total", "counter",
+			  "Gateway requests that ended in a transient failure (timeout, connection error, 401/403, 409, 429, 5xx, bad body).",
 			  ft_fmt_u64(gw->errors));
 
-	ft_family(buf, "gateway_circuit_state", "gauge",
-			  "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (a few probes).");
-	ft_sample(buf, "gateway_circuit_state", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_circuit_state", "gauge",
+			  "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (a few probes).",
 			  gw->circuit == FT_CIRCUIT_OPEN ? "1" :
 			  gw->circuit == FT_CIRCUIT_HALF_OPEN ? "2" : "0");
 
-	ft_family(buf, "gateway_consecutive_failures", "gauge",
-			  "Transient gateway failures in a row.");
-	ft_sample(buf, "gateway_consecutive_failures", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_consecutive_failures", "gauge",
+			  "Transient gateway failures in a row.",
 			  ft_fmt_i64(gw->consecutive_failures));
 
-	ft_family(buf, "gateway_failure_rate", "gauge",
-			  "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none); the circuit opens at ft_orders.circuit_failure_rate.");
-	ft_sample(buf, "gateway_failure_rate", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_failure_rate", "gauge",
+			  "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none); the circuit opens at ft_orders.circuit_failure_rate.",
 			  ft_fmt_double(limits->failure_rate < 0 ? 0 : limits->failure_rate));
 
-	ft_family(buf, "gateway_rate_limit", "gauge",
-			  "ft_orders.rate_limit: requests per second to the gateway, all workers together (0: no limit).");
-	ft_sample(buf, "gateway_rate_limit", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_rate_limit", "gauge",
+			  "ft_orders.rate_limit: requests per second to the gateway, all workers together (0: no limit).",
 			  ft_fmt_double(limits->rate_limit));
 
-	ft_family(buf, "gateway_concurrency_limit", "gauge",
-			  "Requests each payment worker may have under way now (adaptive, 1 .. ft_orders.max_in_flight).");
-	ft_sample(buf, "gateway_concurrency_limit", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_concurrency_limit", "gauge",
+			  "Requests each payment worker may have under way now (adaptive, 1 .. ft_orders.max_in_flight).",
 			  ft_fmt_i64(limits->concurrency_limit));
 
-	ft_family(buf, "gateway_throttled_total", "counter",
-			  "Times a payment worker held its requests back for the gateway's pause (Retry-After) or ft_orders.rate_limit.");
-	ft_sample(buf, "gateway_throttled_total", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_throttled_total", "counter",
+			  "Times a payment worker held its requests back for the gateway's pause (Retry-After) or ft_orders.rate_limit.",
 			  ft_fmt_u64(limits->throttled));
 
-	ft_family(buf, "gateway_paused_until_timestamp_seconds", "gauge",
-			  "Unix time until which no request is sent because the gateway asked for a pause (Retry-After); 0 when there is no pause.");
-	ft_sample(buf, "gateway_paused_until_timestamp_seconds", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "gateway_paused_until_timestamp_seconds", "gauge",
+			  "Unix time until which no request is sent because the gateway asked for a pause (Retry-After); 0 when there is no pause.",
 			  limits->paused_until == 0 ? "0" :
 			  ft_fmt_double(ft_unix_seconds(limits->paused_until)));
 
@@ -321,6 +321,35 @@ ft_spi_int64(int col)
 								  col, &isnull);
 
 	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * A gauge family with one sample per row of sql, which returns (status
+ * text, count bigint): the orders or refunds by status.  Caller is
+ * connected to SPI.
+ */
+static void
+ft_metrics_counts(StringInfo buf, const char *sql, const char *family,
+				  const char *help)
+{
+	int			rc = SPI_execute(sql, true, 0);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not count the %s: %s", family,
+			 SPI_result_code_string(rc));
+	ft_family(buf, family, "gauge", help);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
+
+		if (status == NULL || isnull)
+			elog(ERROR, "unexpected NULL among the counts of %s", family);
+		ft_sample(buf, family, "status", status, NULL, NULL,
+				  ft_fmt_i64(DatumGetInt64(n)));
+	}
 }
 
 /*
@@ -361,32 +390,16 @@ ft_metrics_tables(StringInfo buf)
 	ft_sample(buf, "outbox_events", "state", "leased", NULL, NULL, ft_fmt_i64(leased));
 	ft_sample(buf, "outbox_events", "state", "delayed", NULL, NULL, ft_fmt_i64(delayed));
 
-	ft_family(buf, "outbox_oldest_event_age_seconds", "gauge",
-			  "Age of the oldest outbox event (0 when the outbox is empty).");
-	ft_sample(buf, "outbox_oldest_event_age_seconds", NULL, NULL, NULL, NULL,
+	ft_scalar(buf, "outbox_oldest_event_age_seconds", "gauge",
+			  "Age of the oldest outbox event (0 when the outbox is empty).",
 			  ft_fmt_double(oldest_age));
 
-	ft_family(buf, "dead_letters", "gauge",
-			  "Outbox events given up on (their orders failed); requeue with ft_orders.retry_dead_letter().");
-	ft_sample(buf, "dead_letters", NULL, NULL, NULL, NULL, ft_fmt_i64(dead));
+	ft_scalar(buf, "dead_letters", "gauge",
+			  "Outbox events given up on (their orders failed); requeue with ft_orders.retry_dead_letter().",
+			  ft_fmt_i64(dead));
 
-	rc = SPI_execute(FT_METRICS_ORDERS_SQL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not count the orders: %s", SPI_result_code_string(rc));
-
-	ft_family(buf, "orders", "gauge",
-			  "Orders by status (every value of ft_orders.order_status).");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
-		Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
-
-		if (status == NULL || isnull)
-			elog(ERROR, "unexpected NULL in the order counts");
-		ft_sample(buf, "orders", "status", status, NULL, NULL,
-				  ft_fmt_i64(DatumGetInt64(n)));
-	}
+	ft_metrics_counts(buf, FT_METRICS_ORDERS_SQL, "orders",
+					  "Orders by status (every value of ft_orders.order_status).");
 
 	/* 0 and 0 while the schema is older than 1.3 */
 	if (ft_schema_lifecycle())
@@ -404,24 +417,8 @@ ft_metrics_tables(StringInfo buf)
 	ft_sample(buf, "gateway_events_total", "result", "ignored", NULL, NULL, ft_fmt_i64(ignored));
 
 	if (ft_schema_lifecycle())
-	{
-		rc = SPI_execute(FT_METRICS_REFUNDS_SQL, true, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not count the refunds: %s", SPI_result_code_string(rc));
-		ft_family(buf, "refunds", "gauge",
-				  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tuple = SPI_tuptable->vals[i];
-			char	   *status = SPI_getvalue(tuple, SPI_tuptable->tupdesc, 1);
-			Datum		n = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
-
-			if (status == NULL || isnull)
-				elog(ERROR, "unexpected NULL in the refund counts");
-			ft_sample(buf, "refunds", "status", status, NULL, NULL,
-					  ft_fmt_i64(DatumGetInt64(n)));
-		}
-	}
+		ft_metrics_counts(buf, FT_METRICS_REFUNDS_SQL, "refunds",
+						  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
 
 	SPI_finish();
 }
