@@ -26,13 +26,12 @@ SELECT order_id AS a1_id, replayed AS a1_replayed
 SELECT is(:'a1_replayed'::boolean, false, 'A: first call with K, not committed yet: replayed = false');
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4200, 'eur', '[{"sku": "C"}]', 'pm_card_visa')$$, :'k1')),
 		  1, 'B: same K sent');
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B waits for A''s transaction (blocked by A''s pid)');
 SELECT is(dblink_is_busy('b'), 1, 'B is still busy while A is open');
 SELECT is((SELECT count(*)::int FROM ft_orders.orders WHERE idempotency_key = :'k1'), 0,
 		  'this session sees no committed order for K yet');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once A commits');
 SELECT order_id AS b1_id, replayed AS b1_replayed
   FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
@@ -51,10 +50,9 @@ SELECT order_id AS a2_id, replayed AS a2_replayed
 SELECT is(:'a2_replayed'::boolean, false, 'A: first call with K2: replayed = false');
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4300, 'EUR', '[]', 'pm_card_visa')$$, :'k2')),
 		  1, 'B: same K2 sent');
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B waits for A''s transaction');
-SELECT dblink_exec('a', 'ROLLBACK') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A aborts');
+SELECT ok(ft_test.ends('a', 'b', 'ROLLBACK'), 'B returns once A aborts');
 SELECT order_id AS b2_id, replayed AS b2_replayed
   FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
@@ -74,10 +72,9 @@ SELECT order_id AS a3_id
 	   AS t(order_id bigint, replayed boolean) \gset
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4401, 'EUR', '[]', 'pm_card_visa')$$, :'k3')),
 		  1, 'B: same K3, other amount, sent');
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B waits for A''s transaction');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once A commits');
 SET LOCAL client_min_messages = warning;	-- dblink relays B's error as a NOTICE
 SELECT count(*) AS drained FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset

@@ -137,10 +137,9 @@ SELECT dblink_exec('a', format($$UPDATE ft_orders.idempotency_keys SET created_a
 SELECT dblink_exec('a', 'BEGIN') AS ignore \gset
 SELECT n AS a_purged FROM dblink('a', 'SELECT ft_orders.purge_expired_keys()') AS t(n bigint) \gset
 SELECT dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-9', 900, 'EUR')$$, :'run')) AS sent \gset
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B''s placement waits for A''s purge of the key');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once the purge commits');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once the purge commits');
 SELECT count(*) AS b_rows FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset
 SELECT alike(dblink_error_message('b'), '%could not serialize access due to a concurrent purge%',
 			'B gets the 40001 error, not a unique violation');

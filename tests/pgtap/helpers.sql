@@ -26,3 +26,22 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+-- waits_for(waiter, blocker): true once backend waiter is blocked by a lock
+-- that backend blocker holds (polled, as above)
+CREATE FUNCTION ft_test.waits_for(waiter int, blocker int, seconds float8 DEFAULT 10) RETURNS boolean
+LANGUAGE sql AS $$
+	SELECT ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', blocker, waiter), seconds)
+$$;
+
+-- ends(holder, waiter, how): end the open transaction of the dblink
+-- connection holder with how (COMMIT or ROLLBACK), then true once the
+-- query that connection waiter had sent has returned
+CREATE FUNCTION ft_test.ends(holder text, waiter text, how text DEFAULT 'COMMIT',
+							 seconds float8 DEFAULT 10) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM dblink_exec(holder, how);
+	RETURN ft_test.poll(format('dblink_is_busy(%L) = 0', waiter), seconds);
+END
+$$;
