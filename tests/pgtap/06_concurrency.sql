@@ -6,15 +6,12 @@
 BEGIN;
 SELECT plan(30);
 
-SELECT format('host=127.0.0.1 port=%s dbname=ftdb user=postgres application_name=ft06',
-			  current_setting('port')) AS conninfo,
-	   format('key-06-%s-%s', pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint) AS run \gset
+SELECT ft_test.conninfo('ft06') AS conninfo, ft_test.run_id('key-06') AS run \gset
 SELECT :'run' || '-commit' AS k1, :'run' || '-abort' AS k2, :'run' || '-409' AS k3, :'run' || '-herd' AS k4 \gset
 
 SELECT is(dblink_connect('a', :'conninfo'), 'OK', 'session A connected');
 SELECT is(dblink_connect('b', :'conninfo'), 'OK', 'session B connected');
-SELECT pid AS a_pid FROM dblink('a', 'SELECT pg_backend_pid()') AS t(pid int) \gset
-SELECT pid AS b_pid FROM dblink('b', 'SELECT pg_backend_pid()') AS t(pid int) \gset
+SELECT ft_test.backend_pid('a') AS a_pid, ft_test.backend_pid('b') AS b_pid \gset
 
 -------------------------------------------------------------------------------
 -- 1. A places K and commits later; B, with the same K, waits and replays

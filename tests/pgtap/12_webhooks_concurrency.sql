@@ -10,14 +10,11 @@
 BEGIN;
 SELECT plan(23);
 
-SELECT format('host=127.0.0.1 port=%s dbname=ftdb user=postgres application_name=ft12',
-			  current_setting('port')) AS conninfo,
-	   format('wh12-%s-%s', pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint) AS run \gset
+SELECT ft_test.conninfo('ft12') AS conninfo, ft_test.run_id('wh12') AS run \gset
 
 SELECT is(dblink_connect('a', :'conninfo'), 'OK', 'session A connected');
 SELECT is(dblink_connect('b', :'conninfo'), 'OK', 'session B connected');
-SELECT pid AS a_pid FROM dblink('a', 'SELECT pg_backend_pid()') AS t(pid int) \gset
-SELECT pid AS b_pid FROM dblink('b', 'SELECT pg_backend_pid()') AS t(pid int) \gset
+SELECT ft_test.backend_pid('a') AS a_pid, ft_test.backend_pid('b') AS b_pid \gset
 
 -- three committed orders
 SELECT order_id AS o1 FROM dblink('a', format($$SELECT order_id FROM ft_orders.place_order(%L, 'c12', 1200, 'EUR')$$, :'run' || '-1')) AS t(order_id bigint) \gset

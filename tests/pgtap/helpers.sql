@@ -45,3 +45,25 @@ BEGIN
 	RETURN ft_test.poll(format('dblink_is_busy(%L) = 0', waiter), seconds);
 END
 $$;
+
+-- conninfo(app): a dblink connection string to this server and database,
+-- as the superuser, named app in pg_stat_activity
+CREATE FUNCTION ft_test.conninfo(app text) RETURNS text
+LANGUAGE sql STABLE AS $$
+	SELECT format('host=127.0.0.1 port=%s dbname=%s user=postgres application_name=%s',
+				  current_setting('port'), current_database(), app)
+$$;
+
+-- run_id(prefix): a suffix unique to this run, for the keys of rows that
+-- other sessions commit (and the test deletes at the end)
+CREATE FUNCTION ft_test.run_id(prefix text) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+	SELECT format('%s-%s-%s', prefix, pg_backend_pid(),
+				  (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+$$;
+
+-- backend_pid(conn): the backend pid of the dblink connection conn
+CREATE FUNCTION ft_test.backend_pid(conn text) RETURNS int
+LANGUAGE sql VOLATILE AS $$
+	SELECT pid FROM dblink(conn, 'SELECT pg_backend_pid()') AS t(pid int)
+$$;
