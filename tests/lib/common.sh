@@ -4,7 +4,7 @@
 #
 # Gives: a private temp folder ($FT_TMP) readable by the PostgreSQL OS user,
 # pg_start/pg_stop/pg_reload/pg_restart_immediate for a throwaway server with
-# ft_orders preloaded, psql_q for one-value queries, gw_start/gw_pg_start/gw_stop/gw_faults
+# ft_orders preloaded, psql_q for one-value queries, place_orders for a batch of orders, gw_start/gw_pg_start/gw_stop/gw_faults
 # /gw_ledger for the fake gateway, port_from_file for servers that write
 # their port to a file, wait_until for polling, and an EXIT trap
 # that stops exactly the processes this script started (by pid).
@@ -181,6 +181,15 @@ port_from_file()
 	done
 	cat "$log" >&2
 	return 1
+}
+
+# place_orders PREFIX N [AMOUNT]: place N orders at once, keys PREFIX-1 ..
+# PREFIX-N, customer cust, AMOUNT+1 .. AMOUNT+N minor units (AMOUNT 100
+# unless given) in EUR
+place_orders()
+{
+	psql_q "SELECT count(*) FROM generate_series(1, $2) g,
+	        LATERAL ft_orders.place_order('$1-' || g, 'cust', ${3:-100} + g, 'EUR')" >/dev/null
 }
 
 # gw_start [fake_gateway args...]: start the fake gateway on a free port
