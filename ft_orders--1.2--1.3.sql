@@ -1071,19 +1071,15 @@ COMMENT ON FUNCTION ft_orders._gateway_order_refunded(ft_orders.orders, bigint, 
 -- first, then the order (see the lock order above).
 CREATE FUNCTION ft_orders._gateway_lock_order(order_id bigint)
 RETURNS ft_orders.orders
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-	o		ft_orders.orders;
-BEGIN
-	PERFORM 1 FROM ft_orders.outbox ob
-	  WHERE ob.order_id = _gateway_lock_order.order_id AND ob.refund_id IS NULL
-	  FOR UPDATE;
-	SELECT * INTO o FROM ft_orders.orders oo
-	 WHERE oo.order_id = _gateway_lock_order.order_id FOR UPDATE;
-	RETURN o;
-END
+	SELECT 1 FROM ft_orders.outbox ob
+	 WHERE ob.order_id = _gateway_lock_order.order_id AND ob.refund_id IS NULL
+	   FOR UPDATE;
+	SELECT * FROM ft_orders.orders oo
+	 WHERE oo.order_id = _gateway_lock_order.order_id
+	   FOR UPDATE;
 $$;
 COMMENT ON FUNCTION ft_orders._gateway_lock_order(bigint) IS
 'Internal: lock an order for a webhook event as the payment workers do (its charge''s outbox row, then the order) and return it';
