@@ -67,3 +67,42 @@ CREATE FUNCTION ft_test.backend_pid(conn text) RETURNS int
 LANGUAGE sql VOLATILE AS $$
 	SELECT pid FROM dblink(conn, 'SELECT pg_backend_pid()') AS t(pid int)
 $$;
+
+-- row_counts(): the row count of every table of schema ft_orders, and
+-- seq_positions(): the position of every sequence, each as one comparable
+-- text (for "a rejected call writes nothing": compare before and after)
+CREATE FUNCTION ft_test.row_counts() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	rel		regclass;
+	n		bigint;
+	result	text[] := '{}';
+BEGIN
+	FOR rel IN SELECT c.oid FROM pg_class c
+				WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind = 'r'
+				ORDER BY c.relname
+	LOOP
+		EXECUTE format('SELECT count(*) FROM %s', rel) INTO n;
+		result := result || format('%s=%s', rel, n);
+	END LOOP;
+	RETURN array_to_string(result, ' ');
+END
+$$;
+
+CREATE FUNCTION ft_test.seq_positions() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	rel		regclass;
+	pos		text;
+	result	text[] := '{}';
+BEGIN
+	FOR rel IN SELECT c.oid FROM pg_class c
+				WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind = 'S'
+				ORDER BY c.relname
+	LOOP
+		EXECUTE format('SELECT last_value || ''/'' || is_called FROM %s', rel) INTO pos;
+		result := result || format('%s=%s', rel, pos);
+	END LOOP;
+	RETURN array_to_string(result, ' ');
+END
+$$;
