@@ -71,38 +71,23 @@ $$;
 -- row_counts(): the row count of every table of schema ft_orders, and
 -- seq_positions(): the position of every sequence, each as one comparable
 -- text (for "a rejected call writes nothing": compare before and after)
-CREATE FUNCTION ft_test.row_counts() RETURNS text
+CREATE FUNCTION ft_test.schema_state(kind "char") RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
 	rel		regclass;
-	n		bigint;
+	val		text;
 	result	text[] := '{}';
 BEGIN
 	FOR rel IN SELECT c.oid FROM pg_class c
-				WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind = 'r'
+				WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind = kind
 				ORDER BY c.relname
 	LOOP
-		EXECUTE format('SELECT count(*) FROM %s', rel) INTO n;
-		result := result || format('%s=%s', rel, n);
+		EXECUTE format(CASE kind WHEN 'S' THEN 'SELECT last_value || ''/'' || is_called FROM %s'
+								 ELSE 'SELECT count(*)::text FROM %s' END, rel) INTO val;
+		result := result || format('%s=%s', rel, val);
 	END LOOP;
 	RETURN array_to_string(result, ' ');
 END
 $$;
-
-CREATE FUNCTION ft_test.seq_positions() RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-	rel		regclass;
-	pos		text;
-	result	text[] := '{}';
-BEGIN
-	FOR rel IN SELECT c.oid FROM pg_class c
-				WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind = 'S'
-				ORDER BY c.relname
-	LOOP
-		EXECUTE format('SELECT last_value || ''/'' || is_called FROM %s', rel) INTO pos;
-		result := result || format('%s=%s', rel, pos);
-	END LOOP;
-	RETURN array_to_string(result, ' ');
-END
-$$;
+CREATE FUNCTION ft_test.row_counts() RETURNS text LANGUAGE sql AS $$ SELECT ft_test.schema_state('r') $$;
+CREATE FUNCTION ft_test.seq_positions() RETURNS text LANGUAGE sql AS $$ SELECT ft_test.schema_state('S') $$;
