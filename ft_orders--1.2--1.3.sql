@@ -355,6 +355,28 @@ $$;
 COMMENT ON FUNCTION ft_orders._create_refund(bigint, bigint, text, text) IS
 'Internal: create a refund and its outbox event under the order''s row lock (refund_order, and the automatic refund of a canceled order)';
 
+-- The order named by the order_id argument of refund_order() or
+-- cancel_order(), locked; 22023 when there is none.
+CREATE FUNCTION ft_orders._order_arg(order_id bigint)
+RETURNS ft_orders.orders
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	o		ft_orders.orders;
+BEGIN
+	SELECT * INTO o FROM ft_orders.orders WHERE orders.order_id = _order_arg.order_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'invalid value for argument "order_id"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('There is no order %s.', _order_arg.order_id);
+	END IF;
+	RETURN o;
+END
+$$;
+COMMENT ON FUNCTION ft_orders._order_arg(bigint) IS
+'Internal: the order an order_id argument names, locked FOR UPDATE; 22023 when there is none (refund_order, cancel_order)';
+
 CREATE FUNCTION ft_orders.refund_order(
 	order_id		bigint,
 	amount_minor	bigint DEFAULT NULL,
@@ -386,12 +408,7 @@ BEGIN
 	k := coalesce(k, CASE WHEN refund_order.amount_minor IS NULL THEN 'full'
 						  ELSE 'amount:' || refund_order.amount_minor END);
 
-	SELECT * INTO o FROM ft_orders.orders WHERE orders.order_id = refund_order.order_id FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'invalid value for argument "order_id"'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('There is no order %s.', refund_order.order_id);
-	END IF;
+	o := ft_orders._order_arg(refund_order.order_id);
 	IF o.status IN ('pending', 'action_required') THEN
 		RAISE EXCEPTION 'order % is not paid', o.order_id
 			USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -520,12 +537,7 @@ BEGIN
 	END IF;
 	why := 'canceled' || coalesce(': ' || reason, '');
 
-	SELECT * INTO o FROM ft_orders.orders WHERE orders.order_id = cancel_order.order_id FOR UPDATE;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'invalid value for argument "order_id"'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('There is no order %s.', cancel_order.order_id);
-	END IF;
+	o := ft_orders._order_arg(cancel_order.order_id);
 
 	IF o.status = 'canceled' THEN
 		RETURN o.status;
@@ -661,6 +673,7 @@ COMMENT ON COLUMN ft_orders.queue_status.pending IS
 ------------------------------------------------------------------------------
 
 REVOKE EXECUTE ON FUNCTION
+	ft_orders._order_arg(bigint),
 	ft_orders._create_refund(bigint, bigint, text, text),
 	ft_orders.refund_order(bigint, bigint, text),
 	ft_orders._refund_canceled(bigint[]),
@@ -1054,6 +1067,23 @@ $$;
 COMMENT ON FUNCTION ft_orders._gateway_order_refunded(ft_orders.orders, bigint, text) IS
 'Internal: raise an order''s refunded_minor (never lowered) and move a charged order to partially_refunded or refunded';
 
+-- An order locked in the payment workers' order: its charge's outbox row
+-- first, then the order (see the lock order above).
+CREATE FUNCTION ft_orders._gateway_lock_order(order_id bigint)
+RETURNS ft_orders.orders
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT 1 FROM ft_orders.outbox ob
+	 WHERE ob.order_id = _gateway_lock_order.order_id AND ob.refund_id IS NULL
+	   FOR UPDATE;
+	SELECT * FROM ft_orders.orders oo
+	 WHERE oo.order_id = _gateway_lock_order.order_id
+	   FOR UPDATE;
+$$;
+COMMENT ON FUNCTION ft_orders._gateway_lock_order(bigint) IS
+'Internal: lock an order for a webhook event as the payment workers do (its charge''s outbox row, then the order) and return it';
+
 -- A payment outcome for order order_id.  Returns (applied, detail).
 CREATE FUNCTION ft_orders._gateway_payment_event(order_id bigint, e ft_orders._gateway_event,
 												 OUT applied boolean, OUT detail text)
@@ -1066,12 +1096,7 @@ DECLARE
 	why		text;
 BEGIN
 	applied := false;
-	-- lock order: the charge's outbox row, then the order (as the workers)
-	PERFORM 1 FROM ft_orders.outbox ob
-	  WHERE ob.order_id = _gateway_payment_event.order_id AND ob.refund_id IS NULL
-	  FOR UPDATE;
-	SELECT * INTO o FROM ft_orders.orders oo
-	 WHERE oo.order_id = _gateway_payment_event.order_id FOR UPDATE;
+	o := ft_orders._gateway_lock_order(_gateway_payment_event.order_id);
 
 	IF e.amount_minor IS NOT NULL AND e.amount_minor <> o.amount_minor
 		OR e.currency IS NOT NULL AND e.currency <> o.currency THEN
@@ -1128,11 +1153,7 @@ DECLARE
 	o		ft_orders.orders;
 BEGIN
 	applied := false;
-	PERFORM 1 FROM ft_orders.outbox ob
-	  WHERE ob.order_id = _gateway_charge_refunded.order_id AND ob.refund_id IS NULL
-	  FOR UPDATE;
-	SELECT * INTO o FROM ft_orders.orders oo
-	 WHERE oo.order_id = _gateway_charge_refunded.order_id FOR UPDATE;
+	o := ft_orders._gateway_lock_order(_gateway_charge_refunded.order_id);
 	IF e.currency IS NOT NULL AND e.currency <> o.currency THEN
 		detail := format('not applied: the charge is in %s, the order in %s', e.currency, o.currency);
 		RETURN;
@@ -1289,6 +1310,7 @@ REVOKE EXECUTE ON FUNCTION
 	ft_orders._gateway_text(jsonb, text),
 	ft_orders._gateway_int(jsonb, text),
 	ft_orders._gateway_event_order(ft_orders._gateway_event),
+	ft_orders._gateway_lock_order(bigint),
 	ft_orders._gateway_settle_charged(ft_orders.orders, ft_orders._gateway_event),
 	ft_orders._gateway_order_refunded(ft_orders.orders, bigint, text),
 	ft_orders._gateway_payment_event(bigint, ft_orders._gateway_event),

@@ -46,6 +46,24 @@ SELECT tbl, count(b.id) AS rows_before, count(n.id) AS rows_after,
   FROM data_before b FULL JOIN data_now n USING (tbl, id)
  GROUP BY tbl ORDER BY tbl;
 
+-- the extension's members, each with whether it has a comment; how many
+-- columns its tables and views have and how many of them are commented
+CREATE TEMP VIEW members AS
+SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
+	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
+  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
+ WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
+   -- not the row and array types made with a table, view or type (their
+   -- internal dependency): members too from PostgreSQL 17 on, uncommented
+   AND NOT EXISTS (SELECT FROM pg_depend i
+                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i');
+CREATE TEMP VIEW columns_commented AS
+SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+ WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
+   AND a.attnum > 0 AND NOT a.attisdropped;
+
 ALTER EXTENSION ft_orders UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
 
@@ -65,20 +83,8 @@ SELECT has_function_privilege('ft_orders_app', 'ft_orders.metrics()', 'EXECUTE')
 
 -- the comments of 1.1: every member and every column explains itself
 SELECT col_description('ft_orders.orders'::regclass, 3) AS customer_id_comment_in_1_1;
-SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
-	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
-  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
- WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
-   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
-   -- not the row and array types made with a table, view or type (their
-   -- internal dependency): members too from PostgreSQL 17 on, uncommented
-   AND NOT EXISTS (SELECT FROM pg_depend i
-                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
- ORDER BY 1;
-SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
- WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
-   AND a.attnum > 0 AND NOT a.attisdropped;
+SELECT * FROM members ORDER BY 1;
+SELECT * FROM columns_commented;
 SELECT obj_description('ft_orders'::regnamespace, 'pg_namespace') AS schema_comment;
 
 -- 1.1 -> 1.2: the rows stay, old orders keep their random payment keys, new
@@ -123,25 +129,12 @@ SELECT ft_orders._payment_key('k', '\x00'::bytea, 0) AS key_k_0,
 SELECT ft_orders._payment_key('k', '\x00'::bytea, -1);
 
 -- the new members: commented, internal ones closed to PUBLIC, dumped
-SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
-	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
-  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
- WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
-   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
-   -- not the row and array types made with a table, view or type (their
-   -- internal dependency): members too from PostgreSQL 17 on, uncommented
-   AND NOT EXISTS (SELECT FROM pg_depend i
-                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
-   AND pg_describe_object(d.classid, d.objid, 0) ~ '(generations|_payment_key)'
- ORDER BY 1;
+SELECT * FROM members WHERE member ~ '(generations|_payment_key)' ORDER BY 1;
 SELECT has_function_privilege('public', 'ft_orders._payment_key(text, bytea, bigint)', 'EXECUTE') AS public_may_derive,
 	   has_table_privilege('ft_orders_app', 'ft_orders.idempotency_key_generations', 'SELECT') AS app_may_read_generations,
 	   'ft_orders.idempotency_key_generations'::regclass = ANY (extconfig) AS generations_dumped
   FROM pg_extension WHERE extname = 'ft_orders';
-SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
- WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
-   AND a.attnum > 0 AND NOT a.attisdropped;
+SELECT * FROM columns_commented;
 
 -- 1.2: _change_status is PL/pgSQL (the payment workers call it too); same
 -- signature, grants and rows
@@ -172,15 +165,7 @@ SELECT order_id, attempts, first_sent_at IS NOT NULL AS counted_as_sent, lookup,
   FROM ft_orders.outbox ORDER BY event_id;
 SELECT event_id, first_sent_at IS NOT NULL AS counted_as_sent, refund_id FROM ft_orders.dead_letters;
 SELECT enum_range(NULL::ft_orders.order_status);
-SELECT pg_describe_object(d.classid, d.objid, 0) AS member,
-	   obj_description(d.objid, c.relname) IS NOT NULL AS commented
-  FROM pg_depend d JOIN pg_class c ON c.oid = d.classid
- WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
-   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ft_orders')
-   AND NOT EXISTS (SELECT FROM pg_depend i
-                    WHERE i.classid = d.classid AND i.objid = d.objid AND i.deptype = 'i')
-   AND pg_describe_object(d.classid, d.objid, 0) ~ '(refund|cancel|reconcile|_settle)'
- ORDER BY 1;
+SELECT * FROM members WHERE member ~ '(refund|cancel|reconcile|_settle)' ORDER BY 1;
 SELECT p.oid::regprocedure AS function,
 	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call,
 	   has_function_privilege('ft_orders_app', p.oid, 'EXECUTE') AS app_may_call
@@ -192,10 +177,7 @@ SELECT p.oid::regprocedure AS function,
 SELECT 'ft_orders.refunds'::regclass = ANY (extconfig) AS refunds_dumped,
 	   'ft_orders.refunds_refund_id_seq'::regclass = ANY (extconfig) AS refund_ids_dumped
   FROM pg_extension WHERE extname = 'ft_orders';
-SELECT count(*) AS columns, count(col_description(a.attrelid, a.attnum)) AS commented
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
- WHERE c.relnamespace = 'ft_orders'::regnamespace AND c.relkind IN ('r', 'v')
-   AND a.attnum > 0 AND NOT a.attisdropped;
+SELECT * FROM columns_commented;
 -- order 1 is paid: a refund of it is queued; order 3 (failed) is canceled
 -- after a look-up, so cancel_order requeues it
 SELECT ft_orders.refund_order(1, 40, 'up') AS refund_id;

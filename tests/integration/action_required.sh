@@ -11,12 +11,11 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
 	"ft_orders.action_timeout = '1h'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 gw_faults '{"requires_action_amount_minor":[4242,4343]}' || bail_out "could not set faults"
 
 key_of() { psql_q "SELECT payment_key FROM ft_orders.orders WHERE order_id = $1"; }

@@ -12,16 +12,14 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=20
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
 	"ft_orders.circuit_failure_threshold = 5" "ft_orders.circuit_open_time = '3s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 gw_faults '{"fail_rate":1.0,"fail_status":503}' || bail_out "could not set faults"
 
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('cb-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders cb $N
 ok $? "placed $N orders against a failing gateway"
 
 wait_until "SELECT circuit = 'open' FROM ft_orders.gateway_status" 10

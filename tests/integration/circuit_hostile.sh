@@ -56,17 +56,11 @@ rss_total() { local t=0 p; for p in $pids; do t=$((t + $(awk '/^RssAnon:/ {print
 mode() { curl -fsS -X POST -d "$1" "$good_url/mode" >/dev/null || bail_out "could not set mode $1"; }
 # stat FIELD: requests, charges or duplicates at the hostile server
 stat() { curl -fsS "$good_url/stats" | jq -r ".$1"; }
-# place PREFIX COUNT: place COUNT orders with keys PREFIX-1..COUNT
-place()
-{
-	psql_q "SELECT count(*) FROM generate_series(1, $2) g,
-	        LATERAL ft_orders.place_order('$1-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
-}
 nlog() { grep -c "$1" "$PG_LOG"; }
 circuit() { psql_q "SELECT circuit FROM ft_orders.gateway_status"; }
 
 mode ok
-place warm 2
+place_orders warm 2
 wait_until "SELECT count(*) = 2 FROM ft_orders.orders WHERE status = 'paid'" 20 ||
 	bail_out "the warm-up orders were not paid"
 rss_before=$(rss_total)
@@ -77,7 +71,7 @@ for m in bad_422:failed bad_400:failed bad_402:declined; do
 	name=${m%%:*} want=${m##*:}
 	mode "$name"
 	r0=$(stat requests)
-	place "$name" 6
+	place_orders "$name" 6
 	wait_until "SELECT count(*) = 6 FROM ft_orders.orders WHERE idempotency_key LIKE '$name-%' AND status <> 'pending'" 20
 	is "$(psql_q "SELECT string_agg(DISTINCT status::text, ',') || ' ' || count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$name-%'")" \
 		"$want 6" "$name: 6 orders $want at once"
@@ -98,7 +92,7 @@ for kind in garbage bad_503 reset truncated close_early drip blackhole; do
 	else
 		mode "$kind"
 	fi
-	place "$kind" "$N"
+	place_orders "$kind" "$N"
 	wait_until "SELECT circuit = 'open' FROM ft_orders.gateway_status" 20
 	ok $? "$kind: the circuit opens"
 	o1=$(psql_q "SELECT opened_at FROM ft_orders.gateway_status")

@@ -21,8 +21,7 @@ pg_start "ft_orders.gateway_url = ''" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '2s'" ||
 	bail_out "server did not start"
 
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('skew-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders skew $N
 ok $? "placed $N orders"
 psql_q "SELECT count(*) FROM ft_orders.place_order('near', 'cust', 99, 'EUR')" >/dev/null
 # as if placed while the clock was an hour ahead

@@ -13,20 +13,18 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=150
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '30s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" \
 	"ft_orders.max_in_flight = 16" "restart_after_crash = on" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 # slow replies keep requests in flight when the blow comes
 gw_faults '{"latency_ms":300}' || bail_out "could not set faults"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 20 ||
 	bail_out "workers did not start"
 
 # --- 1. SIGKILL of a payment worker --------------------------------------
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('k-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders k $N
 wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
 ok $? "requests are in flight"
 victim=$(psql_q "SELECT pid FROM ft_orders.worker_status WHERE in_flight > 0 ORDER BY worker_id LIMIT 1")
@@ -42,8 +40,7 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid'"
 is "$(grep -c 'terminated by signal 9' "$PG_LOG")" "1" "the only crash is the one we caused"
 
 # --- 2. immediate shutdown mid-flight ------------------------------------
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('r-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders r $N
 wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
 ok $? "requests are in flight again"
 pg_restart_immediate

@@ -29,12 +29,11 @@ dump_restore_cleanup()
 }
 trap dump_restore_cleanup EXIT
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '5s'" "ft_orders.lease_timeout = '10s'" \
 	"ft_orders.backoff_base = '1h'" "ft_orders.backoff_max = '1h'" \
 	"ft_orders.circuit_failure_threshold = 100" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 20
 ok $? "source: two payment workers are running"
 

@@ -98,13 +98,7 @@ wait_metric_ge()
 	return 1
 }
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
-	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
-	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
-	"ft_orders.max_attempts = 100" \
-	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '2s'" ||
-	bail_out "server did not start"
+exporter_pg_start || bail_out "the fake gateway or the server did not start"
 
 # the role docs/monitoring.md recommends: login, no superuser, read-only sessions
 exporter_role || bail_out "could not create the exporter role"
@@ -181,8 +175,7 @@ is "$(msum ft_orders_queue_pending) $(msum ft_orders_orders)" "0 0" "no order, n
 
 # --- 2. gateway down: orders pile up, the circuit opens
 gw_faults '{"down":true}' || bail_out "could not set faults"
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('down-' || g, 'cust', 1000 + g, 'EUR')" >/dev/null
+place_orders down $N 1000
 ok $? "placed $N orders while the gateway is down"
 
 wait_metric 20 1 ft_orders_gateway_circuit_state_current state=\"open\"

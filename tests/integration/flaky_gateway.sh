@@ -20,21 +20,15 @@ source "$(dirname "$0")/../lib/tap.sh"
 N=200
 OPEN_MS=2000
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.workers = 1" \
+gw_pg_start "ft_orders.workers = 1" \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '500ms'" \
 	"ft_orders.max_attempts = 40" "ft_orders.circuit_open_time = '${OPEN_MS}ms'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 1 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
 	bail_out "the worker did not start"
 is "$(psql_q "SHOW ft_orders.circuit_failure_rate")" "0.5" "circuit_failure_rate defaults to 0.5 (50 %)"
 
-place()
-{
-	psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-	        LATERAL ft_orders.place_order('$1-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
-}
 paid() { psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$1-%' AND status = 'paid'"; }
 
 charges=0
@@ -44,7 +38,7 @@ for phase in 'fail500:{"fail_rate":0.25,"fail_status":500,"timeout_rate":0.1,"ha
 	gw_faults reset
 	gw_faults "${phase#*:}" || bail_out "could not set faults"
 	r0=$(gw_ledger requests)
-	place "$name"
+	place_orders "$name" "$N"
 	wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE idempotency_key LIKE '$name-%' AND status = 'paid'" 60
 	ok $? "$name: all $N orders paid ($(paid "$name") paid)"
 	charges=$((charges + N))
@@ -62,7 +56,7 @@ like "$(psql_q "SELECT failure_rate FROM ft_orders.gateway_status")" '^(0(\.[0-9
 # --- 3. down -------------------------------------------------------------------------
 gw_faults reset
 gw_faults '{"down":true}' || bail_out "could not set faults"
-place down
+place_orders down "$N"
 wait_until "SELECT circuit = 'open' FROM ft_orders.gateway_status" 20
 ok $? "down: the circuit opens"
 like "$(grep 'circuit opened' "$PG_LOG")" 'cannot be reached' "down: logged as unreachable"

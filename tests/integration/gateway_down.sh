@@ -11,17 +11,15 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=40
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" \
 	"ft_orders.circuit_open_time = '1s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 gw_faults '{"down":true}' || bail_out "could not set faults"
 
 start=$(date +%s%N)
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('down-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders down $N
 ok $? "placed $N orders while the gateway is down"
 ms=$((($(date +%s%N) - start) / 1000000))
 cmp_ok "$ms" -lt 2000 "place_order is not slowed down by the gateway ($ms ms for $N)"

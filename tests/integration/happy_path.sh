@@ -12,11 +12,10 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=200
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 20
 ok $? "two payment workers are running"

@@ -13,30 +13,24 @@ source "$(dirname "$0")/../lib/tap.sh"
 N=200
 MAX=16
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.workers = 2" \
+gw_pg_start "ft_orders.workers = 2" \
 	"ft_orders.max_in_flight = $MAX" "ft_orders.request_timeout = '3s'" \
 	"ft_orders.lease_timeout = '10s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
 	bail_out "workers did not start"
 is "$(psql_q "SHOW ft_orders.adaptive_concurrency")" "on" "adaptive_concurrency is on by default"
 
-place()
-{
-	psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-	        LATERAL ft_orders.place_order('$1-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
-}
 
 gw_faults '{"latency_ms":20}' || bail_out "could not set faults"
-place fast
+place_orders fast "$N"
 wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 60
 ok $? "20 ms: all $N orders paid"
 is "$(psql_q "SELECT concurrency_limit FROM ft_orders.gateway_status")" "$MAX" \
 	"20 ms: the limit stays at max_in_flight"
 
 gw_faults '{"latency_ms":500}' || bail_out "could not set faults"
-place slow
+place_orders slow "$N"
 min_limit=$MAX
 deadline=$(($(date +%s) + 90))
 while [ "$(date +%s)" -le "$deadline" ]; do

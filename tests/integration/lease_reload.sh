@@ -27,13 +27,12 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '10s'" "ft_orders.lease_timeout = '60s'" \
 	"ft_orders.connect_timeout = '500ms'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
 	"ft_orders.max_attempts = 1000" "ft_orders.circuit_failure_threshold = 1000" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
 	bail_out "workers did not start"
 
@@ -128,8 +127,7 @@ sleep 1
 is "$(nwarn)" "1" "one WARNING for the reload (from the launcher, not from every process)"
 
 gw_faults '{"timeout_rate":1.0,"hang_ms":4000}' || bail_out "could not set faults"
-psql_q "SELECT count(*) FROM generate_series(1, 4) g,
-        LATERAL ft_orders.place_order('lr-bad-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders lr-bad 4
 wait_until "SELECT count(*) = 4 FROM (SELECT order_id FROM ft_orders.payment_attempts a
               JOIN ft_orders.orders o USING (order_id) WHERE o.idempotency_key LIKE 'lr-bad-%'
                AND a.error ~* 'timed? ?out' GROUP BY order_id) x" 30

@@ -11,16 +11,14 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=300
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" \
 	"ft_orders.max_attempts = 50" "ft_orders.circuit_failure_threshold = 1000" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 gw_faults '{"timeout_rate":0.3,"garbage_rate":0.2,"hang_ms":5000}' || bail_out "could not set faults"
 
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('lost-' || g, 'cust', 1000 + g, 'EUR')" >/dev/null
+place_orders lost $N 1000
 ok $? "placed $N orders"
 
 wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 60

@@ -20,12 +20,11 @@ TOKEN=tok_metrics_secret_4711
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null ||
 	bail_out "python3-prometheus-client is missing (tests/setup/deps.sh installs it)"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.gateway_token = '$TOKEN'" \
+gw_pg_start "ft_orders.gateway_token = '$TOKEN'" \
 	"ft_orders.request_timeout = '5s'" "ft_orders.lease_timeout = '10s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 # scrape NAME: metrics() -> $FT_TMP/NAME.raw, validated samples -> NAME.prom
 scrape()

@@ -8,12 +8,11 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" \
 	"ft_orders.circuit_open_time = '1s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 gw_faults '{"decline_amount_minor":[402],"reject_amount_minor":[422],"bad_request_amount_minor":[400]}' ||
 	bail_out "could not set faults"
 

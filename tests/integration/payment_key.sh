@@ -13,11 +13,10 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '5s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 place()	# KEY -> "order_id replayed"
 {

@@ -85,13 +85,7 @@ query()
 		jq -r '.data.result[0].value[1] // ""'
 }
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
-	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
-	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
-	"ft_orders.max_attempts = 100" \
-	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '2s'" ||
-	bail_out "server did not start"
+exporter_pg_start || bail_out "the fake gateway or the server did not start"
 exporter_role || bail_out "could not create the exporter role"
 exporter_start ft_exporter "$FT_TMP/exporter.log" || bail_out "the exporter did not serve /metrics"
 PRIMARY=127.0.0.1:$EXP_PORT
@@ -176,8 +170,7 @@ like "$(query "max by (application_name) (pg_stat_replication_pg_wal_lsn_diff{$P
 	"the primary's exporter reports the standby's replay lag (pg_stat_replication_pg_wal_lsn_diff)"
 
 # --- 1. normal operation: nothing fires
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('ok-' || g, 'cust', 1000 + g, 'EUR')" >/dev/null
+place_orders ok $N 1000
 ok $? "placed $N orders"
 wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 20
 ok $? "the $N orders are paid"
@@ -196,8 +189,7 @@ is "$(prom_get /api/v1/alerts | jq -r '[.data.alerts[] | .labels.alertname + ":"
 
 # --- 2. gateway down: the circuit alert fires, the oldest-pending one not yet
 gw_faults '{"down":true}' || bail_out "could not set faults"
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('down-' || g, 'cust', 2000 + g, 'EUR')" >/dev/null
+place_orders down $N 2000
 ok $? "placed $N orders while the gateway is down"
 wait_alert FtOrdersCircuitOpen firing 40
 ok $? "FtOrdersCircuitOpen fires (states seen:$SEEN)"

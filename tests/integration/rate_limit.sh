@@ -24,21 +24,15 @@ RATE=40
 N1=200
 N2=400
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.workers = 2" \
+gw_pg_start "ft_orders.workers = 2" \
 	"ft_orders.max_in_flight = 32" "ft_orders.max_attempts = 100" \
 	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '2s'" \
 	"ft_orders.rate_limit = $RATE" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
 	bail_out "workers did not start"
 gw_faults "{\"rate_limit_per_s\":$GW_RATE}" || bail_out "could not set faults"
 
-place()
-{
-	psql_q "SELECT count(*) FROM generate_series(1, $2) g,
-	        LATERAL ft_orders.place_order('$1-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
-}
 
 # --- settings: bad values are refused with 22023, nothing changes ---------------------
 for bad in "rate_limit = -1" "rate_limit_burst = -5" "circuit_failure_rate = 1.5" "circuit_failure_rate = 0"; do
@@ -51,7 +45,7 @@ is "$(psql_q "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%post
 # --- 1. rate_limit 40/s -------------------------------------------------------------
 is "$(psql_q "SELECT rate_limit || ' ' || throttled FROM ft_orders.gateway_status")" "$RATE 0" \
 	"gateway_status shows rate_limit $RATE, nothing throttled yet"
-place rl "$N1"
+place_orders rl "$N1"
 wait_until "SELECT count(*) = $N1 FROM ft_orders.orders WHERE status = 'paid'" 60
 ok $? "rate_limit: all $N1 orders paid"
 # the token bucket lets at most burst + rate requests leave in any second;
@@ -80,7 +74,7 @@ sleep 1
 curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
 # the gateway's bucket starts full again
 gw_faults '{"rate_limit_per_s":0}' && gw_faults "{\"rate_limit_per_s\":$GW_RATE}" || bail_out "could not set faults"
-place ad "$N2"
+place_orders ad "$N2"
 min_limit=32
 deadline=$(($(date +%s) + 90))
 while [ "$(date +%s)" -le "$deadline" ]; do

@@ -18,13 +18,12 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
 	"ft_orders.max_attempts = 1" "ft_orders.circuit_failure_threshold = 1000" \
 	"ft_orders.gateway_key_ttl = '1s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.3" "version 1.3 is installed"
 

@@ -10,17 +10,30 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
 	"ft_orders.max_attempts = 100" "ft_orders.circuit_failure_threshold = 1000" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 place() { psql_q "SELECT order_id FROM ft_orders.place_order('$1', 'cust', $2, 'EUR')"; }
 status_of() { psql_q "SELECT status || ':' || refunded_minor FROM ft_orders.orders WHERE order_id = $1"; }
 sqlstate_of() { psql -XAtq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1 | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1; }
 settled() { wait_until "SELECT count(*) = 0 FROM ft_orders.refunds WHERE status = 'pending'" "${1:-30}"; }
+# refund_reply_lost LABEL ARGS: ft_orders.refund_order(ARGS) while the
+# gateway's replies are lost, until it was tried; then the gateway answers
+# again and the refund settles (two checks).  Sets rid (the refund) and
+# before (the gateway's count of refunds before).
+refund_reply_lost()
+{
+	before=$(gw_ledger refunds)
+	gw_faults '{"timeout_rate":1,"hang_ms":3000}'
+	rid=$(psql_q "SELECT ft_orders.refund_order($2)")
+	wait_until "SELECT count(*) >= 1 FROM ft_orders.payment_attempts WHERE refund_id = $rid" 20
+	ok $? "$1: the refund's reply was lost"
+	gw_faults reset
+	settled ; ok $? "$1: settled once the gateway answers"
+}
 
 gw_faults '{"decline_amount_minor":[777]}' || bail_out "could not set faults"
 o1=$(place ref-1 1000); o2=$(place ref-2 1000); o3=$(place ref-3 500)
@@ -89,13 +102,8 @@ settled ; ok $? "down: settled once the gateway is back"
 is "$(status_of "$o3")" "refunded:500" "down: the order is refunded"
 
 # --- lost replies ------------------------------------------------------------------------
-before=$(gw_ledger refunds)
-gw_faults '{"timeout_rate":1,"hang_ms":3000}'
-r5=$(psql_q "SELECT ft_orders.refund_order($o5, 400, 'lost')")
-wait_until "SELECT count(*) >= 1 FROM ft_orders.payment_attempts WHERE refund_id = $r5" 20
-ok $? "lost: the refund's reply was lost"
-gw_faults reset
-settled ; ok $? "lost: settled by a retry"
+refund_reply_lost lost "$o5, 400, 'lost'"
+r5=$rid
 is "$(( $(gw_ledger refunds) - before ))" "1" "lost: one refund at the gateway"
 cmp_ok "$(gw_ledger refund_replays)" -ge 1 "lost: the retry was answered by a replay"
 like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE refund_id = $r5")" \
@@ -109,13 +117,8 @@ pg_set ft_orders.backoff_base '2s'
 pg_set ft_orders.backoff_max '2s'
 wait_until "SELECT setting = '2000' FROM pg_settings WHERE name = 'ft_orders.backoff_base'" 10
 sleep 1		# the workers reload on their next wake-up
-before=$(gw_ledger refunds)
-gw_faults '{"timeout_rate":1,"hang_ms":3000}'
-r6=$(psql_q "SELECT ft_orders.refund_order($o6)")
-wait_until "SELECT count(*) >= 1 FROM ft_orders.payment_attempts WHERE refund_id = $r6" 20
-ok $? "look-up: the refund's reply was lost"
-gw_faults reset
-settled ; ok $? "look-up: settled"
+refund_reply_lost look-up "$o6"
+r6=$rid
 like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE refund_id = $r6")" \
 	'^refund:retry(,refund_lookup:retry)*,refund_lookup:refunded$' "look-up: sent more than gateway_key_ttl ago, so looked up, not sent again"
 is "$(( $(gw_ledger refunds) - before ))" "1" "look-up: one refund at the gateway"

@@ -21,8 +21,7 @@ pg_start "ft_orders.gateway_url = 'http://127.0.0.1:$wrong_port'" \
 	bail_out "server did not start"
 
 # --- wrong URL, then the right one ------------------------------------------
-psql_q "SELECT count(*) FROM generate_series(1, 10) g,
-        LATERAL ft_orders.place_order('url-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders url 10
 wait_until "SELECT count(*) > 0 FROM ft_orders.payment_attempts WHERE error LIKE '%connect%'" 10
 ok $? "requests to the wrong port fail with a connection error"
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'")" "10" "orders stay pending"

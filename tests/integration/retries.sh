@@ -11,12 +11,11 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '2s'" \
 	"ft_orders.max_attempts = 3" "ft_orders.circuit_failure_threshold = 100" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 # --- Retry-After -------------------------------------------------------
 gw_faults '{"status_script":[503,429],"retry_after_s":1}'

@@ -14,10 +14,9 @@ source "$(dirname "$0")/../lib/tap.sh"
 LOG=$(dirname "$0")/harness/gateway_log.py
 N=30
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" "ft_orders.workers = 2" \
+gw_pg_start "ft_orders.workers = 2" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '60s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
 	bail_out "workers did not start"
 gw_faults '{"status_script":[429],"retry_after_s":5}' || bail_out "could not set faults"
@@ -31,8 +30,7 @@ is "$(psql_q "SELECT paused_until > now() + interval '3 s' FROM ft_orders.gatewa
 like "$(psql_q "SELECT ft_orders.metrics()" | grep '^ft_orders_gateway_paused_until_timestamp_seconds ')" \
 	'^ft_orders_gateway_paused_until_timestamp_seconds 1[0-9]{9}(\.[0-9]+)?$' "metrics() shows the pause"
 
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('ra-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders ra $N
 ok $? "placed $N orders during the pause"
 wait_until "SELECT count(*) = $((N + 1)) FROM ft_orders.orders WHERE status = 'paid'" 30
 ok $? "every order is paid after the pause"

@@ -13,11 +13,10 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=30
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '5s'" "ft_orders.lease_timeout = '30s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
 	bail_out "workers did not start"
 
@@ -30,8 +29,7 @@ is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no crash restart"
 
 # --- fast shutdown mid-flight --------------------------------------------------
 gw_faults '{"latency_ms":3000}' || bail_out "could not set faults"
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('sd-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders sd $N
 wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
 ok $? "requests are in flight"
 start=$(date +%s%N)

@@ -25,12 +25,11 @@ trap standby_cleanup EXIT
 
 sb() { PGPORT=$SB_PORT "$@"; }
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '5s'" "ft_orders.lease_timeout = '30s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" \
 	"ft_orders.max_in_flight = 8" "wal_level = replica" "hot_standby = on" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 SB_PORT=$(free_port)
 as_pg pg_basebackup -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$SB" -R -X stream -c fast >"$FT_TMP/basebackup.log" 2>&1 ||
@@ -43,8 +42,7 @@ ok $? "on the standby both workers show state 'standby'"
 
 # slow replies: the primary's workers hold leases when it dies
 gw_faults '{"latency_ms":3000}' || bail_out "could not set faults"
-psql_q "SELECT count(*) FROM generate_series(1, $N) g,
-        LATERAL ft_orders.place_order('sb-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders sb $N
 ok $? "placed $N orders on the primary"
 wait_until "SELECT count(*) > 0 FROM ft_orders.outbox WHERE lease_until > now()" 5
 ok $? "the primary's workers hold leases"

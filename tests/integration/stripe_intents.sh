@@ -15,14 +15,13 @@
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.gateway_provider = 'stripe'" \
 	"ft_orders.gateway_token = 'sk_test_intents'" \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '5s'" \
 	"ft_orders.backoff_base = '100ms'" "ft_orders.backoff_max = '400ms'" \
 	"ft_orders.action_timeout = '1s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 intents() { curl -fsS "$GW_URL/v1/_intents" | jq -r ".$1"; }
 place()

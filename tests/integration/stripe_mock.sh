@@ -14,52 +14,9 @@
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/stripe_mock.sh"
 
-MOCK_DIR=$FT_ROOT/tests/stripe_mock
-if [ ! -f "$MOCK_DIR/node_modules/stripe-stateful-mock/package.json" ]; then
-	command -v npm >/dev/null 2>&1 || bail_out "npm is missing: run tests/setup/deps.sh"
-	(cd "$MOCK_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-		bail_out "npm ci in tests/stripe_mock failed"
-fi
-
-# start the mock on 127.0.0.1, on a free port
-portfile=$FT_TMP/stripe_mock.port
-node "$MOCK_DIR/server.js" --port-file "$portfile" >"$FT_TMP/stripe_mock.log" 2>&1 &
-MOCK_PID=$!
-FT_PIDS+=("$MOCK_PID")
-for _ in $(seq 1 100); do
-	[ -s "$portfile" ] && break
-	sleep 0.1
-done
-[ -s "$portfile" ] || { cat "$FT_TMP/stripe_mock.log" >&2; bail_out "stripe mock did not start"; }
-MOCK_PORT=$(cat "$portfile")
-MOCK_URL="http://127.0.0.1:$MOCK_PORT"
-SK=sk_test_ftorders
-
-# mock API GET (JSON to stdout)
-mock_get()
-{
-	curl -fsS -H "Authorization: Bearer $SK" "$MOCK_URL$1"
-}
-# charges at the mock for an order id: "N" or, with a jq filter, its result
-mock_charges_for()
-{
-	mock_get "/v1/charges?limit=100" |
-		jq -r --arg o "$1" "[.data[] | select(.metadata.order_id == \$o)] | ${2:-length}"
-}
-
-is "$(ss -Hltn "sport = :$MOCK_PORT" | awk '{print $4}' | sort -u | tr '\n' ' ')" \
-	"127.0.0.1:$MOCK_PORT " "the mock listens on loopback only"
-
-# the key in a file, as an operator would keep a Stripe secret key
-echo "$SK" >"$FT_TMP/stripe.key"
-chown "$FT_PG_USER" "$FT_TMP/stripe.key"
-chmod 600 "$FT_TMP/stripe.key"
-
-pg_start "ft_orders.gateway_url = '$MOCK_URL'" \
-	"ft_orders.gateway_provider = 'stripe_charges'" \
-	"ft_orders.gateway_token = 'file:$FT_TMP/stripe.key'" \
-	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+stripe_pg_start "ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
 	"ft_orders.max_attempts = 4" "ft_orders.circuit_failure_threshold = 100" ||
 	bail_out "server did not start"
@@ -150,7 +107,7 @@ is "$(mock_charges_for "$o_idem")" "0" "nothing charged"
 
 # --- 401: bad key -> retried with a WARNING; fixed key -> paid ---------------
 pg_set ft_orders.max_attempts 1000	# room for the 401s until the key is fixed
-echo "sk_live_wrong" >"$FT_TMP/stripe.key"
+echo "sk_live_wrong" >"$STRIPE_KEY_FILE"
 pg_reload
 sleep 0.5
 o_auth=$(place auth-1 1200 tok_visa)
@@ -159,7 +116,7 @@ ok $? "401 is retried"
 is "$(status_of "$o_auth")" "pending" "the order stays pending"
 grep -q "payment gateway refused the credentials: HTTP 401" "$PG_LOG"
 ok $? "WARNING about the credentials in the log"
-echo "$SK" >"$FT_TMP/stripe.key"
+echo "$SK" >"$STRIPE_KEY_FILE"
 pg_reload	# the file is read again at every reload
 wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $o_auth" 20
 ok $? "paid once the key is fixed"

@@ -11,51 +11,9 @@
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/stripe_mock.sh"
 
-MOCK_DIR=$FT_ROOT/tests/stripe_mock
-if [ ! -f "$MOCK_DIR/node_modules/stripe-stateful-mock/package.json" ]; then
-	command -v npm >/dev/null 2>&1 || bail_out "npm is missing: run tests/setup/deps.sh"
-	(cd "$MOCK_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-		bail_out "npm ci in tests/stripe_mock failed"
-fi
-
-# start the mock on 127.0.0.1, on a free port
-portfile=$FT_TMP/stripe_mock.port
-node "$MOCK_DIR/server.js" --port-file "$portfile" >"$FT_TMP/stripe_mock.log" 2>&1 &
-MOCK_PID=$!
-FT_PIDS+=("$MOCK_PID")
-for _ in $(seq 1 100); do
-	[ -s "$portfile" ] && break
-	sleep 0.1
-done
-[ -s "$portfile" ] || { cat "$FT_TMP/stripe_mock.log" >&2; bail_out "stripe mock did not start"; }
-MOCK_PORT=$(cat "$portfile")
-MOCK_URL="http://127.0.0.1:$MOCK_PORT"
-SK=sk_test_ftorders
-
-# mock API GET (JSON to stdout)
-mock_get()
-{
-	curl -fsS -H "Authorization: Bearer $SK" "$MOCK_URL$1"
-}
-# charges at the mock for an order id: "N" or, with a jq filter, its result
-mock_charges_for()
-{
-	mock_get "/v1/charges?limit=100" |
-		jq -r --arg o "$1" "[.data[] | select(.metadata.order_id == \$o)] | ${2:-length}"
-}
-
-is "$(ss -Hltn "sport = :$MOCK_PORT" | awk '{print $4}' | sort -u | tr '\n' ' ')" \
-	"127.0.0.1:$MOCK_PORT " "the mock listens on loopback only"
-
-# the key in a file, as an operator would keep a Stripe secret key
-echo "$SK" >"$FT_TMP/stripe.key"
-chown "$FT_PG_USER" "$FT_TMP/stripe.key"
-chmod 600 "$FT_TMP/stripe.key"
-pg_start "ft_orders.gateway_url = '$MOCK_URL'" \
-	"ft_orders.gateway_provider = 'stripe_charges'" \
-	"ft_orders.gateway_token = 'file:$FT_TMP/stripe.key'" \
-	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '4s'" \
+stripe_pg_start "ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '4s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" ||
 	bail_out "server did not start"
 

@@ -19,11 +19,10 @@ source "$(dirname "$0")/../lib/tap.sh"
 N=10
 STOP_BOUND_S=10
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '2s'" "ft_orders.lease_timeout = '5s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 # named after CREATE DATABASE / EXTENSION, whose commits would wait too
 psql_q "ALTER SYSTEM SET synchronous_standby_names = 'ft_never_connects'" >/dev/null && pg_reload
 wait_until "SELECT current_setting('synchronous_standby_names') = 'ft_never_connects'" 10 ||

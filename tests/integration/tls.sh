@@ -51,8 +51,7 @@ is "$(psql_q "SHOW ft_orders.tls_verify")|$(psql_q "SHOW ft_orders.ca_file")" "o
 	"defaults: tls_verify on, no CA file"
 
 # 1. defaults: refused
-psql_q "SELECT count(*) FROM generate_series(1, 3) g,
-        LATERAL ft_orders.place_order('tls-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders tls 3
 wait_until "SELECT count(*) = 3 FROM ft_orders.orders WHERE attempts >= 2" 30
 ok $? "with defaults every order is tried (and retried)"
 is "$(psql_q "SELECT string_agg(DISTINCT status::text, ',') FROM ft_orders.orders")" "pending" \

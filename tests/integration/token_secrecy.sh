@@ -39,8 +39,7 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	bail_out "server did not start"
 
 # 1. the right token, from the file
-psql_q "SELECT count(*) FROM generate_series(1, 5) g,
-        LATERAL ft_orders.place_order('ok-' || g, 'cust', 100 + g, 'EUR')" >/dev/null
+place_orders ok 5
 wait_until "SELECT count(*) = 5 FROM ft_orders.orders WHERE status = 'paid'" 30
 ok $? "orders are paid with the token read from the file"
 is "$(gw_ledger charges)" "5" "ledger: 5 charges"
@@ -51,8 +50,7 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE http_status 
 write_token "$WRONG"
 pg_reload
 sleep 1
-psql_q "SELECT count(*) FROM generate_series(1, 3) g,
-        LATERAL ft_orders.place_order('wrong-' || g, 'cust', 200 + g, 'EUR')" >/dev/null
+place_orders wrong 3 200
 wait_until "SELECT count(DISTINCT order_id) = 3 FROM ft_orders.payment_attempts a
             JOIN ft_orders.orders o USING (order_id)
             WHERE o.idempotency_key LIKE 'wrong-%' AND a.http_status = 401 AND a.attempt >= 2" 30

@@ -21,12 +21,11 @@ source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/snapshot.sh"
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '300ms'" \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.3" \
 	"the default version is 1.3"
@@ -227,7 +226,7 @@ ok $? "fresh CREATE EXTENSION ft_orders (1.3) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
 is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.3 install"
-is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "48" "(the comparison covers the 48 members)"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "50" "(the comparison covers the 50 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"

@@ -27,11 +27,10 @@ fi
 STRIPE_SECRET=whsec_webhooks_sh
 GENERIC_SECRET=whgen_webhooks_sh
 
-gw_start || bail_out "fake gateway did not start"
-pg_start "ft_orders.gateway_url = '$GW_URL'" \
+gw_pg_start \
 	"ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '500ms'" ||
-	bail_out "server did not start"
+	bail_out "the fake gateway or the server did not start"
 
 # the service's role: the application's, plus the one GRANT webhooks need
 psql_q "CREATE ROLE wh_app LOGIN IN ROLE ft_orders_app;

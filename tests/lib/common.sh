@@ -4,8 +4,9 @@
 #
 # Gives: a private temp folder ($FT_TMP) readable by the PostgreSQL OS user,
 # pg_start/pg_stop/pg_reload/pg_restart_immediate for a throwaway server with
-# ft_orders preloaded, psql_q for one-value queries, gw_start/gw_stop/gw_faults
-# /gw_ledger for the fake gateway, wait_until for polling, and an EXIT trap
+# ft_orders preloaded, psql_q for one-value queries, place_orders for a batch of orders, gw_start/gw_pg_start/gw_stop/gw_faults
+# /gw_ledger for the fake gateway, port_from_file for servers that write
+# their port to a file, wait_until for polling, and an EXIT trap
 # that stops exactly the processes this script started (by pid).
 
 set -u
@@ -169,6 +170,29 @@ wait_until()
 	return 1
 }
 
+# port_from_file FILE LOG: wait (10 s at most) for a server started in the
+# background to write its port to FILE and print it; if it does not, print
+# its LOG to stderr and return 1
+port_from_file()
+{
+	local file=$1 log=$2
+	for _ in $(seq 1 200); do
+		[ -s "$file" ] && { cat "$file"; return 0; }
+		sleep 0.05
+	done
+	cat "$log" >&2
+	return 1
+}
+
+# place_orders PREFIX N [AMOUNT]: place N orders at once, keys PREFIX-1 ..
+# PREFIX-N, customer cust, AMOUNT+1 .. AMOUNT+N minor units (AMOUNT 100
+# unless given) in EUR
+place_orders()
+{
+	psql_q "SELECT count(*) FROM generate_series(1, $2) g,
+	        LATERAL ft_orders.place_order('$1-' || g, 'cust', ${3:-100} + g, 'EUR')" >/dev/null
+}
+
 # gw_start [fake_gateway args...]: start the fake gateway on a free port
 gw_start()
 {
@@ -178,13 +202,18 @@ gw_start()
 		>"$FT_TMP/gateway.log" 2>&1 &
 	GW_PID=$!
 	FT_PIDS+=("$GW_PID")
-	for _ in $(seq 1 100); do
-		[ -s "$portfile" ] && break
-		sleep 0.05
-	done
-	[ -s "$portfile" ] || { cat "$FT_TMP/gateway.log" >&2; return 1; }
-	GW_PORT=$(cat "$portfile")
+	GW_PORT=$(port_from_file "$portfile" "$FT_TMP/gateway.log") || return 1
 	GW_URL="http://127.0.0.1:$GW_PORT"
+}
+
+# gw_pg_start [SETTING...]: the fake gateway, then the server with
+# ft_orders.gateway_url pointing at it and the SETTINGs (as for pg_start);
+# returns 1, saying which on stderr, if either did not start
+gw_pg_start()
+{
+	gw_start || { echo "fake gateway did not start" >&2; return 1; }
+	pg_start "ft_orders.gateway_url = '$GW_URL'" "$@" ||
+		{ echo "server did not start" >&2; return 1; }
 }
 
 gw_stop()

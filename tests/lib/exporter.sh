@@ -5,12 +5,23 @@
 #   source "$(dirname "$0")/../lib/common.sh"
 #   source "$(dirname "$0")/../lib/exporter.sh"
 #
-# Gives exporter_role (the login role docs/monitoring.md recommends) and
-# exporter_start.  EXPORTER_BIN is FT_EXPORTER_BIN or the packaged binary
+# Gives exporter_pg_start, exporter_role (the login role docs/monitoring.md
+# recommends) and exporter_start.  EXPORTER_BIN is FT_EXPORTER_BIN or the packaged binary
 # (empty when there is none: the caller bails out).
 
 EXPORTER_QUERIES=$FT_ROOT/contrib/postgres_exporter/ft_orders_queries.yaml
 EXPORTER_BIN=${FT_EXPORTER_BIN:-$(command -v prometheus-postgres-exporter || true)}
+
+# exporter_pg_start: the fake gateway and a server paying through it, as
+# both exporter tests want it: quick retries, and a circuit that opens after
+# 3 failures for 2 s (so that an outage shows in the scraped figures)
+exporter_pg_start()
+{
+	gw_pg_start "ft_orders.request_timeout = '1s'" "ft_orders.lease_timeout = '3s'" \
+		"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '200ms'" \
+		"ft_orders.max_attempts = 100" \
+		"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '2s'"
+}
 
 # exporter_role: CREATE ROLE ft_exporter: login, no superuser, member of
 # ft_orders_app and pg_monitor, read-only sessions

@@ -6,20 +6,10 @@
 BEGIN;
 SELECT plan(45);
 
--- table row counts and sequence positions, as one comparable text
+-- table row counts and the newest outbox event, as one comparable text
+-- (sequence positions: ft_test.seq_positions())
 CREATE FUNCTION pg_temp.counts() RETURNS text LANGUAGE sql AS $$
-	SELECT format('orders=%s keys=%s outbox=%s events=%s dead=%s max_event=%s',
-				  (SELECT count(*) FROM ft_orders.orders),
-				  (SELECT count(*) FROM ft_orders.idempotency_keys),
-				  (SELECT count(*) FROM ft_orders.outbox),
-				  (SELECT count(*) FROM ft_orders.order_events),
-				  (SELECT count(*) FROM ft_orders.dead_letters),
-				  (SELECT coalesce(max(event_id), 0) FROM ft_orders.outbox))
-$$;
-CREATE FUNCTION pg_temp.seqs() RETURNS text LANGUAGE sql AS $$
-	SELECT format('order_id_seq=%s/%s outbox_seq=%s/%s',
-				  o.last_value, o.is_called, e.last_value, e.is_called)
-	  FROM ft_orders.orders_order_id_seq o, ft_orders.outbox_event_id_seq e
+	SELECT ft_test.row_counts() || format(' max_event=%s', (SELECT coalesce(max(event_id), 0) FROM ft_orders.outbox))
 $$;
 
 -- one existing order, so that the key paths (FT409, replay) have a target
@@ -29,7 +19,7 @@ SELECT lives_ok($$SELECT * FROM ft_orders.place_order('key-03', 'cust-3', 500, '
 SELECT is((SELECT count(*)::int FROM ft_orders.outbox o JOIN ft_orders.orders r USING (order_id)
 			WHERE r.idempotency_key = 'key-03'), 1, 'setup: key-03 has its outbox row');
 
-SELECT pg_temp.counts() AS before_counts, pg_temp.seqs() AS before_seqs,
+SELECT pg_temp.counts() AS before_counts, ft_test.seq_positions() AS before_seqs,
 	   (SELECT last_value FROM ft_orders.orders_order_id_seq) AS before_seqs_last \gset
 
 -- every rejected input: the error, then the same counts and sequences
@@ -55,7 +45,7 @@ SELECT throws_ok(format('SELECT * FROM %s', call), sqlstate, NULL,
 				 format('%s: %s', descr, sqlstate))
   FROM bad_inputs ORDER BY n;		-- 15 tests
 SELECT is(pg_temp.counts(), :'before_counts', 'after the 15 rejected calls: no row written');
-SELECT is(pg_temp.seqs(), :'before_seqs',
+SELECT is(ft_test.seq_positions(), :'before_seqs',
 		  'after the 15 rejected calls: no order_id or event_id drawn (checked before writing)');
 
 -- each one on its own, with the counts after each

@@ -6,15 +6,12 @@
 BEGIN;
 SELECT plan(30);
 
-SELECT format('host=127.0.0.1 port=%s dbname=ftdb user=postgres application_name=ft06',
-			  current_setting('port')) AS conninfo,
-	   format('key-06-%s-%s', pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint) AS run \gset
+SELECT ft_test.conninfo('ft06') AS conninfo, ft_test.run_id('key-06') AS run \gset
 SELECT :'run' || '-commit' AS k1, :'run' || '-abort' AS k2, :'run' || '-409' AS k3, :'run' || '-herd' AS k4 \gset
 
 SELECT is(dblink_connect('a', :'conninfo'), 'OK', 'session A connected');
 SELECT is(dblink_connect('b', :'conninfo'), 'OK', 'session B connected');
-SELECT pid AS a_pid FROM dblink('a', 'SELECT pg_backend_pid()') AS t(pid int) \gset
-SELECT pid AS b_pid FROM dblink('b', 'SELECT pg_backend_pid()') AS t(pid int) \gset
+SELECT ft_test.backend_pid('a') AS a_pid, ft_test.backend_pid('b') AS b_pid \gset
 
 -------------------------------------------------------------------------------
 -- 1. A places K and commits later; B, with the same K, waits and replays
@@ -26,13 +23,12 @@ SELECT order_id AS a1_id, replayed AS a1_replayed
 SELECT is(:'a1_replayed'::boolean, false, 'A: first call with K, not committed yet: replayed = false');
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4200, 'eur', '[{"sku": "C"}]', 'pm_card_visa')$$, :'k1')),
 		  1, 'B: same K sent');
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B waits for A''s transaction (blocked by A''s pid)');
 SELECT is(dblink_is_busy('b'), 1, 'B is still busy while A is open');
 SELECT is((SELECT count(*)::int FROM ft_orders.orders WHERE idempotency_key = :'k1'), 0,
 		  'this session sees no committed order for K yet');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once A commits');
 SELECT order_id AS b1_id, replayed AS b1_replayed
   FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
@@ -51,10 +47,9 @@ SELECT order_id AS a2_id, replayed AS a2_replayed
 SELECT is(:'a2_replayed'::boolean, false, 'A: first call with K2: replayed = false');
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4300, 'EUR', '[]', 'pm_card_visa')$$, :'k2')),
 		  1, 'B: same K2 sent');
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B waits for A''s transaction');
-SELECT dblink_exec('a', 'ROLLBACK') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A aborts');
+SELECT ok(ft_test.ends('a', 'b', 'ROLLBACK'), 'B returns once A aborts');
 SELECT order_id AS b2_id, replayed AS b2_replayed
   FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(order_id bigint, replayed boolean) \gset
@@ -74,10 +69,9 @@ SELECT order_id AS a3_id
 	   AS t(order_id bigint, replayed boolean) \gset
 SELECT is(dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-6', 4401, 'EUR', '[]', 'pm_card_visa')$$, :'k3')),
 		  1, 'B: same K3, other amount, sent');
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B waits for A''s transaction');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once A commits');
 SET LOCAL client_min_messages = warning;	-- dblink relays B's error as a NOTICE
 SELECT count(*) AS drained FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset

@@ -123,13 +123,10 @@ SELECT is((SELECT count(*)::int FROM ft_orders.idempotency_keys WHERE idempotenc
 -- a purge that commits while a placement of its key waits: 40001, then a
 -- retry makes the new order under the next generation
 -------------------------------------------------------------------------------
-SELECT format('host=127.0.0.1 port=%s dbname=ftdb user=postgres application_name=ft09',
-			  current_setting('port')) AS conninfo,
-	   format('key-09-%s-%s', pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint) AS run \gset
+SELECT ft_test.conninfo('ft09') AS conninfo, ft_test.run_id('key-09') AS run \gset
 SELECT is(dblink_connect('a', :'conninfo'), 'OK', 'session A connected');
 SELECT is(dblink_connect('b', :'conninfo'), 'OK', 'session B connected');
-SELECT pid AS a_pid FROM dblink('a', 'SELECT pg_backend_pid()') AS t(pid int) \gset
-SELECT pid AS b_pid FROM dblink('b', 'SELECT pg_backend_pid()') AS t(pid int) \gset
+SELECT ft_test.backend_pid('a') AS a_pid, ft_test.backend_pid('b') AS b_pid \gset
 SELECT order_id AS r_id FROM dblink('a', format($$SELECT order_id FROM ft_orders.place_order(%L, 'cust-9', 900, 'EUR')$$, :'run'))
 	   AS t(order_id bigint) \gset
 SELECT dblink_exec('a', format($$UPDATE ft_orders.idempotency_keys SET created_at = now() - interval '25 hours'
@@ -137,10 +134,9 @@ SELECT dblink_exec('a', format($$UPDATE ft_orders.idempotency_keys SET created_a
 SELECT dblink_exec('a', 'BEGIN') AS ignore \gset
 SELECT n AS a_purged FROM dblink('a', 'SELECT ft_orders.purge_expired_keys()') AS t(n bigint) \gset
 SELECT dblink_send_query('b', format($$SELECT order_id, replayed FROM ft_orders.place_order(%L, 'cust-9', 900, 'EUR')$$, :'run')) AS sent \gset
-SELECT ok(ft_test.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)),
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid),
 		  'B''s placement waits for A''s purge of the key');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(ft_test.poll($$dblink_is_busy('b') = 0$$), 'B returns once the purge commits');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once the purge commits');
 SELECT count(*) AS b_rows FROM dblink_get_result('b', false) AS t(order_id bigint, replayed boolean) \gset
 SELECT alike(dblink_error_message('b'), '%could not serialize access due to a concurrent purge%',
 			'B gets the 40001 error, not a unique violation');

@@ -6,18 +6,12 @@
 BEGIN;
 SELECT plan(62);
 
--- row counts and the refund sequence, as one comparable text
+-- row counts, sequence positions, the orders' statuses and cancel
+-- requests, as one comparable text
 CREATE FUNCTION pg_temp.counts() RETURNS text LANGUAGE sql AS $$
-	SELECT format('orders=%s outbox=%s events=%s dead=%s refunds=%s refund_seq=%s/%s statuses=%s cancels=%s',
-				  (SELECT count(*) FROM ft_orders.orders),
-				  (SELECT count(*) FROM ft_orders.outbox),
-				  (SELECT count(*) FROM ft_orders.order_events),
-				  (SELECT count(*) FROM ft_orders.dead_letters),
-				  (SELECT count(*) FROM ft_orders.refunds),
-				  s.last_value, s.is_called,
+	SELECT format('%s %s statuses=%s cancels=%s', ft_test.row_counts(), ft_test.seq_positions(),
 				  (SELECT string_agg(status::text, ',' ORDER BY order_id) FROM ft_orders.orders),
 				  (SELECT count(*) FROM ft_orders.orders WHERE cancel_requested_at IS NOT NULL))
-	  FROM ft_orders.refunds_refund_id_seq s
 $$;
 
 -- orders: 1 pending (never sent), 2 paid, 3 declined, 4 pending (sent)

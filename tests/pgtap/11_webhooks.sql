@@ -30,13 +30,6 @@ $$;
 CREATE FUNCTION pg_temp.apply(e jsonb) RETURNS boolean LANGUAGE sql AS $$
 	SELECT ft_orders.apply_gateway_event('generic', e)
 $$;
-CREATE FUNCTION pg_temp.counts() RETURNS text LANGUAGE sql AS $$
-	SELECT format('gateway_events=%s order_events=%s outbox=%s refunds=%s',
-				  (SELECT count(*) FROM ft_orders.gateway_events),
-				  (SELECT count(*) FROM ft_orders.order_events),
-				  (SELECT count(*) FROM ft_orders.outbox),
-				  (SELECT count(*) FROM ft_orders.refunds))
-$$;
 CREATE FUNCTION pg_temp.status(ord bigint) RETURNS text LANGUAGE sql AS $$
 	SELECT status::text FROM ft_orders.orders WHERE order_id = ord
 $$;
@@ -58,7 +51,7 @@ SELECT o.order_id AS cx FROM ft_orders.place_order('wh-cx', 'c', 2500, 'USD') o 
 -------------------------------------------------------------------------------
 -- bad input: SQLSTATE, nothing written
 -------------------------------------------------------------------------------
-SELECT pg_temp.counts() AS before \gset
+SELECT ft_test.row_counts() AS before \gset
 CREATE TEMP TABLE bad (n serial, descr text, provider text, event jsonb, sqlstate text);
 INSERT INTO bad (descr, provider, event, sqlstate) VALUES
 	('NULL provider', NULL, '{"event_id":"x","type":"payment.succeeded"}', '22004'),
@@ -84,7 +77,7 @@ INSERT INTO bad (descr, provider, event, sqlstate) VALUES
 SELECT throws_ok(format('SELECT ft_orders.apply_gateway_event(%L, %L::jsonb)', provider, event),
 				 sqlstate, NULL, format('%s: %s', descr, sqlstate))
   FROM bad ORDER BY n;		-- 17 tests
-SELECT is(pg_temp.counts(), :'before', 'after the 17 rejected events: nothing written');
+SELECT is(ft_test.row_counts(), :'before', 'after the 17 rejected events: nothing written');
 SELECT throws_like($$SELECT ft_orders.apply_gateway_event('paypal', '{}')$$,
 				   'unknown provider "paypal"', 'the message names the unknown provider');
 
@@ -105,11 +98,11 @@ SELECT results_eq($$SELECT type, order_id, applied FROM ft_orders.gateway_events
 				  format($$VALUES ('payment.succeeded'::text, %s::bigint, true)$$, :a),
 				  'gateway_events row: type, order, applied');
 
-SELECT pg_temp.counts() AS before \gset
+SELECT ft_test.row_counts() AS before \gset
 SELECT is(pg_temp.apply(pg_temp.gen('g-a1', 'payment.succeeded', :a,
 									'{"status":"succeeded","payment_id":"pay_a"}')),
 		  false, 'the same event again: false');
-SELECT is(pg_temp.counts(), :'before', 'the duplicate wrote nothing');
+SELECT is(ft_test.row_counts(), :'before', 'the duplicate wrote nothing');
 SELECT is(pg_temp.apply(pg_temp.gen('g-a2', 'payment.succeeded', :a)), false,
 		  'another success event for a paid order: false (repeat)');
 SELECT is(pg_temp.apply(pg_temp.gen('g-a3', 'payment.failed', :a, '{"status":"declined"}')), false,

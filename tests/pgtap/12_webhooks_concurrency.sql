@@ -10,34 +10,11 @@
 BEGIN;
 SELECT plan(23);
 
-CREATE FUNCTION pg_temp.poll(cond text, seconds float8 DEFAULT 10) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-	deadline timestamptz := clock_timestamp() + make_interval(secs => seconds);
-	result boolean;
-BEGIN
-	LOOP
-		PERFORM pg_stat_clear_snapshot();
-		EXECUTE 'SELECT (' || cond || ')' INTO result;
-		IF result THEN
-			RETURN true;
-		END IF;
-		IF clock_timestamp() > deadline THEN
-			RETURN false;
-		END IF;
-		PERFORM pg_sleep(0.02);
-	END LOOP;
-END
-$$;
-
-SELECT format('host=127.0.0.1 port=%s dbname=ftdb user=postgres application_name=ft12',
-			  current_setting('port')) AS conninfo,
-	   format('wh12-%s-%s', pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint) AS run \gset
+SELECT ft_test.conninfo('ft12') AS conninfo, ft_test.run_id('wh12') AS run \gset
 
 SELECT is(dblink_connect('a', :'conninfo'), 'OK', 'session A connected');
 SELECT is(dblink_connect('b', :'conninfo'), 'OK', 'session B connected');
-SELECT pid AS a_pid FROM dblink('a', 'SELECT pg_backend_pid()') AS t(pid int) \gset
-SELECT pid AS b_pid FROM dblink('b', 'SELECT pg_backend_pid()') AS t(pid int) \gset
+SELECT ft_test.backend_pid('a') AS a_pid, ft_test.backend_pid('b') AS b_pid \gset
 
 -- three committed orders
 SELECT order_id AS o1 FROM dblink('a', format($$SELECT order_id FROM ft_orders.place_order(%L, 'c12', 1200, 'EUR')$$, :'run' || '-1')) AS t(order_id bigint) \gset
@@ -59,9 +36,8 @@ SELECT dblink_exec('a', 'BEGIN') AS ignore \gset
 SELECT applied AS a1 FROM dblink('a', pg_temp.apply_sql(:'run' || '-e1', 'payment.succeeded', :o1)) AS t(applied boolean) \gset
 SELECT is(:'a1'::boolean, true, 'A applies the event (not committed yet)');
 SELECT is(dblink_send_query('b', pg_temp.apply_sql(:'run' || '-e1', 'payment.succeeded', :o1)), 1, 'B: the same event sent');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)), 'B waits for A');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid), 'B waits for A');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once A commits');
 SELECT applied AS b1 FROM dblink_get_result('b') AS t(applied boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(applied boolean) \gset
 SELECT is(:'b1'::boolean, false, 'B: false, the event was recorded by A');
@@ -74,9 +50,8 @@ SELECT is((SELECT count(*)::int FROM ft_orders.order_events WHERE order_id = :o1
 SELECT dblink_exec('a', 'BEGIN') AS ignore \gset
 SELECT applied AS a2 FROM dblink('a', pg_temp.apply_sql(:'run' || '-e2f', 'payment.failed', :o2)) AS t(applied boolean) \gset
 SELECT is(dblink_send_query('b', pg_temp.apply_sql(:'run' || '-e2s', 'payment.succeeded', :o2)), 1, 'B: the success of the same order sent');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)), 'B waits for A''s lock on the order');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('b') = 0$$), 'B returns once A commits');
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid), 'B waits for A''s lock on the order');
+SELECT ok(ft_test.ends('a', 'b'), 'B returns once A commits');
 SELECT applied AS b2 FROM dblink_get_result('b') AS t(applied boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(applied boolean) \gset
 SELECT is(:'a2'::boolean || '/' || :'b2'::boolean, 'true/true', 'both applied, one after the other');
@@ -116,9 +91,8 @@ SELECT dblink_exec('a', 'BEGIN') AS ignore \gset
 SELECT n AS w3n FROM dblink('a', :'w3') AS t(n int) \gset
 SELECT is(:'w3n'::int, 1, '3a: the worker records "paid" (not committed yet)');
 SELECT is(dblink_send_query('b', pg_temp.apply_sql(:'run' || '-e3', 'payment.succeeded', :o3)), 1, '3a: the webhook sent');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :a_pid, :b_pid)), '3a: the webhook waits for the worker');
-SELECT dblink_exec('a', 'COMMIT') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('b') = 0$$), '3a: the webhook returns');
+SELECT ok(ft_test.waits_for(:b_pid, :a_pid), '3a: the webhook waits for the worker');
+SELECT ok(ft_test.ends('a', 'b'), '3a: the webhook returns');
 SELECT applied AS b3 FROM dblink_get_result('b') AS t(applied boolean) \gset
 SELECT count(*) AS drained FROM dblink_get_result('b') AS t(applied boolean) \gset
 SELECT is(:'b3'::boolean || ' ' || (SELECT count(*) FROM ft_orders.order_events WHERE order_id = :o3),
@@ -128,9 +102,8 @@ SELECT is(:'b3'::boolean || ' ' || (SELECT count(*) FROM ft_orders.order_events 
 SELECT dblink_exec('b', 'BEGIN') AS ignore \gset
 SELECT applied AS b4 FROM dblink('b', pg_temp.apply_sql(:'run' || '-e4', 'payment.succeeded', :o4)) AS t(applied boolean) \gset
 SELECT is(dblink_send_query('a', :'w4'), 1, '3b: the worker''s record sent after the webhook''s (not committed)');
-SELECT ok(pg_temp.poll(format('%s = ANY (pg_blocking_pids(%s))', :b_pid, :a_pid)), '3b: the worker waits for the webhook');
-SELECT dblink_exec('b', 'COMMIT') AS ignore \gset
-SELECT ok(pg_temp.poll($$dblink_is_busy('a') = 0$$), '3b: the worker''s statement returns');
+SELECT ok(ft_test.waits_for(:a_pid, :b_pid), '3b: the worker waits for the webhook');
+SELECT ok(ft_test.ends('b', 'a'), '3b: the worker''s statement returns');
 SELECT n AS a4 FROM dblink_get_result('a') AS t(n int) \gset
 SELECT count(*) AS drained FROM dblink_get_result('a') AS t(n int) \gset
 SELECT is(:'b4'::boolean || ' ' || :'a4' || ' ' ||
