@@ -49,7 +49,8 @@ typedef struct FtJob
 	bool		lifecycle;		/* claimed from a 1.3 schema */
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
-	char	   *recheck_path;	/* provider's re-check path, or NULL */
+	char	   *recheck_path;	/* path to GET (a cancel: to POST body to),
+								 * or NULL: POST to the provider's path */
 	int			body_len;
 
 	/* from the reply */
