@@ -158,7 +158,7 @@ UPDATE ft_orders.dead_letters d SET first_sent_at = o.created_at
 -- (unknown: the gateway has no such payment) and refunds.
 ALTER TABLE ft_orders.payment_attempts
 	ADD COLUMN request		text NOT NULL DEFAULT 'charge'
-		CHECK (request IN ('charge', 'lookup', 'refund', 'refund_lookup')),
+		CHECK (request IN ('charge', 'lookup', 'refund', 'refund_lookup', 'cancel')),
 	ADD COLUMN refund_id	bigint;
 ALTER TABLE ft_orders.payment_attempts
 	DROP CONSTRAINT payment_attempts_outcome_check,
@@ -210,7 +210,7 @@ COMMENT ON COLUMN ft_orders.dead_letters.refund_id IS
 COMMENT ON COLUMN ft_orders.dead_letters.first_sent_at IS
 'outbox.first_sent_at of the event, restored when it is requeued';
 COMMENT ON COLUMN ft_orders.payment_attempts.request IS
-'charge (POST), lookup (GET of the payment), refund (POST) or refund_lookup (GET of the refund)';
+'charge (POST), lookup (GET of the payment), refund (POST), refund_lookup (GET of the refund) or cancel (POST: cancel the unconfirmed payment of a canceled order)';
 COMMENT ON COLUMN ft_orders.payment_attempts.refund_id IS
 'The refund sent or looked up, NULL for a charge';
 COMMENT ON COLUMN ft_orders.orders.next_action IS

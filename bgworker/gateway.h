@@ -43,14 +43,16 @@ typedef enum FtOutcome
 /*
  * What a request does (docs/reference.md, "Wire protocol"): charge an
  * order (POST, or the provider's re-check of a payment under way), look a
- * charge up (GET), send a refund (POST) or look a refund up (GET).
+ * charge up (GET), send a refund (POST), look a refund up (GET) or cancel
+ * a payment the customer has not completed, for a canceled order (POST).
  */
 typedef enum FtRequestKind
 {
 	FT_REQ_CHARGE = 0,
 	FT_REQ_LOOKUP,
 	FT_REQ_REFUND,
-	FT_REQ_REFUND_LOOKUP
+	FT_REQ_REFUND_LOOKUP,
+	FT_REQ_CANCEL				/* cancel an unconfirmed payment (POST) */
 } FtRequestKind;
 
 /* The order fields a request is built from. */
@@ -150,7 +152,23 @@ typedef struct FtProvider
 	char	   *(*refund_lookup_path) (const FtPaymentRequest *req);
 	void		(*classify_refund_lookup) (const FtGatewayReply *reply,
 										   FtClassification *result);
+
+	/*
+	 * Optional, for an order whose cancellation was requested while its
+	 * charge is unconfirmed at the gateway (outcome unknown or waiting for
+	 * the customer): a palloc'd path to POST (empty body) that cancels the
+	 * payment named by req->pending_ref, or NULL (no such id, or no cancel
+	 * in this provider: the look-up is sent instead).  classify_cancel says
+	 * CANCELED when the gateway canceled it, or what the payment turned out
+	 * to be (PAID, RETRY while under way).
+	 */
+	char	   *(*cancel_path) (const FtPaymentRequest *req);
+	void		(*classify_cancel) (const FtGatewayReply *reply,
+									FtClassification *result);
 } FtProvider;
+
+/* appended to the payment_key: the Idempotency-Key of a cancel request */
+#define FT_CANCEL_KEY_SUFFIX	":cancel"
 
 /* gateway_generic.c */
 extern const FtProvider ft_provider_generic;

@@ -33,7 +33,8 @@
  *	status code (retry / fail), except that 401/403 are always retried.
  *	Retry-After is honoured on every retry.
  *
- * Reconciliation and refunds are in gateway_stripe_lifecycle.c; what the
+ * Reconciliation, refunds and the cancel of an unconfirmed PaymentIntent
+ * are in gateway_stripe_lifecycle.c; what the
  * two files share is declared in gateway_stripe.h.
  *
  *-------------------------------------------------------------------------
@@ -74,6 +75,8 @@ const FtProvider ft_provider_stripe = {
 	.build_request = stripe_build_intent,
 	.recheck_path = stripe_intent_recheck,
 	.lookup_path = ft_stripe_intent_lookup,
+	.cancel_path = ft_stripe_intent_cancel,
+	.classify_cancel = ft_stripe_classify_cancel,
 	FT_STRIPE_PROVIDER_COMMON
 };
 
@@ -247,7 +250,10 @@ stripe_json_object_start(void *state)
 		f->has_error = true;
 		f->error_depth = 2;
 	}
+	else if (f->depth == 2 && f->in_error && f->next_is_err_pi)
+		f->in_err_pi = true;
 	f->next_is_error = false;
+	f->next_is_err_pi = false;
 	f->depth++;
 	return FT_JSON_OK;
 }
@@ -258,6 +264,8 @@ stripe_json_object_end(void *state)
 	FtStripeFields *f = (FtStripeFields *) state;
 
 	f->depth--;
+	if (f->in_err_pi && f->depth < 3)
+		f->in_err_pi = false;
 	if (f->in_error && f->depth < f->error_depth)
 		f->in_error = false;
 	if (f->in_data && f->depth == 2 && ft_stripe_valid_id(f->elem_id) &&
@@ -302,6 +310,7 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
 	f->next_is_data = false;
+	f->next_is_err_pi = false;
 	if (fname == NULL)
 		return FT_JSON_OK;
 	if (f->in_data && f->depth == 3)
@@ -334,6 +343,15 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 			f->current = FT_SF_ERR_DECLINE_CODE;
 		else if (strcmp(fname, "message") == 0)
 			f->current = FT_SF_ERR_MESSAGE;
+		else if (strcmp(fname, "payment_intent") == 0)
+			f->next_is_err_pi = true;
+	}
+	else if (f->depth == 3 && f->in_err_pi)
+	{
+		if (strcmp(fname, "id") == 0)
+			f->current = FT_SF_ERR_PI_ID;
+		else if (strcmp(fname, "status") == 0)
+			f->current = FT_SF_ERR_PI_STATUS;
 	}
 	return FT_JSON_OK;
 }
@@ -345,6 +363,7 @@ stripe_json_field_end(void *state, char *fname, bool isnull)
 
 	f->current = FT_SF_NONE;
 	f->next_is_error = false;
+	f->next_is_err_pi = false;
 	return FT_JSON_OK;
 }
 
@@ -355,6 +374,7 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 
 	f->next_is_error = false;
 	f->next_is_data = false;
+	f->next_is_err_pi = false;
 	if (tokentype != JSON_TOKEN_STRING || token == NULL)
 	{
 		f->current = FT_SF_NONE;
@@ -388,6 +408,12 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 			break;
 		case FT_SF_ELEM_STATUS:
 			f->elem_status = token;
+			break;
+		case FT_SF_ERR_PI_ID:
+			f->err_pi_id = token;
+			break;
+		case FT_SF_ERR_PI_STATUS:
+			f->err_pi_status = token;
 			break;
 		case FT_SF_ERROR:
 		case FT_SF_NONE:

@@ -28,7 +28,9 @@ typedef enum FtStripeField
 	FT_SF_ERR_DECLINE_CODE,
 	FT_SF_ERR_MESSAGE,
 	FT_SF_ELEM_ID,				/* "id" of an element of "data" */
-	FT_SF_ELEM_STATUS
+	FT_SF_ELEM_STATUS,
+	FT_SF_ERR_PI_ID,			/* error.payment_intent.id */
+	FT_SF_ERR_PI_STATUS
 } FtStripeField;
 
 typedef struct FtStripeFields
@@ -47,6 +49,11 @@ typedef struct FtStripeFields
 	char	   *err_code;
 	char	   *err_decline_code;
 	char	   *err_message;
+	/* error.payment_intent: the object a refused request was about */
+	bool		next_is_err_pi;
+	bool		in_err_pi;
+	char	   *err_pi_id;
+	char	   *err_pi_status;
 	/* a list or search result: its "data" array and the best element */
 	bool		next_is_data;
 	bool		in_data;
@@ -79,5 +86,8 @@ extern void ft_stripe_classify_refund(const FtGatewayReply *reply,
 extern char *ft_stripe_refund_lookup(const FtPaymentRequest *req);
 extern void ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 											 FtClassification *result);
+extern char *ft_stripe_intent_cancel(const FtPaymentRequest *req);
+extern void ft_stripe_classify_cancel(const FtGatewayReply *reply,
+									  FtClassification *result);
 
 #endif							/* FT_GATEWAY_STRIPE_H */

@@ -205,3 +205,83 @@ ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 	if (reply->http_status < 200 || reply->http_status > 299)
 		ft_gateway_lookup_retry(reply, result);
 }
+
+/*
+ * The cancel of a canceled order's PaymentIntent that is still unconfirmed
+ * (requires_action and the like): POST /v1/payment_intents/{id}/cancel,
+ * by the stored id only (without one the order is looked up instead).
+ */
+char *
+ft_stripe_intent_cancel(const FtPaymentRequest *req)
+{
+	if (req->pending_ref == NULL || strncmp(req->pending_ref, "pi_", 3) != 0 ||
+		!ft_stripe_valid_id(req->pending_ref))
+		return NULL;
+	return psprintf("/v1/payment_intents/%s/cancel", req->pending_ref);
+}
+
+/*
+ * The reply to a cancel: the PaymentIntent, canceled -> canceled (never
+ * charged).  Stripe refuses to cancel an intent that succeeded or is
+ * processing with 400 payment_intent_unexpected_state and the intent in
+ * error.payment_intent: that intent is classified instead (succeeded ->
+ * paid, then refunded as any canceled order that turned out paid;
+ * processing -> re-checked later).  404 resource_missing: no such
+ * payment (the caller takes it as never charged).  Anything else is
+ * transient, as for a look-up: the cancel is sent again.
+ */
+void
+ft_stripe_classify_cancel(const FtGatewayReply *reply, FtClassification *result)
+{
+	FtStripeFields f;
+	int			status = reply->http_status;
+
+	if (!ft_stripe_read_reply(reply, result, &f))
+		return;
+	if (status >= 200 && status <= 299 && f.top_is_object &&
+		f.status != NULL && strcmp(f.status, "canceled") == 0 &&
+		ft_stripe_valid_id(f.id))
+	{
+		result->outcome = FT_OUTCOME_CANCELED;
+		result->payment_id = pstrdup(f.id);
+		return;
+	}
+	if (status == 400 && f.err_code != NULL &&
+		strcmp(f.err_code, "payment_intent_unexpected_state") == 0 &&
+		f.err_pi_status != NULL && ft_stripe_valid_id(f.err_pi_id))
+	{
+		if (strcmp(f.err_pi_status, "canceled") == 0)
+		{
+			result->outcome = FT_OUTCOME_CANCELED;
+			result->payment_id = pstrdup(f.err_pi_id);
+			return;
+		}
+		f.id = f.err_pi_id;
+		f.status = f.err_pi_status;
+		ft_stripe_classify_object(200, &f, result);
+	}
+	else if (status == 404 && f.err_code != NULL &&
+			 strcmp(f.err_code, "resource_missing") == 0)
+	{
+		result->outcome = FT_OUTCOME_UNKNOWN;
+		result->error = pstrdup("cancel: the gateway has no such payment");
+		return;
+	}
+	else if (status >= 200 && status <= 299 && f.top_is_object)
+		ft_stripe_classify_object(status, &f, result);
+	else
+		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
+
+	/* a payment still waiting for the customer is canceled again later */
+	if (result->outcome == FT_OUTCOME_ACTION_REQUIRED ||
+		result->outcome == FT_OUTCOME_DECLINED ||
+		result->outcome == FT_OUTCOME_FAILED)
+		ft_gateway_set_retry(result, result->error ? result->error :
+							 pstrdup("cancel: unexpected reply"));
+	if (result->outcome == FT_OUTCOME_RETRY)
+	{
+		result->auth_problem = (status == 401 || status == 403);
+		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+													  reply->now);
+	}
+}

@@ -306,6 +306,8 @@ ft_request_name(FtRequestKind kind)
 			return "refund";
 		case FT_REQ_REFUND_LOOKUP:
 			return "refund_lookup";
+		case FT_REQ_CANCEL:
+			return "cancel";
 	}
 	return "charge";
 }

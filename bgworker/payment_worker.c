@@ -309,6 +309,12 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 		case FT_REQ_REFUND_LOOKUP:
 			ft_provider->classify_refund_lookup(reply, &c);
 			break;
+		case FT_REQ_CANCEL:
+			ft_provider->classify_cancel(reply, &c);
+			/* as for a look-up: "no such payment" means never charged */
+			if (c.outcome == FT_OUTCOME_UNKNOWN)
+				c.outcome = FT_OUTCOME_CANCELED;
+			break;
 	}
 
 	/* a schema older than 1.3 has no action_required: re-check later */
@@ -405,6 +411,22 @@ ft_new_job(const FtClaim *claim)
 			job->body_len = body.len;
 		}
 	}
+	else if (claim->lookup && claim->cancel_requested &&
+			 ft_provider->cancel_path != NULL &&
+			 (job->recheck_path = ft_provider->cancel_path(order)) != NULL)
+	{
+		/*
+		 * A canceled order whose payment is unconfirmed at the gateway:
+		 * cancel it there (a customer who abandons 3-D Secure would leave it
+		 * action_required for good), under a key of its own.
+		 */
+		job->kind = FT_REQ_CANCEL;
+		snprintf(job->payment_key, sizeof(job->payment_key), "%s%s",
+				 order->payment_key ? order->payment_key : "",
+				 FT_CANCEL_KEY_SUFFIX);
+		job->body = pstrdup("");
+		job->body_len = 0;
+	}
 	else if (claim->lookup && ft_provider->lookup_path != NULL &&
 			 (job->recheck_path = ft_provider->lookup_path(order)) != NULL)
 	{
@@ -440,7 +462,8 @@ ft_send(FtJob *job)
 	bool		started;
 
 	job->started_at = GetCurrentTimestamp();
-	if (job->body == NULL && job->recheck_path != NULL)
+	if ((job->body == NULL || job->kind == FT_REQ_CANCEL) &&
+		job->recheck_path != NULL)
 		url = psprintf("%s%s", ft_base_url, job->recheck_path);
 	else if (job->kind == FT_REQ_REFUND)
 		url = psprintf("%s%s", ft_base_url, ft_provider->refund_path);

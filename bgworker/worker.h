@@ -37,7 +37,11 @@ typedef struct FtJob
 	TimestampTz lease_until;	/* our lease: proves ownership at record */
 	bool		is_probe;		/* the circuit's half-open probe: sent on a
 								 * fresh connection */
-	char		payment_key[FT_UUID_TEXT_LEN + 1];	/* or the refund_key */
+	char		payment_key[FT_UUID_TEXT_LEN + 16];	/* Idempotency-Key: the
+													 * payment_key, the
+													 * refund_key, or the
+													 * payment_key +
+													 * FT_CANCEL_KEY_SUFFIX */
 	FtRequestKind kind;
 	int64		refund_id;		/* refunds: the refund, else 0 */
 	bool		cancel_requested;	/* the order's cancel was requested
@@ -45,7 +49,8 @@ typedef struct FtJob
 	bool		lifecycle;		/* claimed from a 1.3 schema */
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
-	char	   *recheck_path;	/* provider's re-check path, or NULL */
+	char	   *recheck_path;	/* path to GET (a cancel: to POST body to),
+								 * or NULL: POST to the provider's path */
 	int			body_len;
 
 	/* from the reply */

@@ -18,12 +18,21 @@
  *	  pm_400_retry_once				first request: 400 + Stripe-Should-Retry:
  *									true (not stored); then succeeded
  *
+ *	  POST /v1/payment_intents/{id}/cancel: cancels an intent in
+ *	  requires_payment_method, requires_confirmation, requires_action or
+ *	  requires_capture (200, the canceled intent; the same Idempotency-Key
+ *	  again replays it); any other status: 400 invalid_request_error
+ *	  payment_intent_unexpected_state with the intent in
+ *	  error.payment_intent, as at Stripe.
+ *
  *	  GET /v1/payment_intents/search?query=metadata['order_id']:'N' (the
  *	  look-up of ft_orders' reconciliation): the intents of that order.
  *
  *	  GET /v1/_intents: {"intents","creates","replays","gets","searches",
- *	  "succeeded"}
- *	  GET /v1/_intents/{id}: {"key","content_type","body"} of its creation
+ *	  "succeeded","cancels","canceled"}
+ *	  GET /v1/_intents/{id}: {"key","content_type","body"} of its creation,
+ *	  its "status" and the Idempotency-Key of the cancel that canceled it
+ *	  ("cancel_key", "" if none)
  *	  DELETE /v1/_intents: forget everything.
  *
  * A missing "Authorization: Bearer" header gets 401.  State is in memory,
@@ -53,6 +62,8 @@ typedef struct FtIntent
 	unsigned int reply_status;	/* stored reply to the creating request */
 	char		status[32];		/* current PaymentIntent status */
 	char		final_status[32];	/* what a later GET turns it into */
+	char		cancel_key[FT_GW_MAX_KEY + 1];	/* key of the cancel that
+												 * canceled it */
 	int			gets;
 	long long	amount;
 	char		currency[8];
@@ -66,6 +77,7 @@ static int	ft_pi_creates = 0;
 static int	ft_pi_replays = 0;
 static int	ft_pi_gets = 0;
 static int	ft_pi_searches = 0;
+static int	ft_pi_cancels = 0;
 static int	ft_pi_retry_once_seen = 0;
 
 /* value of form field name (URL-decoded into out), or false */
@@ -289,6 +301,66 @@ intents_get(struct MHD_Connection *conn, const char *id)
 }
 
 /*
+ * POST /v1/payment_intents/{id}/cancel (id is the part of the URL between
+ * the prefix and "/cancel").
+ */
+static enum MHD_Result
+intents_cancel(struct MHD_Connection *conn, const char *id, size_t idlen)
+{
+	const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+	enum MHD_Result ret;
+
+	pthread_mutex_lock(&ft_pi_lock);
+	for (int i = 0; i < ft_npi; i++)
+	{
+		FtIntent   *pi = &ft_pi[i];
+		const char *st = pi->status;
+
+		if (strlen(pi->id) != idlen || strncmp(pi->id, id, idlen) != 0)
+			continue;
+		if (key != NULL && key[0] != '\0' && strcmp(pi->cancel_key, key) == 0)
+		{
+			ft_pi_replays++;
+			ret = ft_gw_reply_json(conn, 200, intent_json(pi),
+								   "Idempotent-Replayed", "true");
+		}
+		else if (strcmp(st, "requires_payment_method") == 0 ||
+				 strcmp(st, "requires_confirmation") == 0 ||
+				 strcmp(st, "requires_action") == 0 ||
+				 strcmp(st, "requires_capture") == 0)
+		{
+			ft_pi_cancels++;
+			strcpy(pi->status, "canceled");
+			pi->final_status[0] = '\0';
+			snprintf(pi->cancel_key, sizeof(pi->cancel_key), "%s",
+					 key && strlen(key) <= FT_GW_MAX_KEY ? key : "");
+			intent_webhook(pi);
+			ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
+		}
+		else
+		{
+			char		message[128];
+
+			snprintf(message, sizeof(message),
+					 "You cannot cancel this PaymentIntent because it has a status of %s.",
+					 st);
+			ret = ft_gw_reply_json(conn, 400,
+								   json_pack("{s:{s:s, s:s, s:s, s:o}}", "error",
+											 "type", "invalid_request_error",
+											 "code", "payment_intent_unexpected_state",
+											 "message", message,
+											 "payment_intent", intent_json(pi)),
+								   NULL, NULL);
+		}
+		pthread_mutex_unlock(&ft_pi_lock);
+		return ret;
+	}
+	pthread_mutex_unlock(&ft_pi_lock);
+	return stripe_error(conn, 404, "invalid_request_error", "resource_missing",
+						"No such payment_intent", NULL);
+}
+
+/*
  * GET /v1/payment_intents/search?query=metadata['order_id']:'N': every
  * intent created with metadata[order_id] = N, as a search_result (the one
  * query ft_orders' look-up sends; anything else is a 400).
@@ -328,6 +400,7 @@ intents_stats(struct MHD_Connection *conn, const char *method)
 {
 	json_t	   *j;
 	int			succeeded = 0;
+	int			canceled = 0;
 
 	pthread_mutex_lock(&ft_pi_lock);
 	if (strcmp(method, "DELETE") == 0)
@@ -335,15 +408,21 @@ intents_stats(struct MHD_Connection *conn, const char *method)
 		for (int i = 0; i < ft_npi; i++)
 			free(ft_pi[i].body);
 		ft_npi = ft_pi_creates = ft_pi_replays = ft_pi_gets = ft_pi_searches = 0;
+		ft_pi_cancels = 0;
 		ft_pi_retry_once_seen = 0;
 	}
 	for (int i = 0; i < ft_npi; i++)
+	{
 		if (strcmp(ft_pi[i].status, "succeeded") == 0)
 			succeeded++;
-	j = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i}", "intents", ft_npi,
+		else if (strcmp(ft_pi[i].status, "canceled") == 0)
+			canceled++;
+	}
+	j = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "intents", ft_npi,
 				  "creates", ft_pi_creates, "replays", ft_pi_replays,
 				  "gets", ft_pi_gets, "searches", ft_pi_searches,
-				  "succeeded", succeeded);
+				  "succeeded", succeeded, "cancels", ft_pi_cancels,
+				  "canceled", canceled);
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ft_gw_reply_json(conn, 200, j, NULL, NULL);
 }
@@ -367,9 +446,10 @@ ft_gw_intents(struct MHD_Connection *conn, const char *url, const char *method,
 		pthread_mutex_lock(&ft_pi_lock);
 		for (int i = 0; i < ft_npi; i++)
 			if (strcmp(ft_pi[i].id, url + 13) == 0)
-				j = json_pack("{s:s, s:s, s:s}", "key", ft_pi[i].key,
+				j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "key", ft_pi[i].key,
 							  "content_type", ft_pi[i].content_type,
-							  "body", ft_pi[i].body);
+							  "body", ft_pi[i].body, "status", ft_pi[i].status,
+							  "cancel_key", ft_pi[i].cancel_key);
 		pthread_mutex_unlock(&ft_pi_lock);
 		*ret = j ? ft_gw_reply_json(conn, 200, j, NULL, NULL)
 			: ft_gw_reply_error(conn, 404, "not_found", NULL);
@@ -386,6 +466,11 @@ ft_gw_intents(struct MHD_Connection *conn, const char *url, const char *method,
 		*ret = intents_create(conn, req);
 	else if (strcmp(url, "/v1/payment_intents/search") == 0 && strcmp(method, "GET") == 0)
 		*ret = intents_search(conn);
+	else if (strncmp(url, FT_PI_PREFIX, strlen(FT_PI_PREFIX)) == 0 &&
+			 strcmp(method, "POST") == 0 && strlen(url) > strlen(FT_PI_PREFIX) + 7 &&
+			 strcmp(url + strlen(url) - 7, "/cancel") == 0)
+		*ret = intents_cancel(conn, url + strlen(FT_PI_PREFIX),
+							  strlen(url) - strlen(FT_PI_PREFIX) - 7);
 	else if (strncmp(url, FT_PI_PREFIX, strlen(FT_PI_PREFIX)) == 0 &&
 			 strcmp(method, "GET") == 0)
 		*ret = intents_get(conn, url + strlen(FT_PI_PREFIX));

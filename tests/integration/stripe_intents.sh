@@ -10,7 +10,11 @@
 # Stripe-Should-Retry: false on a 503 -> failed at once; Stripe-Should-Retry:
 # true on a 400 -> retried, then paid.  Reconciliation (1.3): an order whose
 # reply was lost is found by a search on metadata[order_id], one not found
-# is created once.
+# is created once.  Cancel (1.3): cancel_order() of an action_required
+# order cancels its intent (POST /v1/payment_intents/{id}/cancel): canceled,
+# never charged; if the customer completed first, Stripe refuses the cancel
+# (payment_intent_unexpected_state, the intent succeeded): paid, then the
+# automatic refund is requested.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -130,6 +134,52 @@ is "$(( $(intents creates) - creates_before ))" "1" "search: one intent created 
 cmp_ok "$(intents searches)" -ge 2 "search: the gateway was searched"
 is "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer x' "$GW_URL/v1/payment_intents/search?query=status:'x'")" \
 	"400" "(the fake's search supports the one query the look-up sends)"
+
+# --- cancel of an unconfirmed intent (1.3) --------------------------------------------
+pg_set ft_orders.action_timeout '1h'
+sleep 1		# the workers reload on their next wake-up
+o_ab=$(place abandon 1900 pm_requires_action)
+o_done=$(place done 2000 pm_requires_action)
+wait_until "SELECT count(*) = 2 FROM ft_orders.orders WHERE order_id IN ($o_ab, $o_done) AND status = 'action_required'" 20
+ok $? "cancel: both orders are action_required"
+pi_ab=$(col "$o_ab" payment_id)
+pi_done=$(col "$o_done" payment_id)
+cancels_before=$(intents cancels)
+
+# the customer abandons 3-D Secure: the intent is canceled at the gateway
+is "$(psql_q "SELECT ft_orders.cancel_order($o_ab, 'customer gave up')")" "action_required" \
+	"cancel: cancel_order() of an action_required order is honoured by the worker"
+wait_until "SELECT status = 'canceled' FROM ft_orders.orders WHERE order_id = $o_ab" 20
+ok $? "cancel: the abandoned order is canceled"
+is "$(psql_q "SELECT string_agg(request || ':' || outcome || ':' || coalesce(http_status::text, '-'), ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE order_id = $o_ab")" \
+	"charge:action_required:200,cancel:canceled:200" "cancel: one POST, then the cancel, no look-up"
+ab=$(curl -fsS "$GW_URL/v1/_intents/$pi_ab")
+is "$(echo "$ab" | jq -r .status)" "canceled" "cancel: the intent is canceled at the gateway"
+is "$(echo "$ab" | jq -r .cancel_key)" "$(col "$o_ab" payment_key):cancel" \
+	"cancel: Idempotency-Key of the cancel is payment_key:cancel"
+is "$(( $(intents cancels) - cancels_before ))" "1" "cancel: one cancel at the gateway"
+is "$(col "$o_ab" "coalesce(refunded_minor, 0) || ' ' || coalesce(next_action::text, 'none') || ' ' || coalesce(client_secret, 'none')")" \
+	"0 none none" "cancel: nothing refunded, next_action and client_secret cleared"
+is "$(psql_q "SELECT count(*) FROM ft_orders.refunds WHERE order_id = $o_ab")" "0" "cancel: no refund"
+is "$(psql_q "SELECT count(*) FROM ft_orders.outbox WHERE order_id = $o_ab")" "0" "cancel: nothing left in the outbox"
+
+# the customer completed before the cancel arrived: Stripe refuses the
+# cancel (the intent succeeded), the order is paid and refunded
+curl -fsS -H "Authorization: Bearer x" "$GW_URL/v1/payment_intents/$pi_done" >/dev/null &&
+	curl -fsS -H "Authorization: Bearer x" "$GW_URL/v1/payment_intents/$pi_done" >/dev/null
+is "$(curl -fsS "$GW_URL/v1/_intents/$pi_done" | jq -r .status)" "succeeded" \
+	"cancel: the second customer completed 3-D Secure first"
+psql_q "SELECT ft_orders.cancel_order($o_done)" >/dev/null
+wait_until "SELECT count(*) = 1 FROM ft_orders.refunds WHERE order_id = $o_done" 20
+ok $? "cancel: the completed order was paid and its automatic refund requested"
+is "$(psql_q "SELECT string_agg(request || ':' || outcome || ':' || coalesce(http_status::text, '-'), ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE order_id = $o_done AND refund_id IS NULL")" \
+	"charge:action_required:200,cancel:paid:400" "cancel: refused by Stripe (the intent succeeded): paid"
+is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.order_events WHERE order_id = $o_done")" \
+	"action_required,action_required,paid,paid" \
+	"cancel: events action_required, cancel requested, paid, refund requested"
+is "$(psql_q "SELECT amount_minor FROM ft_orders.refunds WHERE order_id = $o_done")" "2000" "cancel: the refund is of the whole amount"
+is "$(curl -fsS "$GW_URL/v1/_intents/$pi_done" | jq -r '.status + " " + .cancel_key')" "succeeded " \
+	"cancel: the succeeded intent was not canceled"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing
