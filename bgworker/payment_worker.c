@@ -299,9 +299,6 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 			break;
 		case FT_REQ_LOOKUP:
 			ft_provider->classify_lookup(reply, &c);
-			/* a canceled order the gateway never charged: canceled */
-			if (c.outcome == FT_OUTCOME_UNKNOWN && job->cancel_requested)
-				c.outcome = FT_OUTCOME_CANCELED;
 			break;
 		case FT_REQ_REFUND:
 			ft_provider->classify_refund(reply, &c);
@@ -311,11 +308,17 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 			break;
 		case FT_REQ_CANCEL:
 			ft_provider->classify_cancel(reply, &c);
-			/* as for a look-up: "no such payment" means never charged */
-			if (c.outcome == FT_OUTCOME_UNKNOWN)
-				c.outcome = FT_OUTCOME_CANCELED;
 			break;
 	}
+
+	/*
+	 * A canceled order the gateway has no payment for (its look-up or its
+	 * cancel says so) was never charged: canceled.  A cancel is only sent
+	 * for an order whose cancel was requested.
+	 */
+	if (c.outcome == FT_OUTCOME_UNKNOWN && job->cancel_requested &&
+		(job->kind == FT_REQ_LOOKUP || job->kind == FT_REQ_CANCEL))
+		c.outcome = FT_OUTCOME_CANCELED;
 
 	/* a schema older than 1.3 has no action_required: re-check later */
 	if (c.outcome == FT_OUTCOME_ACTION_REQUIRED && !job->lifecycle)
