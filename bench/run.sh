@@ -292,6 +292,10 @@ bench_drain()
 		# failure-rate circuit this needed circuit_failure_threshold 1000)
 		psql_q "ALTER SYSTEM SET ft_orders.backoff_base = '10ms'" >/dev/null
 		psql_q "ALTER SYSTEM SET ft_orders.backoff_max = '200ms'" >/dev/null
+		# with 25 % failures and the default 10 attempts, 0.25^10 of the
+		# orders (one in a million: one drain of 100,000 in ten) would end
+		# as dead letters and the drain would never count N payments
+		psql_q "ALTER SYSTEM SET ft_orders.max_attempts = 100" >/dev/null
 		gw_faults '{"fail_rate":0.2,"fail_status":503}'
 		r=$(drain_once "flt$i" "$DRAIN_N") && flt="$flt $r"
 		gw_faults reset
@@ -299,6 +303,7 @@ bench_drain()
 		r=$(drain_once "fl25$i" "$DRAIN_N") && fl25="$fl25 $r"
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
+		psql_q "ALTER SYSTEM RESET ft_orders.max_attempts" >/dev/null
 		gw_faults reset
 		# a gateway limited to RL_RATE/s, nothing configured on our side
 		gw_faults "{\"rate_limit_per_s\":$RL_RATE}"
