@@ -402,6 +402,15 @@ ft_gateway_classify_transport(const FtGatewayReply *reply,
 	return false;
 }
 
+/* a 2xx reply whose body is a JSON object with "status": status */
+static bool
+generic_reply_says(const FtGatewayReply *reply, const FtReplyFields *f,
+				   const char *status)
+{
+	return reply->http_status >= 200 && reply->http_status <= 299 &&
+		f->top_is_object && f->status != NULL && strcmp(f->status, status) == 0;
+}
+
 /*
  * A reply that settles nothing: transient.  A 2xx one is "HTTP <status>
  * <unexpected>"; any other (409, 429, 5xx and anything unexpected: 404,
@@ -438,40 +447,25 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	if (!generic_read_reply(reply, result, &f))
 		return;
 
-	if (status >= 200 && status <= 299 && f.top_is_object)
+	if (generic_reply_says(reply, &f, "succeeded") &&
+		ft_valid_payment_id(f.payment_id))
 	{
-		if (f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
-			ft_valid_payment_id(f.payment_id))
-		{
-			result->outcome = FT_OUTCOME_PAID;
-			result->payment_id = pstrdup(f.payment_id);
-			return;
-		}
-		if (f.status != NULL && strcmp(f.status, "declined") == 0)
-		{
-			ft_set_declined(result, &f);
-			return;
-		}
-		if (f.status != NULL && strcmp(f.status, "requires_action") == 0 &&
-			ft_valid_payment_id(f.payment_id))
-		{
-			ft_set_action_required(result, &f, reply);
-			return;
-		}
+		result->outcome = FT_OUTCOME_PAID;
+		result->payment_id = pstrdup(f.payment_id);
 	}
-	else if (status == 402)
-	{
+	else if (generic_reply_says(reply, &f, "declined") || status == 402)
 		ft_set_declined(result, &f);
-		return;
-	}
+	else if (generic_reply_says(reply, &f, "requires_action") &&
+			 ft_valid_payment_id(f.payment_id))
+		ft_set_action_required(result, &f, reply);
 	else if (status == 400 || status == 422)
 	{
 		result->outcome = FT_OUTCOME_FAILED;
 		result->error = ft_http_reason(status, &f);
-		return;
 	}
-	generic_set_retry(reply, &f, result,
-					  f.top_is_object ? "unexpected reply" : "malformed reply");
+	else
+		generic_set_retry(reply, &f, result,
+						  f.top_is_object ? "unexpected reply" : "malformed reply");
 }
 
 /* semantic-action state of ft_gateway_json_fields */
@@ -680,24 +674,21 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 
 	if (!generic_read_reply(reply, result, &f))
 		return;
-	if (status >= 200 && status <= 299 && f.top_is_object &&
-		f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
+	if (generic_reply_says(reply, &f, "succeeded") &&
 		ft_valid_payment_id(f.refund_id))
 	{
 		result->outcome = FT_OUTCOME_REFUNDED;
 		result->payment_id = pstrdup(f.refund_id);
-		return;
 	}
-	if ((status >= 200 && status <= 299 && f.top_is_object &&
-		 f.status != NULL && strcmp(f.status, "failed") == 0) ||
-		status == 402 || status == 400 || status == 422)
+	else if (generic_reply_says(reply, &f, "failed") ||
+			 status == 402 || status == 400 || status == 422)
 	{
 		result->outcome = FT_OUTCOME_REFUND_FAILED;
 		result->payment_id = ft_valid_payment_id(f.refund_id) ? pstrdup(f.refund_id) : NULL;
 		result->error = ft_http_reason(status, &f);
-		return;
 	}
-	generic_set_retry(reply, &f, result, "unexpected refund reply");
+	else
+		generic_set_retry(reply, &f, result, "unexpected refund reply");
 }
 
 /* GET /refunds/{refund_key} */
