@@ -170,6 +170,15 @@ typedef struct FtProvider
 /* appended to the payment_key: the Idempotency-Key of a cancel request */
 #define FT_CANCEL_KEY_SUFFIX	":cancel"
 
+/* a top-level field of a JSON reply, read by ft_gateway_json_fields */
+typedef struct FtJsonField
+{
+	const char *name;
+	bool		raw;			/* the JSON text of an object or array value,
+								 * else a string value */
+	char	  **value;			/* set to the value, or NULL */
+} FtJsonField;
+
 /* gateway_generic.c */
 extern const FtProvider ft_provider_generic;
 extern int	ft_parse_retry_after(const char *value, time_t now);
@@ -186,8 +195,8 @@ extern bool ft_gateway_parse_json(const char *body, size_t len,
 								  void *state, size_t state_size);
 extern const char *ft_gateway_reply_header(const FtGatewayReply *reply,
 										   const char *name);
-extern char *ft_gateway_json_field(const char *body, size_t len,
-								   const char *field, bool want_string);
+extern bool ft_gateway_json_fields(const char *body, size_t len,
+								   const FtJsonField *fields, int nfields);
 
 /* gateway_stripe.c: PaymentIntents and the older Charges API */
 extern const FtProvider ft_provider_stripe;

@@ -35,23 +35,10 @@
 #define FT_PAYMENT_ID_MAX	255
 #define FT_REASON_MAX		80
 
-typedef enum FtReplyField
-{
-	FT_FIELD_NONE = 0,
-	FT_FIELD_STATUS,
-	FT_FIELD_PAYMENT_ID,
-	FT_FIELD_REFUND_ID,
-	FT_FIELD_DECLINE_CODE,
-	FT_FIELD_ERROR,
-	FT_FIELD_MESSAGE
-} FtReplyField;
-
-/* semantic-action state: the top-level string fields we care about */
+/* the top-level string fields of a reply that the classifiers read */
 typedef struct FtReplyFields
 {
-	int			depth;
 	bool		top_is_object;
-	FtReplyField current;
 	char	   *status;
 	char	   *payment_id;
 	char	   *refund_id;
@@ -197,95 +184,6 @@ ft_parse_retry_after(const char *value, time_t now)
 	return (int) Min((int64) (when - now), (int64) (INT_MAX / 1000)) * 1000;
 }
 
-static FtJsonResult
-reply_object_start(void *state)
-{
-	FtReplyFields *f = (FtReplyFields *) state;
-
-	if (f->depth == 0)
-		f->top_is_object = true;
-	f->depth++;
-	return FT_JSON_OK;
-}
-
-static FtJsonResult
-reply_nest_start(void *state)
-{
-	((FtReplyFields *) state)->depth++;
-	return FT_JSON_OK;
-}
-
-static FtJsonResult
-reply_nest_end(void *state)
-{
-	((FtReplyFields *) state)->depth--;
-	return FT_JSON_OK;
-}
-
-static FtJsonResult
-reply_field_start(void *state, char *fname, bool isnull)
-{
-	FtReplyFields *f = (FtReplyFields *) state;
-
-	f->current = FT_FIELD_NONE;
-	if (f->depth != 1 || fname == NULL)
-		return FT_JSON_OK;
-	if (strcmp(fname, "status") == 0)
-		f->current = FT_FIELD_STATUS;
-	else if (strcmp(fname, "payment_id") == 0)
-		f->current = FT_FIELD_PAYMENT_ID;
-	else if (strcmp(fname, "refund_id") == 0)
-		f->current = FT_FIELD_REFUND_ID;
-	else if (strcmp(fname, "decline_code") == 0)
-		f->current = FT_FIELD_DECLINE_CODE;
-	else if (strcmp(fname, "error") == 0)
-		f->current = FT_FIELD_ERROR;
-	else if (strcmp(fname, "message") == 0)
-		f->current = FT_FIELD_MESSAGE;
-	return FT_JSON_OK;
-}
-
-static FtJsonResult
-reply_field_end(void *state, char *fname, bool isnull)
-{
-	((FtReplyFields *) state)->current = FT_FIELD_NONE;
-	return FT_JSON_OK;
-}
-
-static FtJsonResult
-reply_scalar(void *state, char *token, JsonTokenType tokentype)
-{
-	FtReplyFields *f = (FtReplyFields *) state;
-
-	if (f->depth != 1 || tokentype != JSON_TOKEN_STRING || token == NULL)
-		return FT_JSON_OK;
-	switch (f->current)
-	{
-		case FT_FIELD_STATUS:
-			f->status = token;
-			break;
-		case FT_FIELD_PAYMENT_ID:
-			f->payment_id = token;
-			break;
-		case FT_FIELD_REFUND_ID:
-			f->refund_id = token;
-			break;
-		case FT_FIELD_DECLINE_CODE:
-			f->decline_code = token;
-			break;
-		case FT_FIELD_ERROR:
-			f->error = token;
-			break;
-		case FT_FIELD_MESSAGE:
-			f->message = token;
-			break;
-		case FT_FIELD_NONE:
-			break;
-	}
-	f->current = FT_FIELD_NONE;
-	return FT_JSON_OK;
-}
-
 /*
  * Run PostgreSQL's JSON parser over a reply body with the semantic actions
  * sem; when lexp is not NULL, *lexp is set to the lexer before parsing
@@ -331,7 +229,8 @@ ft_json_run(const char *body, size_t len, JsonSemAction *sem,
  * is zeroed and handed to the semantic actions of actions (whose own
  * semstate is ignored).  Returns false, with state zeroed again, when the
  * body is not usable JSON (see ft_json_run).  Strings the actions keep
- * are allocated in CurrentMemoryContext.  Shared by every provider.
+ * are allocated in CurrentMemoryContext.  For a provider that reads more
+ * than top-level fields (Stripe); ft_gateway_json_fields reads those.
  */
 bool
 ft_gateway_parse_json(const char *body, size_t len,
@@ -350,17 +249,6 @@ ft_gateway_parse_json(const char *body, size_t len,
 	return true;
 }
 
-/* the semantic actions that fill FtReplyFields */
-static const JsonSemAction ft_reply_actions = {
-	.object_start = reply_object_start,
-	.object_end = reply_nest_end,
-	.array_start = reply_nest_start,
-	.array_end = reply_nest_end,
-	.object_field_start = reply_field_start,
-	.object_field_end = reply_field_end,
-	.scalar = reply_scalar,
-};
-
 /*
  * The start of every classifier of this provider: returns false when the
  * transport already classified the reply (result is final), else true
@@ -372,10 +260,19 @@ static bool
 generic_read_reply(const FtGatewayReply *reply, FtClassification *result,
 				   FtReplyFields *f)
 {
+	const FtJsonField fields[] = {
+		{"status", false, &f->status},
+		{"payment_id", false, &f->payment_id},
+		{"refund_id", false, &f->refund_id},
+		{"decline_code", false, &f->decline_code},
+		{"error", false, &f->error},
+		{"message", false, &f->message},
+	};
+
 	if (ft_gateway_classify_transport(reply, result))
 		return false;
-	(void) ft_gateway_parse_json(reply->body, reply->body_len,
-								 &ft_reply_actions, f, sizeof(*f));
+	f->top_is_object = ft_gateway_json_fields(reply->body, reply->body_len,
+											  fields, lengthof(fields));
 	return true;
 }
 
@@ -436,13 +333,15 @@ ft_set_action_required(FtClassification *result, const FtReplyFields *f,
 					   const FtGatewayReply *reply)
 {
 	char	   *secret;
+	const FtJsonField fields[] = {
+		{"client_secret", false, &secret},
+		{"next_action", true, &result->next_action},
+	};
 
 	result->outcome = FT_OUTCOME_ACTION_REQUIRED;
 	result->payment_id = pstrdup(f->payment_id);
-	result->next_action = ft_gateway_json_field(reply->body, reply->body_len,
-												"next_action", false);
-	secret = ft_gateway_json_field(reply->body, reply->body_len,
-								   "client_secret", true);
+	(void) ft_gateway_json_fields(reply->body, reply->body_len,
+								  fields, lengthof(fields));
 	result->client_secret = secret ? ft_gateway_clean_text(secret, FT_PAYMENT_ID_MAX) : NULL;
 	result->error = psprintf("%s requires_action: waiting for the customer",
 							 ft_gateway_clean_text(f->payment_id, FT_PAYMENT_ID_MAX));
@@ -503,6 +402,38 @@ ft_gateway_classify_transport(const FtGatewayReply *reply,
 	return false;
 }
 
+/* a 2xx reply whose body is a JSON object with "status": status */
+static bool
+generic_reply_says(const FtGatewayReply *reply, const FtReplyFields *f,
+				   const char *status)
+{
+	return reply->http_status >= 200 && reply->http_status <= 299 &&
+		f->top_is_object && f->status != NULL && strcmp(f->status, status) == 0;
+}
+
+/*
+ * A reply that settles nothing: transient.  A 2xx one is "HTTP <status>
+ * <unexpected>"; any other (409, 429, 5xx and anything unexpected: 404,
+ * 3xx) is given in the reply's own words, and 401/403 are a credentials
+ * problem.  The reply's Retry-After is honoured.
+ */
+static void
+generic_set_retry(const FtGatewayReply *reply, const FtReplyFields *f,
+				  FtClassification *result, const char *unexpected)
+{
+	int			status = reply->http_status;
+
+	if (status >= 200 && status <= 299)
+		ft_gateway_set_retry(result, psprintf("HTTP %d %s", status, unexpected));
+	else
+	{
+		ft_gateway_set_retry(result, ft_http_reason(status, f));
+		result->auth_problem = (status == 401 || status == 403);
+	}
+	result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+												  reply->now);
+}
+
 /*
  * The reply table of docs/reference.md, "Wire protocol".  result is fully
  * overwritten; its strings are palloc'd in CurrentMemoryContext.
@@ -516,158 +447,152 @@ generic_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 	if (!generic_read_reply(reply, result, &f))
 		return;
 
-	if (status >= 200 && status <= 299)
+	if (generic_reply_says(reply, &f, "succeeded") &&
+		ft_valid_payment_id(f.payment_id))
 	{
-		if (!f.top_is_object)
-			ft_gateway_set_retry(result, psprintf("HTTP %d malformed reply", status));
-		else if (f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
-				 ft_valid_payment_id(f.payment_id))
-		{
-			result->outcome = FT_OUTCOME_PAID;
-			result->payment_id = pstrdup(f.payment_id);
-			return;
-		}
-		else if (f.status != NULL && strcmp(f.status, "declined") == 0)
-		{
-			ft_set_declined(result, &f);
-			return;
-		}
-		else if (f.status != NULL && strcmp(f.status, "requires_action") == 0 &&
-				 ft_valid_payment_id(f.payment_id))
-		{
-			ft_set_action_required(result, &f, reply);
-			return;
-		}
-		else
-			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
+		result->outcome = FT_OUTCOME_PAID;
+		result->payment_id = pstrdup(f.payment_id);
 	}
-	else if (status == 402)
-	{
+	else if (generic_reply_says(reply, &f, "declined") || status == 402)
 		ft_set_declined(result, &f);
-		return;
-	}
+	else if (generic_reply_says(reply, &f, "requires_action") &&
+			 ft_valid_payment_id(f.payment_id))
+		ft_set_action_required(result, &f, reply);
 	else if (status == 400 || status == 422)
 	{
 		result->outcome = FT_OUTCOME_FAILED;
 		result->error = ft_http_reason(status, &f);
-		return;
-	}
-	else if (status == 401 || status == 403)
-	{
-		ft_gateway_set_retry(result, ft_http_reason(status, &f));
-		result->auth_problem = true;
 	}
 	else
-	{
-		/* 409, 429, 5xx and anything unexpected (404, 3xx): transient */
-		ft_gateway_set_retry(result, ft_http_reason(status, &f));
-	}
-
-	result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
-												  reply->now);
+		generic_set_retry(reply, &f, result,
+						  f.top_is_object ? "unexpected reply" : "malformed reply");
 }
 
-/* semantic-action state of ft_gateway_json_field */
-typedef struct FtFieldCapture
+/* semantic-action state of ft_gateway_json_fields */
+typedef struct FtFieldWalk
 {
 	JsonLexContext *lex;
-	const char *field;
-	bool		want_string;
+	const FtJsonField *fields;
+	int			nfields;
 	int			depth;
 	bool		top_is_object;
-	bool		next_is_value;	/* the field's value comes next */
-	bool		capturing;		/* inside the field's object or array */
-	const char *start;
-	char	   *result;
-} FtFieldCapture;
+	const FtJsonField *next;	/* the field whose value comes next */
+	const FtJsonField *capturing;	/* the raw field whose object or array
+									 * the parser is in */
+	const char *start;			/* where that value starts */
+} FtFieldWalk;
 
 static FtJsonResult
-capture_nest_start(void *state)
+walk_nest_start(void *state)
 {
-	FtFieldCapture *c = (FtFieldCapture *) state;
+	FtFieldWalk *w = (FtFieldWalk *) state;
 
-	if (c->depth == 0)
-		c->top_is_object = (c->lex->token_type == JSON_TOKEN_OBJECT_START);
-	if (c->next_is_value && c->depth == 1 && !c->want_string)
+	if (w->depth == 0)
+		w->top_is_object = (w->lex->token_type == JSON_TOKEN_OBJECT_START);
+	if (w->next != NULL && w->next->raw && w->depth == 1)
 	{
 		/* the lexer is at the value's opening bracket */
-		c->capturing = true;
-		c->start = c->lex->token_start;
+		w->capturing = w->next;
+		w->start = w->lex->token_start;
 	}
-	c->next_is_value = false;
-	c->depth++;
+	w->next = NULL;
+	w->depth++;
 	return FT_JSON_OK;
 }
 
 static FtJsonResult
-capture_nest_end(void *state)
+walk_nest_end(void *state)
 {
-	FtFieldCapture *c = (FtFieldCapture *) state;
+	FtFieldWalk *w = (FtFieldWalk *) state;
 
-	c->depth--;
-	if (c->capturing && c->depth == 1)
+	w->depth--;
+	if (w->capturing != NULL && w->depth == 1)
 	{
 		/* the lexer has just consumed the value's closing bracket */
-		c->capturing = false;
-		c->result = pnstrdup(c->start, c->lex->prev_token_terminator - c->start);
+		*w->capturing->value = pnstrdup(w->start,
+										w->lex->prev_token_terminator - w->start);
+		w->capturing = NULL;
 	}
 	return FT_JSON_OK;
 }
 
 static FtJsonResult
-capture_field_start(void *state, char *fname, bool isnull)
+walk_field_start(void *state, char *fname, bool isnull)
 {
-	FtFieldCapture *c = (FtFieldCapture *) state;
+	FtFieldWalk *w = (FtFieldWalk *) state;
 
-	c->next_is_value = (c->depth == 1 && c->top_is_object && fname != NULL &&
-						strcmp(fname, c->field) == 0);
+	w->next = NULL;
+	if (w->depth != 1 || !w->top_is_object || fname == NULL)
+		return FT_JSON_OK;
+	for (int i = 0; i < w->nfields; i++)
+	{
+		if (strcmp(fname, w->fields[i].name) == 0)
+		{
+			w->next = &w->fields[i];
+			break;
+		}
+	}
 	return FT_JSON_OK;
 }
 
 static FtJsonResult
-capture_scalar(void *state, char *token, JsonTokenType tokentype)
+walk_scalar(void *state, char *token, JsonTokenType tokentype)
 {
-	FtFieldCapture *c = (FtFieldCapture *) state;
+	FtFieldWalk *w = (FtFieldWalk *) state;
 
-	if (c->next_is_value && c->want_string && tokentype == JSON_TOKEN_STRING &&
-		token != NULL)
-		c->result = pstrdup(token);
-	c->next_is_value = false;
+	/* the parser's token is a palloc'd copy: kept as it is */
+	if (w->next != NULL && !w->next->raw &&
+		tokentype == JSON_TOKEN_STRING && token != NULL)
+		*w->next->value = token;
+	w->next = NULL;
 	return FT_JSON_OK;
 }
 
-/* the semantic actions of ft_gateway_json_field */
-static const JsonSemAction ft_capture_actions = {
-	.object_start = capture_nest_start,
-	.object_end = capture_nest_end,
-	.array_start = capture_nest_start,
-	.array_end = capture_nest_end,
-	.object_field_start = capture_field_start,
-	.scalar = capture_scalar,
+/* the semantic actions of ft_gateway_json_fields */
+static const JsonSemAction ft_walk_actions = {
+	.object_start = walk_nest_start,
+	.object_end = walk_nest_end,
+	.array_start = walk_nest_start,
+	.array_end = walk_nest_end,
+	.object_field_start = walk_field_start,
+	.scalar = walk_scalar,
 };
 
-/*
- * The top-level field of a JSON object body: with want_string its string
- * value (NULL if it is no string), else the JSON text of its value when
- * that is an object or an array (next_action), NULL otherwise.  NULL also
- * when the body is not usable JSON; a repeated field gives its last value.
- * PostgreSQL's JSON parser through ft_json_run, as for every reply.
- */
-char *
-ft_gateway_json_field(const char *body, size_t len, const char *field,
-					  bool want_string)
+/* every value of fields[] NULL */
+static void
+ft_json_fields_clear(const FtJsonField *fields, int nfields)
 {
-	FtFieldCapture capture;
-	JsonSemAction sem = ft_capture_actions;
+	for (int i = 0; i < nfields; i++)
+		*fields[i].value = NULL;
+}
 
-	memset(&capture, 0, sizeof(capture));
-	capture.field = field;
-	capture.want_string = want_string;
-	sem.semstate = &capture;
+/*
+ * The top-level fields of a JSON object body, in one pass: each field's
+ * value is its string (raw false), or the JSON text of its object or
+ * array (raw true: next_action), and NULL when the field is absent or its
+ * value of the other kind; a repeated field gives its last value.
+ * Returns true when the body is a JSON object; false, with every value
+ * NULL, when it is not usable JSON (see ft_json_run).  Allocates in
+ * CurrentMemoryContext.  PostgreSQL's JSON parser, as for every reply.
+ */
+bool
+ft_gateway_json_fields(const char *body, size_t len,
+					   const FtJsonField *fields, int nfields)
+{
+	FtFieldWalk walk;
+	JsonSemAction sem = ft_walk_actions;
 
-	if (!ft_json_run(body, len, &sem, &capture.lex))
-		return NULL;
-	return capture.result;
+	ft_json_fields_clear(fields, nfields);
+	memset(&walk, 0, sizeof(walk));
+	walk.fields = fields;
+	walk.nfields = nfields;
+	sem.semstate = &walk;
+	if (!ft_json_run(body, len, &sem, &walk.lex))
+	{
+		ft_json_fields_clear(fields, nfields);
+		return false;
+	}
+	return walk.top_is_object;
 }
 
 /* GET prefix/key, or NULL when there is no key to look up */
@@ -749,31 +674,21 @@ generic_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 
 	if (!generic_read_reply(reply, result, &f))
 		return;
-	if (status >= 200 && status <= 299 && f.top_is_object &&
-		f.status != NULL && strcmp(f.status, "succeeded") == 0 &&
+	if (generic_reply_says(reply, &f, "succeeded") &&
 		ft_valid_payment_id(f.refund_id))
 	{
 		result->outcome = FT_OUTCOME_REFUNDED;
 		result->payment_id = pstrdup(f.refund_id);
-		return;
 	}
-	if ((status >= 200 && status <= 299 && f.top_is_object &&
-		 f.status != NULL && strcmp(f.status, "failed") == 0) ||
-		status == 402 || status == 400 || status == 422)
+	else if (generic_reply_says(reply, &f, "failed") ||
+			 status == 402 || status == 400 || status == 422)
 	{
 		result->outcome = FT_OUTCOME_REFUND_FAILED;
 		result->payment_id = ft_valid_payment_id(f.refund_id) ? pstrdup(f.refund_id) : NULL;
 		result->error = ft_http_reason(status, &f);
-		return;
 	}
-	if (status >= 200 && status <= 299)
-		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected refund reply", status));
 	else
-	{
-		ft_gateway_set_retry(result, ft_http_reason(status, &f));
-		result->auth_problem = (status == 401 || status == 403);
-	}
-	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+		generic_set_retry(reply, &f, result, "unexpected refund reply");
 }
 
 /* GET /refunds/{refund_key} */

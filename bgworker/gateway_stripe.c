@@ -187,31 +187,34 @@ ft_stripe_valid_id(const char *s)
 	return true;
 }
 
-static char *
-stripe_recheck(const FtPaymentRequest *req, const char *prefix)
+/*
+ * The path base/id followed by suffix, when id is a Stripe id of the kind
+ * its prefix names ("pi_", "re_", ...); else NULL.
+ */
+char *
+ft_stripe_id_path(const char *id, const char *prefix, const char *base,
+				  const char *suffix)
 {
-	if (!ft_stripe_valid_id(req->pending_ref))
+	if (id == NULL || strncmp(id, prefix, strlen(prefix)) != 0 ||
+		!ft_stripe_valid_id(id))
 		return NULL;
-	return psprintf("%s/%s", prefix, req->pending_ref);
+	return psprintf("%s/%s%s", base, id, suffix);
 }
 
 static char *
 stripe_intent_recheck(const FtPaymentRequest *req)
 {
 	/* only a PaymentIntent id can be re-checked here */
-	if (req->pending_ref == NULL || strncmp(req->pending_ref, "pi_", 3) != 0)
-		return NULL;
-	return stripe_recheck(req, "/v1/payment_intents");
+	return ft_stripe_id_path(req->pending_ref, "pi_", "/v1/payment_intents", "");
 }
 
+/* a charge (ch_) or a payment of another method (py_) */
 static char *
 stripe_charge_recheck(const FtPaymentRequest *req)
 {
-	if (req->pending_ref == NULL ||
-		(strncmp(req->pending_ref, "ch_", 3) != 0 &&
-		 strncmp(req->pending_ref, "py_", 3) != 0))
-		return NULL;
-	return stripe_recheck(req, "/v1/charges");
+	char	   *path = ft_stripe_id_path(req->pending_ref, "ch_", "/v1/charges", "");
+
+	return path ? path : ft_stripe_id_path(req->pending_ref, "py_", "/v1/charges", "");
 }
 
 /*
@@ -565,11 +568,14 @@ ft_stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 			ft_stripe_classify_object(status, &f, result);
 		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
 		{
-			char	   *secret = ft_gateway_json_field(reply->body, reply->body_len,
-													   "client_secret", true);
+			char	   *secret;
+			const FtJsonField fields[] = {
+				{"client_secret", false, &secret},
+				{"next_action", true, &result->next_action},
+			};
 
-			result->next_action = ft_gateway_json_field(reply->body, reply->body_len,
-														"next_action", false);
+			(void) ft_gateway_json_fields(reply->body, reply->body_len,
+										  fields, lengthof(fields));
 			result->client_secret = secret ? ft_gateway_clean_text(secret, FT_STRIPE_ID_MAX) : NULL;
 		}
 		if (result->outcome == FT_OUTCOME_RETRY)

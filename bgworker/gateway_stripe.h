@@ -67,6 +67,8 @@ typedef struct FtStripeFields
 
 extern void ft_stripe_form_add(StringInfo body, const char *name, const char *value);
 extern bool ft_stripe_valid_id(const char *s);
+extern char *ft_stripe_id_path(const char *id, const char *prefix,
+							   const char *base, const char *suffix);
 extern bool ft_stripe_read_reply(const FtGatewayReply *reply,
 								 FtClassification *result,
 								 FtStripeFields *f);

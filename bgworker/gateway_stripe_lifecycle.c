@@ -28,9 +28,9 @@ ft_stripe_intent_lookup(const FtPaymentRequest *req)
 	char	   *q;
 	char	   *path;
 
-	if (req->pending_ref != NULL && strncmp(req->pending_ref, "pi_", 3) == 0 &&
-		ft_stripe_valid_id(req->pending_ref))
-		return psprintf("/v1/payment_intents/%s", req->pending_ref);
+	path = ft_stripe_id_path(req->pending_ref, "pi_", "/v1/payment_intents", "");
+	if (path != NULL)
+		return path;
 	snprintf(query, sizeof(query), "metadata['order_id']:'" INT64_FORMAT "'",
 			 req->order_id);
 	q = curl_easy_escape(NULL, query, 0);
@@ -180,10 +180,7 @@ ft_stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 char *
 ft_stripe_refund_lookup(const FtPaymentRequest *req)
 {
-	if (req->refund_ref == NULL || strncmp(req->refund_ref, "re_", 3) != 0 ||
-		!ft_stripe_valid_id(req->refund_ref))
-		return NULL;
-	return psprintf("/v1/refunds/%s", req->refund_ref);
+	return ft_stripe_id_path(req->refund_ref, "re_", "/v1/refunds", "");
 }
 
 void
@@ -214,10 +211,8 @@ ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 char *
 ft_stripe_intent_cancel(const FtPaymentRequest *req)
 {
-	if (req->pending_ref == NULL || strncmp(req->pending_ref, "pi_", 3) != 0 ||
-		!ft_stripe_valid_id(req->pending_ref))
-		return NULL;
-	return psprintf("/v1/payment_intents/%s/cancel", req->pending_ref);
+	return ft_stripe_id_path(req->pending_ref, "pi_", "/v1/payment_intents",
+							 "/cancel");
 }
 
 /*

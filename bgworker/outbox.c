@@ -61,19 +61,27 @@ static const char *const ft_lock_due_sql =
 " LIMIT $1"
 "   FOR UPDATE SKIP LOCKED";
 
+/*
+ * What both claims do with the locked events s(event_id, live, ...): delete
+ * those that are not live, lease the others for $3 ms.  The lease's SET
+ * list is left open.
+ */
+#define FT_CLAIM_LEASE_SQL \
+"), d AS (" \
+"  DELETE FROM ft_orders.outbox ob USING s" \
+"   WHERE ob.event_id = s.event_id AND NOT s.live" \
+"), u AS (" \
+"  UPDATE ft_orders.outbox ob" \
+"     SET attempts = ob.attempts + 1," \
+"         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000)," \
+"         lease_until = now() + make_interval(secs => $3::float8 / 1000)"
+
 static const char *const ft_claim_sql =
 "WITH s AS ("
 "  SELECT c.event_id, coalesce(o.status = 'pending', false) AS live"
 "    FROM unnest($1::bigint[], $2::bigint[]) AS c(event_id, order_id)"
 "    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id"
-"), d AS ("
-"  DELETE FROM ft_orders.outbox ob USING s"
-"   WHERE ob.event_id = s.event_id AND NOT s.live"
-"), u AS ("
-"  UPDATE ft_orders.outbox ob"
-"     SET attempts = ob.attempts + 1,"
-"         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000),"
-"         lease_until = now() + make_interval(secs => $3::float8 / 1000)"
+FT_CLAIM_LEASE_SQL
 "    FROM s"
 "   WHERE ob.event_id = s.event_id AND s.live"
 "  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until"
@@ -109,14 +117,7 @@ static const char *const ft_claim13_sql =
 "    JOIN ft_orders.outbox ob ON ob.event_id = c.event_id"
 "    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id"
 "    LEFT JOIN ft_orders.refunds r ON r.refund_id = ob.refund_id"
-"), d AS ("
-"  DELETE FROM ft_orders.outbox ob USING s"
-"   WHERE ob.event_id = s.event_id AND NOT s.live"
-"), u AS ("
-"  UPDATE ft_orders.outbox ob"
-"     SET attempts = ob.attempts + 1,"
-"         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000),"
-"         lease_until = now() + make_interval(secs => $3::float8 / 1000),"
+FT_CLAIM_LEASE_SQL ","
 "         first_sent_at = CASE WHEN s.look THEN ob.first_sent_at"
 "                              ELSE coalesce(ob.first_sent_at, now()) END"
 "    FROM s"
@@ -168,6 +169,20 @@ static const char *const ft_attempts13_sql =
 "                     $5::text[], $6::float8[], $7::timestamptz[], $8::text[],"
 "                     $9::bigint[])";
 
+static const FtJobColumn ft_attempts_cols[] = {
+	FT_COL_ORDER_ID, FT_COL_ORDER_ATTEMPT, FT_COL_HTTP_STATUS,
+	FT_COL_OUTCOME, FT_COL_ERROR, FT_COL_LATENCY, FT_COL_STARTED,
+	FT_COL_REQUEST, FT_COL_REFUND_ID
+};
+
+/* before 1.3 (the first seven columns only), from 1.3 */
+static FtJobStatement ft_attempts[2] = {
+	{ft_attempts_sql, ft_attempts_cols, 7,
+	SPI_OK_INSERT, "recording payment attempts"},
+	{ft_attempts13_sql, ft_attempts_cols, lengthof(ft_attempts_cols),
+	SPI_OK_INSERT, "recording payment attempts"},
+};
+
 /*
  * Settled events (paid, declined, failed): delete the leased outbox row,
  * park failed ones in dead_letters, then ft_orders._change_status moves
@@ -203,6 +218,19 @@ static const char *const ft_final_sql = FT_FINAL_SQL("", "");
 /* schema 1.3: a dead letter keeps first_sent_at for its requeue */
 static const char *const ft_final13_sql = FT_FINAL_SQL(", first_sent_at", ", x.first_sent_at");
 
+static const FtJobColumn ft_final_cols[] = {
+	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_OUTCOME, FT_COL_ORDER_ATTEMPT,
+	FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DETAIL
+};
+
+/* before 1.3, from 1.3 */
+static FtJobStatement ft_final[2] = {
+	{ft_final_sql, ft_final_cols, lengthof(ft_final_cols),
+	SPI_OK_SELECT, "recording settled payments"},
+	{ft_final13_sql, ft_final_cols, lengthof(ft_final_cols),
+	SPI_OK_SELECT, "recording settled payments"},
+};
+
 
 /*
  * transient failures: give the lease back with a delay.  A payment the
@@ -228,12 +256,29 @@ static const char *const ft_retry_sql =
 "       payment_id = coalesce(u.payment_id, o.payment_id)"
 "  FROM u WHERE o.order_id = u.order_id";
 
+static const FtJobColumn ft_retry_cols[] = {
+	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_DELAY, FT_COL_ERROR,
+	FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID
+};
+
+static FtJobStatement ft_retry = {
+	ft_retry_sql, ft_retry_cols, lengthof(ft_retry_cols),
+	SPI_OK_UPDATE, "rescheduling payments"
+};
+
 /* unfinished work of a stopping worker: due again at once */
 static const char *const ft_release_sql =
 "UPDATE ft_orders.outbox ob"
 "   SET next_attempt_at = now(), lease_until = NULL"
 "  FROM unnest($1::bigint[], $2::timestamptz[]) AS r(event_id, lease_until)"
 " WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until";
+
+static const FtJobColumn ft_release_cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+
+static FtJobStatement ft_release = {
+	ft_release_sql, ft_release_cols, lengthof(ft_release_cols),
+	SPI_OK_UPDATE, "releasing outbox leases"
+};
 
 /* the launcher, when no worker can hold a live lease */
 static const char *const ft_release_all_sql =
@@ -349,76 +394,80 @@ ft_outbox_exec(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
 		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
 }
 
-/* element type and array type of each FtJobColumn */
+/*
+ * Each FtJobColumn: its element and array types and, for a column that is
+ * a field of FtJob, the field's offset; with zero_is_null, a field of 0
+ * (numbers) is SQL NULL.  A string field is NULL when its pointer is.  The
+ * columns computed from a job (request, outcome, detail) have no field.
+ */
 static const struct
 {
 	Oid			elemtype;
 	Oid			arraytype;
-}			ft_job_column_types[] = {
-	[FT_COL_EVENT_ID] = {INT8OID, INT8ARRAYOID},
-	[FT_COL_ORDER_ID] = {INT8OID, INT8ARRAYOID},
-	[FT_COL_REFUND_ID] = {INT8OID, INT8ARRAYOID},
-	[FT_COL_LEASE] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
-	[FT_COL_STARTED] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID},
-	[FT_COL_ORDER_ATTEMPT] = {INT4OID, INT4ARRAYOID},
-	[FT_COL_HTTP_STATUS] = {INT4OID, INT4ARRAYOID},
-	[FT_COL_DELAY] = {INT4OID, INT4ARRAYOID},
-	[FT_COL_LATENCY] = {FLOAT8OID, FLOAT8ARRAYOID},
+	size_t		offset;
+	bool		zero_is_null;
+}			ft_job_columns[] = {
+	[FT_COL_EVENT_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, event_id)},
+	[FT_COL_ORDER_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, order_id)},
+	/* charges have none */
+	[FT_COL_REFUND_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, refund_id), true},
+	[FT_COL_LEASE] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, offsetof(FtJob, lease_until)},
+	[FT_COL_STARTED] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, offsetof(FtJob, started_at)},
+	[FT_COL_ORDER_ATTEMPT] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, order_attempt)},
+	/* 0: no HTTP reply */
+	[FT_COL_HTTP_STATUS] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, http_status), true},
+	[FT_COL_DELAY] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, delay_ms)},
+	[FT_COL_LATENCY] = {FLOAT8OID, FLOAT8ARRAYOID, offsetof(FtJob, latency_ms)},
 	[FT_COL_REQUEST] = {TEXTOID, TEXTARRAYOID},
 	[FT_COL_OUTCOME] = {TEXTOID, TEXTARRAYOID},
 	[FT_COL_DETAIL] = {TEXTOID, TEXTARRAYOID},
-	[FT_COL_PAYMENT_ID] = {TEXTOID, TEXTARRAYOID},
-	[FT_COL_ERROR] = {TEXTOID, TEXTARRAYOID},
-	[FT_COL_NEXT_ACTION] = {TEXTOID, TEXTARRAYOID},
-	[FT_COL_CLIENT_SECRET] = {TEXTOID, TEXTARRAYOID},
+	[FT_COL_PAYMENT_ID] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, payment_id)},
+	[FT_COL_ERROR] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, error)},
+	[FT_COL_NEXT_ACTION] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, next_action)},
+	[FT_COL_CLIENT_SECRET] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, client_secret)},
 };
 
-StaticAssertDecl(lengthof(ft_job_column_types) == FT_COL_CLIENT_SECRET + 1,
-				 "one type per job column");
+StaticAssertDecl(lengthof(ft_job_columns) == FT_COL_CLIENT_SECRET + 1,
+				 "one entry per job column");
 
 /* the value of column col for one job; *isnull set */
 static Datum
 ft_job_datum(const FtJob *job, FtJobColumn col, bool *isnull)
 {
+	const char *field;
+	int64		number;
+
 	*isnull = false;
 	switch (col)
 	{
-		case FT_COL_EVENT_ID:
-			return Int64GetDatum(job->event_id);
-		case FT_COL_ORDER_ID:
-			return Int64GetDatum(job->order_id);
-		case FT_COL_REFUND_ID:
-			/* charges have none */
-			*isnull = (job->refund_id == 0);
-			return Int64GetDatum(job->refund_id);
-		case FT_COL_LEASE:
-			return TimestampTzGetDatum(job->lease_until);
-		case FT_COL_STARTED:
-			return TimestampTzGetDatum(job->started_at);
-		case FT_COL_ORDER_ATTEMPT:
-			return Int32GetDatum(job->order_attempt);
-		case FT_COL_HTTP_STATUS:
-			/* 0: no HTTP reply */
-			*isnull = (job->http_status == 0);
-			return Int32GetDatum(job->http_status);
-		case FT_COL_DELAY:
-			return Int32GetDatum(job->delay_ms);
-		case FT_COL_LATENCY:
-			return Float8GetDatum(job->latency_ms);
 		case FT_COL_REQUEST:
 			return CStringGetTextDatum(ft_request_name(job->kind));
 		case FT_COL_OUTCOME:
 			return CStringGetTextDatum(ft_outcome_name(job->outcome));
 		case FT_COL_DETAIL:
 			return CStringGetTextDatum(ft_detail(job));
-		case FT_COL_PAYMENT_ID:
-			return ft_text_or_null(job->payment_id, isnull);
-		case FT_COL_ERROR:
-			return ft_text_or_null(job->error, isnull);
-		case FT_COL_NEXT_ACTION:
-			return ft_text_or_null(job->next_action, isnull);
-		case FT_COL_CLIENT_SECRET:
-			return ft_text_or_null(job->client_secret, isnull);
+		default:
+			break;
+	}
+
+	/* a field of the job, read as its column's type */
+	field = (const char *) job + ft_job_columns[col].offset;
+	switch (ft_job_columns[col].elemtype)
+	{
+		case INT8OID:
+			number = *(const int64 *) field;
+			*isnull = (ft_job_columns[col].zero_is_null && number == 0);
+			return Int64GetDatum(number);
+		case INT4OID:
+			number = *(const int32 *) field;
+			*isnull = (ft_job_columns[col].zero_is_null && number == 0);
+			return Int32GetDatum((int32) number);
+		case TIMESTAMPTZOID:
+			return TimestampTzGetDatum(*(const TimestampTz *) field);
+		case FLOAT8OID:
+			return Float8GetDatum(*(const double *) field);
+		case TEXTOID:
+			return ft_text_or_null(*(char *const *) field, isnull);
 	}
 	elog(ERROR, "unknown outbox job column %d", (int) col);
 	return (Datum) 0;			/* keep compiler quiet */
@@ -437,31 +486,30 @@ ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols, int ncols,
 
 	for (int k = 0; k < ncols; k++)
 	{
-		Assert(OidIsValid(ft_job_column_types[cols[k]].elemtype));
+		Assert(OidIsValid(ft_job_columns[cols[k]].elemtype));
 		for (int i = 0; i < njobs; i++)
 			elems[i] = ft_job_datum(jobs[i], cols[k], &nulls[i]);
 		/* construct_md_array copies: elems serves the next column */
 		values[k] = ft_array(elems, nulls, njobs,
-							 ft_job_column_types[cols[k]].elemtype);
-		argtypes[k] = ft_job_column_types[cols[k]].arraytype;
+							 ft_job_columns[cols[k]].elemtype);
+		argtypes[k] = ft_job_columns[cols[k]].arraytype;
 	}
 }
 
 /*
- * Run the batch statement sql over jobs, its parameters being the arrays
- * of cols (ft_job_arrays), with ft_outbox_exec.
+ * Run the batch statement stmt over jobs, its parameters being the arrays
+ * of its columns (ft_job_arrays), with ft_outbox_exec.
  */
 void
-ft_outbox_run_jobs(SPIPlanPtr *plan, const char *sql, FtJob **jobs, int njobs,
-				   const FtJobColumn *cols, int ncols,
-				   int expected, const char *what)
+ft_outbox_run_jobs(FtJobStatement *stmt, FtJob **jobs, int njobs)
 {
 	Datum		values[FT_JOB_MAX_COLUMNS];
 	Oid			argtypes[FT_JOB_MAX_COLUMNS];
 
-	Assert(ncols <= FT_JOB_MAX_COLUMNS);
-	ft_job_arrays(jobs, njobs, cols, ncols, values, argtypes);
-	ft_outbox_exec(plan, sql, ncols, argtypes, values, expected, what);
+	Assert(stmt->ncols <= FT_JOB_MAX_COLUMNS);
+	ft_job_arrays(jobs, njobs, stmt->cols, stmt->ncols, values, argtypes);
+	ft_outbox_exec(&stmt->plan, stmt->sql, stmt->ncols, argtypes, values,
+				   stmt->expected, stmt->what);
 }
 
 /*
@@ -623,55 +671,6 @@ ft_outbox_next_due(void)
 }
 
 /*
- * One payment_attempts row per job.  Before 1.3 the table has neither
- * request nor refund_id: the first seven columns only.
- */
-static void
-ft_record_attempts(FtJob **jobs, int n, bool lifecycle)
-{
-	static const FtJobColumn cols[] = {
-		FT_COL_ORDER_ID, FT_COL_ORDER_ATTEMPT, FT_COL_HTTP_STATUS,
-		FT_COL_OUTCOME, FT_COL_ERROR, FT_COL_LATENCY, FT_COL_STARTED,
-		FT_COL_REQUEST, FT_COL_REFUND_ID
-	};
-	static SPIPlanPtr plans[2];	/* before 1.3, from 1.3 */
-
-	ft_outbox_run_jobs(&plans[lifecycle ? 1 : 0],
-					   lifecycle ? ft_attempts13_sql : ft_attempts_sql,
-					   jobs, n, cols, lifecycle ? lengthof(cols) : 7,
-					   SPI_OK_INSERT, "recording payment attempts");
-}
-
-static void
-ft_record_final(FtJob **jobs, int n, bool lifecycle)
-{
-	static const FtJobColumn cols[] = {
-		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_OUTCOME, FT_COL_ORDER_ATTEMPT,
-		FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DETAIL
-	};
-	static SPIPlanPtr plans[2];	/* before 1.3, from 1.3 */
-
-	ft_outbox_run_jobs(&plans[lifecycle ? 1 : 0],
-					   lifecycle ? ft_final13_sql : ft_final_sql,
-					   jobs, n, cols, lengthof(cols),
-					   SPI_OK_SELECT, "recording settled payments");
-}
-
-static void
-ft_record_retries(FtJob **jobs, int n)
-{
-	static const FtJobColumn cols[] = {
-		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_DELAY, FT_COL_ERROR,
-		FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID
-	};
-	static SPIPlanPtr plan = NULL;
-
-	ft_outbox_run_jobs(&plan, ft_retry_sql, jobs, n,
-					   cols, lengthof(cols),
-					   SPI_OK_UPDATE, "rescheduling payments");
-}
-
-/*
  * Run the settle statement once on an empty batch: it writes nothing, but
  * the one-time costs of the first settle (planning, loading PL/pgSQL and
  * compiling _change_status) are paid before the worker's first request,
@@ -681,7 +680,7 @@ ft_record_retries(FtJob **jobs, int n)
 void
 ft_outbox_warm_up(void)
 {
-	ft_record_final(NULL, 0, ft_outbox_lifecycle());
+	ft_outbox_run_jobs(&ft_final[ft_outbox_lifecycle() ? 1 : 0], NULL, 0);
 }
 
 
@@ -733,19 +732,19 @@ ft_outbox_record(FtJob **jobs, int njobs)
 	if (!lifecycle && (nunknown > 0 || nrefunds > 0 || naction > 0))
 		elog(ERROR, "payment worker holds look-up or refund results but the ft_orders schema is older than 1.3");
 
-	ft_record_attempts(jobs, njobs, lifecycle);
+	ft_outbox_run_jobs(&ft_attempts[lifecycle ? 1 : 0], jobs, njobs);
 	if (nsettled > 0)
-		ft_record_final(settled, nsettled, lifecycle);
+		ft_outbox_run_jobs(&ft_final[lifecycle ? 1 : 0], settled, nsettled);
 	if (nretries > 0)
-		ft_record_retries(retries, nretries);
+		ft_outbox_run_jobs(&ft_retry, retries, nretries);
 	if (nunknown > 0)
-		ft_lifecycle_record_unknown(unknown, nunknown);
+		ft_outbox_run_jobs(&ft_lifecycle_unknown, unknown, nunknown);
 	if (naction > 0)
 		ft_lifecycle_record_action(action, naction);
 	if (nrefunds > 0)
-		ft_lifecycle_record_refunds(refunds, nrefunds);
+		ft_outbox_run_jobs(&ft_lifecycle_refunds, refunds, nrefunds);
 	if (npaid > 0 && lifecycle)
-		ft_lifecycle_refund_canceled(paid, npaid);
+		ft_outbox_run_jobs(&ft_lifecycle_refund_canceled, paid, npaid);
 }
 
 /*
@@ -755,14 +754,9 @@ ft_outbox_record(FtJob **jobs, int njobs)
 void
 ft_outbox_release(FtJob **jobs, int njobs)
 {
-	static const FtJobColumn cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
-	static SPIPlanPtr plan = NULL;
-
 	if (njobs <= 0)
 		return;
-	ft_outbox_run_jobs(&plan, ft_release_sql, jobs, njobs,
-					   cols, lengthof(cols),
-					   SPI_OK_UPDATE, "releasing outbox leases");
+	ft_outbox_run_jobs(&ft_release, jobs, njobs);
 }
 
 /*

@@ -47,6 +47,16 @@ static const char *const ft_unknown_sql =
 "   SET attempts = u.order_attempts, last_error = u.error"
 "  FROM u WHERE o.order_id = u.order_id AND u.refund_id IS NULL";
 
+static const FtJobColumn ft_unknown_cols[] = {
+	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_ORDER_ATTEMPT, FT_COL_ERROR
+};
+
+/* charges and refunds alike (FT_OUTCOME_UNKNOWN) */
+FtJobStatement ft_lifecycle_unknown = {
+	ft_unknown_sql, ft_unknown_cols, lengthof(ft_unknown_cols),
+	SPI_OK_UPDATE, "recording look-ups that found nothing"
+};
+
 /*
  * requires_action: the customer's move.  The event waits action_timeout
  * ($8 s) and is then looked up (a webhook may settle the order first); the
@@ -134,26 +144,34 @@ static const char *const ft_refunds_sql =
 "         array_agg(x.error) FILTER (WHERE x.outcome <> 'failed'))"
 "  FROM x";
 
-/* orders canceled while their charge was in flight, now paid */
+/* the gateway's refund id is the job's payment_id */
+static const FtJobColumn ft_refunds_cols[] = {
+	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_REFUND_ID, FT_COL_OUTCOME,
+	FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DELAY
+};
+
+/* refunded, refund_failed, failed (given up: dead letter) and retry */
+FtJobStatement ft_lifecycle_refunds = {
+	ft_refunds_sql, ft_refunds_cols, lengthof(ft_refunds_cols),
+	SPI_OK_SELECT, "recording refunds"
+};
+
+/*
+ * Orders among the paid jobs whose cancellation was requested while their
+ * charge was in flight: refunded in full (ft_orders._refund_canceled, a
+ * statement of its own so that it sees a cancel_order() that committed
+ * while this transaction waited for the order's row lock).
+ */
 static const char *const ft_refund_canceled_sql =
 "SELECT ft_orders._refund_canceled($1::bigint[])";
 
-/*
- * Look-ups the gateway answered with "unknown" (FT_OUTCOME_UNKNOWN):
- * charges and refunds alike.  Caller is inside ft_xact_begin.
- */
-void
-ft_lifecycle_record_unknown(FtJob **jobs, int n)
-{
-	static const FtJobColumn cols[] = {
-		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_ORDER_ATTEMPT, FT_COL_ERROR
-	};
-	static SPIPlanPtr plan = NULL;
+static const FtJobColumn ft_refund_canceled_cols[] = {FT_COL_ORDER_ID};
 
-	ft_outbox_run_jobs(&plan, ft_unknown_sql, jobs, n,
-					   cols, lengthof(cols),
-					   SPI_OK_UPDATE, "recording look-ups that found nothing");
-}
+FtJobStatement ft_lifecycle_refund_canceled = {
+	ft_refund_canceled_sql, ft_refund_canceled_cols,
+	lengthof(ft_refund_canceled_cols),
+	SPI_OK_SELECT, "refunding canceled orders"
+};
 
 /*
  * Orders whose payment requires the customer's action: park them.
@@ -194,40 +212,4 @@ ft_lifecycle_record_action(FtJob **jobs, int n)
 	ids = ft_array(parked, NULL, nparked, INT8OID);
 	ft_outbox_exec(&status_plan, ft_park_status_sql, 1, &status_argtype,
 				   &ids, SPI_OK_SELECT, "moving orders to action_required");
-}
-
-/*
- * Refund outcomes: refunded, refund_failed, failed (given up: dead
- * letter) and retry.  Caller is inside ft_xact_begin.
- */
-void
-ft_lifecycle_record_refunds(FtJob **jobs, int n)
-{
-	/* the gateway's refund id is the job's payment_id */
-	static const FtJobColumn cols[] = {
-		FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_REFUND_ID, FT_COL_OUTCOME,
-		FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DELAY
-	};
-	static SPIPlanPtr plan = NULL;
-
-	ft_outbox_run_jobs(&plan, ft_refunds_sql, jobs, n,
-					   cols, lengthof(cols),
-					   SPI_OK_SELECT, "recording refunds");
-}
-
-/*
- * Orders among the paid jobs whose cancellation was requested while their
- * charge was in flight: refunded in full (ft_orders._refund_canceled, a
- * statement of its own so that it sees a cancel_order() that committed
- * while this transaction waited for the order's row lock).
- */
-void
-ft_lifecycle_refund_canceled(FtJob **jobs, int n)
-{
-	static const FtJobColumn cols[] = {FT_COL_ORDER_ID};
-	static SPIPlanPtr plan = NULL;
-
-	ft_outbox_run_jobs(&plan, ft_refund_canceled_sql,
-					   jobs, n, cols, lengthof(cols),
-					   SPI_OK_SELECT, "refunding canceled orders");
 }

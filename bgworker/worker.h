@@ -111,6 +111,22 @@ typedef enum FtJobColumn
 /* most parameters a batch statement takes */
 #define FT_JOB_MAX_COLUMNS	16
 
+/*
+ * A batch statement of the outbox: sql takes one array parameter per job
+ * column of cols (ft_job_arrays) and returns the SPI code expected, else
+ * the error is "<what> failed".  Its plan is prepared the first time this
+ * process runs it, and kept in plan.
+ */
+typedef struct FtJobStatement
+{
+	const char *sql;
+	const FtJobColumn *cols;
+	int			ncols;
+	int			expected;
+	const char *what;
+	SPIPlanPtr	plan;
+} FtJobStatement;
+
 /* worker_xact.c: the short transaction every SQL step runs in */
 extern void ft_xact_begin(const char *activity, bool async);
 extern void ft_xact_set_async(void);
@@ -131,17 +147,14 @@ extern void ft_outbox_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 						   const char *what);
 extern void ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols,
 						  int ncols, Datum *values, Oid *argtypes);
-extern void ft_outbox_run_jobs(SPIPlanPtr *plan, const char *sql,
-							   FtJob **jobs, int njobs,
-							   const FtJobColumn *cols, int ncols,
-							   int expected, const char *what);
+extern void ft_outbox_run_jobs(FtJobStatement *stmt, FtJob **jobs, int njobs);
 
 /* outbox_lifecycle.c: recording look-ups, action_required and refunds
  * (schema 1.3); inside ft_xact_begin/commit */
-extern void ft_lifecycle_record_unknown(FtJob **jobs, int njobs);
+extern FtJobStatement ft_lifecycle_unknown;
+extern FtJobStatement ft_lifecycle_refunds;
+extern FtJobStatement ft_lifecycle_refund_canceled;
 extern void ft_lifecycle_record_action(FtJob **jobs, int njobs);
-extern void ft_lifecycle_record_refunds(FtJob **jobs, int njobs);
-extern void ft_lifecycle_refund_canceled(FtJob **jobs, int njobs);
 
 /* backoff.c */
 extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);

@@ -255,43 +255,28 @@ ft_metrics_gateway(StringInfo buf, const FtGatewayStats *gw,
 {
 	uint64		cumulative = 0;
 
-	ft_scalar(buf, "gateway_requests_total", "counter",
-			  "HTTP requests to the payment gateway that completed (with a reply or an error).",
-			  ft_fmt_u64(gw->requests));
+	/* the families of one sample without labels */
+	const struct
+	{
+		const char *name;
+		const char *type;
+		const char *help;
+		const char *value;
+	}			scalars[] = {
+		{"gateway_requests_total", "counter", "HTTP requests to the payment gateway that completed (with a reply or an error).", ft_fmt_u64(gw->requests)},
+		{"gateway_errors_total", "counter", "Gateway requests that ended in a transient failure (timeout, connection error, 401/403, 409, 429, 5xx, bad body).", ft_fmt_u64(gw->errors)},
+		{"gateway_circuit_state", "gauge", "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (a few probes).", gw->circuit == FT_CIRCUIT_OPEN ? "1" : gw->circuit == FT_CIRCUIT_HALF_OPEN ? "2" : "0"},
+		{"gateway_consecutive_failures", "gauge", "Transient gateway failures in a row.", ft_fmt_i64(gw->consecutive_failures)},
+		{"gateway_failure_rate", "gauge", "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none); the circuit opens at ft_orders.circuit_failure_rate.", ft_fmt_double(limits->failure_rate < 0 ? 0 : limits->failure_rate)},
+		{"gateway_rate_limit", "gauge", "ft_orders.rate_limit: requests per second to the gateway, all workers together (0: no limit).", ft_fmt_double(limits->rate_limit)},
+		{"gateway_concurrency_limit", "gauge", "Requests each payment worker may have under way now (adaptive, 1 .. ft_orders.max_in_flight).", ft_fmt_i64(limits->concurrency_limit)},
+		{"gateway_throttled_total", "counter", "Times a payment worker held its requests back for the gateway's pause (Retry-After) or ft_orders.rate_limit.", ft_fmt_u64(limits->throttled)},
+		{"gateway_paused_until_timestamp_seconds", "gauge", "Unix time until which no request is sent because the gateway asked for a pause (Retry-After); 0 when there is no pause.", limits->paused_until == 0 ? "0" : ft_fmt_double(ft_unix_seconds(limits->paused_until))},
+	};
 
-	ft_scalar(buf, "gateway_errors_total", "counter",
-			  "Gateway requests that ended in a transient failure (timeout, connection error, 401/403, 409, 429, 5xx, bad body).",
-			  ft_fmt_u64(gw->errors));
-
-	ft_scalar(buf, "gateway_circuit_state", "gauge",
-			  "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (a few probes).",
-			  gw->circuit == FT_CIRCUIT_OPEN ? "1" :
-			  gw->circuit == FT_CIRCUIT_HALF_OPEN ? "2" : "0");
-
-	ft_scalar(buf, "gateway_consecutive_failures", "gauge",
-			  "Transient gateway failures in a row.",
-			  ft_fmt_i64(gw->consecutive_failures));
-
-	ft_scalar(buf, "gateway_failure_rate", "gauge",
-			  "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none); the circuit opens at ft_orders.circuit_failure_rate.",
-			  ft_fmt_double(limits->failure_rate < 0 ? 0 : limits->failure_rate));
-
-	ft_scalar(buf, "gateway_rate_limit", "gauge",
-			  "ft_orders.rate_limit: requests per second to the gateway, all workers together (0: no limit).",
-			  ft_fmt_double(limits->rate_limit));
-
-	ft_scalar(buf, "gateway_concurrency_limit", "gauge",
-			  "Requests each payment worker may have under way now (adaptive, 1 .. ft_orders.max_in_flight).",
-			  ft_fmt_i64(limits->concurrency_limit));
-
-	ft_scalar(buf, "gateway_throttled_total", "counter",
-			  "Times a payment worker held its requests back for the gateway's pause (Retry-After) or ft_orders.rate_limit.",
-			  ft_fmt_u64(limits->throttled));
-
-	ft_scalar(buf, "gateway_paused_until_timestamp_seconds", "gauge",
-			  "Unix time until which no request is sent because the gateway asked for a pause (Retry-After); 0 when there is no pause.",
-			  limits->paused_until == 0 ? "0" :
-			  ft_fmt_double(ft_unix_seconds(limits->paused_until)));
+	for (int i = 0; i < lengthof(scalars); i++)
+		ft_scalar(buf, scalars[i].name, scalars[i].type, scalars[i].help,
+				  scalars[i].value);
 
 	ft_family(buf, "gateway_request_duration_seconds", "histogram",
 			  "Duration of the completed gateway requests.");

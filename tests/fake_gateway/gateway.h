@@ -31,6 +31,20 @@
 /* longest Idempotency-Key accepted */
 #define FT_GW_MAX_KEY		255
 
+/*
+ * Empty the uthash table head (entries linked by "hh"; the caller includes
+ * uthash.h), handing each entry to free_entry once it is out of the table.
+ */
+#define FT_GW_HASH_FREE_ALL(head, free_entry) \
+	do { \
+		__typeof__(head) ft_entry_, ft_next_; \
+		HASH_ITER(hh, head, ft_entry_, ft_next_) \
+		{ \
+			HASH_DEL(head, ft_entry_); \
+			free_entry(ft_entry_); \
+		} \
+	} while (0)
+
 /* One in-flight HTTP request: its body, accumulated by the router. */
 typedef struct FtRequest
 {

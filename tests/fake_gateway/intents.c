@@ -271,19 +271,41 @@ intents_create(struct MHD_Connection *conn, const FtRequest *req)
 	return ret;
 }
 
+/*
+ * The intent whose id is the idlen bytes at id, or NULL.  Caller holds
+ * ft_pi_lock.
+ */
+static FtIntent *
+intent_find(const char *id, size_t idlen)
+{
+	for (int i = 0; i < ft_npi; i++)
+	{
+		if (strlen(ft_pi[i].id) == idlen && strncmp(ft_pi[i].id, id, idlen) == 0)
+			return &ft_pi[i];
+	}
+	return NULL;
+}
+
+static enum MHD_Result
+intent_missing(struct MHD_Connection *conn)
+{
+	return stripe_error(conn, 404, "invalid_request_error", "resource_missing",
+						"No such payment_intent", NULL);
+}
+
 static enum MHD_Result
 intents_get(struct MHD_Connection *conn, const char *id)
 {
+	FtIntent   *pi;
 	enum MHD_Result ret;
 
 	pthread_mutex_lock(&ft_pi_lock);
 	ft_pi_gets++;
-	for (int i = 0; i < ft_npi; i++)
+	pi = intent_find(id, strlen(id));
+	if (pi == NULL)
+		ret = intent_missing(conn);
+	else
 	{
-		FtIntent   *pi = &ft_pi[i];
-
-		if (strcmp(pi->id, id) != 0)
-			continue;
 		pi->gets++;
 		if (pi->final_status[0] != '\0' && pi->gets >= 2)
 		{
@@ -292,12 +314,9 @@ intents_get(struct MHD_Connection *conn, const char *id)
 			intent_webhook(pi);
 		}
 		ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
-		pthread_mutex_unlock(&ft_pi_lock);
-		return ret;
 	}
 	pthread_mutex_unlock(&ft_pi_lock);
-	return stripe_error(conn, 404, "invalid_request_error", "resource_missing",
-						"No such payment_intent", NULL);
+	return ret;
 }
 
 /*
@@ -308,56 +327,49 @@ static enum MHD_Result
 intents_cancel(struct MHD_Connection *conn, const char *id, size_t idlen)
 {
 	const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+	FtIntent   *pi;
 	enum MHD_Result ret;
 
 	pthread_mutex_lock(&ft_pi_lock);
-	for (int i = 0; i < ft_npi; i++)
+	pi = intent_find(id, idlen);
+	if (pi == NULL)
+		ret = intent_missing(conn);
+	else if (key != NULL && key[0] != '\0' && strcmp(pi->cancel_key, key) == 0)
 	{
-		FtIntent   *pi = &ft_pi[i];
-		const char *st = pi->status;
+		ft_pi_replays++;
+		ret = ft_gw_reply_json(conn, 200, intent_json(pi),
+							   "Idempotent-Replayed", "true");
+	}
+	else if (strcmp(pi->status, "requires_payment_method") == 0 ||
+			 strcmp(pi->status, "requires_confirmation") == 0 ||
+			 strcmp(pi->status, "requires_action") == 0 ||
+			 strcmp(pi->status, "requires_capture") == 0)
+	{
+		ft_pi_cancels++;
+		strcpy(pi->status, "canceled");
+		pi->final_status[0] = '\0';
+		snprintf(pi->cancel_key, sizeof(pi->cancel_key), "%s",
+				 key && strlen(key) <= FT_GW_MAX_KEY ? key : "");
+		intent_webhook(pi);
+		ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
+	}
+	else
+	{
+		char		message[128];
 
-		if (strlen(pi->id) != idlen || strncmp(pi->id, id, idlen) != 0)
-			continue;
-		if (key != NULL && key[0] != '\0' && strcmp(pi->cancel_key, key) == 0)
-		{
-			ft_pi_replays++;
-			ret = ft_gw_reply_json(conn, 200, intent_json(pi),
-								   "Idempotent-Replayed", "true");
-		}
-		else if (strcmp(st, "requires_payment_method") == 0 ||
-				 strcmp(st, "requires_confirmation") == 0 ||
-				 strcmp(st, "requires_action") == 0 ||
-				 strcmp(st, "requires_capture") == 0)
-		{
-			ft_pi_cancels++;
-			strcpy(pi->status, "canceled");
-			pi->final_status[0] = '\0';
-			snprintf(pi->cancel_key, sizeof(pi->cancel_key), "%s",
-					 key && strlen(key) <= FT_GW_MAX_KEY ? key : "");
-			intent_webhook(pi);
-			ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
-		}
-		else
-		{
-			char		message[128];
-
-			snprintf(message, sizeof(message),
-					 "You cannot cancel this PaymentIntent because it has a status of %s.",
-					 st);
-			ret = ft_gw_reply_json(conn, 400,
-								   json_pack("{s:{s:s, s:s, s:s, s:o}}", "error",
-											 "type", "invalid_request_error",
-											 "code", "payment_intent_unexpected_state",
-											 "message", message,
-											 "payment_intent", intent_json(pi)),
-								   NULL, NULL);
-		}
-		pthread_mutex_unlock(&ft_pi_lock);
-		return ret;
+		snprintf(message, sizeof(message),
+				 "You cannot cancel this PaymentIntent because it has a status of %s.",
+				 pi->status);
+		ret = ft_gw_reply_json(conn, 400,
+							   json_pack("{s:{s:s, s:s, s:s, s:o}}", "error",
+										 "type", "invalid_request_error",
+										 "code", "payment_intent_unexpected_state",
+										 "message", message,
+										 "payment_intent", intent_json(pi)),
+							   NULL, NULL);
 	}
 	pthread_mutex_unlock(&ft_pi_lock);
-	return stripe_error(conn, 404, "invalid_request_error", "resource_missing",
-						"No such payment_intent", NULL);
+	return ret;
 }
 
 /*
@@ -442,14 +454,15 @@ ft_gw_intents(struct MHD_Connection *conn, const char *url, const char *method,
 	if (strncmp(url, "/v1/_intents/", 13) == 0)
 	{
 		json_t	   *j = NULL;
+		FtIntent   *pi;
 
 		pthread_mutex_lock(&ft_pi_lock);
-		for (int i = 0; i < ft_npi; i++)
-			if (strcmp(ft_pi[i].id, url + 13) == 0)
-				j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "key", ft_pi[i].key,
-							  "content_type", ft_pi[i].content_type,
-							  "body", ft_pi[i].body, "status", ft_pi[i].status,
-							  "cancel_key", ft_pi[i].cancel_key);
+		pi = intent_find(url + 13, strlen(url + 13));
+		if (pi != NULL)
+			j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "key", pi->key,
+						  "content_type", pi->content_type,
+						  "body", pi->body, "status", pi->status,
+						  "cancel_key", pi->cancel_key);
 		pthread_mutex_unlock(&ft_pi_lock);
 		*ret = j ? ft_gw_reply_json(conn, 200, j, NULL, NULL)
 			: ft_gw_reply_error(conn, 404, "not_found", NULL);

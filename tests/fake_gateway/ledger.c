@@ -33,6 +33,7 @@
 
 #include <uthash.h>
 
+#include "gateway.h"
 #include "ledger.h"
 #include "textlog.h"
 
@@ -423,29 +424,22 @@ ft_ledger_requests(size_t *len)
 	return ft_textlog_copy(&request_log, len);
 }
 
+static void
+ledger_entry_free(LedgerEntry *e)
+{
+	free(e->key);
+	free(e->reply);
+	free(e->payment_reply);
+	free(e);
+}
+
 /* DELETE /ledger: forget every key, order, counter and logged request. */
 void
 ft_ledger_clear(void)
 {
-	LedgerEntry *e,
-			   *etmp;
-	OrderEntry *o,
-			   *otmp;
-
 	pthread_mutex_lock(&ledger_lock);
-	HASH_ITER(hh, entries, e, etmp)
-	{
-		HASH_DEL(entries, e);
-		free(e->key);
-		free(e->reply);
-		free(e->payment_reply);
-		free(e);
-	}
-	HASH_ITER(hh, orders, o, otmp)
-	{
-		HASH_DEL(orders, o);
-		free(o);
-	}
+	FT_GW_HASH_FREE_ALL(entries, ledger_entry_free);
+	FT_GW_HASH_FREE_ALL(orders, free);
 	nkeys = ncharges = duplicate_keys = duplicate_orders = 0;
 	for (int i = 0; i < FT_C_NUM; i++)
 		__atomic_store_n(&counters[i], 0, __ATOMIC_RELAXED);

@@ -284,30 +284,29 @@ ft_gw_refund_stats(void)
 	return j;
 }
 
+static void
+refund_entry_free(RefundEntry *e)
+{
+	free(e->key);
+	free(e->body);
+	free(e->reply);
+	free(e);
+}
+
+static void
+refunded_payment_free(RefundedPayment *p)
+{
+	free(p->payment_key);
+	free(p);
+}
+
 /* DELETE /ledger */
 void
 ft_gw_refunds_clear(void)
 {
-	RefundEntry *e,
-			   *etmp;
-	RefundedPayment *p,
-			   *ptmp;
-
 	pthread_mutex_lock(&refunds_lock);
-	HASH_ITER(hh, refunds, e, etmp)
-	{
-		HASH_DEL(refunds, e);
-		free(e->key);
-		free(e->body);
-		free(e->reply);
-		free(e);
-	}
-	HASH_ITER(hh, refunded, p, ptmp)
-	{
-		HASH_DEL(refunded, p);
-		free(p->payment_key);
-		free(p);
-	}
+	FT_GW_HASH_FREE_ALL(refunds, refund_entry_free);
+	FT_GW_HASH_FREE_ALL(refunded, refunded_payment_free);
 	nrefunds = refunded_minor = nreplays = nrefused = 0;
 	__atomic_store_n(&nrequests, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&refunds_lock);

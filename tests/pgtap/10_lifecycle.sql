@@ -31,46 +31,49 @@ SELECT pg_temp.counts() AS before \gset
 -------------------------------------------------------------------------------
 -- SQLSTATEs; every bad call writes nothing
 -------------------------------------------------------------------------------
-SELECT throws_ok($$SELECT ft_orders.cancel_order(NULL)$$, '22004',
-				 'argument "order_id" must not be null', 'cancel_order(NULL): 22004');
-SELECT throws_ok($$SELECT ft_orders.cancel_order(-1)$$, '22023',
-				 'invalid value for argument "order_id"', 'cancel_order of no order: 22023');
-SELECT throws_ok(format('SELECT ft_orders.cancel_order(%s, %L)', :o_new, ''), '22023',
-				 'invalid value for argument "reason"', 'cancel_order with an empty reason: 22023');
-SELECT throws_ok(format('SELECT ft_orders.cancel_order(%s, %L)', :o_new, repeat('x', 1001)), '22023',
-				 'invalid value for argument "reason"', 'cancel_order with a reason of 1001 characters: 22023');
-SELECT throws_ok(format('SELECT ft_orders.cancel_order(%s)', :o_paid), '55000',
-				 format('order %s is already paid', :o_paid), 'cancel_order of a paid order: 55000');
-SELECT throws_ok(format('SELECT ft_orders.cancel_order(%s)', :o_dec), '55000',
-				 format('order %s was declined by the gateway', :o_dec), 'cancel_order of a declined order: 55000');
+SELECT throws_ok(call, sqlstate, message, description)
+  FROM (VALUES
+	($$SELECT ft_orders.cancel_order(NULL)$$, '22004',
+	 'argument "order_id" must not be null', 'cancel_order(NULL): 22004'),
+	($$SELECT ft_orders.cancel_order(-1)$$, '22023',
+	 'invalid value for argument "order_id"', 'cancel_order of no order: 22023'),
+	(format('SELECT ft_orders.cancel_order(%s, %L)', :o_new, ''), '22023',
+	 'invalid value for argument "reason"', 'cancel_order with an empty reason: 22023'),
+	(format('SELECT ft_orders.cancel_order(%s, %L)', :o_new, repeat('x', 1001)), '22023',
+	 'invalid value for argument "reason"', 'cancel_order with a reason of 1001 characters: 22023'),
+	(format('SELECT ft_orders.cancel_order(%s)', :o_paid), '55000',
+	 format('order %s is already paid', :o_paid), 'cancel_order of a paid order: 55000'),
+	(format('SELECT ft_orders.cancel_order(%s)', :o_dec), '55000',
+	 format('order %s was declined by the gateway', :o_dec), 'cancel_order of a declined order: 55000'),
 
-SELECT throws_ok($$SELECT ft_orders.refund_order(NULL)$$, '22004',
-				 'argument "order_id" must not be null', 'refund_order(NULL): 22004');
-SELECT throws_ok($$SELECT ft_orders.refund_order(-1)$$, '22023',
-				 'invalid value for argument "order_id"', 'refund_order of no order: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, 0)', :o_paid), '22023',
-				 'invalid value for argument "amount_minor"', 'refund of 0: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, -5)', :o_paid), '22023',
-				 'invalid value for argument "amount_minor"', 'negative refund: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, 100000000000)', :o_paid), '22023',
-				 'invalid value for argument "amount_minor"', 'refund above 99999999999: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, 1001)', :o_paid), '22023',
-				 'invalid value for argument "amount_minor"', 'refund above the amount paid: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, 10, %L)', :o_paid, ''), '22023',
-				 'invalid value for argument "idempotency_key"', 'empty refund key: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, 10, %L)', :o_paid, repeat('k', 256)), '22023',
-				 'invalid value for argument "idempotency_key"', 'refund key of 256 characters: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s, 10, %L)', :o_paid, E'k\n1'), '22023',
-				 'invalid value for argument "idempotency_key"', 'refund key with a control character: 22023');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s)', :o_new), '55000',
-				 format('order %s is not paid', :o_new), 'refund of a pending order: 55000');
-SELECT throws_ok(format('SELECT ft_orders.refund_order(%s)', :o_dec), '55000',
-				 format('order %s is not paid', :o_dec), 'refund of a declined order: 55000');
+	($$SELECT ft_orders.refund_order(NULL)$$, '22004',
+	 'argument "order_id" must not be null', 'refund_order(NULL): 22004'),
+	($$SELECT ft_orders.refund_order(-1)$$, '22023',
+	 'invalid value for argument "order_id"', 'refund_order of no order: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, 0)', :o_paid), '22023',
+	 'invalid value for argument "amount_minor"', 'refund of 0: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, -5)', :o_paid), '22023',
+	 'invalid value for argument "amount_minor"', 'negative refund: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, 100000000000)', :o_paid), '22023',
+	 'invalid value for argument "amount_minor"', 'refund above 99999999999: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, 1001)', :o_paid), '22023',
+	 'invalid value for argument "amount_minor"', 'refund above the amount paid: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, 10, %L)', :o_paid, ''), '22023',
+	 'invalid value for argument "idempotency_key"', 'empty refund key: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, 10, %L)', :o_paid, repeat('k', 256)), '22023',
+	 'invalid value for argument "idempotency_key"', 'refund key of 256 characters: 22023'),
+	(format('SELECT ft_orders.refund_order(%s, 10, %L)', :o_paid, E'k\n1'), '22023',
+	 'invalid value for argument "idempotency_key"', 'refund key with a control character: 22023'),
+	(format('SELECT ft_orders.refund_order(%s)', :o_new), '55000',
+	 format('order %s is not paid', :o_new), 'refund of a pending order: 55000'),
+	(format('SELECT ft_orders.refund_order(%s)', :o_dec), '55000',
+	 format('order %s is not paid', :o_dec), 'refund of a declined order: 55000'),
 
-SELECT throws_ok($$SELECT ft_orders.reconcile(NULL)$$, '22004',
-				 'argument "older_than" must not be null', 'reconcile(NULL): 22004');
-SELECT throws_ok($$SELECT ft_orders.reconcile('-1 hour')$$, '22023',
-				 'invalid value for argument "older_than"', 'reconcile of a negative interval: 22023');
+	($$SELECT ft_orders.reconcile(NULL)$$, '22004',
+	 'argument "older_than" must not be null', 'reconcile(NULL): 22004'),
+	($$SELECT ft_orders.reconcile('-1 hour')$$, '22023',
+	 'invalid value for argument "older_than"', 'reconcile of a negative interval: 22023')
+) AS bad(call, sqlstate, message, description);
 
 SELECT is(pg_temp.counts(), :'before', 'none of the bad calls wrote anything (rows, refund sequence, statuses)');
 
