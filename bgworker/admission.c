@@ -18,7 +18,7 @@
  * takes one token.  So in any interval of t seconds at most
  * burst + rate * t requests leave, whatever the number of workers.
  *
- * The state is in ft_shared->limits under its spinlock: the critical
+ * The state is in ft_db->limits under its spinlock: the critical
  * sections are a handful of arithmetic operations, with no call that could
  * raise an error.
  *
@@ -53,7 +53,7 @@ ft_admission_burst(void)
 int
 ft_admission_take(int wanted, TimestampTz now, TimestampTz *retry_at)
 {
-	volatile FtGatewayLimits *lim = &ft_shared->limits;
+	volatile FtGatewayLimits *lim = &ft_db->limits;
 	double		rate = ft_rate_limit;
 	double		burst = ft_admission_burst();
 	int			granted;
@@ -103,7 +103,7 @@ ft_admission_take(int wanted, TimestampTz now, TimestampTz *retry_at)
 void
 ft_admission_give_back(int n)
 {
-	volatile FtGatewayLimits *lim = &ft_shared->limits;
+	volatile FtGatewayLimits *lim = &ft_db->limits;
 
 	if (n <= 0 || ft_rate_limit <= 0)
 		return;
@@ -121,7 +121,7 @@ ft_admission_give_back(int n)
 void
 ft_admission_pause(TimestampTz until)
 {
-	volatile FtGatewayLimits *lim = &ft_shared->limits;
+	volatile FtGatewayLimits *lim = &ft_db->limits;
 
 	SpinLockAcquire(&lim->mutex);
 	if (until > lim->paused_until)
