@@ -13,9 +13,9 @@
 #    charge per payment_key at the gateway; each database's views and
 #    metrics() count its own workers and requests only; the same client key
 #    and request in two databases are two payments;
-#  - isolation, gateway down: every request the gateway got for a database
-#    is one of that database's payment_attempts rows (key, order, count),
-#    reset_stats() and the circuit are per database;
+#  - isolation, gateway down: the gateway got requests for each database's
+#    own orders only (key and order_id, as its payment_attempts rows say),
+#    reset_stats(), the counters and the circuit are per database;
 #  - DROP DATABASE shop_b (plain) while its workers are busy: it succeeds,
 #    shop_a keeps its workers and drains, shop_b's launcher waits; a new
 #    shop_b gets its workers back without a restart;
@@ -223,43 +223,34 @@ is "$(q shop_a "SELECT requests || ' ' || coalesce(sum(w.processed), 0)
 is "$(q shop_b "SELECT requests FROM ft_orders.gateway_status")" "$((N_B + 1))" \
 	"... and not shop_b's"
 gw_faults '{"down":true}' || bail_out "could not set faults"
+errors_b=$(q shop_b "SELECT errors FROM ft_orders.gateway_status")
 orders shop_a iso-a 20 iso-a
+wait_db shop_a "SELECT circuit = 'open' FROM ft_orders.gateway_status" 20
+ok $? "shop_a: the circuit opens"
+is "$(q shop_b "SELECT circuit || ' ' || (errors - $errors_b) || ' ' || count(*) FILTER (WHERE w.state = 'idle')
+                  FROM ft_orders.gateway_status, ft_orders.worker_status w GROUP BY circuit, errors")" "closed 0 2" \
+	"shop_b, which sent nothing: its circuit stays closed, no error counted, its workers idle"
 orders shop_b iso-b 30 iso-b
-for db in shop_a shop_b; do
-	wait_db "$db" "SELECT circuit = 'open' FROM ft_orders.gateway_status" 20
-	ok $? "$db: the circuit opens"
-done
+wait_db shop_b "SELECT circuit = 'open' FROM ft_orders.gateway_status" 20
+ok $? "shop_b: its circuit opens once it sends"
 is "$(q shop_a "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'") $(q shop_b "SELECT count(*) FROM ft_orders.orders WHERE status = 'pending'")" \
 	"20 30" "orders pending in both databases"
-# per key and order: the requests the gateway got from customer iso-X (the
-# request log) and the payment_attempts rows of database shop_X; equal once
-# no request is under way (probes leave every circuit_open_time)
-gw_keys()
-{
-	curl -fsS "$GW_URL/ledger/requests" |
-		awk -v c="$1" '$5 == c { n[$3 " " $4]++ } END { for (k in n) print k " " n[k] }' | LC_ALL=C sort
-}
-db_keys()
-{
-	q "$1" "SELECT o.payment_key || ' ' || o.order_id || ' ' || count(*)
-	          FROM ft_orders.orders o JOIN ft_orders.payment_attempts a USING (order_id)
-	         WHERE o.customer_id = '$2' GROUP BY o.payment_key, o.order_id" | LC_ALL=C sort
-}
-for pair in shop_a:iso-a shop_b:iso-b; do
-	db=${pair%%:*} cust=${pair#*:}
-	same=1
-	for _ in $(seq 1 50); do
-		g1=$(gw_keys "$cust")
-		d=$(db_keys "$db" "$cust")
-		g2=$(gw_keys "$cust")
-		if [ -n "$d" ] && [ "$g1" = "$d" ] && [ "$g2" = "$d" ]; then
-			same=0
-			break
-		fi
-		sleep 0.3
-	done
-	ok "$same" "$db: the gateway got exactly its payment_attempts, key by key, and only its own orders"
-	[ "$same" -eq 0 ] || diag "gateway: $(echo "$g2" | head -3) ... database: $(echo "$d" | head -3)"
+# every request the gateway got from customer iso-X (its request log: key
+# and order_id) is for one of database shop_X's orders; and the attempts
+# shop_X recorded are its own workers' (gateway_status counts them).  Not
+# compared request by request: libcurl sends a request again, up to 5
+# times, when pooled keep-alive connections turn out closed before any
+# reply (as this gateway closes them), and a send on a connection already
+# closed never reaches the gateway.
+for pair in shop_a:iso-a:20 shop_b:iso-b:30; do
+	IFS=: read -r db cust n <<<"$pair"
+	curl -fsS "$GW_URL/ledger/requests" | awk -v c="$cust" '$5 == c { print $3 "/" $4 }' |
+		LC_ALL=C sort -u >"$FT_TMP/iso.gw"
+	q "$db" "SELECT payment_key || '/' || order_id FROM ft_orders.orders WHERE customer_id = '$cust'" |
+		LC_ALL=C sort >"$FT_TMP/iso.db"
+	is "$(LC_ALL=C comm -23 "$FT_TMP/iso.gw" "$FT_TMP/iso.db" | wc -l) $(wc -l <"$FT_TMP/iso.db")" "0 $n" \
+		"$db: each request the gateway got for $cust is for one of $db's $n orders (key and order_id)"
+	cmp_ok "$(wc -l <"$FT_TMP/iso.gw")" -gt 0 "... and it got requests for $(wc -l <"$FT_TMP/iso.gw") of them"
 done
 wait_db shop_a "SELECT requests = (SELECT count(*) FROM ft_orders.payment_attempts a
                                      JOIN ft_orders.orders o USING (order_id)
