@@ -21,7 +21,9 @@
 #    shop_b gets its workers back without a restart;
 #  - ALTER SYSTEM adds shop_c (existing) and shop_d (not yet) + restart:
 #    the pending orders of every database are paid, shop_d's launcher
-#    waits until it is created.
+#    waits until it is created;
+#  - shop_b taken off the list + restart: its views and metrics() show
+#    nothing, place_order still works there, nothing pays its orders.
 # About 60 s.
 
 source "$(dirname "$0")/../lib/common.sh"
@@ -327,6 +329,23 @@ is "$(q postgres "SELECT string_agg(datname || ':' || n, ' ' ORDER BY datname) F
                     WHERE backend_type IN ('ft_orders launcher', 'ft_orders payment worker')
                     GROUP BY datname) s")" "shop_a:3 shop_b:3 shop_c:3 shop_d:3" \
 	"pg_stat_activity: a launcher and 2 workers in each of the four databases"
+# --- shop_b taken off the list + restart: kept, not served -------------------------
+q postgres "ALTER SYSTEM SET ft_orders.database = 'shop_a, shop_c, shop_d'" >/dev/null &&
+	pg_stop && pg_start_again
+ok $? "shop_b taken off the list, restart"
+is "$(q shop_b "SELECT count(*) FROM ft_orders.worker_status")" "0" "shop_b: worker_status has no rows"
+is "$(q shop_b "SELECT circuit || ' ' || requests || ' ' || errors FROM ft_orders.gateway_status")" "closed 0 0" \
+	"shop_b: gateway_status shows nothing counted"
+is "$(metric shop_b ft_orders_gateway_requests_total)" "0" "shop_b: metrics() answers, nothing counted"
+is "$(err_of shop_b "SELECT ft_orders.reset_stats()")" "" "shop_b: reset_stats() answers"
+q shop_b "SELECT ft_orders.place_order('unlisted-1', 'unlisted', 500, 'EUR')" >/dev/null
+ok $? "shop_b: place_order still takes an order"
+orders shop_a after-a 5 after-a
+wait_db shop_a "SELECT count(*) = 5 FROM ft_orders.orders WHERE customer_id = 'after-a' AND status = 'paid'" 30
+ok $? "shop_a, still listed, pays its new orders"
+is "$(q shop_b "SELECT status FROM ft_orders.orders WHERE idempotency_key = 'unlisted-1'") $(q postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop_b'")" \
+	"pending 0" "shop_b's order stays pending: no ft_orders process is connected to shop_b"
+
 is "$(gw_ledger duplicate_keys)" "0" "ledger: no key charged twice"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
