@@ -24,7 +24,7 @@
 #    waits until it is created;
 #  - shop_b taken off the list + restart: its views and metrics() show
 #    nothing, place_order still works there, nothing pays its orders.
-# About 60 s.
+# About 25 s.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
