@@ -16,10 +16,10 @@
 #  - isolation, gateway down: the gateway got requests for each database's
 #    own orders only (key and order_id, as its payment_attempts rows say),
 #    reset_stats(), the counters and the circuit are per database;
-#  - DROP DATABASE shop_b failing (another session is connected): its workers come
-#    back; DROP DATABASE shop_b (plain) while its workers are busy: it succeeds,
-#    shop_a keeps its workers and drains, shop_b's launcher waits; a new
-#    shop_b gets its workers back without a restart;
+#  - DROP DATABASE shop_b failing (another session is connected): its
+#    workers come back; DROP DATABASE shop_b (plain) while its workers are
+#    busy: it succeeds, shop_a keeps its workers and drains, shop_b's
+#    launcher waits; a new shop_b gets its workers back without a restart;
 #  - ALTER SYSTEM adds shop_c (existing) and shop_d (not yet) + restart:
 #    the pending orders of every database are paid, shop_d's launcher
 #    waits until it is created;
@@ -129,7 +129,7 @@ done
 auto_before=$(as_pg cat "$PGDATA/postgresql.auto.conf" | md5sum)
 names17=$(seq -s ', ' -f 'db%g' 1 17)
 name64=$(printf 'n%.0s' $(seq 1 64))
-for bad in "" "shop_a,,shop_b" "shop_a, shop_a" "$names17" "$name64" "shop_a, $name64"; do
+for bad in "" "  " "shop_a,,shop_b" "shop_a," "shop_a, \"\"" "shop_a, shop_a" "$names17" "$name64" "shop_a, $name64"; do
 	like "$(err_of postgres "ALTER SYSTEM SET ft_orders.database = '$bad'")" '^ERROR:  22023: ' \
 		"ALTER SYSTEM SET ft_orders.database = '${bad:0:40}': 22023"
 done
