@@ -22,10 +22,10 @@
 #    launcher waits; a new shop_b gets its workers back without a restart;
 #  - ALTER SYSTEM adds shop_c (existing) and shop_d (not yet) + restart:
 #    the pending orders of every database are paid, shop_d's launcher
-#    waits until it is created;
+#    waits until it is created; DROP DATABASE shop_c WITH (FORCE) while busy;
 #  - shop_b taken off the list + restart: its views and metrics() show
 #    nothing, place_order still works there, nothing pays its orders.
-# About 25 s.
+# About 30 s.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -343,8 +343,20 @@ is "$(q postgres "SELECT string_agg(datname || ':' || n, ' ' ORDER BY datname) F
                     WHERE backend_type IN ('ft_orders launcher', 'ft_orders payment worker')
                     GROUP BY datname) s")" "shop_a:3 shop_b:3 shop_c:3 shop_d:3" \
 	"pg_stat_activity: a launcher and 2 workers in each of the four databases"
+# DROP DATABASE ... WITH (FORCE) of a served database, requests in flight
+gw_faults '{"latency_ms":1500}' || bail_out "could not set faults"
+orders shop_c force-c 20 force-c
+wait_db shop_c "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 10
+ok $? "shop_c: requests in flight"
+is "$(err_of postgres "DROP DATABASE shop_c WITH (FORCE)")" "" "DROP DATABASE shop_c WITH (FORCE) succeeds"
+gw_faults reset
+is "$(log_count 'stopping the payment workers of database "shop_c" for DROP DATABASE')" "1" \
+	"the log says shop_c's workers were stopped for it"
+wait_log 'database "shop_c" does not exist yet' 1 15
+ok $? "shop_c's launcher waits for the database"
+
 # --- shop_b taken off the list + restart: kept, not served -------------------------
-q postgres "ALTER SYSTEM SET ft_orders.database = 'shop_a, shop_c, shop_d'" >/dev/null &&
+q postgres "ALTER SYSTEM SET ft_orders.database = 'shop_a, shop_d'" >/dev/null &&
 	pg_stop && pg_start_again
 ok $? "shop_b taken off the list, restart"
 is "$(q shop_b "SELECT count(*) FROM ft_orders.worker_status")" "0" "shop_b: worker_status has no rows"
