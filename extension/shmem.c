@@ -74,6 +74,7 @@ ft_shmem_startup(void)
 		LWLockPadded *locks = GetNamedLWLockTranche("ft_orders");
 
 		memset(ft_shared, 0, ft_shmem_size());
+		SpinLockInit(&ft_shared->limits.mutex);
 		ft_shared->ndatabases = ft_databases->n;
 		for (int d = 0; d < ft_shared->ndatabases; d++)
 		{
@@ -90,7 +91,7 @@ ft_shmem_startup(void)
 				pg_atomic_init_u32(&db->workers[i].can_send, 0);
 			}
 			db->gateway.circuit = FT_CIRCUIT_CLOSED;
-			SpinLockInit(&db->limits.mutex);
+			pg_atomic_init_u64(&db->throttled, 0);
 			pg_atomic_init_u32(&db->concurrency_limit_now, 0);
 		}
 	}
@@ -243,9 +244,7 @@ ft_shmem_reset_stats(void)
 	gw->latency_sum_ms = 0;
 	LWLockRelease(ft_db->lock);
 
-	SpinLockAcquire(&ft_db->limits.mutex);
-	ft_db->limits.throttled = 0;
-	SpinLockRelease(&ft_db->limits.mutex);
+	pg_atomic_write_u64(&ft_db->throttled, 0);
 }
 
 /*
@@ -317,10 +316,10 @@ ft_circuit_window_counts(const FtGatewayStats *gw, TimestampTz now, uint32 *n)
 }
 
 /*
- * The figures of FtGatewayLimitsView of the current database, read now
- * (in a database that is not listed: the settings, nothing counted).
- * Takes the spinlock and
- * ft_db->lock (shared) in turn, never both.
+ * The figures of FtGatewayLimitsView of the current database, read now:
+ * its workers' waits and failure window, and the account's pause (in a
+ * database that is not listed: the settings, nothing counted).  Takes the
+ * spinlock and ft_db->lock (shared) in turn, never both.
  */
 void
 ft_gateway_limits_snapshot(FtGatewayLimitsView *view)
@@ -343,10 +342,10 @@ ft_gateway_limits_snapshot(FtGatewayLimitsView *view)
 	gw = &ft_db->gateway;
 	limit = pg_atomic_read_u32(&ft_db->concurrency_limit_now);
 
-	SpinLockAcquire(&ft_db->limits.mutex);
-	view->throttled = ft_db->limits.throttled;
-	view->paused_until = ft_db->limits.paused_until;
-	SpinLockRelease(&ft_db->limits.mutex);
+	view->throttled = pg_atomic_read_u64(&ft_db->throttled);
+	SpinLockAcquire(&ft_shared->limits.mutex);
+	view->paused_until = ft_shared->limits.paused_until;
+	SpinLockRelease(&ft_shared->limits.mutex);
 	if (view->paused_until <= now)
 		view->paused_until = 0;
 

@@ -24,10 +24,13 @@
  *	- FtWorkerSlot.proc is also read WITHOUT the lock by committing backends
  *	  that only want to set a latch: a stale pointer at worst sets the latch
  *	  of an unrelated process (PGPROCs are never freed), which is harmless.
- *	- ft_db->limits (the shared pause and the token bucket of
- *	  ft_orders.rate_limit) has its own spinlock: every payment worker asks
- *	  it before each claim, and the critical sections are a few
- *	  arithmetic operations (bgworker/admission.c).
+ *	- ft_shared->limits (the shared pause and the token bucket of
+ *	  ft_orders.rate_limit) is the one thing all databases share: they
+ *	  all talk to one gateway account, which limits and pauses the
+ *	  account.  It has its own spinlock: every payment worker asks it
+ *	  before each claim, and the critical sections are a few arithmetic
+ *	  operations (bgworker/admission.c).  Each database counts its own
+ *	  workers' waits in ft_db->throttled (atomic).
  *	- The adaptive concurrency limit and the circuit's failure window live
  *	  in FtGatewayStats under ft_db->lock, fed with each completed
  *	  batch; concurrency_limit_now is also read lock-free (an int).
@@ -163,7 +166,6 @@ typedef struct FtGatewayLimits
 	double		tokens;			/* requests that may leave now */
 	TimestampTz refilled_at;	/* tokens were counted at this time; 0:
 								 * never (the bucket starts full) */
-	uint64		throttled;		/* times a worker was told to wait */
 } FtGatewayLimits;
 
 typedef struct FtDatabaseState
@@ -182,7 +184,8 @@ typedef struct FtDatabaseState
 									 * dead workers; until then (start-up,
 									 * promotion) workers claim nothing */
 	FtGatewayStats gateway;
-	FtGatewayLimits limits;
+	pg_atomic_uint64 throttled; /* times one of our workers was told to
+								 * wait by ft_shared->limits */
 	pg_atomic_uint32 concurrency_limit_now; /* the adaptive limit, rounded;
 											 * 0: max_in_flight */
 	FtWorkerSlot workers[FT_MAX_WORKERS];
@@ -190,6 +193,7 @@ typedef struct FtDatabaseState
 
 typedef struct FtSharedState
 {
+	FtGatewayLimits limits;		/* of the one gateway account */
 	int			ndatabases;
 	FtDatabaseState db[FLEXIBLE_ARRAY_MEMBER];
 } FtSharedState;
