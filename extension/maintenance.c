@@ -80,7 +80,7 @@ ft_orders_purge_expired_keys(PG_FUNCTION_ARGS)
 	int			rc;
 
 	/* a 1.0 or 1.1 schema (not updated yet) keeps no generations */
-	if (!ft_schema_derives_keys())
+	if (ft_schema_key_rule() == FT_KEYS_RANDOM)
 		PG_RETURN_INT64(ft_delete_older_than(
 											 "DELETE FROM ft_orders.idempotency_keys"
 											 " WHERE created_at OPERATOR(pg_catalog.<)"

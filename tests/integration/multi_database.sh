@@ -20,6 +20,7 @@
 #    workers come back; DROP DATABASE shop_b (plain) while its workers are
 #    busy: it succeeds, shop_a keeps its workers and drains, shop_b's
 #    launcher waits; a new shop_b gets its workers back without a restart;
+#  - rate_limit is the account's: both databases together stay within it;
 #  - ALTER SYSTEM adds shop_c (existing) and shop_d (not yet) + restart:
 #    the pending orders of every database are paid, shop_d's launcher
 #    waits until it is created; DROP DATABASE shop_c WITH (FORCE) while busy;
@@ -312,6 +313,31 @@ ok $? "shop_b: its two payment workers are back, without a restart"
 orders shop_b new-b 20 new-b
 wait_db shop_b "SELECT count(*) = 20 FROM ft_orders.orders WHERE status = 'paid'" 30
 ok $? "shop_b: its 20 new orders are paid"
+
+# --- one account, one rate limit: both databases together ----------------------
+# ft_orders.rate_limit limits the account (all databases' workers share one
+# token bucket): in any second at most rate + burst requests arrive, though
+# both databases drain at once
+RATE=30
+curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null || bail_out "could not clear the ledger"
+q postgres "ALTER SYSTEM SET ft_orders.rate_limit = $RATE" >/dev/null && as_pg pg_ctl -D "$PGDATA" reload >/dev/null
+wait_db shop_a "SELECT rate_limit = $RATE FROM ft_orders.gateway_status" 10
+for db in shop_a shop_b; do q "$db" "SELECT ft_orders.reset_stats()" >/dev/null; done
+orders shop_a rl-a 60 rl-a &
+pid_a=$!
+orders shop_b rl-b 60 rl-b
+wait "$pid_a"
+for pair in shop_a:rl-a shop_b:rl-b; do
+	db=${pair%%:*}
+	wait_db "$db" "SELECT count(*) = 60 FROM ft_orders.orders WHERE customer_id = '${pair#*:}' AND status = 'paid'" 60
+	ok $? "rate_limit $RATE: $db's 60 orders are paid"
+	cmp_ok "$(q "$db" "SELECT throttled FROM ft_orders.gateway_status")" -gt 0 \
+		"rate_limit $RATE: $db's workers were made to wait (gateway_status.throttled)"
+done
+maxw=$("$(dirname "$0")/harness/gateway_log.py" "$GW_URL" max_window 1)
+cmp_ok "$maxw" -le $((RATE + RATE + RATE / 20)) \
+	"rate_limit $RATE: at most rate + burst requests in any 1 s from both databases together ($maxw)"
+q postgres "ALTER SYSTEM RESET ft_orders.rate_limit" >/dev/null && as_pg pg_ctl -D "$PGDATA" reload >/dev/null
 
 # --- ALTER SYSTEM adds shop_c (exists) and shop_d (does not) + restart -------------
 gw_faults '{"down":true}' || bail_out "could not set faults"
