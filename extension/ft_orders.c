@@ -65,6 +65,20 @@ _PG_init(void)
 	ft_wakeup_init();
 	ft_drop_database_install_hook();
 	ft_shmem_install_hooks();
+
+	/*
+	 * A launcher that does not fit is only reported by the postmaster, as
+	 * "too many background workers", without naming us: say it here.
+	 */
+	if (ft_databases->n * (ft_workers + 1) > max_worker_processes)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ft_orders needs %d background workers, but max_worker_processes is %d",
+						ft_databases->n * (ft_workers + 1), max_worker_processes),
+				 errdetail("ft_orders.database lists %d database(s), each served by a launcher and ft_orders.workers = %d payment worker(s).",
+						   ft_databases->n, ft_workers),
+				 errhint("Raise max_worker_processes to at least %d (plus what other extensions and parallel queries use) and restart the server.",
+						 ft_databases->n * (ft_workers + 1))));
 	for (int i = 0; i < ft_databases->n; i++)
 		ft_register_launcher(i);
 }
