@@ -11,6 +11,7 @@ EXTENSION_OBJS = \
 	extension/orders_read.o \
 	extension/dead_letters.o \
 	extension/maintenance.o \
+	extension/drop_database.o \
 	extension/status_views.o \
 	extension/metrics.o \
 	extension/spi_plan.o
@@ -34,7 +35,7 @@ BGWORKER_OBJS = \
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql ft_orders--1.2--1.3.sql
+DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql ft_orders--1.2--1.3.sql ft_orders--1.3--1.4.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension

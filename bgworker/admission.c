@@ -5,8 +5,10 @@
  *	  a 429 or 503 with Retry-After, and the token bucket of
  *	  ft_orders.rate_limit (docs/reference.md, "Gateway limits").
  *
- * Both are shared by every payment worker and by every kind of request a
- * worker sends (payments now; refunds and look-ups use the same call):
+ * Both are shared by every payment worker, of every database of
+ * ft_orders.database (they all charge one gateway account, and it is the
+ * account that the gateway limits and pauses), and by every kind of
+ * request a worker sends (payments now; refunds and look-ups use the same call):
  * before a request leaves, its worker asks ft_admission_take() for it.
  * The answer is how many of the wanted requests may leave now, and, when
  * none may, the time at which to ask again; the worker then sleeps on its
@@ -20,7 +22,8 @@
  *
  * The state is in ft_shared->limits under its spinlock: the critical
  * sections are a handful of arithmetic operations, with no call that could
- * raise an error.
+ * raise an error.  Each database counts its own workers' waits
+ * (ft_db->throttled).
  *
  *-------------------------------------------------------------------------
  */
@@ -90,9 +93,9 @@ ft_admission_take(int wanted, TimestampTz now, TimestampTz *retry_at)
 			*retry_at = now + (TimestampTz) ceil((1.0 - lim->tokens) / rate *
 												 USECS_PER_SEC);
 	}
-	if (granted == 0)
-		lim->throttled++;
 	SpinLockRelease(&lim->mutex);
+	if (granted == 0)
+		pg_atomic_fetch_add_u64(&ft_db->throttled, 1);
 	return granted;
 }
 

@@ -3,7 +3,7 @@
  * circuit.c
  *	  The gateway circuit breaker, shared by all payment workers.
  *
- * State lives in ft_shared->gateway and is changed under ft_shared->lock
+ * State lives in ft_db->gateway and is changed under ft_db->lock
  * (exclusive).  The circuit is for a gateway that is down, not for one
  * that is flaky (docs/reference.md, "Gateway limits"):
  *
@@ -65,7 +65,7 @@
 int
 ft_circuit_admit(int wanted, int *nprobes, bool *blocked)
 {
-	volatile FtGatewayStats *gw = &ft_shared->gateway;
+	volatile FtGatewayStats *gw = &ft_db->gateway;
 	TimestampTz now;
 	int			granted = 0;
 
@@ -79,7 +79,7 @@ ft_circuit_admit(int wanted, int *nprobes, bool *blocked)
 		return wanted;
 
 	now = GetCurrentTimestamp();
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	if (gw->circuit == FT_CIRCUIT_OPEN &&
 		TimestampDifferenceExceeds(gw->opened_at, now, ft_circuit_open_time_ms))
 	{
@@ -117,7 +117,7 @@ ft_circuit_admit(int wanted, int *nprobes, bool *blocked)
 			}
 			break;
 	}
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 
 	*blocked = (granted < wanted);
 	return granted;
@@ -132,11 +132,11 @@ ft_circuit_abandon_probes(int n)
 {
 	if (n <= 0)
 		return;
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
-	if (ft_shared->gateway.circuit == FT_CIRCUIT_HALF_OPEN)
-		ft_shared->gateway.probes_in_flight =
-			Max(0, ft_shared->gateway.probes_in_flight - n);
-	LWLockRelease(ft_shared->lock);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
+	if (ft_db->gateway.circuit == FT_CIRCUIT_HALF_OPEN)
+		ft_db->gateway.probes_in_flight =
+			Max(0, ft_db->gateway.probes_in_flight - n);
+	LWLockRelease(ft_db->lock);
 }
 
 /* lower bound of the Wilson score interval of failures / n */
@@ -201,7 +201,7 @@ ft_circuit_open_locked(FtGatewayStats *gw, TimestampTz now)
 
 /*
  * Feed one completed request into the breaker.  Caller holds
- * ft_shared->lock exclusively (it publishes a whole batch under one
+ * ft_db->lock exclusively (it publishes a whole batch under one
  * acquisition) and logs the returned change after releasing it.  When
  * the circuit opens, *window_requests and *window_failures say what the
  * window held.
@@ -210,7 +210,7 @@ FtCircuitChange
 ft_circuit_report_locked(const FtJob *job, TimestampTz now,
 						 uint32 *window_requests, uint32 *window_failures)
 {
-	FtGatewayStats *gw = &ft_shared->gateway;
+	FtGatewayStats *gw = &ft_db->gateway;
 	bool		replied = (job->http_status > 0);
 
 	if (replied)

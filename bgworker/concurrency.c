@@ -35,7 +35,7 @@
  * The limit starts at max_in_flight: a gateway that keeps up is never
  * slowed down.  One limit is shared by all workers (it describes the
  * gateway); each worker applies it to its own requests.  State in
- * ft_shared->gateway under ft_shared->lock, updated with each batch of
+ * ft_db->gateway under ft_db->lock, updated with each batch of
  * completions; the rounded value is also published in an atomic that
  * workers read without the lock before each claim.
  *
@@ -70,7 +70,7 @@ ft_concurrency_limit(void)
 
 	if (!ft_adaptive_concurrency)
 		return ft_max_in_flight;
-	v = pg_atomic_read_u32(&ft_shared->concurrency_limit_now);
+	v = pg_atomic_read_u32(&ft_db->concurrency_limit_now);
 	if (v == 0 || v > (uint32) ft_max_in_flight)
 		return ft_max_in_flight;
 	return (int) v;
@@ -78,12 +78,12 @@ ft_concurrency_limit(void)
 
 /*
  * Feed one completed request into the limit.  Caller holds
- * ft_shared->lock exclusively.
+ * ft_db->lock exclusively.
  */
 void
 ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 {
-	FtGatewayStats *gw = &ft_shared->gateway;
+	FtGatewayStats *gw = &ft_db->gateway;
 	double		max = (double) ft_max_in_flight;
 	double		limit = gw->concurrency_limit;
 	double		baseline;
@@ -95,7 +95,7 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		/* off: start from max_in_flight when it is turned on again */
 		gw->concurrency_limit = 0;
 		gw->overload_at = 0;
-		pg_atomic_write_u32(&ft_shared->concurrency_limit_now, 0);
+		pg_atomic_write_u32(&ft_db->concurrency_limit_now, 0);
 		return;
 	}
 	if (limit <= 0 || limit > max)
@@ -159,6 +159,6 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 	}
 
 	gw->concurrency_limit = limit;
-	pg_atomic_write_u32(&ft_shared->concurrency_limit_now,
+	pg_atomic_write_u32(&ft_db->concurrency_limit_now,
 						(uint32) Max(1.0, floor(limit)));
 }

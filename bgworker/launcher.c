@@ -4,20 +4,25 @@
  *	  The ft_orders launcher: starts and supervises the payment workers,
  *	  releases the leases of dead workers, runs the periodic maintenance.
  *
- * Registered statically by _PG_init (restart after 1 s).  It serves the
- * database named by ft_orders.database:
+ * Registered statically by _PG_init (restart after 1 s), one per database
+ * of ft_orders.database; bgw_main_arg is the database's position in the
+ * list, and of its block in shared memory (ft_db).  Each serves its own
+ * database:
  *
  *	- The database may not exist yet (a fresh cluster): connecting to it
  *	  would FATAL every second.  So an incarnation that has not seen the
  *	  database connects to no database first, looks in pg_database every
  *	  second (one LOG with a hint), and when the database appears exits to
- *	  be restarted, this time connected to it (ft_shared->launcher_db_seen).
+ *	  be restarted, this time connected to it (ft_db->launcher_db_seen).
+ *	- DROP DATABASE of the database (extension/drop_database.c) sets
+ *	  ft_db->dropping and stops us and our workers; we then wait for the
+ *	  database again, connected to none, until the DROP is over.
  *	- If the extension is not installed there, it says so once at LOG and
  *	  looks again every second.
  *	- On a primary, before any worker may claim, it releases every lease
  *	  in the outbox: the workers that took them are gone (server start,
  *	  crash restart, promotion of a standby), and idempotency keys make a
- *	  re-send safe.  ft_shared->leases_released tells the workers to go.
+ *	  re-send safe.  ft_db->leases_released tells the workers to go.
  *	  On a standby it looks every 250 ms whether it was promoted.
  *	- It starts ft_orders.workers dynamic payment workers, worker n in slot
  *	  n-1, and starts again one that stopped, a second later.  Workers left
@@ -63,6 +68,7 @@ PGDLLEXPORT void ft_orders_launcher_main(Datum main_arg);
 #define FT_MAINTENANCE_MS		60000
 #define FT_STRAY_WAIT_MS		10000
 
+static int	ft_db_index;		/* our database in ft_orders.database */
 static BackgroundWorkerHandle *ft_worker_handle[FT_MAX_WORKERS];
 static TimestampTz ft_worker_restart_at[FT_MAX_WORKERS];
 static bool ft_register_failed_logged = false;
@@ -132,31 +138,46 @@ ft_database_exists(const char *dbname)
 }
 
 /*
- * Connected to no database: wait until ft_orders.database exists, then
- * exit to be restarted connected to it.  Never returns.
+ * Connected to no database: wait until our database exists (and no DROP
+ * DATABASE of it is under way), then exit to be restarted connected to
+ * it.  Never returns.
  */
 static void
-ft_launcher_wait_for_database(void)
+ft_launcher_wait_for_database(const char *dbname)
 {
 	bool		hinted = false;
 
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	for (;;)
 	{
-		if (ft_database_exists(ft_database))
+		if (!ft_db->dropping)
 		{
-			ft_shared->launcher_db_seen = true;
-			proc_exit(1);		/* restarted in 1 s, then connects */
+			if (ft_database_exists(dbname))
+			{
+				ft_db->launcher_db_seen = true;
+				proc_exit(1);	/* restarted in 1 s, then connects */
+			}
+			if (!hinted)
+				ereport(LOG,
+						(errcode(ERRCODE_UNDEFINED_DATABASE),
+						 errmsg("ft_orders launcher: database \"%s\" does not exist yet; waiting",
+								dbname),
+						 errhint("Create the database and run CREATE EXTENSION ft_orders in it, or remove it from ft_orders.database.")));
+			hinted = true;
 		}
-		if (!hinted)
-			ereport(LOG,
-					(errcode(ERRCODE_UNDEFINED_DATABASE),
-					 errmsg("ft_orders launcher: database \"%s\" does not exist yet; waiting",
-							ft_database),
-					 errhint("Create the database and run CREATE EXTENSION ft_orders in it, or set ft_orders.database.")));
-		hinted = true;
 		ft_launcher_sleep(FT_LAUNCHER_POLL_MS);
 	}
+}
+
+/* before_shmem_exit: we no longer hold a connection to the database */
+static void
+ft_launcher_on_exit(int code, Datum arg)
+{
+	if (LWLockHeldByMe(ft_db->lock))
+		LWLockRelease(ft_db->lock);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
+	ft_db->launcher_pid = 0;
+	LWLockRelease(ft_db->lock);
 }
 
 /*
@@ -172,10 +193,10 @@ ft_launcher_stop_strays(void)
 	do
 	{
 		any = false;
-		LWLockAcquire(ft_shared->lock, LW_SHARED);
+		LWLockAcquire(ft_db->lock, LW_SHARED);
 		for (int i = 0; i < FT_MAX_WORKERS; i++)
 		{
-			pid_t		pid = ft_shared->workers[i].pid;
+			pid_t		pid = ft_db->workers[i].pid;
 
 			if (pid != 0)
 			{
@@ -183,7 +204,7 @@ ft_launcher_stop_strays(void)
 				(void) kill(pid, SIGTERM);
 			}
 		}
-		LWLockRelease(ft_shared->lock);
+		LWLockRelease(ft_db->lock);
 		if (any)
 			ft_launcher_sleep(100);
 	} while (any && !TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
@@ -195,7 +216,7 @@ ft_launcher_wake_workers(void)
 {
 	for (int i = 0; i < ft_nworkers(); i++)
 	{
-		PGPROC	   *proc = ft_shared->workers[i].proc;
+		PGPROC	   *proc = ft_db->workers[i].proc;
 
 		if (proc != NULL)
 			SetLatch(&proc->procLatch);
@@ -209,6 +230,8 @@ ft_launcher_wake_workers(void)
 static void
 ft_launcher_supervise(TimestampTz now)
 {
+	if (ft_db->dropping)
+		return;					/* SIGTERM follows: the database goes away */
 	for (int i = 0; i < ft_nworkers(); i++)
 	{
 		BackgroundWorker worker;
@@ -236,9 +259,10 @@ ft_launcher_supervise(TimestampTz now)
 		worker.bgw_restart_time = BGW_NEVER_RESTART;
 		snprintf(worker.bgw_library_name, BGW_MAXLEN, "ft_orders");
 		snprintf(worker.bgw_function_name, BGW_MAXLEN, "ft_orders_payment_worker_main");
-		snprintf(worker.bgw_name, BGW_MAXLEN, "ft_orders payment worker %d", i + 1);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "ft_orders payment worker %d for database %s",
+				 i + 1, NameStr(ft_db->dbname));
 		snprintf(worker.bgw_type, BGW_MAXLEN, "ft_orders payment worker");
-		worker.bgw_main_arg = Int32GetDatum(i);
+		worker.bgw_main_arg = Int32GetDatum(ft_worker_main_arg(ft_db_index, i));
 		worker.bgw_notify_pid = MyProcPid;
 
 		if (!RegisterDynamicBackgroundWorker(&worker, &ft_worker_handle[i]))
@@ -249,7 +273,7 @@ ft_launcher_supervise(TimestampTz now)
 				ereport(WARNING,
 						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 						 errmsg("could not start ft_orders payment worker %d", i + 1),
-						 errhint("Raise max_worker_processes: ft_orders needs ft_orders.workers + 1 background workers.")));
+						 errhint("Raise max_worker_processes: ft_orders needs ft_orders.workers + 1 background workers per database of ft_orders.database.")));
 			ft_register_failed_logged = true;
 		}
 	}
@@ -290,30 +314,42 @@ ft_orders_launcher_main(Datum main_arg)
 	bool		hinted = false;
 	bool		released = false;
 	TimestampTz next_maintenance = 0;
+	const char *dbname;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	if (!ft_shared->launcher_db_seen)
-		ft_launcher_wait_for_database();
+	ft_db_index = DatumGetInt32(main_arg);
+	if (ft_db_index < 0 || ft_db_index >= ft_shared->ndatabases)
+		elog(ERROR, "ft_orders launcher started for database %d of %d",
+			 ft_db_index, ft_shared->ndatabases);
+	ft_db = &ft_shared->db[ft_db_index];
+	dbname = NameStr(ft_db->dbname);
+
+	if (!ft_db->launcher_db_seen || ft_db->dropping)
+		ft_launcher_wait_for_database(dbname);
 	/* a FATAL while connecting (database dropped) makes us look again */
-	ft_shared->launcher_db_seen = false;
-	BackgroundWorkerInitializeConnection(ft_database, NULL, 0);
-	ft_shared->launcher_db_seen = true;
+	ft_db->launcher_db_seen = false;
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	ft_db->launcher_db_seen = true;
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
+	ft_db->launcher_pid = MyProcPid;
+	LWLockRelease(ft_db->lock);
+	before_shmem_exit(ft_launcher_on_exit, (Datum) 0);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	ft_shared->leases_released = false;
+	ft_db->leases_released = false;
 	ft_launcher_stop_strays();
 
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ft_nworkers(); i++)
-		ft_shared->workers[i].in_use = true;
-	LWLockRelease(ft_shared->lock);
+		ft_db->workers[i].in_use = true;
+	LWLockRelease(ft_db->lock);
 
 	ereport(LOG,
 			(errmsg("ft_orders launcher started for database \"%s\" with %d payment worker(s)",
-					ft_database, ft_nworkers())));
+					dbname, ft_nworkers())));
 	ft_report_timeouts();
 
 	for (;;)
@@ -337,7 +373,7 @@ ft_orders_launcher_main(Datum main_arg)
 		if (ready && !in_recovery && !released)
 		{
 			released = true;
-			ft_shared->leases_released = true;
+			ft_db->leases_released = true;
 			if (nreleased > 0)
 				ereport(LOG,
 						(errmsg("ft_orders launcher released %lld outbox lease(s) of stopped payment workers",
@@ -352,9 +388,9 @@ ft_orders_launcher_main(Datum main_arg)
 				ereport(LOG,
 						(errcode(ERRCODE_UNDEFINED_OBJECT),
 						 errmsg("extension \"ft_orders\" is not installed in database \"%s\"; payment workers wait",
-								ft_database),
+								dbname),
 						 errhint("Run CREATE EXTENSION ft_orders in database \"%s\".",
-								 ft_database)));
+								 dbname)));
 			hinted = true;
 		}
 		else

@@ -54,7 +54,7 @@
  * While the server is in recovery the worker publishes "standby", writes
  * nothing, and looks again every 250 ms; after a promotion it also waits
  * until the launcher has released the leases of the dead primary's
- * workers (ft_shared->leases_released).
+ * workers (ft_db->leases_released).
  *
  * On SIGTERM: no more claims, in-flight requests get up to one second,
  * what completed is recorded, the leases of the rest are released, the
@@ -812,7 +812,7 @@ ft_wait_until_ready(void)
 	{
 		bool		in_recovery = RecoveryInProgress();
 
-		if (!in_recovery && ft_shared->leases_released)
+		if (!in_recovery && ft_db->leases_released)
 		{
 			bool		ready;
 
@@ -827,7 +827,7 @@ ft_wait_until_ready(void)
 				ereport(LOG,
 						(errcode(ERRCODE_UNDEFINED_OBJECT),
 						 errmsg("extension \"ft_orders\" is not installed in database \"%s\": the payment worker waits",
-								ft_database),
+								NameStr(ft_db->dbname)),
 						 errhint("Run CREATE EXTENSION ft_orders in that database.")));
 			hinted = true;
 		}
@@ -854,17 +854,21 @@ ft_http_on_exit(int code, Datum arg)
 void
 ft_orders_payment_worker_main(Datum main_arg)
 {
-	int			slot_index = DatumGetInt32(main_arg);
+	int			db_index = DatumGetInt32(main_arg) / FT_MAX_WORKERS;
+	int			slot_index = DatumGetInt32(main_arg) % FT_MAX_WORKERS;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, ft_handle_sigterm);
 	pqsignal(SIGINT, ft_handle_sigint);
 	BackgroundWorkerUnblockSignals();
 
-	if (slot_index < 0 || slot_index >= FT_MAX_WORKERS)
-		elog(ERROR, "payment worker started with slot %d", slot_index);
+	if (DatumGetInt32(main_arg) < 0 || db_index >= ft_shared->ndatabases)
+		elog(ERROR, "payment worker started with argument %d", DatumGetInt32(main_arg));
+	ft_db = &ft_shared->db[db_index];
+	if (ft_db->dropping)
+		proc_exit(0);			/* DROP DATABASE under way: do not connect */
 
-	BackgroundWorkerInitializeConnection(ft_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(NameStr(ft_db->dbname), NULL, 0);
 	/* every name in outbox.c's SQL resolves to the built-in or ft_orders */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 

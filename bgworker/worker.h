@@ -187,6 +187,13 @@ extern void ft_admission_pause(TimestampTz until);
 extern int	ft_concurrency_limit(void);
 extern void ft_concurrency_report_locked(const FtJob *job, TimestampTz now);
 
+/*
+ * bgw_main_arg of the payment worker in slot slot (0-based) of database db
+ * (its position in ft_orders.database): set by the launcher, decoded by
+ * ft_orders_payment_worker_main.
+ */
+#define ft_worker_main_arg(db, slot)	((db) * FT_MAX_WORKERS + (slot))
+
 /* worker_stats.c: the worker's slot and the gateway figures */
 extern void ft_slot_attach(int slot_index);
 extern void ft_slot_detach(void);

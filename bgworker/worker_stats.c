@@ -6,7 +6,7 @@
  *	  errors, latency ring and histogram, circuit breaker input).
  *
  * The worker owns its slot; the launcher only marks it in_use.  Writes go
- * under ft_shared->lock, once per round at most for the state and once per
+ * under ft_db->lock, once per round at most for the state and once per
  * batch for the counters, never across I/O.  proc is published last on
  * attach and cleared first on detach: committing backends read it without
  * the lock to set our latch (see shmem.h).
@@ -41,9 +41,9 @@ ft_slot_on_exit(int code, Datum arg)
 void
 ft_slot_attach(int slot_index)
 {
-	FtWorkerSlot *slot = &ft_shared->workers[slot_index];
+	FtWorkerSlot *slot = &ft_db->workers[slot_index];
 
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	slot->in_use = true;
 	slot->pid = MyProcPid;
 	slot->state = FT_WORKER_STARTING;
@@ -52,7 +52,7 @@ ft_slot_attach(int slot_index)
 	pg_atomic_write_u32(&slot->can_send, 0);
 	slot->last_activity = GetCurrentTimestamp();
 	slot->proc = MyProc;
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 
 	ft_my_slot = slot;
 	ft_published_state = FT_WORKER_STARTING;
@@ -74,14 +74,14 @@ ft_slot_detach(void)
 	ft_my_slot = NULL;
 
 	/* a FATAL exit may come from under the lock (it cannot be re-taken) */
-	if (LWLockHeldByMe(ft_shared->lock))
-		LWLockRelease(ft_shared->lock);
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	if (LWLockHeldByMe(ft_db->lock))
+		LWLockRelease(ft_db->lock);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	slot->proc = NULL;
 	slot->pid = 0;
 	slot->in_flight = 0;
 	slot->state = FT_WORKER_STOPPED;
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 }
 
 /*
@@ -117,10 +117,10 @@ ft_slot_set_state(FtWorkerState state, int in_flight)
 		(state == ft_published_state && in_flight == ft_published_in_flight))
 		return;
 
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	ft_my_slot->state = state;
 	ft_my_slot->in_flight = in_flight;
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 	ft_published_state = state;
 	ft_published_in_flight = in_flight;
 }
@@ -134,7 +134,7 @@ ft_slot_set_state(FtWorkerState state, int in_flight)
 void
 ft_stats_completions(FtJob **jobs, int njobs)
 {
-	FtGatewayStats *gw = &ft_shared->gateway;
+	FtGatewayStats *gw = &ft_db->gateway;
 	TimestampTz now = GetCurrentTimestamp();
 	FtCircuitChange change = FT_CIRCUIT_UNCHANGED;
 	int			failures = 0;
@@ -145,7 +145,7 @@ ft_stats_completions(FtJob **jobs, int njobs)
 	if (njobs <= 0)
 		return;
 
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < njobs; i++)
 	{
 		FtJob	   *job = jobs[i];
@@ -175,7 +175,7 @@ ft_stats_completions(FtJob **jobs, int njobs)
 			failures = gw->consecutive_failures;
 		}
 	}
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 
 	switch (change)
 	{
@@ -267,7 +267,7 @@ ft_stats_recorded(FtJob **jobs, int njobs)
 			last_error = jobs[i]->error;
 	}
 
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	ft_my_slot->processed += njobs;
 	ft_my_slot->succeeded += paid;
 	ft_my_slot->declined += declined;
@@ -276,5 +276,5 @@ ft_stats_recorded(FtJob **jobs, int njobs)
 	ft_my_slot->last_activity = GetCurrentTimestamp();
 	if (last_error != NULL)
 		strlcpy(ft_my_slot->last_error, last_error, FT_LAST_ERROR_LEN);
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 }

@@ -37,6 +37,18 @@ typedef void FtJsonResult;
 #define FT_JSON_OK
 #endif
 
+/* may the current user drop database dbid?  (owner check, 16 unified them) */
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_database.h"
+#include "utils/acl.h"
+#define ft_database_ownercheck(dbid, roleid) \
+	object_ownercheck(DatabaseRelationId, (dbid), (roleid))
+#else
+#include "utils/acl.h"
+#define ft_database_ownercheck(dbid, roleid) \
+	pg_database_ownercheck((dbid), (roleid))
+#endif
+
 #if PG_VERSION_NUM >= 170000
 #define ft_make_json_lexer(json, len, encoding, need_escapes) \
 	makeJsonLexContextCstringLen(NULL, (json), (len), (encoding), (need_escapes))

@@ -8,10 +8,11 @@
  * ft_orders.workers), and without shared memory and workers an order would
  * never be paid.  Loaded any other way (CREATE EXTENSION or LOAD on a
  * server that does not preload it), _PG_init raises an ERROR saying so.
- * Preloaded, it defines the settings, installs the commit hook, reserves
- * shared memory and registers the launcher background worker
- * (bgworker/launcher.c), which starts the payment workers.  Every process
- * that runs ft_orders code therefore has ft_shared set.
+ * Preloaded, it defines the settings, installs the commit and DROP
+ * DATABASE hooks, reserves shared memory and registers one launcher
+ * background worker per database of ft_orders.database
+ * (bgworker/launcher.c), which starts that database's payment workers.
+ * Every process that runs ft_orders code therefore has ft_shared set.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +22,7 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 
+#include "drop_database.h"
 #include "guc.h"
 #include "shmem.h"
 #include "wakeup.h"
@@ -29,8 +31,9 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* launcher i serves database i of ft_orders.database */
 static void
-ft_register_launcher(void)
+ft_register_launcher(int i)
 {
 	BackgroundWorker worker;
 
@@ -41,9 +44,10 @@ ft_register_launcher(void)
 	worker.bgw_restart_time = 1;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ft_orders");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ft_orders_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "ft_orders launcher");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ft_orders launcher for database %s",
+			 ft_databases->names[i]);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "ft_orders launcher");
-	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_main_arg = Int32GetDatum(i);
 	worker.bgw_notify_pid = 0;
 	RegisterBackgroundWorker(&worker);
 }
@@ -59,6 +63,22 @@ _PG_init(void)
 
 	ft_define_gucs();
 	ft_wakeup_init();
+	ft_drop_database_install_hook();
 	ft_shmem_install_hooks();
-	ft_register_launcher();
+
+	/*
+	 * A launcher that does not fit is only reported by the postmaster, as
+	 * "too many background workers", without naming us: say it here.
+	 */
+	if (ft_databases->n * (ft_workers + 1) > max_worker_processes)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("ft_orders needs %d background workers, but max_worker_processes is %d",
+						ft_databases->n * (ft_workers + 1), max_worker_processes),
+				 errdetail("ft_orders.database lists %d database(s), each served by a launcher and ft_orders.workers = %d payment worker(s).",
+						   ft_databases->n, ft_workers),
+				 errhint("Raise max_worker_processes to at least %d (plus what other extensions and parallel queries use) and restart the server.",
+						 ft_databases->n * (ft_workers + 1))));
+	for (int i = 0; i < ft_databases->n; i++)
+		ft_register_launcher(i);
 }

@@ -23,11 +23,14 @@
 
 #include <limits.h>
 
+#include "lib/stringinfo.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "guc.h"
 
 char	   *ft_database = NULL;
+const FtDatabaseList *ft_databases = NULL;
 int			ft_workers = 2;
 char	   *ft_gateway_url = NULL;
 int			ft_gateway_provider = FT_PROVIDER_GENERIC;
@@ -109,15 +112,124 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * ft_orders.database: a comma-separated list of database names, split as
+ * PostgreSQL splits its own list settings (SplitGUCList: spaces around a
+ * name are ignored, names are not downcased, double quotes protect a comma
+ * or a space).  The parsed list goes to the assign hook as "extra".
+ */
 static bool
 ft_check_database(char **newval, void **extra, GucSource source)
 {
+	char	   *raw;
+	List	   *names;
+	ListCell   *lc;
+	FtDatabaseList *list;
+	bool		ok;
+
 	if (*newval == NULL || (*newval)[0] == '\0')
 	{
-		GUC_check_errdetail("ft_orders.database must name a database.");
+		GUC_check_errdetail("ft_orders.database must name at least one database.");
 		return false;
 	}
+	raw = pstrdup(*newval);
+	if (!SplitGUCList(raw, ',', &names))
+	{
+		GUC_check_errdetail("ft_orders.database must be a comma-separated list of database names, without empty names.");
+		return false;
+	}
+	if (list_length(names) == 0 || list_length(names) > FT_MAX_DATABASES)
+	{
+		GUC_check_errdetail("ft_orders.database lists %d databases; it must list 1 to %d.",
+							list_length(names), FT_MAX_DATABASES);
+		return false;
+	}
+
+	/* "extra" is freed by the GUC machinery with free() */
+	list = (FtDatabaseList *) malloc(sizeof(FtDatabaseList));
+	if (list == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errdetail("Out of memory.");
+		return false;
+	}
+	list->n = 0;
+	ok = true;
+	foreach(lc, names)
+	{
+		const char *name = (const char *) lfirst(lc);
+
+		if (name[0] == '\0')
+		{
+			GUC_check_errdetail("ft_orders.database lists an empty database name.");
+			ok = false;
+			break;
+		}
+		if (strlen(name) >= NAMEDATALEN)
+		{
+			GUC_check_errdetail("Database name \"%s\" is longer than %d bytes.",
+								name, NAMEDATALEN - 1);
+			ok = false;
+			break;
+		}
+		for (int i = 0; i < list->n; i++)
+		{
+			if (strcmp(list->names[i], name) == 0)
+			{
+				GUC_check_errdetail("Database \"%s\" is listed twice.", name);
+				ok = false;
+				break;
+			}
+		}
+		if (!ok)
+			break;
+		strlcpy(list->names[list->n++], name, NAMEDATALEN);
+	}
+	list_free(names);
+	pfree(raw);
+	if (!ok)
+	{
+		free(list);
+		return false;
+	}
+	*extra = list;
 	return true;
+}
+
+static void
+ft_assign_database(const char *newval, void *extra)
+{
+	ft_databases = (const FtDatabaseList *) extra;
+}
+
+/*
+ * Position of dbname in ft_orders.database, or -1 when it is not listed.
+ */
+int
+ft_database_index(const char *dbname)
+{
+	if (ft_databases == NULL || dbname == NULL)
+		return -1;
+	for (int i = 0; i < ft_databases->n; i++)
+	{
+		if (strcmp(ft_databases->names[i], dbname) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/*
+ * The listed databases for a message: "a", "b" (palloc'd).
+ */
+char *
+ft_database_list_text(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; ft_databases != NULL && i < ft_databases->n; i++)
+		appendStringInfo(&buf, "%s\"%s\"", i > 0 ? ", " : "", ft_databases->names[i]);
+	return buf.data;
 }
 
 /*
@@ -214,13 +326,13 @@ void
 ft_define_gucs(void)
 {
 	DefineCustomStringVariable("ft_orders.database",
-							   "Database whose outbox the payment workers drain.",
+							   "Databases whose outboxes the payment workers drain (a comma-separated list).",
 							   "CREATE EXTENSION ft_orders is refused in any other database.",
 							   &ft_database,
 							   "postgres",
 							   PGC_POSTMASTER,
-							   0,
-							   ft_check_database, NULL, NULL);
+							   GUC_LIST_INPUT,
+							   ft_check_database, ft_assign_database, NULL);
 
 	DefineCustomIntVariable("ft_orders.workers",
 							"Number of payment workers (0 disables them).",

@@ -20,7 +20,7 @@ typedef enum FtGatewayProvider
 	FT_PROVIDER_STRIPE_CHARGES	/* Stripe's older Charges API */
 } FtGatewayProvider;
 
-extern char *ft_database;
+extern char *ft_database;		/* as written; see ft_databases */
 extern int	ft_workers;
 extern char *ft_gateway_url;
 extern int	ft_gateway_provider;
@@ -52,6 +52,21 @@ extern int	ft_action_timeout_s;
 /* longest token accepted from a token file */
 #define FT_TOKEN_MAX_BYTES		4096
 
+/* most databases ft_orders.database may list */
+#define FT_MAX_DATABASES 16
+
+/*
+ * ft_orders.database parsed: the names of the databases served, in the
+ * order written.  Database i has launcher i and shared-memory block i.
+ */
+typedef struct FtDatabaseList
+{
+	int			n;
+	char		names[FT_MAX_DATABASES][NAMEDATALEN];
+} FtDatabaseList;
+
+extern const FtDatabaseList *ft_databases;
+
 /* upper bound of ft_orders.workers; sizes the shared-memory slot array */
 #define FT_MAX_WORKERS 32
 
@@ -68,6 +83,8 @@ extern int	ft_action_timeout_s;
 #define FT_LEASE_MARGIN_MS 1000
 
 extern void ft_define_gucs(void);
+extern int	ft_database_index(const char *dbname);
+extern char *ft_database_list_text(void);
 extern int	ft_request_timeout_eff_ms(void);
 extern void ft_report_timeouts(void);
 

@@ -3,8 +3,8 @@
  * maintenance.c
  *	  Housekeeping callable from SQL and run periodically by the launcher:
  *	  purging expired idempotency keys and old history rows.  Also the
- *	  install-time check that the extension is created in the database
- *	  the workers serve.
+ *	  install-time check that the extension is created in a database the
+ *	  workers serve.
  *
  * From schema 1.2 on, purging a key also counts its purge generation up
  * (ft_orders.idempotency_key_generations, one row per key ever purged, in
@@ -28,20 +28,24 @@ PG_FUNCTION_INFO_V1(ft_orders_check_database);
 PG_FUNCTION_INFO_V1(ft_orders_purge_expired_keys);
 PG_FUNCTION_INFO_V1(ft_orders_purge_history);
 
+/*
+ * ft_orders._check_database(), run by CREATE EXTENSION: the extension is
+ * only useful in a database that payment workers serve.
+ */
 Datum
 ft_orders_check_database(PG_FUNCTION_ARGS)
 {
 	char	   *dbname = get_database_name(MyDatabaseId);
 
-	if (dbname == NULL || ft_database == NULL || strcmp(dbname, ft_database) != 0)
+	if (ft_database_index(dbname) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("ft_orders can only be created in database \"%s\"",
-						ft_database ? ft_database : ""),
-				 errdetail("The payment workers serve the database named by ft_orders.database; orders placed in \"%s\" would never be charged.",
-						   dbname ? dbname : "?"),
-				 errhint("Set ft_orders.database = '%s' in postgresql.conf and restart the server, or create the extension in \"%s\".",
-						 dbname ? dbname : "?", ft_database ? ft_database : "")));
+				 errmsg("ft_orders cannot be created in database \"%s\"",
+						dbname ? dbname : "?"),
+				 errdetail("The payment workers serve the databases listed in ft_orders.database (%s); orders placed in \"%s\" would never be charged.",
+						   ft_database_list_text(), dbname ? dbname : "?"),
+				 errhint("Add \"%s\" to ft_orders.database in postgresql.conf and restart the server.",
+						 dbname ? dbname : "?")));
 	PG_RETURN_VOID();
 }
 
@@ -76,7 +80,7 @@ ft_orders_purge_expired_keys(PG_FUNCTION_ARGS)
 	int			rc;
 
 	/* a 1.0 or 1.1 schema (not updated yet) keeps no generations */
-	if (!ft_schema_derives_keys())
+	if (ft_schema_key_rule() == FT_KEYS_RANDOM)
 		PG_RETURN_INT64(ft_delete_older_than(
 											 "DELETE FROM ft_orders.idempotency_keys"
 											 " WHERE created_at OPERATOR(pg_catalog.<)"

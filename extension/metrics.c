@@ -421,10 +421,7 @@ ft_orders_metrics(PG_FUNCTION_ARGS)
 
 	initStringInfo(&buf);
 
-	LWLockAcquire(ft_shared->lock, LW_SHARED);
-	memcpy(slots, ft_shared->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
-	memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
-	LWLockRelease(ft_shared->lock);
+	ft_shmem_snapshot(slots, gw);
 	ft_gateway_limits_snapshot(&limits);
 
 	ft_metrics_workers(&buf, slots);

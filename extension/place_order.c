@@ -14,29 +14,44 @@
  * leaves no trace.  Both statements are prepared once per backend and kept.
  *
  * The order's payment_key (the Idempotency-Key sent to the gateway) is
- * derived, from schema version 1.2 on, by ft_orders._payment_key():
+ * derived, from schema version 1.4 on, by ft_orders._payment_key():
  *
- *	 uuid = SHA-256("ft_orders payment_key v1", idempotency_key,
+ *	 uuid = SHA-256("ft_orders payment_key v2", key_space, idempotency_key,
  *					fingerprint, generation)[0..15], version 8, variant 10
  *
  * each input length-prefixed (ft_hash_field), generation an 8-byte
  * big-endian integer: how many times purge_expired_keys() has purged this
- * key (ft_orders.idempotency_key_generations, 0 when never).  So every
- * incarnation of one order (e.g. one committed on an isolated old primary
- * and lost with its timeline, then retried on the new primary) carries the
- * same Idempotency-Key, while the same key and request placed again after
- * the key expired is a new order under a new payment_key.  If a derived
- * key is taken all the same (a purge committed while this statement waited
- * on the key), nothing is written and the caller gets 40001 to retry.
- * Under an installed 1.0 or 1.1 schema (new binaries, ALTER EXTENSION
- * UPDATE not run yet) keys stay random, as there.
+ * key (ft_orders.idempotency_key_generations, 0 when never).  key_space
+ * (ft_orders._key_space()) is the server's system identifier, 8 bytes
+ * big-endian, followed by the database's name: the same on every member
+ * of one streaming-replication cluster (standbys are copies of the
+ * primary), different for every database of ft_orders.database and for
+ * every other server, all of which may share one gateway account.  So
+ * every incarnation of one order (e.g. one committed on an isolated old
+ * primary and lost with its timeline, then retried on the new primary)
+ * carries the same Idempotency-Key; the same key and request placed in
+ * another database, on another server, or again after the key expired is
+ * a new order under a new payment_key.  If a derived key is taken all the
+ * same (a purge committed while this statement waited on the key),
+ * nothing is written and the caller gets 40001 to retry.
+ *
+ * Schemas 1.2 and 1.3 derived "v1", the same without key_space (so two
+ * databases could derive one key); under them, and under 1.0 and 1.1
+ * (random keys), the new library keeps their rule until ALTER EXTENSION
+ * ft_orders UPDATE, which every member of the cluster replays at the same
+ * point of the WAL.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
@@ -56,6 +71,8 @@
 
 PG_FUNCTION_INFO_V1(ft_orders_place_order);
 PG_FUNCTION_INFO_V1(ft_orders_payment_key);
+PG_FUNCTION_INFO_V1(ft_orders_payment_key_v2);
+PG_FUNCTION_INFO_V1(ft_orders_key_space);
 
 #define FT_MAX_KEY_LEN			255
 #define FT_MAX_CUSTOMER_LEN		255
@@ -76,12 +93,13 @@ typedef struct FtOrderRequest
 } FtOrderRequest;
 
 /* domain separation: no other SHA-256 of ours starts with these bytes */
-#define FT_PAYMENT_KEY_DOMAIN	"ft_orders payment_key v1"
+#define FT_PAYMENT_KEY_DOMAIN_V1	"ft_orders payment_key v1"
+#define FT_PAYMENT_KEY_DOMAIN_V2	"ft_orders payment_key v2"
 
 static SPIPlanPtr ft_insert_plan = NULL;
 static SPIPlanPtr ft_lookup_plan = NULL;
-/* does ft_insert_plan derive payment keys (schema 1.2 or later)? */
-static bool ft_insert_plan_derives = false;
+/* the rule of ft_insert_plan's payment keys */
+static FtKeyRule ft_insert_plan_rule = FT_KEYS_RANDOM;
 
 static void
 ft_null_argument(const char *argname)
@@ -295,17 +313,20 @@ ft_request_fingerprint(const FtOrderRequest *req)
 
 /*
  * The payment_key of an order: a name-based UUID (RFC 9562 version 8,
- * SHA-256) of the idempotency key, the request fingerprint and the key's
- * purge generation.  See the file banner for why.
+ * SHA-256) of the key space (NULL: rule v1, without), the idempotency key,
+ * the request fingerprint and the key's purge generation.  See the file
+ * banner for why.
  */
 static void
-ft_derive_payment_key(const char *key, uint32 keylen,
+ft_derive_payment_key(const bytea *key_space,
+					  const char *key, uint32 keylen,
 					  const char *fingerprint, uint32 fplen,
 					  int64 generation, pg_uuid_t *uuid)
 {
 	pg_cryptohash_ctx *ctx;
 	uint8		digest[PG_SHA256_DIGEST_LENGTH];
 	char		gen[8];
+	const char *domain = key_space ? FT_PAYMENT_KEY_DOMAIN_V2 : FT_PAYMENT_KEY_DOMAIN_V1;
 
 	for (int i = 0; i < 8; i++)
 		gen[i] = (char) (((uint64) generation >> (56 - 8 * i)) & 0xff);
@@ -314,7 +335,9 @@ ft_derive_payment_key(const char *key, uint32 keylen,
 	if (pg_cryptohash_init(ctx) < 0)
 		elog(ERROR, "could not initialize SHA-256 context: %s",
 			 pg_cryptohash_error(ctx));
-	ft_hash_field(ctx, FT_PAYMENT_KEY_DOMAIN, strlen(FT_PAYMENT_KEY_DOMAIN));
+	ft_hash_field(ctx, domain, strlen(domain));
+	if (key_space != NULL)
+		ft_hash_field(ctx, VARDATA_ANY(key_space), VARSIZE_ANY_EXHDR(key_space));
 	ft_hash_field(ctx, key, keylen);
 	ft_hash_field(ctx, fingerprint, fplen);
 	ft_hash_field(ctx, gen, sizeof(gen));
@@ -328,13 +351,9 @@ ft_derive_payment_key(const char *key, uint32 keylen,
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;	/* variant 10 */
 }
 
-/*
- * ft_orders._payment_key(idempotency_key text, fingerprint bytea,
- * generation bigint) RETURNS uuid: the derivation above, for place_order's
- * statement and for anyone who wants to recompute a key.
- */
-Datum
-ft_orders_payment_key(PG_FUNCTION_ARGS)
+/* the shared part of both SQL entry points below */
+static Datum
+ft_payment_key_datum(FunctionCallInfo fcinfo, const bytea *key_space)
 {
 	text	   *key = PG_GETARG_TEXT_PP(0);
 	bytea	   *fingerprint = PG_GETARG_BYTEA_PP(1);
@@ -347,21 +366,91 @@ ft_orders_payment_key(PG_FUNCTION_ARGS)
 				 errmsg("invalid value for argument \"generation\""),
 				 errdetail("The purge generation must be 0 or more; it is " INT64_FORMAT ".",
 						   generation)));
-	ft_derive_payment_key(VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
+	ft_derive_payment_key(key_space, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key),
 						  VARDATA_ANY(fingerprint), VARSIZE_ANY_EXHDR(fingerprint),
 						  generation, uuid);
 	PG_RETURN_UUID_P(uuid);
 }
 
 /*
- * Does the installed schema derive payment keys (1.2 or later)?  Two
- * syscache lookups: cheap enough for every call, so that a session that
- * outlives ALTER EXTENSION ft_orders UPDATE switches at once.
+ * ft_orders._payment_key(idempotency_key text, fingerprint bytea,
+ * generation bigint) RETURNS uuid: rule v1 (schemas 1.2 and 1.3), kept
+ * for recomputing the keys of orders placed under them.
  */
-bool
-ft_schema_derives_keys(void)
+Datum
+ft_orders_payment_key(PG_FUNCTION_ARGS)
 {
-	return ft_schema_has_table("idempotency_key_generations");
+	return ft_payment_key_datum(fcinfo, NULL);
+}
+
+/*
+ * ft_orders._payment_key(idempotency_key text, fingerprint bytea,
+ * generation bigint, key_space bytea) RETURNS uuid: rule v2 (1.4 on), for
+ * place_order's statement and for anyone who wants to recompute a key.
+ */
+Datum
+ft_orders_payment_key_v2(PG_FUNCTION_ARGS)
+{
+	return ft_payment_key_datum(fcinfo, PG_GETARG_BYTEA_PP(3));
+}
+
+/*
+ * The key space of this database: the system identifier (8 bytes,
+ * big-endian) and the database's name.  Computed once per backend.
+ */
+static bytea *
+ft_key_space(void)
+{
+	static bytea *key_space = NULL;
+
+	if (key_space == NULL)
+	{
+		uint64		sysid = GetSystemIdentifier();
+		char	   *dbname = get_database_name(MyDatabaseId);
+		size_t		namelen;
+		bytea	   *ks;
+
+		if (dbname == NULL)
+			elog(ERROR, "database %u has no name", MyDatabaseId);
+		namelen = strlen(dbname);
+		ks = MemoryContextAlloc(TopMemoryContext, VARHDRSZ + 8 + namelen);
+		SET_VARSIZE(ks, VARHDRSZ + 8 + namelen);
+		for (int i = 0; i < 8; i++)
+			((uint8 *) VARDATA(ks))[i] = (uint8) ((sysid >> (56 - 8 * i)) & 0xff);
+		memcpy(VARDATA(ks) + 8, dbname, namelen);
+		key_space = ks;
+	}
+	return key_space;
+}
+
+/* ft_orders._key_space() RETURNS bytea */
+Datum
+ft_orders_key_space(PG_FUNCTION_ARGS)
+{
+	bytea	   *ks = ft_key_space();
+	bytea	   *result = palloc(VARSIZE(ks));
+
+	memcpy(result, ks, VARSIZE(ks));
+	PG_RETURN_BYTEA_P(result);
+}
+
+/*
+ * How the installed schema makes payment keys: random (1.0, 1.1), rule v1
+ * (1.2, 1.3: it keeps purge generations) or rule v2 (1.4 on: it has
+ * ft_orders._key_space()).  Syscache lookups: cheap enough for every call,
+ * so that a session that outlives ALTER EXTENSION ft_orders UPDATE
+ * switches at once.
+ */
+FtKeyRule
+ft_schema_key_rule(void)
+{
+	if (!ft_schema_has_table("idempotency_key_generations"))
+		return FT_KEYS_RANDOM;
+	if (!OidIsValid(LookupFuncName(list_make2(makeString("ft_orders"),
+											  makeString("_key_space")),
+								   0, NULL, true)))
+		return FT_KEYS_V1;
+	return FT_KEYS_V2;
 }
 
 /*
@@ -389,25 +478,34 @@ ft_schema_lifecycle(void)
 static void
 ft_prepare_plans(void)
 {
-	bool		derive = ft_schema_derives_keys();
+	FtKeyRule	rule = ft_schema_key_rule();
 
-	if (ft_insert_plan != NULL && ft_insert_plan_derives != derive)
+	if (ft_insert_plan != NULL && ft_insert_plan_rule != rule)
 	{
 		SPI_freeplan(ft_insert_plan);
 		ft_insert_plan = NULL;
 	}
 	if (ft_insert_plan == NULL)
 	{
-		Oid			argtypes[7] = {TEXTOID, BYTEAOID, TEXTOID, INT8OID,
-		TEXTOID, JSONBOID, TEXTOID};
+		Oid			argtypes[8] = {TEXTOID, BYTEAOID, TEXTOID, INT8OID,
+		TEXTOID, JSONBOID, TEXTOID, BYTEAOID};
+		const char *key_sql;
 
 		/*
 		 * The payment key is computed per row of k, i.e. after the key's
 		 * insert (and any wait on a concurrent one); its generation comes
 		 * from the statement's snapshot.  ON CONFLICT on payment_key turns
 		 * a key taken meanwhile into "no order row" (see the caller); a
-		 * random key (schemas before 1.2) is never taken.
+		 * random key (schemas before 1.2) is never taken.  $8 is the key
+		 * space, used by rule v2 only.
 		 */
+		if (rule == FT_KEYS_RANDOM)
+			key_sql = "pg_catalog.gen_random_uuid()";
+		else
+			key_sql = psprintf("ft_orders._payment_key($1, $2, COALESCE("
+							   "  (SELECT g.generation FROM ft_orders.idempotency_key_generations g"
+							   "    WHERE g.idempotency_key OPERATOR(pg_catalog.=) $1), 0)%s)",
+							   rule == FT_KEYS_V2 ? ", $8" : "");
 		ft_insert_plan = ft_prepare_kept(
 										 psprintf("WITH k AS ("
 												  "  INSERT INTO ft_orders.idempotency_keys (idempotency_key, fingerprint, order_id)"
@@ -425,13 +523,9 @@ ft_prepare_plans(void)
 												  "  INSERT INTO ft_orders.outbox (order_id) SELECT o.order_id FROM o)"
 												  "SELECT k.order_id, o.status"
 												  "  FROM k LEFT JOIN o ON o.order_id OPERATOR(pg_catalog.=) k.order_id",
-												  derive ?
-												  "ft_orders._payment_key($1, $2, COALESCE("
-												  "  (SELECT g.generation FROM ft_orders.idempotency_key_generations g"
-												  "    WHERE g.idempotency_key OPERATOR(pg_catalog.=) $1), 0))" :
-												  "pg_catalog.gen_random_uuid()"),
-										 7, argtypes, 0);
-		ft_insert_plan_derives = derive;
+												  key_sql),
+										 8, argtypes, 0);
+		ft_insert_plan_rule = rule;
 	}
 	if (ft_lookup_plan == NULL)
 	{
@@ -452,8 +546,8 @@ ft_orders_place_order(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	FtOrderRequest req;
 	bytea	   *fingerprint;
-	Datum		values[7];
-	char		nulls[7];
+	Datum		values[8];
+	char		nulls[8];
 	Datum		result[3];
 	bool		result_nulls[3] = {false, false, false};
 	bool		done = false;
@@ -468,6 +562,7 @@ ft_orders_place_order(PG_FUNCTION_ARGS)
 	values[4] = CStringGetTextDatum(req.currency);
 	values[5] = JsonbPGetDatum(req.items);
 	values[6] = req.payment_method ? PointerGetDatum(req.payment_method) : (Datum) 0;
+	values[7] = PointerGetDatum(ft_key_space());
 	memset(nulls, ' ', sizeof(nulls));
 	if (req.payment_method == NULL)
 		nulls[6] = 'n';

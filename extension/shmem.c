@@ -6,21 +6,34 @@
  * The layout and its locking rules are described in shmem.h.  Memory is
  * requested through the PostgreSQL 15 shmem_request_hook and set up in
  * shmem_startup_hook; both chain to whatever hook was installed before us.
+ * ft_orders.database is a postmaster setting, so the number of database
+ * blocks is known when memory is requested and never changes.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <signal.h>
+
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
 #include "shmem.h"
 
+/* how long DROP DATABASE waits for a database's workers to leave */
+#define FT_DROP_WAIT_MS		10000
+
 FtSharedState *ft_shared = NULL;
+FtDatabaseState *ft_db = NULL;
 
 const double ft_latency_bucket_ms[FT_LATENCY_BUCKETS] = {
 	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
@@ -29,14 +42,21 @@ const double ft_latency_bucket_ms[FT_LATENCY_BUCKETS] = {
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
+static Size
+ft_shmem_size(void)
+{
+	return MAXALIGN(add_size(offsetof(FtSharedState, db),
+							 mul_size(ft_databases->n, sizeof(FtDatabaseState))));
+}
+
 static void
 ft_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(MAXALIGN(sizeof(FtSharedState)));
-	RequestNamedLWLockTranche("ft_orders", 1);
+	RequestAddinShmemSpace(ft_shmem_size());
+	RequestNamedLWLockTranche("ft_orders", ft_databases->n);
 }
 
 static void
@@ -48,22 +68,32 @@ ft_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ft_shared = ShmemInitStruct("ft_orders", sizeof(FtSharedState), &found);
+	ft_shared = ShmemInitStruct("ft_orders", ft_shmem_size(), &found);
 	if (!found)
 	{
-		memset(ft_shared, 0, sizeof(FtSharedState));
-		ft_shared->lock = &(GetNamedLWLockTranche("ft_orders"))->lock;
-		pg_atomic_init_u32(&ft_shared->wake_next, 0);
-		for (int i = 0; i < FT_MAX_WORKERS; i++)
-		{
-			ft_shared->workers[i].worker_id = i + 1;
-			ft_shared->workers[i].state = FT_WORKER_STOPPED;
-			pg_atomic_init_u32(&ft_shared->workers[i].in_sql, 0);
-			pg_atomic_init_u32(&ft_shared->workers[i].can_send, 0);
-		}
-		ft_shared->gateway.circuit = FT_CIRCUIT_CLOSED;
+		LWLockPadded *locks = GetNamedLWLockTranche("ft_orders");
+
+		memset(ft_shared, 0, ft_shmem_size());
 		SpinLockInit(&ft_shared->limits.mutex);
-		pg_atomic_init_u32(&ft_shared->concurrency_limit_now, 0);
+		ft_shared->ndatabases = ft_databases->n;
+		for (int d = 0; d < ft_shared->ndatabases; d++)
+		{
+			FtDatabaseState *db = &ft_shared->db[d];
+
+			namestrcpy(&db->dbname, ft_databases->names[d]);
+			db->lock = &locks[d].lock;
+			pg_atomic_init_u32(&db->wake_next, 0);
+			for (int i = 0; i < FT_MAX_WORKERS; i++)
+			{
+				db->workers[i].worker_id = i + 1;
+				db->workers[i].state = FT_WORKER_STOPPED;
+				pg_atomic_init_u32(&db->workers[i].in_sql, 0);
+				pg_atomic_init_u32(&db->workers[i].can_send, 0);
+			}
+			db->gateway.circuit = FT_CIRCUIT_CLOSED;
+			pg_atomic_init_u64(&db->throttled, 0);
+			pg_atomic_init_u32(&db->concurrency_limit_now, 0);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -81,20 +111,121 @@ ft_shmem_install_hooks(void)
 	shmem_startup_hook = ft_shmem_startup;
 }
 
+static FtDatabaseState *
+ft_shmem_find(const char *dbname)
+{
+	for (int d = 0; dbname != NULL && d < ft_shared->ndatabases; d++)
+	{
+		if (strcmp(NameStr(ft_shared->db[d].dbname), dbname) == 0)
+			return &ft_shared->db[d];
+	}
+	return NULL;
+}
+
 /*
- * Zero every counter of the workers and the gateway.  Identity (slot use,
- * pid, latch), the current worker state and the circuit state are kept:
- * they describe what is, not what was counted.
+ * The block of the current database in a backend, found by name once (a
+ * catalog look-up: call it inside a transaction); NULL when the database
+ * is not listed in ft_orders.database.  Launcher and workers have ft_db
+ * set from the start.
+ */
+FtDatabaseState *
+ft_shmem_my_database(void)
+{
+	static bool looked_up = false;
+
+	if (ft_db == NULL && !looked_up)
+	{
+		ft_db = ft_shmem_find(get_database_name(MyDatabaseId));
+		looked_up = true;
+	}
+	return ft_db;
+}
+
+/*
+ * DROP DATABASE dbname is about to run: if ft_orders serves it, ask its
+ * launcher and payment workers to leave it (the workers release their
+ * leases and exit, the launcher waits for the database again without a
+ * connection) and wait for them, at most FT_DROP_WAIT_MS.  Their
+ * connections would otherwise make the DROP fail.  Until
+ * ft_shmem_release_database, nothing of ours connects to it again.
+ */
+void
+ft_shmem_stop_database(const char *dbname)
+{
+	FtDatabaseState *db = ft_shmem_find(dbname);
+	TimestampTz start = GetCurrentTimestamp();
+	bool		logged = false;
+
+	if (db == NULL)
+		return;
+
+	for (;;)
+	{
+		pid_t		pids[FT_MAX_WORKERS + 1];
+		int			npids = 0;
+
+		LWLockAcquire(db->lock, LW_EXCLUSIVE);
+		db->dropping = true;
+		db->launcher_db_seen = false;
+		if (db->launcher_pid != 0)
+			pids[npids++] = db->launcher_pid;
+		for (int i = 0; i < FT_MAX_WORKERS; i++)
+		{
+			if (db->workers[i].pid != 0)
+				pids[npids++] = db->workers[i].pid;
+		}
+		LWLockRelease(db->lock);
+
+		if (npids == 0)
+			break;
+		if (!logged)
+			ereport(LOG,
+					(errmsg("ft_orders: stopping the payment workers of database \"%s\" for DROP DATABASE",
+							dbname)));
+		logged = true;
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), FT_DROP_WAIT_MS))
+			break;				/* DROP DATABASE reports who is connected */
+		for (int i = 0; i < npids; i++)
+			(void) kill(pids[i], SIGTERM);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * DROP DATABASE dbname is over, done or failed: its launcher may look for
+ * the database again (and come back if it is still there).
+ */
+void
+ft_shmem_release_database(const char *dbname)
+{
+	FtDatabaseState *db = ft_shmem_find(dbname);
+
+	if (db == NULL)
+		return;
+	LWLockAcquire(db->lock, LW_EXCLUSIVE);
+	db->dropping = false;
+	LWLockRelease(db->lock);
+}
+
+/*
+ * Zero every counter of the current database's workers and gateway.
+ * Identity (slot use, pid, latch), the current worker state and the
+ * circuit state are kept: they describe what is, not what was counted.
  */
 void
 ft_shmem_reset_stats(void)
 {
 	FtGatewayStats *gw;
 
-	LWLockAcquire(ft_shared->lock, LW_EXCLUSIVE);
+	if (ft_shmem_my_database() == NULL)
+		return;
+	LWLockAcquire(ft_db->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < FT_MAX_WORKERS; i++)
 	{
-		FtWorkerSlot *slot = &ft_shared->workers[i];
+		FtWorkerSlot *slot = &ft_db->workers[i];
 
 		slot->processed = 0;
 		slot->succeeded = 0;
@@ -103,7 +234,7 @@ ft_shmem_reset_stats(void)
 		slot->failed = 0;
 		slot->last_error[0] = '\0';
 	}
-	gw = &ft_shared->gateway;
+	gw = &ft_db->gateway;
 	gw->requests = 0;
 	gw->errors = 0;
 	gw->last_http_status = 0;
@@ -111,11 +242,36 @@ ft_shmem_reset_stats(void)
 	gw->latency_count = 0;
 	memset(gw->latency_buckets, 0, sizeof(gw->latency_buckets));
 	gw->latency_sum_ms = 0;
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 
-	SpinLockAcquire(&ft_shared->limits.mutex);
-	ft_shared->limits.throttled = 0;
-	SpinLockRelease(&ft_shared->limits.mutex);
+	pg_atomic_write_u64(&ft_db->throttled, 0);
+}
+
+/*
+ * Copies of the current database's worker slots (FT_MAX_WORKERS of them)
+ * and gateway statistics, for the views and metrics(); either may be NULL.
+ * In a database that is not listed: no slot in use, nothing counted.
+ */
+void
+ft_shmem_snapshot(FtWorkerSlot *slots, FtGatewayStats *gw)
+{
+	if (ft_shmem_my_database() == NULL)
+	{
+		if (slots != NULL)
+			memset(slots, 0, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
+		if (gw != NULL)
+		{
+			memset(gw, 0, sizeof(FtGatewayStats));
+			gw->circuit = FT_CIRCUIT_CLOSED;
+		}
+		return;
+	}
+	LWLockAcquire(ft_db->lock, LW_SHARED);
+	if (slots != NULL)
+		memcpy(slots, ft_db->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
+	if (gw != NULL)
+		memcpy(gw, &ft_db->gateway, sizeof(FtGatewayStats));
+	LWLockRelease(ft_db->lock);
 }
 
 /*
@@ -137,7 +293,7 @@ ft_latency_bucket(double latency_ms)
 /*
  * Requests (*n) and transient failures (returned) in the circuit's window
  * at time now: the buckets of the last FT_CIRCUIT_BUCKETS periods.  The
- * caller holds ft_shared->lock or works on a copy.
+ * caller holds ft_db->lock or works on a copy.
  */
 uint32
 ft_circuit_window_counts(const FtGatewayStats *gw, TimestampTz now, uint32 *n)
@@ -160,32 +316,44 @@ ft_circuit_window_counts(const FtGatewayStats *gw, TimestampTz now, uint32 *n)
 }
 
 /*
- * The figures of FtGatewayLimitsView, read now.  Takes the spinlock and
- * ft_shared->lock (shared) in turn, never both.
+ * The figures of FtGatewayLimitsView of the current database, read now:
+ * its workers' waits and failure window, and the account's pause (in a
+ * database that is not listed: the settings, nothing counted).  Takes the
+ * spinlock and ft_db->lock (shared) in turn, never both.
  */
 void
 ft_gateway_limits_snapshot(FtGatewayLimitsView *view)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	FtGatewayStats *gw = &ft_shared->gateway;
-	uint32		limit = pg_atomic_read_u32(&ft_shared->concurrency_limit_now);
+	FtGatewayStats *gw;
+	uint32		limit;
 	uint32		n;
 	uint32		failures;
 
+	view->rate_limit = ft_rate_limit;
+	view->concurrency_limit = ft_max_in_flight;
+	if (ft_shmem_my_database() == NULL)
+	{
+		view->throttled = 0;
+		view->paused_until = 0;
+		view->failure_rate = -1;
+		return;
+	}
+	gw = &ft_db->gateway;
+	limit = pg_atomic_read_u32(&ft_db->concurrency_limit_now);
+
+	view->throttled = pg_atomic_read_u64(&ft_db->throttled);
 	SpinLockAcquire(&ft_shared->limits.mutex);
-	view->throttled = ft_shared->limits.throttled;
 	view->paused_until = ft_shared->limits.paused_until;
 	SpinLockRelease(&ft_shared->limits.mutex);
 	if (view->paused_until <= now)
 		view->paused_until = 0;
 
-	LWLockAcquire(ft_shared->lock, LW_SHARED);
+	LWLockAcquire(ft_db->lock, LW_SHARED);
 	failures = ft_circuit_window_counts(gw, now, &n);
-	LWLockRelease(ft_shared->lock);
+	LWLockRelease(ft_db->lock);
 	view->failure_rate = (n > 0) ? (double) failures / n : -1;
 
-	view->rate_limit = ft_rate_limit;
-	view->concurrency_limit = ft_max_in_flight;
 	if (ft_adaptive_concurrency && limit > 0 && limit < (uint32) ft_max_in_flight)
 		view->concurrency_limit = (int) limit;
 }

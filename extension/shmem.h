@@ -3,31 +3,43 @@
  * shmem.h
  *	  Layout of ft_orders' shared memory and who may touch what.
  *
- * One FtSharedState lives in the main shared memory segment.  The library
- * refuses to load unless preloaded (ft_orders.c), so ft_shared is set in
- * every process that runs ft_orders code.
+ * One FtSharedState lives in the main shared memory segment: one
+ * FtDatabaseState per database of ft_orders.database, in the order listed.
+ * The library refuses to load unless preloaded (ft_orders.c), so ft_shared
+ * is set in every process that runs ft_orders code.  ft_db is the block of
+ * the process's own database: the launcher and the payment workers set it
+ * from their bgw_main_arg, a backend finds it by its database's name
+ * (ft_shmem_my_database); it stays NULL in a database that is not listed.
+ * Nothing ever touches another database's block, except DROP DATABASE
+ * (ft_shmem_stop_database).
  *
- * Locking rules:
- *	- ft_shared->lock (an LWLock of tranche "ft_orders") protects the worker
- *	  slots and the gateway statistics.  Writers are the launcher (slot
- *	  assignment), the payment workers (their own slot, the gateway stats and
- *	  the circuit) and reset_stats(); readers are the status functions.
+ * Locking rules, all per database block:
+ *	- ft_db->lock (an LWLock of tranche "ft_orders", one per block)
+ *	  protects the worker slots, the gateway statistics, launcher_pid and
+ *	  dropping.  Writers are the launcher (slot assignment), the payment
+ *	  workers (their own slot, the gateway stats and the circuit),
+ *	  reset_stats() and DROP DATABASE; readers are the status functions.
  *	  Workers take it once per round or per completed batch, never across
  *	  I/O.
  *	- FtWorkerSlot.proc is also read WITHOUT the lock by committing backends
  *	  that only want to set a latch: a stale pointer at worst sets the latch
  *	  of an unrelated process (PGPROCs are never freed), which is harmless.
  *	- ft_shared->limits (the shared pause and the token bucket of
- *	  ft_orders.rate_limit) has its own spinlock: every payment worker asks
- *	  it before each claim, and the critical sections are a few
- *	  arithmetic operations (bgworker/admission.c).
+ *	  ft_orders.rate_limit) is the one thing all databases share: they
+ *	  all talk to one gateway account, which limits and pauses the
+ *	  account.  It has its own spinlock: every payment worker asks it
+ *	  before each claim, and the critical sections are a few arithmetic
+ *	  operations (bgworker/admission.c).  Each database counts its own
+ *	  workers' waits in ft_db->throttled (atomic).
  *	- The adaptive concurrency limit and the circuit's failure window live
- *	  in FtGatewayStats under ft_shared->lock, fed with each completed
+ *	  in FtGatewayStats under ft_db->lock, fed with each completed
  *	  batch; concurrency_limit_now is also read lock-free (an int).
  *	- wake_next is an atomic round-robin cursor, touched lock-free, and so
  *	  are FtWorkerSlot.in_sql (a hint: a stale value only picks a busier
  *	  worker) and FtWorkerSlot.can_send (a stale 0 only skips a worker that
  *	  claims right after setting it to 1; a stale 1 wakes an idle worker).
+ *	  The payment workers and the launcher also read dropping lock-free
+ *	  once per round: a stale false only delays their leaving by a round.
  *
  *-------------------------------------------------------------------------
  */
@@ -154,26 +166,40 @@ typedef struct FtGatewayLimits
 	double		tokens;			/* requests that may leave now */
 	TimestampTz refilled_at;	/* tokens were counted at this time; 0:
 								 * never (the bucket starts full) */
-	uint64		throttled;		/* times a worker was told to wait */
 } FtGatewayLimits;
 
-typedef struct FtSharedState
+typedef struct FtDatabaseState
 {
+	NameData	dbname;			/* from ft_orders.database, set at start */
 	LWLock	   *lock;
 	pg_atomic_uint32 wake_next;
-	bool		launcher_db_seen;	/* ft_orders.database existed when the
+	bool		launcher_db_seen;	/* the database existed when the
 									 * launcher last looked */
+	pid_t		launcher_pid;	/* launcher connected to the database; 0:
+								 * none (waiting for it, or stopped) */
+	bool		dropping;		/* DROP DATABASE under way: the launcher
+								 * and the workers leave, the launcher
+								 * waits without a connection */
 	bool		leases_released;	/* the launcher released the leases of
 									 * dead workers; until then (start-up,
 									 * promotion) workers claim nothing */
 	FtGatewayStats gateway;
-	FtGatewayLimits limits;
+	pg_atomic_uint64 throttled; /* times one of our workers was told to
+								 * wait by ft_shared->limits */
 	pg_atomic_uint32 concurrency_limit_now; /* the adaptive limit, rounded;
 											 * 0: max_in_flight */
 	FtWorkerSlot workers[FT_MAX_WORKERS];
+} FtDatabaseState;
+
+typedef struct FtSharedState
+{
+	FtGatewayLimits limits;		/* of the one gateway account */
+	int			ndatabases;
+	FtDatabaseState db[FLEXIBLE_ARRAY_MEMBER];
 } FtSharedState;
 
 extern FtSharedState *ft_shared;
+extern FtDatabaseState *ft_db;
 
 /*
  * The gateway limits as the views and metrics() show them (docs/reference.md,
@@ -190,7 +216,11 @@ typedef struct FtGatewayLimitsView
 } FtGatewayLimitsView;
 
 extern void ft_shmem_install_hooks(void);
+extern FtDatabaseState *ft_shmem_my_database(void);
+extern void ft_shmem_stop_database(const char *dbname);
+extern void ft_shmem_release_database(const char *dbname);
 extern void ft_shmem_reset_stats(void);
+extern void ft_shmem_snapshot(FtWorkerSlot *slots, FtGatewayStats *gw);
 extern int	ft_latency_bucket(double latency_ms);
 extern void ft_gateway_limits_snapshot(FtGatewayLimitsView *view);
 extern uint32 ft_circuit_window_counts(const FtGatewayStats *gw, TimestampTz now,

@@ -4,7 +4,9 @@
  *	  Set-returning functions behind the worker_status and gateway_status
  *	  views, and reset_stats().
  *
- * They copy shared memory under the lock in shared mode and build the
+ * They show the current database's workers and gateway figures: each
+ * database of ft_orders.database has its own (shmem.h).  They copy shared
+ * memory under the lock in shared mode (ft_shmem_snapshot) and build the
  * rows afterwards, so the lock is held for a memcpy, not for tuple work.
  *
  *-------------------------------------------------------------------------
@@ -42,9 +44,7 @@ ft_orders_worker_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	slots = palloc(sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
-	LWLockAcquire(ft_shared->lock, LW_SHARED);
-	memcpy(slots, ft_shared->workers, sizeof(FtWorkerSlot) * FT_MAX_WORKERS);
-	LWLockRelease(ft_shared->lock);
+	ft_shmem_snapshot(slots, NULL);
 
 	for (int i = 0; i < FT_MAX_WORKERS; i++)
 	{
@@ -111,9 +111,7 @@ ft_orders_gateway_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	gw = palloc(sizeof(FtGatewayStats));
-	LWLockAcquire(ft_shared->lock, LW_SHARED);
-	memcpy(gw, &ft_shared->gateway, sizeof(FtGatewayStats));
-	LWLockRelease(ft_shared->lock);
+	ft_shmem_snapshot(NULL, gw);
 	ft_gateway_limits_snapshot(&limits);
 	if (rsinfo->setDesc->natts > GATEWAY_STATS_COLS)
 		elog(ERROR, "gateway_stats() declared with %d columns, at most %d known",

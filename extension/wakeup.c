@@ -4,7 +4,7 @@
  *	  Wake a payment worker the moment an order-placing transaction commits.
  *
  * place_order() only marks the transaction; a transaction callback sets the
- * latch of one payment worker at COMMIT, after the new rows became visible
+ * latch of one payment worker of the current database at COMMIT, after the new rows became visible
  * to other snapshots.  An aborted transaction wakes nobody.  Workers are
  * chosen round-robin so that a burst of commits spreads over all of them;
  * a worker without a gateway URL is left asleep, since it could not send
@@ -57,17 +57,20 @@ ft_wakeup_init(void)
 }
 
 /*
- * Ask for a wake-up when the current transaction commits.
+ * Ask for a wake-up when the current transaction commits.  The database's
+ * block is looked up now, inside the transaction: the commit callback may
+ * not read the catalog.
  */
 void
 ft_wakeup_at_commit(void)
 {
-	ft_wake_pending = true;
+	if (ft_shmem_my_database() != NULL)
+		ft_wake_pending = true;
 }
 
 /*
- * Set the latch of the next running payment worker, round-robin.  Reads the
- * slots without the lock (see shmem.h): this runs in every committing
+ * Set the latch of the next running payment worker of the current
+ * database, round-robin.  Reads the slots without the lock (see shmem.h): this runs in every committing
  * backend and must stay cheap.
  */
 void
@@ -76,7 +79,7 @@ ft_wake_one_worker(void)
 	uint32		start;
 	int			nslots = Min(ft_workers, FT_MAX_WORKERS);
 
-	if (nslots <= 0)
+	if (nslots <= 0 || ft_db == NULL)
 		return;
 
 	/*
@@ -86,12 +89,12 @@ ft_wake_one_worker(void)
 	 * transaction.  If all are busy, the first live one in turn.  Workers
 	 * that cannot send (no gateway URL) are skipped.
 	 */
-	start = pg_atomic_fetch_add_u32(&ft_shared->wake_next, 1);
+	start = pg_atomic_fetch_add_u32(&ft_db->wake_next, 1);
 	for (int pass = 0; pass < 2; pass++)
 	{
 		for (int i = 0; i < nslots; i++)
 		{
-			FtWorkerSlot *slot = &ft_shared->workers[(start + i) % nslots];
+			FtWorkerSlot *slot = &ft_db->workers[(start + i) % nslots];
 			PGPROC	   *proc = ((volatile FtWorkerSlot *) slot)->proc;
 
 			if (proc == NULL || pg_atomic_read_u32(&slot->can_send) == 0)

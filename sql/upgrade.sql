@@ -1,4 +1,4 @@
--- upgrade: the chain 1.0 -> 1.1 -> 1.2 -> 1.3 keeps the data; 1.1 adds metrics()
+-- upgrade: the chain 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4 keeps the data; 1.1 adds metrics()
 -- and the comments, 1.2 the derived payment keys and their purge
 -- generations and makes _change_status PL/pgSQL (runs last: it drops and
 -- re-creates the extension).  The same
@@ -217,3 +217,27 @@ SELECT l.line
   FROM regexp_split_to_table(ft_orders.metrics(), E'\n') WITH ORDINALITY AS l(line, n)
  WHERE l.line ~ '^ft_orders_gateway_(rate_limit|concurrency_limit|throttled_total|paused_until_timestamp_seconds|failure_rate) '
  ORDER BY l.n;
+
+-- 1.3 -> 1.4: the rows stay; orders placed from now on derive their
+-- payment_key within the database's key space (rule v2); the keys of
+-- earlier orders stay as they were (rule v1 still recomputes them)
+SELECT order_id AS v13_id FROM ft_orders.place_order('up-v13', 'c', 700, 'EUR') \gset
+TRUNCATE data_before;
+INSERT INTO data_before SELECT * FROM data_now;
+ALTER EXTENSION ft_orders UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
+SELECT * FROM data_changes;
+SELECT order_id AS v14_id FROM ft_orders.place_order('up-v14', 'c', 700, 'EUR') \gset
+SELECT o.idempotency_key,
+	   o.payment_key = ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0) AS rule_v1,
+	   o.payment_key = ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0, ft_orders._key_space()) AS rule_v2
+  FROM ft_orders.orders o JOIN ft_orders.idempotency_keys k USING (order_id)
+ WHERE o.order_id IN (:v13_id, :v14_id) ORDER BY o.order_id;
+SELECT * FROM members WHERE member ~ '(_payment_key|_key_space)' ORDER BY 1;
+SELECT p.oid::regprocedure AS function,
+	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may_call,
+	   has_function_privilege('ft_orders_app', p.oid, 'EXECUTE') AS app_may_call
+  FROM pg_proc p
+ WHERE p.pronamespace = 'ft_orders'::regnamespace AND p.proname IN ('_payment_key', '_key_space')
+ ORDER BY 1;
+SELECT * FROM columns_commented;

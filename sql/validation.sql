@@ -60,7 +60,7 @@ SELECT order_id, replayed FROM ft_orders.place_order('k7''; DROP TABLE ft_orders
 SELECT idempotency_key, customer_id, items FROM ft_orders.orders
  WHERE idempotency_key LIKE 'k7%';
 
--- the extension only lives in the database the workers serve
+-- the extension only lives in a database the workers serve
 CREATE DATABASE ft_orders_elsewhere;
 \c ft_orders_elsewhere
 \set SHOW_CONTEXT never

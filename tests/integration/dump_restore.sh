@@ -111,8 +111,10 @@ psql -XAtq -d postgres -c "CREATE DATABASE ftdb_copy" >/dev/null
 pg_restore --exit-on-error -d ftdb_copy "$FT_TMP/ftdb.dump" 2>"$FT_TMP/same_server.err"
 rc=$?
 cmp_ok "$rc" -ne 0 "pg_restore into another database of the source server fails"
-like "$(cat "$FT_TMP/same_server.err")" 'ft_orders can only be created in database "ftdb"' \
-	"... with the install script's message naming ft_orders.database"
+like "$(cat "$FT_TMP/same_server.err")" 'ft_orders cannot be created in database "ftdb_copy"' \
+	"... with the install script's message"
+like "$(cat "$FT_TMP/same_server.err")" 'ft_orders.database \("ftdb"\)' \
+	"... naming the databases of ft_orders.database"
 
 # --- a fresh server that does not charge the copy -------------------------------
 # ft_orders must be preloaded to be loaded at all (otherwise _PG_init

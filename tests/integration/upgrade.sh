@@ -1,5 +1,5 @@
 #!/bin/bash
-# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 to 1.3
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 to 1.3 to 1.4
 # under live payment workers.
 #
 # Installs 1.0, places orders (paid, declined, failed with a dead letter,
@@ -14,8 +14,10 @@
 # unchanged (on the columns of 1.2), same workers, gateway_events empty,
 # events tried under 1.2 count as sent, the orders left pending are paid
 # once each, a webhook settles an order of 1.2 once, and a 1.0 order can be
-# refunded.  The upgraded catalogue (objects, definitions, grants,
-# comments, extconfig) is identical to a fresh CREATE EXTENSION of 1.3.
+# refunded.  Then 1.3 -> 1.4: an order of 1.3 keeps its key, a new one
+# derives it within the key space, both are paid.  The upgraded catalogue
+# (objects, definitions, grants, comments, extconfig) is identical to a
+# fresh CREATE EXTENSION of 1.4.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -27,14 +29,14 @@ gw_pg_start \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
 	bail_out "the fake gateway or the server did not start"
 
-is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.3" \
-	"the default version is 1.3"
+is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.4" \
+	"the default version is 1.4"
 is "$(psql_q "SELECT string_agg(source || '->' || target || ':' || path, ' ' ORDER BY source, target)
               FROM pg_extension_update_paths('ft_orders') WHERE path IS NOT NULL")" \
-	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.0->1.3:1.0--1.1--1.2--1.3 1.1->1.2:1.1--1.2 1.1->1.3:1.1--1.2--1.3 1.2->1.3:1.2--1.3" \
-	"the update paths 1.0 -> 1.1 -> 1.2 -> 1.3 exist"
+	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.0->1.3:1.0--1.1--1.2--1.3 1.0->1.4:1.0--1.1--1.2--1.3--1.4 1.1->1.2:1.1--1.2 1.1->1.3:1.1--1.2--1.3 1.1->1.4:1.1--1.2--1.3--1.4 1.2->1.3:1.2--1.3 1.2->1.4:1.2--1.3--1.4 1.3->1.4:1.3--1.4" \
+	"the update paths 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4 exist"
 
-# pg_start installed the default (1.3); start over from 1.0 before any order
+# pg_start installed the default (1.4); start over from 1.0 before any order
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders VERSION '1.0'" >/dev/null
 ok $? "CREATE EXTENSION ft_orders VERSION '1.0'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.0" "version 1.0 is installed"
@@ -219,14 +221,38 @@ is "$(gw_ledger refunds)" "1" "1.3: one refund at the gateway"
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.3: still the same worker processes"
 
-# --- upgraded catalogue == fresh 1.3 install --------------------------------------
+# --- 1.3 -> 1.4 -------------------------------------------------------------------
+# an order placed under 1.3 keeps its (rule v1) key, one placed under 1.4
+# derives rule v2, within the database's key space
+psql_q "SELECT count(*) FROM ft_orders.place_order('v13-last', 'cust', 131, 'EUR')" >/dev/null
+key13=$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v13-last'")
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.4'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.4'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.4" "version 1.4 is installed"
+is "$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v13-last'")" "$key13" \
+	"1.4: the order placed under 1.3 keeps its payment_key"
+psql_q "SELECT count(*) FROM ft_orders.place_order('v14-first', 'cust', 141, 'EUR')" >/dev/null
+is "$(psql_q "SELECT string_agg(o.idempotency_key || ':' ||
+                                (o.payment_key = ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0)) || ':' ||
+                                (o.payment_key = ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0, ft_orders._key_space())),
+                                ' ' ORDER BY o.order_id)
+              FROM ft_orders.orders o JOIN ft_orders.idempotency_keys k USING (order_id)
+             WHERE o.idempotency_key IN ('v13-last', 'v14-first')")" "v13-last:true:false v14-first:false:true" \
+	"1.4: rule v1 made the 1.3 order's key, rule v2 (key space) the 1.4 order's"
+wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key IN ('v13-last', 'v14-first') AND status <> 'paid'" 30
+ok $? "1.4: both are paid"
+is "$(gw_ledger duplicates)" "0" "1.4: no duplicates"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.4: still the same worker processes"
+
+# --- upgraded catalogue == fresh 1.4 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
-ok $? "fresh CREATE EXTENSION ft_orders (1.3) in the same database"
+ok $? "fresh CREATE EXTENSION ft_orders (1.4) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
-is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.3 install"
-is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "50" "(the comparison covers the 50 members)"
+is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.4 install"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "52" "(the comparison covers the 52 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"

@@ -1,16 +1,17 @@
--- 09_payment_key.sql: payment keys derived from (idempotency key, request
--- fingerprint, purge generation) (1.2, docs/reference.md, "Failures").  Any incarnation of one
+-- 09_payment_key.sql: payment keys derived from (key space, idempotency
+-- key, request fingerprint, purge generation) (1.4; 1.2 and 1.3 without
+-- the key space; docs/reference.md, "Failures").  Any incarnation of one
 -- order carries the same key; the same key and request after a purge is a
 -- new order under a new key; a derived key that is taken is refused with
 -- 40001 and writes nothing; a purge racing a placement of its key gives
 -- 40001 too (sessions opened with dblink, their rows deleted at the end).
 BEGIN;
-SELECT plan(49);
+SELECT plan(61);
 
 -- the key of an order recomputed from what is stored
 CREATE FUNCTION pg_temp.recomputed(p_order_id bigint, p_generation bigint) RETURNS uuid
 LANGUAGE sql AS $$
-	SELECT ft_orders._payment_key(k.idempotency_key, k.fingerprint, p_generation)
+	SELECT ft_orders._payment_key(k.idempotency_key, k.fingerprint, p_generation, ft_orders._key_space())
 	  FROM ft_orders.idempotency_keys k WHERE k.order_id = p_order_id
 $$;
 
@@ -34,6 +35,29 @@ SELECT is(has_function_privilege('ft_orders_app', 'ft_orders._payment_key(text, 
 		  'ft_orders_app may not call _payment_key');
 SELECT is(has_function_privilege('public', 'ft_orders._payment_key(text, bytea, bigint)', 'EXECUTE'), false,
 		  'PUBLIC may not call _payment_key');
+-- rule v2 (1.4): the key space (system identifier, database name) first
+SELECT has_function('ft_orders', '_payment_key', ARRAY['text', 'bytea', 'bigint', 'bytea'], '_payment_key(text, bytea, bigint, bytea) exists');
+SELECT volatility_is('ft_orders', '_payment_key', ARRAY['text', 'bytea', 'bigint', 'bytea'], 'immutable', '... is IMMUTABLE');
+SELECT is(ft_orders._payment_key('k', '\x00', 0, '\x0000000000000001'::bytea || convert_to('db', 'UTF8')),
+		  '4abc3c47-07b3-8a5e-89c0-086be5d119b8'::uuid,
+		  'rule v2 is fixed (a known value; gateways hold these keys)');
+SELECT isnt(ft_orders._payment_key('k', '\x00', 0, '\x00'), ft_orders._payment_key('k', '\x00', 0, '\x01'),
+			'the key space changes the key');
+SELECT isnt(ft_orders._payment_key('k', '\x00', 0, ''), ft_orders._payment_key('k', '\x00', 0),
+			'rule v2 with an empty key space is not rule v1');
+SELECT isnt(ft_orders._payment_key('k', '\x00', 0, '\x00'), ft_orders._payment_key('', '\x006b', 0, ''),
+			'... and its fields are length-prefixed too');
+SELECT throws_ok($$SELECT ft_orders._payment_key('k', '\x00', -1, '\x00')$$, '22023',
+				 'invalid value for argument "generation"', 'rule v2: a negative generation -> 22023');
+SELECT is(ft_orders._key_space(),
+		  (SELECT decode(lpad(to_hex(system_identifier), 16, '0'), 'hex') FROM pg_control_system())
+		  || convert_to(current_database(), 'UTF8'),
+		  '_key_space() is the system identifier (8 bytes, big-endian) and the database name');
+SELECT volatility_is('ft_orders', '_key_space', ARRAY[]::text[], 'stable', '... STABLE');
+SELECT is(has_function_privilege('ft_orders_app', 'ft_orders._payment_key(text, bytea, bigint, bytea)', 'EXECUTE'), false,
+		  'ft_orders_app may not call _payment_key (rule v2)');
+SELECT is(has_function_privilege('public', 'ft_orders._key_space()', 'EXECUTE'), false,
+		  'PUBLIC may not call _key_space');
 SELECT has_table('ft_orders', 'idempotency_key_generations', 'table idempotency_key_generations exists');
 SELECT col_is_pk('ft_orders', 'idempotency_key_generations', 'idempotency_key', '... keyed by idempotency_key');
 SELECT is(has_table_privilege('ft_orders_app', 'ft_orders.idempotency_key_generations', 'SELECT'), false,
@@ -47,7 +71,10 @@ SELECT ok((SELECT 'ft_orders.idempotency_key_generations'::regclass = ANY (extco
 SELECT order_id AS a_id FROM ft_orders.place_order('key-09-a', 'cust-9', 1500, 'EUR', '[{"sku":"P"}]', 'pm_card_visa') \gset
 SELECT payment_key AS a_key FROM ft_orders.orders WHERE order_id = :a_id \gset
 SELECT is(:'a_key'::uuid, pg_temp.recomputed(:a_id, 0),
-		  'a new order''s payment_key is _payment_key(key, stored fingerprint, generation 0)');
+		  'a new order''s payment_key is _payment_key(key, stored fingerprint, generation 0, _key_space())');
+SELECT isnt(:'a_key'::uuid, (SELECT ft_orders._payment_key(k.idempotency_key, k.fingerprint, 0)
+							   FROM ft_orders.idempotency_keys k WHERE k.order_id = :a_id),
+			'... not rule v1''s key: the same key and request in another database gets another payment_key');
 SELECT is(substr(:'a_key', 15, 1), '8', '... a version 8 UUID');
 SELECT ok(substr(:'a_key', 20, 1) IN ('8', '9', 'a', 'b'), '... with the RFC 9562 variant');
 SELECT results_eq($$SELECT replayed FROM ft_orders.place_order('key-09-a', 'cust-9', 1500, 'eur', '[{"sku": "P"}]', 'pm_card_visa')$$,
