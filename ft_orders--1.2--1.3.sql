@@ -892,6 +892,17 @@ BEGIN
 		IF st ~ '^[0-9]{1,18}$' THEN
 			e.order_id := st::bigint;
 		END IF;
+		-- metadata.payment_key names the order on an account several
+		-- databases share (order ids are per database); a payment that
+		-- carries one not a UUID is nobody's here: no order_id match either
+		IF e.kind NOT LIKE 'refund%' THEN
+			st := ft_orders._gateway_text(obj -> 'metadata', 'payment_key');
+			IF st ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
+				e.payment_key := st::uuid;
+			ELSIF st IS NOT NULL THEN
+				e.order_id := NULL;
+			END IF;
+		END IF;
 		e.currency := upper(ft_orders._gateway_text(obj, 'currency'));
 		IF e.kind LIKE 'payment%' THEN
 			e.payment_ref := obj ->> 'id';
@@ -966,10 +977,14 @@ COMMENT ON FUNCTION ft_orders._parse_gateway_event(text, jsonb) IS
 'Internal: validate a webhook event and reduce it to ft_orders._gateway_event; 22023 (22004 for NULL) on bad input';
 
 -- The order a payment or charge event is about, or NULL.  Generic: by
--- payment_key.  Stripe: by metadata.order_id (set by the stripe provider on
--- every PaymentIntent and Charge), as long as the order carries no other
--- gateway reference; else by the PaymentIntent or Charge id the worker
--- stored in orders.payment_id.
+-- payment_key.  Stripe: by metadata.payment_key (set by the stripe
+-- providers on every PaymentIntent and Charge), or by the PaymentIntent or
+-- Charge id the worker stored in orders.payment_id; an object without a
+-- payment_key (created before it was sent) by metadata.order_id, as long
+-- as the order carries no other gateway reference.  Order ids are numbered
+-- per database, so an order_id match may be another database's payment on
+-- the same account: _gateway_payment_event applies it only when its amount
+-- and currency are the order's.
 CREATE FUNCTION ft_orders._gateway_event_order(e ft_orders._gateway_event)
 RETURNS bigint
 LANGUAGE sql STABLE
@@ -982,15 +997,17 @@ AS $$
 	(SELECT o.order_id
 	   FROM ft_orders.orders o
 	  WHERE e.provider = 'stripe'
-		AND (o.order_id = e.order_id
-			 AND (o.payment_id IS NULL OR o.payment_id IN (e.payment_ref, e.charge_ref))
+		AND (o.payment_key = e.payment_key
+			 OR e.payment_key IS NULL AND o.order_id = e.order_id
+				AND (o.payment_id IS NULL OR o.payment_id IN (e.payment_ref, e.charge_ref))
 			 OR o.payment_id IN (e.payment_ref, e.charge_ref))
-	  ORDER BY o.order_id = e.order_id DESC
+	  ORDER BY o.payment_key = e.payment_key DESC NULLS LAST,
+			   o.order_id = e.order_id DESC NULLS LAST
 	  LIMIT 1)
 	LIMIT 1
 $$;
 COMMENT ON FUNCTION ft_orders._gateway_event_order(ft_orders._gateway_event) IS
-'Internal: the order a webhook payment event is about (generic: payment_key; Stripe: metadata.order_id, else the stored PaymentIntent or Charge id), or NULL';
+'Internal: the order a webhook payment event is about (generic: payment_key; Stripe: metadata.payment_key or the stored PaymentIntent or Charge id, metadata.order_id for an object without a payment_key), or NULL';
 
 -- Settle a locked, not yet paid order as charged: its queued charge and any
 -- dead letter go, and it becomes paid, or refunded / partially_refunded when
