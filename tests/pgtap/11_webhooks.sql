@@ -268,8 +268,8 @@ SELECT is(ft_orders.apply_gateway_event('stripe',
 SELECT is(pg_temp.status(:s1), 'refunded', 'S1 refunded');
 
 -- the totals
-SELECT is((SELECT count(*)::int FROM ft_orders.gateway_events WHERE applied), 14,
-		  '14 events applied in all');
+SELECT is((SELECT count(*)::int FROM ft_orders.gateway_events WHERE applied), 15,
+		  '15 events applied in all');
 SELECT is((SELECT count(DISTINCT (provider, event_id))::int FROM ft_orders.gateway_events),
 		  (SELECT count(*)::int FROM ft_orders.gateway_events), 'every event recorded once');
 CREATE FUNCTION pg_temp.sample(m text, series text) RETURNS text LANGUAGE sql AS $$
