@@ -1272,6 +1272,7 @@ DECLARE
 	rid		bigint;
 	ok		boolean := false;
 	what	text;
+	amt		bigint;
 BEGIN
 	INSERT INTO ft_orders.gateway_events (provider, event_id, type, payload)
 	VALUES (e.provider, e.event_id, e.type, event)
@@ -1296,8 +1297,19 @@ BEGIN
 		END IF;
 	ELSE
 		oid_ := ft_orders._gateway_event_order(e);
+		-- a Stripe charge carries its amount apart from amount_refunded:
+		-- another amount than the order's is another order's charge
+		IF e.kind = 'charge_refunded' AND oid_ IS NOT NULL THEN
+			amt := ft_orders._gateway_int(event #> '{data,object}', 'amount');
+			SELECT format('not applied: the charge is for %s, the order is %s', amt, o.amount_minor)
+			  INTO what
+			  FROM ft_orders.orders o
+			 WHERE o.order_id = oid_ AND amt <> o.amount_minor;
+		END IF;
 		IF oid_ IS NULL THEN
 			what := 'no order for this event';
+		ELSIF what IS NOT NULL THEN
+			NULL;				-- not applied, as said
 		ELSIF e.kind = 'charge_refunded' THEN
 			SELECT g.applied, g.detail INTO ok, what
 			  FROM ft_orders._gateway_charge_refunded(oid_, e) g;

@@ -5,7 +5,7 @@
 -- lookups, privileges.  No payment workers run (tests/pgtap/run.sh), so
 -- every change below is the function's.
 BEGIN;
-SELECT plan(99);
+SELECT plan(101);
 
 SELECT has_function('ft_orders', 'apply_gateway_event', ARRAY['text', 'jsonb'],
 					'apply_gateway_event(text, jsonb) exists');
@@ -43,6 +43,7 @@ SELECT o.order_id AS c FROM ft_orders.place_order('wh-c', 'c', 1200, 'EUR') o \g
 SELECT o.order_id AS d FROM ft_orders.place_order('wh-d', 'c', 1300, 'EUR') o \gset
 SELECT o.order_id AS s1 FROM ft_orders.place_order('wh-s1', 'c', 2000, 'USD') o \gset
 SELECT o.order_id AS pk FROM ft_orders.place_order('wh-pk', 'c', 2500, 'USD') o \gset
+SELECT o.order_id AS pr FROM ft_orders.place_order('wh-pr', 'c', 2600, 'USD') o \gset
 SELECT o.order_id AS s2 FROM ft_orders.place_order('wh-s2', 'c', 2100, 'USD') o \gset
 SELECT o.order_id AS s3 FROM ft_orders.place_order('wh-s3', 'c', 2200, 'USD') o \gset
 SELECT o.order_id AS ar FROM ft_orders.place_order('wh-ar', 'c', 2300, 'USD') o \gset
@@ -193,6 +194,14 @@ SELECT is(ft_orders.apply_gateway_event('stripe', format(
 	true, 'Stripe payment_intent.succeeded found by metadata.payment_key');
 SELECT results_eq(format('SELECT status::text, payment_id FROM ft_orders.orders WHERE order_id = %s', :pk),
 				  $$VALUES ('paid', 'pi_pk')$$, 'PK paid with its PaymentIntent id');
+SELECT is(ft_orders.apply_gateway_event('stripe', format(
+	'{"id":"evt_pk3","type":"charge.refunded","data":{"object":{"id":"ch_pk_other","amount":9999,"amount_refunded":100,"currency":"usd","metadata":{"order_id":"%s"}}}}', :pr)::jsonb),
+	false, 'charge.refunded of a charge of another amount (matched by order_id only): not applied');
+SELECT results_eq(format($$SELECT g.detail, o.status::text, o.refunded_minor
+							 FROM ft_orders.gateway_events g, ft_orders.orders o
+							WHERE g.event_id = 'evt_pk3' AND o.order_id = %s$$, :pr),
+				  $$VALUES ('not applied: the charge is for 9999, the order is 2600'::text, 'pending'::text, 0::bigint)$$,
+				  '... recorded as such, the order untouched');
 UPDATE ft_orders.orders SET status = 'action_required', payment_id = 'pi_ar' WHERE order_id = :ar;
 SELECT is(ft_orders.apply_gateway_event('stripe',
 	'{"id":"evt_ar","type":"payment_intent.succeeded","data":{"object":{"id":"pi_ar","amount":2300,"currency":"usd"}}}'),
