@@ -68,6 +68,12 @@ typedef struct FtPaymentRequest
 	const char *pending_ref;	/* orders.payment_id while still pending
 								 * (a provider's reference to re-check), or
 								 * NULL; for a refund: the charge's id */
+	bool		legacy_request; /* the gateway holds this order's first
+								 * request in the form sent before the
+								 * payment_key was part of it (Stripe:
+								 * without metadata[payment_key]); it is
+								 * re-sent exactly so (see
+								 * FT_LEGACY_REQUEST_NOTE) */
 	/* refunds only */
 	int64		refund_id;		/* 0: not a refund */
 	const char *refund_key;		/* uuid text, the refund's Idempotency-Key */
@@ -113,6 +119,12 @@ typedef struct FtClassification
 	 * and the client secret, or NULL */
 	char	   *next_action;
 	char	   *client_secret;
+	/* the gateway refused the request: its Idempotency-Key was first used
+	 * with other parameters (Stripe: 400 idempotency_error) */
+	bool		idempotency_refused;
+	/* a look-up found payments of other orders (or amounts) and ignored
+	 * them; error says which: the worker logs it */
+	bool		ignored_foreign;
 } FtClassification;
 
 typedef struct FtProvider
@@ -134,10 +146,13 @@ typedef struct FtProvider
 	 * Reconciliation (docs/reference.md, "Reconciliation"): a palloc'd path
 	 * to GET that finds the order's payment, or NULL when the provider
 	 * cannot look it up; its reply is classified by classify_lookup, which
-	 * says FT_OUTCOME_UNKNOWN when the gateway confirms it has none.
+	 * says FT_OUTCOME_UNKNOWN when the gateway confirms it has none.  req
+	 * is the order looked up (payment_key, order_id, amount_minor,
+	 * currency): a search result that is not its payment is ignored.
 	 */
 	char	   *(*lookup_path) (const FtPaymentRequest *req);
 	void		(*classify_lookup) (const FtGatewayReply *reply,
+									const FtPaymentRequest *req,
 									FtClassification *result);
 
 	/*
@@ -166,6 +181,17 @@ typedef struct FtProvider
 	void		(*classify_cancel) (const FtGatewayReply *reply,
 									FtClassification *result);
 } FtProvider;
+
+/*
+ * How an order's request is known to have first gone out in its legacy
+ * form (FtPaymentRequest.legacy_request): a charge request of the order
+ * was refused because its key was first used with other parameters, and
+ * recorded with this error (payment_attempts.error starts with it).  The
+ * claim looks for such a row (outbox.c); the worker records it
+ * (payment_worker.c).  No quotes: it is also part of an SQL literal.
+ */
+#define FT_LEGACY_REQUEST_NOTE \
+	"idempotency_error: the first request of this order went out without its payment_key"
 
 /* appended to the payment_key: the Idempotency-Key of a cancel request */
 #define FT_CANCEL_KEY_SUFFIX	":cancel"

@@ -639,8 +639,11 @@ generic_classify_key_lookup(const FtGatewayReply *reply,
 		ft_gateway_lookup_retry(reply, result);
 }
 
+/* the payment is found by the order's own key: nothing to tell apart */
 static void
-generic_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+generic_classify_lookup(const FtGatewayReply *reply,
+						const FtPaymentRequest *req,
+						FtClassification *result)
 {
 	generic_classify_key_lookup(reply, result, generic_classify_reply,
 								"look-up: the gateway has no payment under this key");

@@ -119,7 +119,17 @@ ft_stripe_form_add(StringInfo body, const char *name, const char *value)
 	curl_free(v);
 }
 
-/* amount, lower-case currency, metadata: common to both APIs */
+/*
+ * amount, lower-case currency, metadata: common to both APIs.
+ *
+ * metadata[payment_key] identifies the order at Stripe: order ids are
+ * numbered per database, and several databases may share one account, so
+ * the look-up and the webhooks find an order by its payment_key.  An order
+ * whose first request went out without it (sent before the payment_key
+ * was part of the request) is re-sent without it: Stripe compares the
+ * parameters of a repeated Idempotency-Key and refuses different ones
+ * (req->legacy_request, FT_LEGACY_REQUEST_NOTE in gateway.h).
+ */
 static void
 stripe_form_common(const FtPaymentRequest *req, StringInfo body)
 {
@@ -136,6 +146,8 @@ stripe_form_common(const FtPaymentRequest *req, StringInfo body)
 	ft_stripe_form_add(body, "currency", currency);
 	ft_stripe_form_add(body, "metadata[order_id]", order_id);
 	ft_stripe_form_add(body, "metadata[customer_id]", req->customer_id ? req->customer_id : "");
+	if (!req->legacy_request && req->payment_key != NULL)
+		ft_stripe_form_add(body, "metadata[payment_key]", req->payment_key);
 	pfree(currency);
 }
 
@@ -217,23 +229,6 @@ stripe_charge_recheck(const FtPaymentRequest *req)
 	return path ? path : ft_stripe_id_path(req->pending_ref, "py_", "/v1/charges", "");
 }
 
-/*
- * Which element of a search result tells most about the order's payment:
- * a succeeded one, then one under way, then any other.
- */
-static int
-stripe_status_rank(const char *status)
-{
-	if (status == NULL)
-		return 0;
-	if (strcmp(status, "succeeded") == 0)
-		return 3;
-	if (strcmp(status, "processing") == 0 || strcmp(status, "requires_action") == 0 ||
-		strcmp(status, "pending") == 0)
-		return 2;
-	return 1;
-}
-
 static FtJsonResult
 stripe_json_object_start(void *state)
 {
@@ -241,10 +236,15 @@ stripe_json_object_start(void *state)
 
 	if (f->in_data && f->depth == 2)
 	{
-		f->elem_id = NULL;
-		f->elem_status = NULL;
+		/* an element of "data": kept while there is room */
 		f->ndata++;
+		f->elem = NULL;
+		if (f->nelems < FT_STRIPE_ELEMS_MAX)
+			f->elem = &f->elems[f->nelems++];
 	}
+	else if (f->in_data && f->depth == 3 && f->next_is_elem_meta)
+		f->in_elem_meta = true;
+	f->next_is_elem_meta = false;
 	if (f->depth == 0)
 		f->top_is_object = true;
 	else if (f->depth == 1 && f->next_is_error)
@@ -271,13 +271,10 @@ stripe_json_object_end(void *state)
 		f->in_err_pi = false;
 	if (f->in_error && f->depth < f->error_depth)
 		f->in_error = false;
-	if (f->in_data && f->depth == 2 && ft_stripe_valid_id(f->elem_id) &&
-		stripe_status_rank(f->elem_status) > f->best_rank)
-	{
-		f->best_id = f->elem_id;
-		f->best_status = f->elem_status;
-		f->best_rank = stripe_status_rank(f->elem_status);
-	}
+	if (f->in_elem_meta && f->depth <= 3)
+		f->in_elem_meta = false;
+	if (f->in_data && f->depth == 2)
+		f->elem = NULL;
 	return FT_JSON_OK;
 }
 
@@ -290,6 +287,7 @@ stripe_json_array_start(void *state)
 		f->in_data = true;
 	f->next_is_error = false;
 	f->next_is_data = false;
+	f->next_is_elem_meta = false;
 	f->depth++;
 	return FT_JSON_OK;
 }
@@ -314,6 +312,7 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 	f->next_is_error = false;
 	f->next_is_data = false;
 	f->next_is_err_pi = false;
+	f->next_is_elem_meta = false;
 	if (fname == NULL)
 		return FT_JSON_OK;
 	if (f->in_data && f->depth == 3)
@@ -322,6 +321,19 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 			f->current = FT_SF_ELEM_ID;
 		else if (strcmp(fname, "status") == 0)
 			f->current = FT_SF_ELEM_STATUS;
+		else if (strcmp(fname, "amount") == 0)
+			f->current = FT_SF_ELEM_AMOUNT;
+		else if (strcmp(fname, "currency") == 0)
+			f->current = FT_SF_ELEM_CURRENCY;
+		else if (strcmp(fname, "metadata") == 0)
+			f->next_is_elem_meta = true;
+	}
+	else if (f->in_elem_meta && f->depth == 4)
+	{
+		if (strcmp(fname, "payment_key") == 0)
+			f->current = FT_SF_ELEM_META_KEY;
+		else if (strcmp(fname, "order_id") == 0)
+			f->current = FT_SF_ELEM_META_ORDER;
 	}
 	else if (f->depth == 1)
 	{
@@ -335,6 +347,8 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 			f->next_is_error = true;
 		else if (strcmp(fname, "data") == 0)
 			f->next_is_data = true;
+		else if (strcmp(fname, "has_more") == 0)
+			f->current = FT_SF_HAS_MORE;
 	}
 	else if (f->depth == 2 && f->in_error)
 	{
@@ -378,6 +392,12 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 	f->next_is_error = false;
 	f->next_is_data = false;
 	f->next_is_err_pi = false;
+	f->next_is_elem_meta = false;
+	if (f->current == FT_SF_HAS_MORE)
+		f->has_more = (tokentype == JSON_TOKEN_TRUE);
+	else if (f->current == FT_SF_ELEM_AMOUNT && f->elem != NULL &&
+			 tokentype == JSON_TOKEN_NUMBER)
+		f->elem->amount = token;
 	if (tokentype != JSON_TOKEN_STRING || token == NULL)
 	{
 		f->current = FT_SF_NONE;
@@ -407,10 +427,24 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 			f->err_message = token;
 			break;
 		case FT_SF_ELEM_ID:
-			f->elem_id = token;
+			if (f->elem)
+				f->elem->id = token;
 			break;
 		case FT_SF_ELEM_STATUS:
-			f->elem_status = token;
+			if (f->elem)
+				f->elem->status = token;
+			break;
+		case FT_SF_ELEM_CURRENCY:
+			if (f->elem)
+				f->elem->currency = token;
+			break;
+		case FT_SF_ELEM_META_KEY:
+			if (f->elem)
+				f->elem->meta_payment_key = token;
+			break;
+		case FT_SF_ELEM_META_ORDER:
+			if (f->elem)
+				f->elem->meta_order_id = token;
 			break;
 		case FT_SF_ERR_PI_ID:
 			f->err_pi_id = token;
@@ -419,6 +453,8 @@ stripe_json_scalar(void *state, char *token, JsonTokenType tokentype)
 			f->err_pi_status = token;
 			break;
 		case FT_SF_ERROR:
+		case FT_SF_HAS_MORE:
+		case FT_SF_ELEM_AMOUNT:
 		case FT_SF_NONE:
 			break;
 	}
@@ -596,6 +632,7 @@ ft_stripe_classify_reply(const FtGatewayReply *reply, FtClassification *result)
 			 strcmp(f.err_type, "idempotency_error") == 0)
 	{
 		result->outcome = FT_OUTCOME_FAILED;
+		result->idempotency_refused = true;
 		result->error = psprintf("idempotency_error: the gateway holds a different request under this order's Idempotency-Key (was the order changed after it was first sent?)%s%s",
 								 f.err_message ? ": " : "",
 								 f.err_message ? ft_gateway_clean_text(f.err_message, FT_STRIPE_REASON_MAX) : "");

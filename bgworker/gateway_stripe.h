@@ -30,8 +30,30 @@ typedef enum FtStripeField
 	FT_SF_ELEM_ID,				/* "id" of an element of "data" */
 	FT_SF_ELEM_STATUS,
 	FT_SF_ERR_PI_ID,			/* error.payment_intent.id */
-	FT_SF_ERR_PI_STATUS
+	FT_SF_ERR_PI_STATUS,
+	FT_SF_HAS_MORE,				/* a list's "has_more" */
+	FT_SF_ELEM_AMOUNT,
+	FT_SF_ELEM_CURRENCY,
+	FT_SF_ELEM_META_KEY,		/* metadata.payment_key of an element */
+	FT_SF_ELEM_META_ORDER		/* metadata.order_id of an element */
 } FtStripeField;
+
+/*
+ * The elements of a search result that are kept (Stripe's largest page is
+ * 100; the look-up asks for that many).
+ */
+#define FT_STRIPE_ELEMS_MAX	100
+
+/* one element of a search result, as sent (NULL: absent) */
+typedef struct FtStripeElem
+{
+	char	   *id;
+	char	   *status;
+	char	   *amount;			/* the JSON number, as text */
+	char	   *currency;
+	char	   *meta_payment_key;
+	char	   *meta_order_id;
+} FtStripeElem;
 
 typedef struct FtStripeFields
 {
@@ -54,15 +76,16 @@ typedef struct FtStripeFields
 	bool		in_err_pi;
 	char	   *err_pi_id;
 	char	   *err_pi_status;
-	/* a list or search result: its "data" array and the best element */
+	/* a list or search result: its "data" array and "has_more" */
 	bool		next_is_data;
 	bool		in_data;
-	int			ndata;
-	char	   *elem_id;		/* element being read */
-	char	   *elem_status;
-	char	   *best_id;
-	char	   *best_status;
-	int			best_rank;
+	bool		has_more;
+	int			ndata;			/* elements in "data" */
+	int			nelems;			/* of which kept in elems */
+	FtStripeElem *elem;			/* element being read, or NULL */
+	bool		next_is_elem_meta;
+	bool		in_elem_meta;	/* inside the element's "metadata" */
+	FtStripeElem elems[FT_STRIPE_ELEMS_MAX];
 } FtStripeFields;
 
 extern void ft_stripe_form_add(StringInfo body, const char *name, const char *value);
@@ -81,6 +104,7 @@ extern void ft_stripe_classify_reply(const FtGatewayReply *reply,
 /* gateway_stripe_lifecycle.c */
 extern char *ft_stripe_intent_lookup(const FtPaymentRequest *req);
 extern void ft_stripe_classify_lookup(const FtGatewayReply *reply,
+									  const FtPaymentRequest *req,
 									  FtClassification *result);
 extern void ft_stripe_build_refund(const FtPaymentRequest *req, StringInfo body);
 extern void ft_stripe_classify_refund(const FtGatewayReply *reply,

@@ -3,7 +3,7 @@
  * gateway_stripe_lifecycle.c
  *	  Reconciliation and refunds of the Stripe providers (docs/providers.md,
  *	  "Reconciliation and refunds"): the look-up of a PaymentIntent by id
- *	  or by a search on metadata[order_id], POST /v1/refunds and the
+ *	  or by a search on metadata[payment_key], POST /v1/refunds and the
  *	  look-up of a refund.  Pure functions of their arguments, like the
  *	  rest of the providers: whatever Stripe sends is an outcome, never an
  *	  ERROR.
@@ -12,48 +12,132 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include <curl/curl.h>
 
 #include "gateway_stripe.h"
 
+/* a payment_key fit for a search query: [0-9A-Fa-f-], 1..64 */
+static bool
+stripe_valid_key(const char *s)
+{
+	size_t		n;
+
+	if (s == NULL)
+		return false;
+	n = strnlen(s, 65);
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isxdigit((unsigned char) s[i]) && s[i] != '-')
+			return false;
+	return true;
+}
+
 /*
  * Reconciliation of a PaymentIntent: by its stored id when the order has
- * one, else a search by metadata[order_id] (Stripe's search API; a
- * PaymentIntent created under a lost reply has no stored id).
+ * one, else a search (Stripe's search API; a PaymentIntent created under a
+ * lost reply has no stored id) for the intents that carry the order's
+ * payment_key, or its order_id without a payment_key: an intent created
+ * before the payment_key was sent as metadata (req->legacy_request, and any
+ * order whose first request may be that old: it cannot be told apart here)
+ * carries only the order_id, which is numbered per database and so not
+ * unique on an account several databases share.  ft_stripe_classify_lookup
+ * keeps only the elements that are the order's own.  limit=100: every
+ * candidate on one page, whatever other databases' orders share the id.
  */
 char *
 ft_stripe_intent_lookup(const FtPaymentRequest *req)
 {
-	char		query[64];
+	StringInfoData query;
 	char	   *q;
 	char	   *path;
 
 	path = ft_stripe_id_path(req->pending_ref, "pi_", "/v1/payment_intents", "");
 	if (path != NULL)
 		return path;
-	snprintf(query, sizeof(query), "metadata['order_id']:'" INT64_FORMAT "'",
-			 req->order_id);
-	q = curl_easy_escape(NULL, query, 0);
+
+	initStringInfo(&query);
+	if (stripe_valid_key(req->payment_key))
+		appendStringInfo(&query, "metadata['payment_key']:'%s' OR ", req->payment_key);
+	appendStringInfo(&query, "metadata['order_id']:'" INT64_FORMAT "'", req->order_id);
+	q = curl_easy_escape(NULL, query.data, query.len);
+	pfree(query.data);
 	if (q == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory encoding a Stripe request")));
-	path = psprintf("/v1/payment_intents/search?query=%s", q);
+	path = psprintf("/v1/payment_intents/search?query=%s&limit=%d", q,
+					FT_STRIPE_ELEMS_MAX);
 	curl_free(q);
 	return path;
 }
 
 /*
+ * Which element of a search result tells most about the order's payment:
+ * a succeeded one, then one under way, then any other.
+ */
+static int
+stripe_status_rank(const char *status)
+{
+	if (status == NULL)
+		return 0;
+	if (strcmp(status, "succeeded") == 0)
+		return 3;
+	if (strcmp(status, "processing") == 0 || strcmp(status, "requires_action") == 0 ||
+		strcmp(status, "pending") == 0)
+		return 2;
+	return 1;
+}
+
+/*
+ * Why the search result element e is not the payment of order req, or
+ * NULL when it is: it must carry the order's payment_key, or (an intent
+ * created before the payment_key was sent) no payment_key and the order's
+ * order_id; and in any case the order's amount and currency.
+ */
+static const char *
+stripe_elem_foreign(const FtStripeElem *e, const FtPaymentRequest *req)
+{
+	char		num[32];
+
+	if (e->meta_payment_key != NULL && e->meta_payment_key[0] != '\0')
+	{
+		if (req->payment_key == NULL ||
+			pg_strcasecmp(e->meta_payment_key, req->payment_key) != 0)
+			return "another order's payment_key";
+	}
+	else
+	{
+		snprintf(num, sizeof(num), INT64_FORMAT, req->order_id);
+		if (e->meta_order_id == NULL || strcmp(e->meta_order_id, num) != 0)
+			return "neither the order's payment_key nor its order_id";
+	}
+	snprintf(num, sizeof(num), INT64_FORMAT, req->amount_minor);
+	if (e->amount == NULL || strcmp(e->amount, num) != 0 ||
+		e->currency == NULL || req->currency == NULL ||
+		pg_strcasecmp(e->currency, req->currency) != 0)
+		return "another amount or currency than the order's";
+	return NULL;
+}
+
+/*
  * A look-up reply: an object (GET by id) is classified as a reply to the
- * creation; a search result by its most telling element, and an empty one
- * means the gateway has no such payment (FT_OUTCOME_UNKNOWN), as does a
- * 404 resource_missing for a stored id (a 404 without that code, say for
- * a URL the gateway does not know, is only a transient failure: "unknown"
- * leads to a new charge, so it must be Stripe's own word).  Nothing but transient failures otherwise: a GET
- * charges nothing.
+ * creation; a search result by its most telling element among those that
+ * are the order's own (stripe_elem_foreign: the others are ignored, and
+ * said so in result->error with ignored_foreign set, for the worker to
+ * log).  No element of the order's, on a complete result, means the
+ * gateway has no such payment (FT_OUTCOME_UNKNOWN), as does a 404
+ * resource_missing for a stored id (a 404 without that code, say for a URL
+ * the gateway does not know, is only a transient failure: "unknown" leads
+ * to a new charge, so it must be Stripe's own word).  Nothing but
+ * transient failures otherwise: a GET charges nothing.
  */
 void
-ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
+ft_stripe_classify_lookup(const FtGatewayReply *reply,
+						  const FtPaymentRequest *req,
+						  FtClassification *result)
 {
 	FtStripeFields f;
 	int			status = reply->http_status;
@@ -71,20 +155,62 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.object != NULL && strcmp(f.object, "search_result") == 0)
 	{
-		if (f.ndata == 0)
+		const FtStripeElem *best = NULL;
+		const FtStripeElem *ignored = NULL;
+		const char *why = NULL;
+		int			nignored = 0;
+		int			best_rank = 0;
+		char	   *note = NULL;
+
+		for (int i = 0; i < f.nelems; i++)
 		{
-			result->outcome = FT_OUTCOME_UNKNOWN;
-			result->error = pstrdup("look-up: no PaymentIntent carries this order's id");
-			return;
+			const FtStripeElem *e = &f.elems[i];
+			const char *w;
+
+			if (!ft_stripe_valid_id(e->id))
+				continue;
+			if ((w = stripe_elem_foreign(e, req)) != NULL)
+			{
+				if (nignored++ == 0)
+				{
+					ignored = e;
+					why = w;
+				}
+				continue;
+			}
+			if (stripe_status_rank(e->status) > best_rank)
+			{
+				best = e;
+				best_rank = stripe_status_rank(e->status);
+			}
 		}
-		if (f.best_id == NULL)
+		if (ignored != NULL)
 		{
-			ft_gateway_set_retry(result, psprintf("HTTP %d unexpected search result", status));
+			result->ignored_foreign = true;
+			note = psprintf("look-up: ignored %d payment(s) not the order's, e.g. %s (%s %s, %s)",
+							nignored,
+							ft_gateway_clean_text(ignored->id, FT_STRIPE_ID_MAX),
+							ignored->amount ? ft_gateway_clean_text(ignored->amount, 32) : "?",
+							ignored->currency ? ft_gateway_clean_text(ignored->currency, 16) : "?",
+							why);
+		}
+		if (best == NULL)
+		{
+			if (f.nelems > 0 && nignored == 0)
+				ft_gateway_set_retry(result, psprintf("HTTP %d unexpected search result", status));
+			else if (f.has_more || f.ndata > f.nelems)
+				ft_gateway_set_retry(result, psprintf("HTTP %d search result incomplete: the order's payment may be on a later page", status));
+			else
+			{
+				result->outcome = FT_OUTCOME_UNKNOWN;
+				result->error = note ? note :
+					pstrdup("look-up: no PaymentIntent carries this order's payment_key");
+			}
 			return;
 		}
 		/* classify the element as if it were the reply itself */
-		f.id = f.best_id;
-		f.status = f.best_status;
+		f.id = best->id;
+		f.status = best->status;
 		ft_stripe_classify_object(status, &f, result);
 		if (result->outcome == FT_OUTCOME_ACTION_REQUIRED)
 		{
@@ -92,6 +218,8 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply, FtClassification *result)
 			result->outcome = FT_OUTCOME_RETRY;
 			result->transient = false;
 		}
+		if (note != NULL && result->error == NULL)
+			result->error = note;
 	}
 	else
 		ft_stripe_classify_reply(reply, result);

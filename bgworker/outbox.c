@@ -76,6 +76,18 @@ static const char *const ft_lock_due_sql =
 "         next_attempt_at = now() + make_interval(secs => $3::float8 / 1000)," \
 "         lease_until = now() + make_interval(secs => $3::float8 / 1000)"
 
+/*
+ * Whether the order's first request went out in the legacy form, without
+ * its payment_key (gateway.h, FT_LEGACY_REQUEST_NOTE): a charge attempt of
+ * the order was refused for it and recorded so (payment_worker.c).  The
+ * order's request is then re-sent in that form, as the gateway holds it.
+ * An index probe (payment_attempts_order_id_idx) per claimed order.
+ */
+#define FT_LEGACY_REQUEST_SQL \
+"       EXISTS (SELECT 1 FROM ft_orders.payment_attempts pa" \
+"                WHERE pa.order_id = o.order_id" \
+"                  AND starts_with(pa.error, '" FT_LEGACY_REQUEST_NOTE "'))"
+
 static const char *const ft_claim_sql =
 "WITH s AS ("
 "  SELECT c.event_id, coalesce(o.status = 'pending', false) AS live"
@@ -88,7 +100,8 @@ FT_CLAIM_LEASE_SQL
 ")"
 "SELECT u.event_id, u.order_id, u.attempts, u.lease_until, o.attempts + 1,"
 "       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
-"       o.items::text, o.payment_method, o.payment_id"
+"       o.items::text, o.payment_method, o.payment_id,"
+       FT_LEGACY_REQUEST_SQL
 "  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id";
 
 /*
@@ -130,7 +143,8 @@ FT_CLAIM_LEASE_SQL ","
 "       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
 "       o.items::text, o.payment_method, o.payment_id,"
 "       u.refund_id, u.look, u.cancel, r.refund_key::text, r.amount_minor,"
-"       r.gateway_refund_id"
+"       r.gateway_refund_id,"
+       FT_LEGACY_REQUEST_SQL
 "  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id"
 "  LEFT JOIN ft_orders.refunds r ON r.refund_id = u.refund_id";
 
@@ -566,6 +580,7 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		FtClaim    *claim = &claims[i];
 		bool		isnull;
+		Datum		d_legacy;
 
 		claim->event_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		claim->order.order_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
@@ -583,6 +598,8 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 		claim->order.refund_key = NULL;
 		claim->order.refund_amount = 0;
 		claim->order.refund_ref = NULL;
+		d_legacy = SPI_getbinval(tup, desc, lifecycle ? 19 : 13, &isnull);
+		claim->order.legacy_request = !isnull && DatumGetBool(d_legacy);
 		claim->lifecycle = lifecycle;
 		claim->lookup = false;
 		claim->cancel_requested = false;

@@ -298,7 +298,17 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 			ft_provider->classify_reply(reply, &c);
 			break;
 		case FT_REQ_LOOKUP:
-			ft_provider->classify_lookup(reply, &c);
+			{
+				FtPaymentRequest order;
+
+				memset(&order, 0, sizeof(order));
+				order.order_id = job->order_id;
+				order.payment_key = job->payment_key;
+				order.amount_minor = job->amount_minor;
+				order.currency = job->currency;
+				order.legacy_request = job->legacy_request;
+				ft_provider->classify_lookup(reply, &order, &c);
+			}
 			break;
 		case FT_REQ_REFUND:
 			ft_provider->classify_refund(reply, &c);
@@ -319,6 +329,33 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	if (c.outcome == FT_OUTCOME_UNKNOWN && job->cancel_requested &&
 		(job->kind == FT_REQ_LOOKUP || job->kind == FT_REQ_CANCEL))
 		c.outcome = FT_OUTCOME_CANCELED;
+
+	/*
+	 * The gateway holds this order's key with other parameters: its first
+	 * request went out in the legacy form, without the payment_key (sent
+	 * before the payment_key was part of the request).  Sent again in that
+	 * form: FT_LEGACY_REQUEST_NOTE in the recorded error is what the next
+	 * claim finds (outbox.c).  Only for an order whose earlier request may
+	 * have gone out: a first request refused so is not ours to reinterpret.
+	 */
+	if (c.idempotency_refused && job->kind == FT_REQ_CHARGE &&
+		job->body != NULL && !job->legacy_request && job->order_attempt > 1)
+	{
+		ft_gateway_set_retry(&c, psprintf("%s; re-sending it in that form",
+										  FT_LEGACY_REQUEST_NOTE));
+		c.transient = false;
+		ereport(LOG,
+				(errmsg("order " INT64_FORMAT "'s first request went out without its payment_key; re-sending it in that form",
+						job->order_id),
+				 errdetail("The gateway refused the request under the order's Idempotency-Key: the key was first used with other parameters.")));
+	}
+
+	/* a look-up that found other orders' payments: say which, settle none */
+	if (c.ignored_foreign && job->kind == FT_REQ_LOOKUP)
+		ereport(LOG,
+				(errmsg("look-up of order " INT64_FORMAT " ignored payments that are not the order's",
+						job->order_id),
+				 errdetail("%s", c.error ? c.error : "")));
 
 	/* a schema older than 1.3 has no action_required: re-check later */
 	if (c.outcome == FT_OUTCOME_ACTION_REQUIRED && !job->lifecycle)
@@ -390,6 +427,10 @@ ft_new_job(const FtClaim *claim)
 	job->refund_id = order->refund_id;
 	job->cancel_requested = claim->cancel_requested;
 	job->lifecycle = claim->lifecycle;
+	job->amount_minor = order->amount_minor;
+	strlcpy(job->currency, order->currency ? order->currency : "",
+			sizeof(job->currency));
+	job->legacy_request = order->legacy_request;
 	strlcpy(job->payment_key,
 			order->refund_id != 0 ? (order->refund_key ? order->refund_key : "")
 			: (order->payment_key ? order->payment_key : ""),

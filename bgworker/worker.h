@@ -47,6 +47,10 @@ typedef struct FtJob
 	bool		cancel_requested;	/* the order's cancel was requested
 									 * before the claim */
 	bool		lifecycle;		/* claimed from a 1.3 schema */
+	/* the order, for what a look-up finds and a refused key */
+	int64		amount_minor;
+	char		currency[16];
+	bool		legacy_request; /* sent in the legacy form (gateway.h) */
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
 	char	   *recheck_path;	/* path to GET (a cancel: to POST body to),

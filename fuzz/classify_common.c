@@ -20,7 +20,7 @@
 #include "guc.h"
 #include "worker.h"
 
-/* --- backend symbols gateway_generic.c and backoff.c reference ---------- */
+/* --- backend symbols the providers and backoff.c reference -------------- */
 sigjmp_buf *PG_exception_stack = NULL;
 ErrorContextCallback *error_context_stack = NULL;
 MemoryContext CurrentMemoryContext = NULL;
@@ -31,6 +31,34 @@ int			ft_backoff_max_ms = 600000;
 void
 FlushErrorState(void)
 {
+}
+
+/*
+ * ereport(ERROR) of the Stripe providers (out of memory while encoding a
+ * request): never expected here, fatal if it happens
+ */
+bool
+errstart_cold(int elevel, const char *domain)
+{
+	abort();
+}
+
+int
+errcode(int sqlerrcode)
+{
+	return 0;
+}
+
+int
+errmsg(const char *fmt,...)
+{
+	return 0;
+}
+
+void
+errfinish(const char *filename, int lineno, const char *funcname)
+{
+	abort();
 }
 
 /* no PG_TRY frame exists here: an ERROR thrown by the JSON parser is fatal */

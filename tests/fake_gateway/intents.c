@@ -25,8 +25,10 @@
  *	  payment_intent_unexpected_state with the intent in
  *	  error.payment_intent, as at Stripe.
  *
- *	  GET /v1/payment_intents/search?query=metadata['order_id']:'N' (the
- *	  look-up of ft_orders' reconciliation): the intents of that order.
+ *	  GET /v1/payment_intents/search?query=metadata['payment_key']:'K'
+ *	  OR metadata['order_id']:'N' (the look-up of ft_orders'
+ *	  reconciliation; either clause alone too): the intents whose metadata
+ *	  match, each with its metadata.
  *
  *	  GET /v1/_intents: {"intents","creates","replays","gets","searches",
  *	  "succeeded","cancels","canceled"}
@@ -120,6 +122,18 @@ form_get(const char *body, const char *name, char *out, size_t outlen)
 	return false;
 }
 
+/* metadata[name] of the creating request (URL-encoded or not), or false */
+static bool
+intent_metadata(const FtIntent *pi, const char *name, char *out, size_t outlen)
+{
+	char		enc[64];
+	char		raw[64];
+
+	snprintf(enc, sizeof(enc), "metadata%%5B%s%%5D", name);
+	snprintf(raw, sizeof(raw), "metadata[%s]", name);
+	return form_get(pi->body, enc, out, outlen) || form_get(pi->body, raw, out, outlen);
+}
+
 static json_t *
 intent_json(const FtIntent *pi)
 {
@@ -127,6 +141,21 @@ intent_json(const FtIntent *pi)
 								  "object", "payment_intent", "amount", (json_int_t) pi->amount,
 								  "currency", pi->currency, "status", pi->status,
 								  "client_secret", pi->id, "_secret_fake");
+	json_t	   *meta = json_object();
+	char		v[FT_GW_MAX_KEY + 1];
+
+	/* the metadata it was created with, as Stripe returns it */
+	if (meta != NULL)
+	{
+		if (intent_metadata(pi, "order_id", v, sizeof(v)))
+			json_object_set_new(meta, "order_id", json_string(v));
+		if (intent_metadata(pi, "payment_key", v, sizeof(v)))
+			json_object_set_new(meta, "payment_key", json_string(v));
+		if (j != NULL)
+			json_object_set_new(j, "metadata", meta);
+		else
+			json_decref(meta);
+	}
 
 	/* what Stripe sends for 3-D Secure: the customer's next step */
 	if (j != NULL && strcmp(pi->status, "requires_action") == 0)
@@ -156,10 +185,13 @@ static void
 intent_webhook(const FtIntent *pi)
 {
 	char		order_id[32] = "";
+	char		payment_key[FT_GW_MAX_KEY + 1] = "";
 
-	if (!form_get(pi->body, "metadata%5Border_id%5D", order_id, sizeof(order_id)))
-		form_get(pi->body, "metadata[order_id]", order_id, sizeof(order_id));
-	ft_webhooks_intent(pi->id, pi->status, order_id, pi->amount, pi->currency);
+	intent_metadata(pi, "order_id", order_id, sizeof(order_id));
+	intent_metadata(pi, "payment_key", payment_key, sizeof(payment_key));
+	ft_webhooks_intent(pi->id, pi->status, order_id,
+					   payment_key[0] ? payment_key : NULL, pi->amount,
+					   pi->currency);
 }
 
 static enum MHD_Result
@@ -373,20 +405,76 @@ intents_cancel(struct MHD_Connection *conn, const char *id, size_t idlen)
 }
 
 /*
- * GET /v1/payment_intents/search?query=metadata['order_id']:'N': every
- * intent created with metadata[order_id] = N, as a search_result (the one
- * query ft_orders' look-up sends; anything else is a 400).
+ * One clause of a search query: metadata['name']:'value' at *q, with the
+ * value copied into out; *q moves past it.  false when *q is not one.
  */
+static bool
+search_clause(const char **q, char *name, size_t namelen, char *out, size_t outlen)
+{
+	const char *p = *q;
+	const char *end;
+	size_t		n;
+
+	if (strncmp(p, "metadata['", 10) != 0)
+		return false;
+	p += 10;
+	end = strchr(p, '\'');
+	if (end == NULL || (n = (size_t) (end - p)) == 0 || n >= namelen ||
+		strncmp(end, "']:'", 4) != 0)
+		return false;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	p = end + 4;
+	end = strchr(p, '\'');
+	if (end == NULL || (n = (size_t) (end - p)) == 0 || n >= outlen)
+		return false;
+	memcpy(out, p, n);
+	out[n] = '\0';
+	*q = end + 1;
+	return true;
+}
+
+/*
+ * GET /v1/payment_intents/search?query=...: the queries ft_orders' look-up
+ * sends, metadata['order_id']:'N', metadata['payment_key']:'K', or both
+ * joined by " OR " (up to 10 clauses, as at Stripe), on order_id and
+ * payment_key only: every intent whose metadata matches a clause, as a
+ * search_result.  Any other query is a 400; "limit" is accepted.
+ */
+#define FT_SEARCH_CLAUSES	10
+
 static enum MHD_Result
 intents_search(struct MHD_Connection *conn)
 {
 	const char *q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "query");
-	long long	order_id;
-	char		tail;
+	char		names[FT_SEARCH_CLAUSES][16];
+	char		values[FT_SEARCH_CLAUSES][FT_GW_MAX_KEY + 1];
+	int			nclauses = 0;
 	json_t	   *data;
 
-	if (q == NULL || sscanf(q, "metadata['order_id']:'%lld%c", &order_id, &tail) != 2 ||
-		tail != '\'')
+	while (q != NULL)
+	{
+		if (nclauses >= FT_SEARCH_CLAUSES ||
+			!search_clause(&q, names[nclauses], sizeof(names[0]),
+						   values[nclauses], sizeof(values[0])) ||
+			(strcmp(names[nclauses], "order_id") != 0 &&
+			 strcmp(names[nclauses], "payment_key") != 0))
+		{
+			q = NULL;
+			nclauses = 0;
+			break;
+		}
+		nclauses++;
+		if (*q == '\0')
+			break;
+		if (strncmp(q, " OR ", 4) != 0)
+		{
+			nclauses = 0;
+			break;
+		}
+		q += 4;
+	}
+	if (nclauses == 0)
 		return stripe_error(conn, 400, "invalid_request_error", "parameter_invalid",
 							"unsupported search query", NULL);
 	data = json_array();
@@ -394,11 +482,17 @@ intents_search(struct MHD_Connection *conn)
 	ft_pi_searches++;
 	for (int i = 0; i < ft_npi; i++)
 	{
-		char		v[32];
+		for (int c = 0; c < nclauses; c++)
+		{
+			char		v[FT_GW_MAX_KEY + 1];
 
-		if (form_get(ft_pi[i].body, "metadata%5Border_id%5D", v, sizeof(v)) &&
-			atoll(v) == order_id)
-			json_array_append_new(data, intent_json(&ft_pi[i]));
+			if (intent_metadata(&ft_pi[i], names[c], v, sizeof(v)) &&
+				strcmp(v, values[c]) == 0)
+			{
+				json_array_append_new(data, intent_json(&ft_pi[i]));
+				break;
+			}
+		}
 	}
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ft_gw_reply_json(conn, 200,

@@ -312,8 +312,8 @@ ft_webhooks_payment(bool succeeded, const char *payment_key,
 
 void
 ft_webhooks_intent(const char *intent_id, const char *status,
-				   const char *order_id, int64_t amount,
-				   const char *currency)
+				   const char *order_id, const char *payment_key,
+				   int64_t amount, const char *currency)
 {
 	char		id[48];
 	bool		succeeded = strcmp(status, "succeeded") == 0;
@@ -331,6 +331,9 @@ ft_webhooks_intent(const char *intent_id, const char *status,
 					"metadata", "order_id", order_id ? order_id : "");
 	if (obj == NULL)
 		return;
+	if (payment_key != NULL)
+		json_object_set_new(json_object_get(obj, "metadata"), "payment_key",
+							json_string(payment_key));
 	if (!succeeded)
 		json_object_set_new(obj, "last_payment_error",
 							json_pack("{s:s, s:s}", "code", "card_declined",

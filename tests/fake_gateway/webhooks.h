@@ -41,10 +41,13 @@ extern void ft_webhooks_payment(bool succeeded, const char *payment_key,
 								const char *payment_id, int64_t amount,
 								const char *currency);
 
-/* a PaymentIntent reached succeeded / requires_payment_method (Stripe event) */
+/*
+ * a PaymentIntent reached succeeded / requires_payment_method (Stripe
+ * event); payment_key NULL: its metadata has none
+ */
 extern void ft_webhooks_intent(const char *intent_id, const char *status,
-							   const char *order_id, int64_t amount,
-							   const char *currency);
+							   const char *order_id, const char *payment_key,
+							   int64_t amount, const char *currency);
 
 /* POST /webhooks/send, GET and DELETE /webhooks (true: url was handled) */
 extern bool ft_gw_webhooks(struct MHD_Connection *conn, const char *url,

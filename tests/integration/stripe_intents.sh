@@ -9,8 +9,9 @@
 # processing that ends in requires_payment_method -> declined; 402 card_error -> declined;
 # Stripe-Should-Retry: false on a 503 -> failed at once; Stripe-Should-Retry:
 # true on a 400 -> retried, then paid.  Reconciliation (1.3): an order whose
-# reply was lost is found by a search on metadata[order_id], one not found
-# is created once.  Cancel (1.3): cancel_order() of an action_required
+# reply was lost is found by a search on its metadata[payment_key] (or, for
+# an intent created without one, metadata[order_id] with the order's amount
+# and currency), one not found is created once.  Cancel (1.3): cancel_order() of an action_required
 # order cancels its intent (POST /v1/payment_intents/{id}/cancel): canceled,
 # never charged; if the customer completed first, Stripe refuses the cancel
 # (payment_intent_unexpected_state, the intent succeeded): paid, then the
@@ -59,8 +60,8 @@ req=$(curl -fsS "$GW_URL/v1/_intents/$pi")
 is "$(echo "$req" | jq -r .content_type)" "application/x-www-form-urlencoded" "form-encoded request"
 is "$(echo "$req" | jq -r .key)" "$(col "$o_visa" payment_key)" "Idempotency-Key is the order's payment_key"
 is "$(echo "$req" | jq -r .body)" \
-	"amount=1000&currency=eur&metadata%5Border_id%5D=$o_visa&metadata%5Bcustomer_id%5D=cust-visa&payment_method=pm_card_visa&confirm=true&automatic_payment_methods%5Benabled%5D=true&automatic_payment_methods%5Ballow_redirects%5D=never" \
-	"body: amount, lower-case currency, metadata, payment_method, confirm=true"
+	"amount=1000&currency=eur&metadata%5Border_id%5D=$o_visa&metadata%5Bcustomer_id%5D=cust-visa&metadata%5Bpayment_key%5D=$(col "$o_visa" payment_key)&payment_method=pm_card_visa&confirm=true&automatic_payment_methods%5Benabled%5D=true&automatic_payment_methods%5Ballow_redirects%5D=never" \
+	"body: amount, lower-case currency, metadata (order_id, customer_id, payment_key), payment_method, confirm=true"
 
 is "$(col "$o_proc" "status")" "paid" "processing: paid after the re-check"
 like "$(col "$o_proc" "payment_id")" '^pi_fake[0-9]+$' "processing: payment_id is the intent id"
@@ -104,9 +105,10 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
 # --- reconciliation by search (1.3) ---------------------------------------------------
 # Two orders sent while the gateway cannot be reached; one of them did
 # reach Stripe (made here by hand: its reply was lost, the order has no
-# intent id).  Once gateway_key_ttl has passed, each is looked up by a
-# search on metadata[order_id]: the one found is settled from the intent,
-# without a POST; the other is created once.
+# intent id; made without metadata[payment_key], as sent before it was part
+# of the request, so found by its order_id, amount and currency).  Once
+# gateway_key_ttl has passed, each is looked up by a search: the one found
+# is settled from the intent, without a POST; the other is created once.
 pg_set ft_orders.max_attempts 100
 pg_set ft_orders.circuit_failure_threshold 1000
 pg_set ft_orders.gateway_url "http://127.0.0.1:$(free_port)"
@@ -133,7 +135,7 @@ like "$(psql_q "SELECT string_agg(request || ':' || outcome, ',' ORDER BY starte
 is "$(( $(intents creates) - creates_before ))" "1" "search: one intent created (the other order's)"
 cmp_ok "$(intents searches)" -ge 2 "search: the gateway was searched"
 is "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer x' "$GW_URL/v1/payment_intents/search?query=status:'x'")" \
-	"400" "(the fake's search supports the one query the look-up sends)"
+	"400" "(the fake's search supports only the queries the look-up sends)"
 
 # --- cancel of an unconfirmed intent (1.3) --------------------------------------------
 pg_set ft_orders.action_timeout '1h'

@@ -5,7 +5,7 @@
 -- lookups, privileges.  No payment workers run (tests/pgtap/run.sh), so
 -- every change below is the function's.
 BEGIN;
-SELECT plan(95);
+SELECT plan(101);
 
 SELECT has_function('ft_orders', 'apply_gateway_event', ARRAY['text', 'jsonb'],
 					'apply_gateway_event(text, jsonb) exists');
@@ -42,6 +42,8 @@ SELECT o.order_id AS b FROM ft_orders.place_order('wh-b', 'c', 1100, 'EUR') o \g
 SELECT o.order_id AS c FROM ft_orders.place_order('wh-c', 'c', 1200, 'EUR') o \gset
 SELECT o.order_id AS d FROM ft_orders.place_order('wh-d', 'c', 1300, 'EUR') o \gset
 SELECT o.order_id AS s1 FROM ft_orders.place_order('wh-s1', 'c', 2000, 'USD') o \gset
+SELECT o.order_id AS pk FROM ft_orders.place_order('wh-pk', 'c', 2500, 'USD') o \gset
+SELECT o.order_id AS pr FROM ft_orders.place_order('wh-pr', 'c', 2600, 'USD') o \gset
 SELECT o.order_id AS s2 FROM ft_orders.place_order('wh-s2', 'c', 2100, 'USD') o \gset
 SELECT o.order_id AS s3 FROM ft_orders.place_order('wh-s3', 'c', 2200, 'USD') o \gset
 SELECT o.order_id AS ar FROM ft_orders.place_order('wh-ar', 'c', 2300, 'USD') o \gset
@@ -178,6 +180,28 @@ SELECT is(ft_orders.apply_gateway_event('stripe', format(
 SELECT is(pg_temp.status(:s3), 'pending', 'S3 still pending');
 SELECT is((SELECT detail FROM ft_orders.gateway_events WHERE event_id = 'evt_s3b'),
 		  'not applied: the event is for 9999 USD, the order is 2200 USD', 'the mismatch is recorded');
+-- metadata.payment_key names the order (order ids are per database); an
+-- object carrying another one is not matched by its metadata.order_id
+SELECT is(ft_orders.apply_gateway_event('stripe', format(
+	'{"id":"evt_pk1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_pk_other","amount":2500,"currency":"usd","metadata":{"order_id":"%s","payment_key":"0b0e4c1a-5d0f-4c4e-9d2a-1f3e5a7b9c0d"}}}}', :pk)::jsonb),
+	false, 'another payment_key with the order''s order_id and amount: not applied');
+SELECT results_eq($$SELECT order_id, detail FROM ft_orders.gateway_events WHERE event_id = 'evt_pk1'$$,
+				  $$VALUES (NULL::bigint, 'no order for this event'::text)$$,
+				  '... recorded as about no order of this database');
+SELECT is(ft_orders.apply_gateway_event('stripe', format(
+	'{"id":"evt_pk2","type":"payment_intent.succeeded","data":{"object":{"id":"pi_pk","amount":2500,"currency":"usd","metadata":{"order_id":"999999","payment_key":"%s"}}}}',
+	(SELECT payment_key FROM ft_orders.orders WHERE order_id = :pk))::jsonb),
+	true, 'Stripe payment_intent.succeeded found by metadata.payment_key');
+SELECT results_eq(format('SELECT status::text, payment_id FROM ft_orders.orders WHERE order_id = %s', :pk),
+				  $$VALUES ('paid', 'pi_pk')$$, 'PK paid with its PaymentIntent id');
+SELECT is(ft_orders.apply_gateway_event('stripe', format(
+	'{"id":"evt_pk3","type":"charge.refunded","data":{"object":{"id":"ch_pk_other","amount":9999,"amount_refunded":100,"currency":"usd","metadata":{"order_id":"%s"}}}}', :pr)::jsonb),
+	false, 'charge.refunded of a charge of another amount (matched by order_id only): not applied');
+SELECT results_eq(format($$SELECT g.detail, o.status::text, o.refunded_minor
+							 FROM ft_orders.gateway_events g, ft_orders.orders o
+							WHERE g.event_id = 'evt_pk3' AND o.order_id = %s$$, :pr),
+				  $$VALUES ('not applied: the charge is for 9999, the order is 2600'::text, 'pending'::text, 0::bigint)$$,
+				  '... recorded as such, the order untouched');
 UPDATE ft_orders.orders SET status = 'action_required', payment_id = 'pi_ar' WHERE order_id = :ar;
 SELECT is(ft_orders.apply_gateway_event('stripe',
 	'{"id":"evt_ar","type":"payment_intent.succeeded","data":{"object":{"id":"pi_ar","amount":2300,"currency":"usd"}}}'),
@@ -253,8 +277,8 @@ SELECT is(ft_orders.apply_gateway_event('stripe',
 SELECT is(pg_temp.status(:s1), 'refunded', 'S1 refunded');
 
 -- the totals
-SELECT is((SELECT count(*)::int FROM ft_orders.gateway_events WHERE applied), 14,
-		  '14 events applied in all');
+SELECT is((SELECT count(*)::int FROM ft_orders.gateway_events WHERE applied), 15,
+		  '15 events applied in all');
 SELECT is((SELECT count(DISTINCT (provider, event_id))::int FROM ft_orders.gateway_events),
 		  (SELECT count(*)::int FROM ft_orders.gateway_events), 'every event recorded once');
 CREATE FUNCTION pg_temp.sample(m text, series text) RETURNS text LANGUAGE sql AS $$

@@ -3,8 +3,10 @@
  * classify_harness.c
  *	  Stand-alone checks of the pure parts of the payment workers, built
  *	  with AddressSanitizer and UBSan by ../classify_asan.sh: the generic
- *	  provider (request body, reply classification, Retry-After) and the
- *	  backoff computation.
+ *	  provider (request body, reply classification, Retry-After), the
+ *	  stripe providers' request and look-up (metadata[payment_key], search
+ *	  results of several databases on one account) and the backoff
+ *	  computation.
  *
  * gateway_generic.c and backoff.c are compiled unchanged against the
  * server headers and linked with the frontend libpgcommon (palloc,
@@ -159,6 +161,134 @@ check_body(void)
 		"payment_method is a string when set", body.data);
 }
 
+/* a reply to a Stripe look-up, classified for order req */
+static FtClassification
+stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+{
+	FtGatewayReply r;
+	FtClassification c;
+
+	memset(&r, 0, sizeof(r));
+	memset(&c, 0, sizeof(c));
+	r.http_status = status;
+	r.body = body;
+	r.body_len = strlen(body);
+	r.now = FT_CLASSIFY_NOW;
+	ft_provider_stripe.classify_lookup(&r, req, &c);
+	return c;
+}
+
+/*
+ * The stripe provider and several databases on one account: the request
+ * names the order by metadata[payment_key] (not in the legacy form), the
+ * look-up searches on it, and a search result settles the order only from
+ * its own intent, with its amount and currency.
+ */
+static void
+check_stripe(void)
+{
+	FtPaymentRequest req = {
+		.order_id = 1,
+		.payment_key = "0b7d5a4e-1111-2222-3333-444455556666",
+		.customer_id = "cust-b",
+		.amount_minor = 999,
+		.currency = "EUR",
+		.payment_method = "pm_card_visa",
+	};
+	StringInfoData body;
+	char	   *path;
+	FtClassification c;
+	const char *other =
+		"{\"object\":\"search_result\",\"has_more\":false,\"data\":[{\"id\":\"pi_a\","
+		"\"object\":\"payment_intent\",\"amount\":1700,\"currency\":\"eur\",\"status\":\"succeeded\","
+		"\"metadata\":{\"order_id\":\"1\",\"payment_key\":\"9a9a9a9a-1111-2222-3333-444455556666\"}}]}";
+	const char *ours =
+		"{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_a\",\"amount\":1700,\"currency\":\"eur\","
+		"\"status\":\"succeeded\",\"metadata\":{\"order_id\":\"1\",\"payment_key\":\"9a9a9a9a-1111-2222-3333-444455556666\"}},"
+		"{\"id\":\"pi_b\",\"amount\":999,\"currency\":\"eur\",\"status\":\"succeeded\","
+		"\"metadata\":{\"order_id\":\"1\",\"payment_key\":\"0B7D5A4E-1111-2222-3333-444455556666\"}}],\"has_more\":false}";
+	const char *wrong_amount =
+		"{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_b\",\"amount\":998,\"currency\":\"eur\","
+		"\"status\":\"succeeded\",\"metadata\":{\"payment_key\":\"0b7d5a4e-1111-2222-3333-444455556666\"}}]}";
+	const char *legacy =
+		"{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_old\",\"amount\":999,\"currency\":\"eur\","
+		"\"status\":\"succeeded\",\"metadata\":{\"order_id\":\"1\"}}]}";
+	const char *legacy_usd =
+		"{\"object\":\"search_result\",\"data\":[{\"id\":\"pi_old\",\"amount\":999,\"currency\":\"usd\","
+		"\"status\":\"succeeded\",\"metadata\":{\"order_id\":\"1\"}}]}";
+	const char *more =
+		"{\"object\":\"search_result\",\"has_more\":true,\"data\":[{\"id\":\"pi_a\",\"amount\":1700,"
+		"\"currency\":\"eur\",\"status\":\"succeeded\",\"metadata\":{\"payment_key\":\"9a9a9a9a-1111-2222-3333-444455556666\"}}]}";
+
+	initStringInfo(&body);
+	ft_provider_stripe.build_request(&req, &body);
+	tap(strstr(body.data, "metadata%5Bpayment_key%5D=0b7d5a4e-1111-2222-3333-444455556666&") != NULL,
+		"stripe: the request carries metadata[payment_key]", body.data);
+	req.legacy_request = true;
+	ft_provider_stripe.build_request(&req, &body);
+	tap(strcmp(body.data,
+			   "amount=999&currency=eur&metadata%5Border_id%5D=1&metadata%5Bcustomer_id%5D=cust-b"
+			   "&payment_method=pm_card_visa&confirm=true&automatic_payment_methods%5Benabled%5D=true"
+			   "&automatic_payment_methods%5Ballow_redirects%5D=never") == 0,
+		"stripe: an order first sent without metadata[payment_key] is re-sent exactly so", body.data);
+	ft_provider_stripe_charges.build_request(&req, &body);
+	tap(strstr(body.data, "payment_key") == NULL, "stripe_charges: the legacy form too", body.data);
+	req.legacy_request = false;
+	ft_provider_stripe_charges.build_request(&req, &body);
+	tap(strstr(body.data, "metadata%5Bpayment_key%5D=") != NULL,
+		"stripe_charges: the request carries metadata[payment_key]", body.data);
+
+	path = ft_provider_stripe.lookup_path(&req);
+	tap(strcmp(path, "/v1/payment_intents/search?query=metadata%5B%27payment_key%27%5D%3A%27"
+			   "0b7d5a4e-1111-2222-3333-444455556666%27%20OR%20metadata%5B%27order_id%27%5D%3A%271%27"
+			   "&limit=100") == 0,
+		"stripe: the look-up searches the payment_key, or the order_id", path);
+
+	c = stripe_lookup(200, other, &req);
+	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign && c.payment_id == NULL &&
+		strstr(c.error, "pi_a") != NULL,
+		"stripe: another order's payment_key with the same order_id is ignored: unknown", c.error);
+	c = stripe_lookup(200, ours, &req);
+	tap(c.outcome == FT_OUTCOME_PAID && c.payment_id != NULL && strcmp(c.payment_id, "pi_b") == 0,
+		"stripe: the intent with the order's payment_key settles it", c.payment_id);
+	c = stripe_lookup(200, wrong_amount, &req);
+	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign,
+		"stripe: the order's payment_key with another amount: ignored", c.error);
+	c = stripe_lookup(200, legacy, &req);
+	tap(c.outcome == FT_OUTCOME_PAID && c.payment_id != NULL && strcmp(c.payment_id, "pi_old") == 0,
+		"stripe: an intent without payment_key, the order's id, amount and currency settles it", c.error);
+	c = stripe_lookup(200, legacy_usd, &req);
+	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign,
+		"stripe: an intent without payment_key in another currency: ignored", c.error);
+	req.order_id = 2;
+	c = stripe_lookup(200, legacy, &req);
+	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign,
+		"stripe: an intent without payment_key of another order_id: ignored", c.error);
+	req.order_id = 1;
+	c = stripe_lookup(200, more, &req);
+	tap(c.outcome == FT_OUTCOME_RETRY,
+		"stripe: nothing of the order's on an incomplete result: retried, not unknown", c.error);
+
+	/* hostile search results: any verdict, no invalid access */
+	{
+		const char *pieces[] = {"{", "}", "[", "]", ",", ":", "\"data\"", "\"metadata\"",
+			"\"id\"", "\"pi_x\"", "\"amount\"", "999", "\"currency\"", "\"eur\"",
+			"\"payment_key\"", "\"order_id\"", "\"1\"", "\"status\"", "\"succeeded\"",
+		"\"object\"", "\"search_result\"", "\"has_more\"", "true", "null", "-1e99"};
+		int			n = (int) (sizeof(pieces) / sizeof(pieces[0]));
+
+		for (int i = 0; i < 20000; i++)
+		{
+			resetStringInfo(&body);
+			appendStringInfoString(&body, "{\"object\":\"search_result\",\"data\":[");
+			for (int k = random() % 40; k > 0; k--)
+				appendStringInfoString(&body, pieces[random() % n]);
+			(void) stripe_lookup(200, body.data, &req);
+		}
+		tap(true, "stripe: 20000 hostile search results classified", NULL);
+	}
+}
+
 static void
 check_backoff(void)
 {
@@ -307,6 +437,7 @@ main(int argc, char **argv)
 
 	check_cases();
 	check_body();
+	check_stripe();
 	check_backoff();
 	fuzz(iterations, (unsigned) time(NULL));
 	printf("1..%d\n", tap_n);
