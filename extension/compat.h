@@ -37,6 +37,17 @@ typedef void FtJsonResult;
 #define FT_JSON_OK
 #endif
 
+/*
+ * A GUC check hook's "extra": freed by the GUC machinery with free() up to
+ * 15, with guc_free() (pfree in GUC's own memory context) from 16 on.
+ */
+#if PG_VERSION_NUM >= 160000
+#include "utils/guc.h"
+#define ft_guc_malloc(size)		guc_malloc(LOG, (size))
+#else
+#define ft_guc_malloc(size)		malloc(size)
+#endif
+
 /* may the current user drop database dbid?  (owner check, 16 unified them) */
 #if PG_VERSION_NUM >= 160000
 #include "catalog/pg_database.h"

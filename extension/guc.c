@@ -27,6 +27,7 @@
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
+#include "compat.h"
 #include "guc.h"
 
 char	   *ft_database = NULL;
@@ -124,7 +125,8 @@ ft_check_database(char **newval, void **extra, GucSource source)
 	char	   *raw;
 	List	   *names;
 	ListCell   *lc;
-	FtDatabaseList *list;
+	FtDatabaseList parsed;
+	FtDatabaseList *list = &parsed;
 	bool		ok;
 
 	if (*newval == NULL || (*newval)[0] == '\0')
@@ -145,14 +147,6 @@ ft_check_database(char **newval, void **extra, GucSource source)
 		return false;
 	}
 
-	/* "extra" is freed by the GUC machinery with free() */
-	list = (FtDatabaseList *) malloc(sizeof(FtDatabaseList));
-	if (list == NULL)
-	{
-		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
-		GUC_check_errdetail("Out of memory.");
-		return false;
-	}
 	list->n = 0;
 	ok = true;
 	foreach(lc, names)
@@ -188,11 +182,17 @@ ft_check_database(char **newval, void **extra, GucSource source)
 	list_free(names);
 	pfree(raw);
 	if (!ok)
+		return false;
+
+	/* the GUC machinery frees "extra" (compat.h) */
+	*extra = ft_guc_malloc(sizeof(FtDatabaseList));
+	if (*extra == NULL)
 	{
-		free(list);
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		GUC_check_errdetail("Out of memory.");
 		return false;
 	}
-	*extra = list;
+	memcpy(*extra, &parsed, sizeof(FtDatabaseList));
 	return true;
 }
 
