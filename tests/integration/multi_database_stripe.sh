@@ -35,6 +35,22 @@ q()
 
 intents() { curl -fsS "$GW_URL/v1/_intents" | jq -r ".$1"; }
 
+# orders placed now reach no gateway: their outcome is unknown
+gateway_unreachable()
+{
+	pg_set ft_orders.gateway_url "http://127.0.0.1:$(free_port)"
+	sleep 1
+}
+
+# let gateway_key_ttl pass and bring the gateway back: an order whose
+# outcome is unknown is then looked up (a search) before it is sent again
+lookup_after_ttl()
+{
+	pg_set ft_orders.gateway_key_ttl '1s'
+	sleep 1.5
+	pg_set ft_orders.gateway_url "$GW_URL"
+}
+
 gw_start || bail_out "the fake gateway did not start"
 PGDATA=$FT_TMP/pgdata
 PG_LOG=$FT_TMP/postgres.log
@@ -68,8 +84,7 @@ pi_a=$(q shop_a "SELECT payment_id FROM ft_orders.orders WHERE order_id = $o_a")
 like "$pi_a" '^pi_' "shop_a: order $o_a carries its intent ($pi_a)"
 
 # shop_b's order 1, sent while the gateway cannot be reached: outcome unknown
-pg_set ft_orders.gateway_url "http://127.0.0.1:$(free_port)"
-sleep 1
+gateway_unreachable
 o_b=$(q shop_b "SELECT order_id FROM ft_orders.place_order('b-1', 'cust-b', 999, 'EUR', '[]', 'pm_card_visa')")
 is "$o_b" "$o_a" "shop_b's order has the same order_id ($o_b) as shop_a's"
 PGDATABASE=shop_b wait_until "SELECT count(*) > 0 FROM ft_orders.payment_attempts WHERE order_id = $o_b" 20
@@ -77,9 +92,7 @@ ok $? "shop_b: order $o_b was tried while the gateway could not be reached"
 creates_before=$(intents creates)
 
 # once gateway_key_ttl has passed, it is looked up by a search
-pg_set ft_orders.gateway_key_ttl '1s'
-sleep 1.5
-pg_set ft_orders.gateway_url "$GW_URL"
+lookup_after_ttl
 PGDATABASE=shop_b wait_until "SELECT status <> 'pending' FROM ft_orders.orders WHERE order_id = $o_b" 30
 ok $? "shop_b: order $o_b is settled"
 is "$(q shop_b "SELECT status FROM ft_orders.orders WHERE order_id = $o_b")" "paid" "shop_b: order $o_b is paid"
@@ -125,16 +138,13 @@ is "$(grep -c "order $o_l's first request went out without its payment_key; re-s
 	"legacy: the worker says so in the log"
 
 # --- that intent is not the other database's order of the same id ---------------------
-pg_set ft_orders.gateway_url "http://127.0.0.1:$(free_port)"
-sleep 1
+gateway_unreachable
 o_b2=$(q shop_b "SELECT order_id FROM ft_orders.place_order('b-2', 'cust-b2', 999, 'EUR', '[]', 'pm_card_visa')")
 is "$o_b2" "$o_l" "legacy: shop_b's order $o_b2 has the id of shop_a's order first sent without a payment_key"
 PGDATABASE=shop_b wait_until "SELECT count(*) > 0 FROM ft_orders.payment_attempts WHERE order_id = $o_b2" 20
 ok $? "legacy: shop_b's order $o_b2 was tried while the gateway could not be reached"
 creates_before=$(intents creates)
-pg_set ft_orders.gateway_key_ttl '1s'
-sleep 1.5
-pg_set ft_orders.gateway_url "$GW_URL"
+lookup_after_ttl
 PGDATABASE=shop_b wait_until "SELECT status <> 'pending' FROM ft_orders.orders WHERE order_id = $o_b2" 30
 ok $? "legacy: shop_b's order $o_b2 is settled"
 pi_b2=$(q shop_b "SELECT payment_id FROM ft_orders.orders WHERE order_id = $o_b2")
