@@ -50,8 +50,6 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
@@ -61,6 +59,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 
@@ -444,11 +443,15 @@ ft_orders_key_space(PG_FUNCTION_ARGS)
 FtKeyRule
 ft_schema_key_rule(void)
 {
+	Oid			nsp;
+
 	if (!ft_schema_has_table("idempotency_key_generations"))
 		return FT_KEYS_RANDOM;
-	if (!OidIsValid(LookupFuncName(list_make2(makeString("ft_orders"),
-											  makeString("_key_space")),
-								   0, NULL, true)))
+	/* one syscache probe for ft_orders._key_space(), as for a table */
+	nsp = get_namespace_oid("ft_orders", true);
+	if (!SearchSysCacheExists3(PROCNAMEARGSNSP, CStringGetDatum("_key_space"),
+							   PointerGetDatum(buildoidvector(NULL, 0)),
+							   ObjectIdGetDatum(nsp)))
 		return FT_KEYS_V1;
 	return FT_KEYS_V2;
 }
