@@ -1,4 +1,4 @@
--- upgrade: the chain 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4 keeps the data; 1.1 adds metrics()
+-- upgrade: the chain 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4 -> 1.5 keeps the data; 1.1 adds metrics()
 -- and the comments, 1.2 the derived payment keys and their purge
 -- generations and makes _change_status PL/pgSQL (runs last: it drops and
 -- re-creates the extension).  The same
@@ -241,3 +241,10 @@ SELECT p.oid::regprocedure AS function,
  WHERE p.pronamespace = 'ft_orders'::regnamespace AND p.proname IN ('_payment_key', '_key_space')
  ORDER BY 1;
 SELECT * FROM columns_commented;
+
+-- 1.4 -> 1.5: the rows stay
+TRUNCATE data_before;
+INSERT INTO data_before SELECT * FROM data_now;
+ALTER EXTENSION ft_orders UPDATE TO '1.5';
+SELECT extversion FROM pg_extension WHERE extname = 'ft_orders';
+SELECT * FROM data_changes;

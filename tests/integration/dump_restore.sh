@@ -134,7 +134,7 @@ pg_restore --exit-on-error "${P2[@]}" -d shop_restored "$FT_TMP/ftdb.dump" 2>"$F
 ok $? "pg_restore into shop_restored"
 [ -s "$FT_TMP/pg_restore.err" ] && diag "pg_restore: $(head -5 "$FT_TMP/pg_restore.err")"
 is "$(psql -XAtq "${P2[@]}" -d shop_restored -c "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" \
-	"1.4" "the restore created ft_orders 1.4"
+	"1.5" "the restore created ft_orders 1.5"
 
 ft_data_digest "${P2[@]}" -d shop_restored >"$FT_TMP/restored.digest" || bail_out "digest failed"
 is "$(diff "$FT_TMP/source.digest" "$FT_TMP/restored.digest")" "" \

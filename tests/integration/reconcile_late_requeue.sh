@@ -25,7 +25,7 @@ gw_pg_start \
 	"ft_orders.gateway_key_ttl = '1s'" ||
 	bail_out "the fake gateway or the server did not start"
 
-is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.4" "version 1.4 is installed"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.5" "version 1.5 is installed"
 
 place() { psql_q "SELECT order_id FROM ft_orders.place_order('$1', 'cust', $2, 'EUR')"; }
 key_of() { psql_q "SELECT payment_key FROM ft_orders.orders WHERE order_id = $1"; }

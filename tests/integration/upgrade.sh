@@ -1,5 +1,5 @@
 #!/bin/bash
-# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 to 1.3 to 1.4
+# upgrade.sh: ALTER EXTENSION ft_orders UPDATE from 1.0 to 1.1 to 1.2 to 1.3 to 1.4 to 1.5
 # under live payment workers.
 #
 # Installs 1.0, places orders (paid, declined, failed with a dead letter,
@@ -15,9 +15,9 @@
 # events tried under 1.2 count as sent, the orders left pending are paid
 # once each, a webhook settles an order of 1.2 once, and a 1.0 order can be
 # refunded.  Then 1.3 -> 1.4: an order of 1.3 keeps its key, a new one
-# derives it within the key space, both are paid.  The upgraded catalogue
+# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both.  The upgraded catalogue
 # (objects, definitions, grants, comments, extconfig) is identical to a
-# fresh CREATE EXTENSION of 1.4.
+# fresh CREATE EXTENSION of 1.5.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -29,14 +29,14 @@ gw_pg_start \
 	"ft_orders.circuit_failure_threshold = 3" "ft_orders.circuit_open_time = '1s'" ||
 	bail_out "the fake gateway or the server did not start"
 
-is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.4" \
-	"the default version is 1.4"
+is "$(psql_q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" "1.5" \
+	"the default version is 1.5"
 is "$(psql_q "SELECT string_agg(source || '->' || target || ':' || path, ' ' ORDER BY source, target)
               FROM pg_extension_update_paths('ft_orders') WHERE path IS NOT NULL")" \
-	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.0->1.3:1.0--1.1--1.2--1.3 1.0->1.4:1.0--1.1--1.2--1.3--1.4 1.1->1.2:1.1--1.2 1.1->1.3:1.1--1.2--1.3 1.1->1.4:1.1--1.2--1.3--1.4 1.2->1.3:1.2--1.3 1.2->1.4:1.2--1.3--1.4 1.3->1.4:1.3--1.4" \
-	"the update paths 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4 exist"
+	"1.0->1.1:1.0--1.1 1.0->1.2:1.0--1.1--1.2 1.0->1.3:1.0--1.1--1.2--1.3 1.0->1.4:1.0--1.1--1.2--1.3--1.4 1.0->1.5:1.0--1.1--1.2--1.3--1.4--1.5 1.1->1.2:1.1--1.2 1.1->1.3:1.1--1.2--1.3 1.1->1.4:1.1--1.2--1.3--1.4 1.1->1.5:1.1--1.2--1.3--1.4--1.5 1.2->1.3:1.2--1.3 1.2->1.4:1.2--1.3--1.4 1.2->1.5:1.2--1.3--1.4--1.5 1.3->1.4:1.3--1.4 1.3->1.5:1.3--1.4--1.5 1.4->1.5:1.4--1.5" \
+	"the update paths 1.0 -> 1.1 -> 1.2 -> 1.3 -> 1.4 -> 1.5 exist"
 
-# pg_start installed the default (1.4); start over from 1.0 before any order
+# pg_start installed the default (1.5); start over from 1.0 before any order
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders VERSION '1.0'" >/dev/null
 ok $? "CREATE EXTENSION ft_orders VERSION '1.0'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.0" "version 1.0 is installed"
@@ -245,13 +245,28 @@ is "$(gw_ledger duplicates)" "0" "1.4: no duplicates"
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.4: still the same worker processes"
 
-# --- upgraded catalogue == fresh 1.4 install --------------------------------------
+# --- 1.4 -> 1.5 -------------------------------------------------------------------
+psql_q "SELECT count(*) FROM ft_orders.place_order('v14-last', 'cust', 142, 'EUR')" >/dev/null
+key14=$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v14-last'")
+psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.5'" >/dev/null
+ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.5'"
+is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.5" "version 1.5 is installed"
+is "$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v14-last'")" "$key14" \
+	"1.5: the order placed under 1.4 keeps its payment_key"
+psql_q "SELECT count(*) FROM ft_orders.place_order('v15-first', 'cust', 151, 'EUR')" >/dev/null
+wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key IN ('v14-last', 'v15-first') AND status <> 'paid'" 30
+ok $? "1.5: both are paid"
+is "$(gw_ledger duplicates)" "0" "1.5: no duplicates"
+is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
+	"1.5: still the same worker processes"
+
+# --- upgraded catalogue == fresh 1.5 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
-ok $? "fresh CREATE EXTENSION ft_orders (1.4) in the same database"
+ok $? "fresh CREATE EXTENSION ft_orders (1.5) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
-is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.4 install"
+is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.5 install"
 is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "52" "(the comparison covers the 52 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \

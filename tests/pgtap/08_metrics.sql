@@ -11,8 +11,8 @@ SELECT function_returns('ft_orders', 'metrics', ARRAY[]::text[], 'text', 'metric
 SELECT is_definer('ft_orders', 'metrics', ARRAY[]::text[],
 				  'metrics() is SECURITY DEFINER (ft_orders_app cannot read the tables)');
 SELECT volatility_is('ft_orders', 'metrics', ARRAY[]::text[], 'volatile', 'metrics() is VOLATILE');
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'), '1.4',
-		  'the installed version is the default, 1.4');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'), '1.5',
+		  'the installed version is the default, 1.5');
 
 -- one sample's value, or NULL if the series is absent
 CREATE FUNCTION pg_temp.sample(m text, series text) RETURNS text LANGUAGE sql AS $$
