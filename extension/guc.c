@@ -55,6 +55,7 @@ int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
 int			ft_history_retention_s = 7 * 86400;
+int			ft_audit_retention_s = 400 * 86400;
 int			ft_gateway_key_ttl_s = 86400;
 int			ft_action_timeout_s = 3600;
 
@@ -525,10 +526,19 @@ ft_define_gucs(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.history_retention",
-							"Age after which payment_attempts and order_events rows are purged.",
-							NULL,
+							"Age after which gateway_events rows (webhook events) are purged.",
+							"The payment audit trail, payment_attempts and order_events, is kept for ft_orders.audit_retention.",
 							&ft_history_retention_s,
 							7 * 86400, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.audit_retention",
+							"Age after which payment_attempts and order_events rows (the payment audit trail) are purged.",
+							"Keep it longer than the window in which customers may dispute a payment.",
+							&ft_audit_retention_s,
+							400 * 86400, 60, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);

@@ -44,6 +44,7 @@ extern int	ft_idempotency_ttl_s;
 extern bool ft_tls_verify;
 extern char *ft_ca_file;
 extern int	ft_history_retention_s;
+extern int	ft_audit_retention_s;
 extern int	ft_gateway_key_ttl_s;
 extern int	ft_action_timeout_s;
 
