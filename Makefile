@@ -76,6 +76,8 @@ endif
 
 .PHONY: deps test test-pg17 test-packages deb demo fake_gateway bench fuzz soak partition
 
+# what `make test` needs (the test stack); `make demo` and `make deb`
+# install only what they need themselves (tests/setup/deps.sh)
 deps:
 	bash tests/setup/deps.sh
 
