@@ -447,6 +447,17 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		snprintf(errbuf, errlen, "out of memory building request headers");
 		goto fail;
 	}
+	/* Stripe: the API version its replies are parsed for (a setting) */
+	if (ft_gateway_provider != FT_PROVIDER_GENERIC &&
+		ft_stripe_api_version != NULL && ft_stripe_api_version[0] != '\0')
+	{
+		snprintf(line, sizeof(line), "Stripe-Version: %s", ft_stripe_api_version);
+		if (!ft_http_add_header(h, line))
+		{
+			snprintf(errbuf, errlen, "out of memory building request headers");
+			goto fail;
+		}
+	}
 	ft_http_refresh_token();
 	if (ft_token[0] != '\0')
 	{

@@ -62,6 +62,7 @@ is "$(echo "$req" | jq -r .key)" "$(col "$o_visa" payment_key)" "Idempotency-Key
 is "$(echo "$req" | jq -r .body)" \
 	"amount=1000&currency=eur&metadata%5Border_id%5D=$o_visa&metadata%5Bcustomer_id%5D=cust-visa&metadata%5Bpayment_key%5D=$(col "$o_visa" payment_key)&payment_method=pm_card_visa&confirm=true&automatic_payment_methods%5Benabled%5D=true&automatic_payment_methods%5Ballow_redirects%5D=never" \
 	"body: amount, lower-case currency, metadata (order_id, customer_id, payment_key), payment_method, confirm=true"
+is "$(intents stripe_version)" "2024-06-20" "Stripe-Version: the pinned API version (the default of stripe_api_version)"
 
 is "$(col "$o_proc" "status")" "paid" "processing: paid after the re-check"
 like "$(col "$o_proc" "payment_id")" '^pi_fake[0-9]+$' "processing: payment_id is the intent id"
@@ -182,6 +183,23 @@ is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.or
 is "$(psql_q "SELECT amount_minor FROM ft_orders.refunds WHERE order_id = $o_done")" "2000" "cancel: the refund is of the whole amount"
 is "$(curl -fsS "$GW_URL/v1/_intents/$pi_done" | jq -r '.status + " " + .cancel_key')" "succeeded " \
 	"cancel: the succeeded intent was not canceled"
+# --- the Stripe-Version header follows ft_orders.stripe_api_version -------------
+version_sent()
+{
+	local key=$1
+	pg_set ft_orders.stripe_api_version "$2"
+	wait_until "SELECT setting = '$2' FROM pg_settings WHERE name = 'ft_orders.stripe_api_version'" 10
+	sleep 1		# the workers reload on their next wake-up
+	o=$(place "$key" 1000 pm_card_visa)
+	wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $o" 20 || return 1
+	intents stripe_version
+}
+is "$(version_sent version-other 2099-01-01.test)" "2099-01-01.test" "Stripe-Version: another version, on reload"
+is "$(version_sent version-none '')" "" "Stripe-Version: none when the setting is empty (the account's default)"
+is "$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.stripe_api_version = '2024-06-20
+X-Evil: 1'" 2>&1 | grep -o 'invalid value for parameter "ft_orders.stripe_api_version"')" \
+	'invalid value for parameter "ft_orders.stripe_api_version"' "stripe_api_version: a value that could break the header is refused"
+
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing
