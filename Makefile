@@ -11,6 +11,7 @@ EXTENSION_OBJS = \
 	extension/orders_read.o \
 	extension/dead_letters.o \
 	extension/maintenance.o \
+	extension/gateway_mode.o \
 	extension/drop_database.o \
 	extension/status_views.o \
 	extension/metrics.o \
