@@ -146,3 +146,9 @@ END
 $$;
 COMMENT ON FUNCTION ft_orders.apply_gateway_event(text, jsonb) IS
 'Apply a webhook event of the gateway (provider stripe or generic) once: recorded in gateway_events by its event id, applied to its order or refund unless it is a repeat or history (a late failure after a success); true when it changed something. Bad input: 22023, nothing written. Owner only; GRANT EXECUTE to the role of the webhook receiver';
+
+-------------------------------------------------------------------------------
+-- worker_status.processed: what it counts
+-------------------------------------------------------------------------------
+COMMENT ON COLUMN ft_orders.worker_status.processed IS
+'Requests whose outcome this worker recorded since the last reset_stats(), of any kind: every attempt (retries and look-ups included), not orders';
