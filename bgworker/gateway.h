@@ -40,6 +40,34 @@ typedef enum FtOutcome
 	FT_OUTCOME_REFUND_FAILED	/* refund: refused for good */
 } FtOutcome;
 
+/* the payment_attempts.outcome text of an outcome (also the tests' name) */
+static inline const char *
+ft_outcome_name(FtOutcome outcome)
+{
+	switch (outcome)
+	{
+		case FT_OUTCOME_PAID:
+			return "paid";
+		case FT_OUTCOME_DECLINED:
+			return "declined";
+		case FT_OUTCOME_FAILED:
+			return "failed";
+		case FT_OUTCOME_RETRY:
+			return "retry";
+		case FT_OUTCOME_UNKNOWN:
+			return "unknown";
+		case FT_OUTCOME_CANCELED:
+			return "canceled";
+		case FT_OUTCOME_ACTION_REQUIRED:
+			return "action_required";
+		case FT_OUTCOME_REFUNDED:
+			return "refunded";
+		case FT_OUTCOME_REFUND_FAILED:
+			return "refund_failed";
+	}
+	return "retry";
+}
+
 /*
  * What a request does (docs/reference.md, "Wire protocol"): charge an
  * order (POST, or the provider's re-check of a payment under way), look a
@@ -187,7 +215,7 @@ typedef struct FtProvider
  * form (FtPaymentRequest.legacy_request): a charge request of the order
  * was refused because its key was first used with other parameters, and
  * recorded with this error (payment_attempts.error starts with it).  The
- * claim looks for such a row (outbox.c); the worker records it
+ * claim looks for such a row (outbox_claim.c); the worker records it
  * (payment_worker.c).  No quotes: it is also part of an SQL literal.
  */
 #define FT_LEGACY_REQUEST_NOTE \
@@ -209,7 +237,6 @@ typedef struct FtJsonField
 extern const FtProvider ft_provider_generic;
 extern int	ft_parse_retry_after(const char *value, time_t now);
 struct JsonSemAction;
-extern const char *ft_outcome_name(FtOutcome outcome);
 extern char *ft_gateway_clean_text(const char *s, size_t maxlen);
 extern void ft_gateway_set_retry(FtClassification *result, char *error);
 extern void ft_gateway_lookup_retry(const FtGatewayReply *reply,

@@ -74,34 +74,6 @@ generic_build_request(const FtPaymentRequest *req, StringInfo body)
 	appendStringInfoChar(body, '}');
 }
 
-/* the payment_attempts.outcome text of an outcome (also the tests' name) */
-const char *
-ft_outcome_name(FtOutcome outcome)
-{
-	switch (outcome)
-	{
-		case FT_OUTCOME_PAID:
-			return "paid";
-		case FT_OUTCOME_DECLINED:
-			return "declined";
-		case FT_OUTCOME_FAILED:
-			return "failed";
-		case FT_OUTCOME_RETRY:
-			return "retry";
-		case FT_OUTCOME_UNKNOWN:
-			return "unknown";
-		case FT_OUTCOME_CANCELED:
-			return "canceled";
-		case FT_OUTCOME_ACTION_REQUIRED:
-			return "action_required";
-		case FT_OUTCOME_REFUNDED:
-			return "refunded";
-		case FT_OUTCOME_REFUND_FAILED:
-			return "refund_failed";
-	}
-	return "retry";
-}
-
 /*
  * A copy of s cut to maxlen bytes of printable ASCII (others become '?'),
  * safe for a log line and for a text column in any server encoding.

@@ -17,7 +17,7 @@
  *	   (under the adaptive in-flight limit, concurrency.c) that the
  *	   circuit, the gateway's pause and the rate limit let go
  *	   (admission.c), runs ONE short transaction that records the
- *	   completions and claims new events (outbox.c), commits, and only
+ *	   completions and claims new events (outbox_*.c), commits, and only
  *	   then has the provider build the new requests and the transport
  *	   start them (the circuit's probes on fresh connections).
  *
@@ -335,7 +335,7 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	 * request went out in the legacy form, without the payment_key (sent
 	 * before the payment_key was part of the request).  Sent again in that
 	 * form: FT_LEGACY_REQUEST_NOTE in the recorded error is what the next
-	 * claim finds (outbox.c).  Only for an order whose earlier request may
+	 * claim finds (outbox_claim.c).  Only for an order whose earlier request may
 	 * have gone out: a first request refused so is not ours to reinterpret.
 	 */
 	if (c.idempotency_refused && job->kind == FT_REQ_CHARGE &&
@@ -358,7 +358,7 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 				 errdetail("%s", c.error ? c.error : "")));
 
 	/* a schema older than 1.3 has no action_required: re-check later */
-	if (c.outcome == FT_OUTCOME_ACTION_REQUIRED && !job->lifecycle)
+	if (c.outcome == FT_OUTCOME_ACTION_REQUIRED && job->schema < FT_SCHEMA_1_3)
 	{
 		c.outcome = FT_OUTCOME_RETRY;
 		c.transient = false;
@@ -426,7 +426,7 @@ ft_new_job(const FtClaim *claim)
 	job->lease_until = claim->lease_until;
 	job->refund_id = order->refund_id;
 	job->cancel_requested = claim->cancel_requested;
-	job->lifecycle = claim->lifecycle;
+	job->schema = claim->schema;
 	job->amount_minor = order->amount_minor;
 	strlcpy(job->currency, order->currency ? order->currency : "",
 			sizeof(job->currency));
@@ -858,7 +858,7 @@ ft_wait_until_ready(void)
 			bool		ready;
 
 			ft_xact_begin("ft_orders: checking the extension", true);
-			ready = ft_outbox_extension_ready();
+			ready = ft_schema_installed();
 			if (ready)
 				ft_outbox_warm_up();
 			ft_xact_commit();
@@ -910,7 +910,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 		proc_exit(0);			/* DROP DATABASE under way: do not connect */
 
 	BackgroundWorkerInitializeConnection(NameStr(ft_db->dbname), NULL, 0);
-	/* every name in outbox.c's SQL resolves to the built-in or ft_orders */
+	/* every name in the outbox's SQL resolves to the built-in or ft_orders */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
@@ -921,7 +921,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 
 	/*
 	 * Every statement of the worker reaches its rows through an index, each
-	 * join driven by an array or a CTE of this batch (outbox.c keeps them
+	 * join driven by an array or a CTE of this batch (outbox_batch.c keeps them
 	 * with one generic plan each).  Those plans are made once, possibly
 	 * while a table is empty or just truncated and analyzed; without
 	 * sequential scans, hash and merge joins they cannot turn into a scan
