@@ -20,6 +20,7 @@ EXTENSION_OBJS = \
 BGWORKER_OBJS = \
 	bgworker/launcher.o \
 	bgworker/payment_worker.o \
+	bgworker/worker_job.o \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
 	bgworker/outbox_batch.o \

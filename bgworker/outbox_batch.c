@@ -113,13 +113,13 @@ static const struct
 	size_t		offset;
 	bool		zero_is_null;
 }			ft_job_columns[] = {
-	[FT_COL_EVENT_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, event_id)},
-	[FT_COL_ORDER_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, order_id)},
+	[FT_COL_EVENT_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, claim.event_id)},
+	[FT_COL_ORDER_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, claim.order.order_id)},
 	/* charges have none */
-	[FT_COL_REFUND_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, refund_id), true},
-	[FT_COL_LEASE] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, offsetof(FtJob, lease_until)},
+	[FT_COL_REFUND_ID] = {INT8OID, INT8ARRAYOID, offsetof(FtJob, claim.order.refund_id), true},
+	[FT_COL_LEASE] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, offsetof(FtJob, claim.lease_until)},
 	[FT_COL_STARTED] = {TIMESTAMPTZOID, TIMESTAMPTZARRAYOID, offsetof(FtJob, started_at)},
-	[FT_COL_ORDER_ATTEMPT] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, order_attempt)},
+	[FT_COL_ORDER_ATTEMPT] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, claim.order_attempt)},
 	/* 0: no HTTP reply */
 	[FT_COL_HTTP_STATUS] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, http_status), true},
 	[FT_COL_DELAY] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, delay_ms)},

@@ -110,7 +110,6 @@ static FtJobStatement ft_final[2] = {
 	SPI_OK_SELECT, "recording settled payments"},
 };
 
-
 /*
  * transient failures: give the lease back with a delay.  A payment the
  * gateway is still working on (a provider's re-check reference, $6) is
@@ -144,7 +143,6 @@ static FtJobStatement ft_retry = {
 	ft_retry_sql, ft_retry_cols, lengthof(ft_retry_cols),
 	SPI_OK_UPDATE, "rescheduling payments"
 };
-
 
 /*
  * A look-up that the gateway answered "no such payment / refund": nothing
@@ -382,7 +380,7 @@ ft_outbox_record(FtJob **jobs, int njobs)
 
 		if (job->outcome == FT_OUTCOME_UNKNOWN)
 			unknown[nunknown++] = job;
-		else if (job->refund_id != 0)
+		else if (job->claim.order.refund_id != 0)
 			refunds[nrefunds++] = job;
 		else if (job->outcome == FT_OUTCOME_RETRY)
 			retries[nretries++] = job;

@@ -25,34 +25,36 @@
 #define FT_STANDBY_POLL_MS	250
 
 /*
+ * One claimed outbox event and the order fields its request is built from
+ * (order.order_id included).
+ */
+typedef struct FtClaim
+{
+	int64		event_id;
+	int32		event_attempts; /* outbox.attempts, this attempt included */
+	int32		order_attempt;	/* orders.attempts, this request included */
+	TimestampTz lease_until;
+	FtSchemaVersion schema;		/* the schema it was claimed from */
+	bool		lookup;			/* look the work up before sending again */
+	bool		cancel_requested;
+	FtPaymentRequest order;
+} FtClaim;
+
+/*
  * One claimed outbox event, from its claim to the recording of its
- * outcome.  Lives in the worker's job memory context, not in the per-round
- * context: an HTTP request spans many rounds.
+ * outcome (worker_job.c).  Lives in the worker's job memory context, not
+ * in the per-round context: an HTTP request spans many rounds.
  */
 typedef struct FtJob
 {
-	/* from the claim */
-	int64		event_id;
-	int64		order_id;
-	int32		event_attempts; /* outbox.attempts, this attempt included */
-	int32		order_attempt;	/* orders.attempts, this request included */
-	TimestampTz lease_until;	/* our lease: proves ownership at record */
+	FtClaim		claim;			/* a copy, strings in the job context */
 	bool		is_probe;		/* the circuit's half-open probe: sent on a
 								 * fresh connection */
-	char		payment_key[FT_UUID_TEXT_LEN + 16];	/* Idempotency-Key: the
-													 * payment_key, the
-													 * refund_key, or the
-													 * payment_key +
-													 * FT_CANCEL_KEY_SUFFIX */
+	char		idempotency_key[FT_UUID_TEXT_LEN + 16];	/* the payment_key,
+														 * the refund_key, or
+														 * the payment_key +
+														 * FT_CANCEL_KEY_SUFFIX */
 	FtRequestKind kind;
-	int64		refund_id;		/* refunds: the refund, else 0 */
-	bool		cancel_requested;	/* the order's cancel was requested
-									 * before the claim */
-	FtSchemaVersion schema;		/* the schema it was claimed from */
-	/* the order, for what a look-up finds and a refused key */
-	int64		amount_minor;
-	char		currency[16];
-	bool		legacy_request; /* sent in the legacy form (gateway.h) */
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
 	char	   *recheck_path;	/* path to GET (a cancel: to POST body to),
@@ -73,22 +75,6 @@ typedef struct FtJob
 	char	   *next_action;	/* action_required only */
 	char	   *client_secret;	/* action_required only */
 } FtJob;
-
-/*
- * One claimed outbox event and the order fields its request is built from
- * (order.order_id included).
- */
-typedef struct FtClaim
-{
-	int64		event_id;
-	int32		event_attempts; /* outbox.attempts, this attempt included */
-	int32		order_attempt;	/* orders.attempts, this request included */
-	TimestampTz lease_until;
-	FtSchemaVersion schema;		/* the schema it was claimed from */
-	bool		lookup;			/* look the work up before sending again */
-	bool		cancel_requested;
-	FtPaymentRequest order;
-} FtClaim;
 
 /*
  * What a batch statement of the outbox takes from each job: one array
@@ -166,6 +152,17 @@ extern int64 ft_outbox_release_all_leases(void);
 /* outbox_record.c: inside ft_xact_begin/commit */
 extern void ft_outbox_warm_up(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
+
+/* worker_job.c: one job, from its claim to its outcome */
+extern void ft_job_init(void);
+extern void ft_job_load_settings(void);
+extern bool ft_job_can_send(void);
+extern FtJob *ft_job_new(const FtClaim *claim);
+extern void ft_job_send(FtJob *job, FtHttpDoneCallback on_done);
+extern void ft_job_finish(FtJob *job, const FtGatewayReply *reply,
+						  double latency_ms);
+extern void ft_job_free(FtJob *job);
+extern void ft_job_free_all(void);
 
 /* backoff.c */
 extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);
