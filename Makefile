@@ -27,9 +27,11 @@ BGWORKER_OBJS = \
 	bgworker/outbox_claim.o \
 	bgworker/outbox_record.o \
 	bgworker/gateway_http.o \
+	bgworker/gateway_reply.o \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_stripe.o \
-	bgworker/gateway_stripe_lifecycle.o \
+	bgworker/gateway_stripe_json.o \
+	bgworker/gateway_stripe_reconcile.o \
 	bgworker/backoff.o \
 	bgworker/circuit.o \
 	bgworker/admission.o \

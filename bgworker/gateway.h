@@ -40,33 +40,8 @@ typedef enum FtOutcome
 	FT_OUTCOME_REFUND_FAILED	/* refund: refused for good */
 } FtOutcome;
 
-/* the payment_attempts.outcome text of an outcome (also the tests' name) */
-static inline const char *
-ft_outcome_name(FtOutcome outcome)
-{
-	switch (outcome)
-	{
-		case FT_OUTCOME_PAID:
-			return "paid";
-		case FT_OUTCOME_DECLINED:
-			return "declined";
-		case FT_OUTCOME_FAILED:
-			return "failed";
-		case FT_OUTCOME_RETRY:
-			return "retry";
-		case FT_OUTCOME_UNKNOWN:
-			return "unknown";
-		case FT_OUTCOME_CANCELED:
-			return "canceled";
-		case FT_OUTCOME_ACTION_REQUIRED:
-			return "action_required";
-		case FT_OUTCOME_REFUNDED:
-			return "refunded";
-		case FT_OUTCOME_REFUND_FAILED:
-			return "refund_failed";
-	}
-	return "retry";
-}
+/* the payment_attempts.outcome text of an outcome (gateway_reply.c) */
+extern const char *ft_outcome_name(FtOutcome outcome);
 
 /*
  * What a request does (docs/reference.md, "Wire protocol"): charge an
@@ -235,7 +210,9 @@ typedef struct FtJsonField
 
 /* gateway_generic.c */
 extern const FtProvider ft_provider_generic;
-extern int	ft_parse_retry_after(const char *value, time_t now);
+
+/* gateway_reply.c: what every provider shares */
+extern int	ft_gateway_parse_retry_after(const char *value, time_t now);
 struct JsonSemAction;
 extern char *ft_gateway_clean_text(const char *s, size_t maxlen);
 extern void ft_gateway_set_retry(FtClassification *result, char *error);
