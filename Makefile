@@ -22,6 +22,7 @@ BGWORKER_OBJS = \
 	bgworker/launcher.o \
 	bgworker/payment_worker.o \
 	bgworker/worker_job.o \
+	bgworker/attempts.o \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
 	bgworker/outbox_batch.o \
