@@ -410,7 +410,7 @@ ft_http_add_header(FtHttpHandle *h, const char *line)
  */
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
-			  const char *content_type,
+			  const char *content_type, const char *extra_header,
 			  const char *body, size_t body_len, bool fresh_connection,
 			  char *errbuf, size_t errlen)
 {
@@ -450,16 +450,10 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		snprintf(errbuf, errlen, "out of memory building request headers");
 		goto fail;
 	}
-	/* Stripe: the API version its replies are parsed for (a setting) */
-	if (ft_gateway_provider != FT_PROVIDER_GENERIC &&
-		ft_stripe_api_version != NULL && ft_stripe_api_version[0] != '\0')
+	if (extra_header != NULL && !ft_http_add_header(h, extra_header))
 	{
-		snprintf(line, sizeof(line), "Stripe-Version: %s", ft_stripe_api_version);
-		if (!ft_http_add_header(h, line))
-		{
-			snprintf(errbuf, errlen, "out of memory building request headers");
-			goto fail;
-		}
+		snprintf(errbuf, errlen, "out of memory building request headers");
+		goto fail;
 	}
 	ft_http_refresh_token();
 	if (ft_token[0] != '\0')

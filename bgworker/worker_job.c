@@ -264,7 +264,9 @@ ft_job_send(FtJob *job, FtHttpDoneCallback on_done)
 	else if (job->kind == FT_REQ_REFUND)
 		url = psprintf("%s%s", ft_base_url, ft_provider->refund_path);
 	started = ft_http_start(job, url, job->idempotency_key,
-							ft_provider->content_type, job->body,
+							ft_provider->content_type,
+							ft_provider->request_header ? ft_provider->request_header() : NULL,
+							job->body,
 							(size_t) job->body_len, job->is_probe,
 							errbuf, sizeof(errbuf));
 	if (url != ft_url)
