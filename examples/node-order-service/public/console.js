@@ -172,7 +172,8 @@
   function draw(id, values, show) {
     const fig = $(id);
     const max = Math.max(1, ...values.filter((v) => v !== null)) * 1.1;
-    const step = 300 / (CHART_POINTS - 1);
+    // the first minute spreads over the width; then the last five minutes
+    const step = 300 / (Math.min(CHART_POINTS, Math.max(60, values.length)) - 1);
     const x0 = 300 - (values.length - 1) * step;
     let d = '';
     let pen = false;

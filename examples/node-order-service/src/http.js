@@ -73,19 +73,11 @@ function readRawBody(req, limit) {
   });
 }
 
-// the customer's view of an order: no internal fields; where to go for
-// an action_required step
+// the customer's view of an order: get_order()'s row, and where to go
+// for an action_required step
 function customerView(cfg, row, token) {
-  const view = {
-    order_id: row.order_id, status: row.status, attempts: row.attempts,
-    customer_id: row.customer_id, amount_minor: row.amount_minor, currency: row.currency,
-    items: row.items, payment_id: row.payment_id, created_at: row.created_at, updated_at: row.updated_at,
-  };
-  if (row.status === 'action_required') {
-    view.next_action = row.next_action;
-    view.client_secret = row.client_secret;
-    view.action_url = actionUrl(cfg, row, token);
-  }
+  const view = Object.assign({}, row);
+  if (row.status === 'action_required') view.action_url = actionUrl(cfg, row, token);
   return view;
 }
 
