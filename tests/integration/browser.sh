@@ -49,20 +49,8 @@ psql_q "CREATE ROLE shop_app LOGIN PASSWORD 'app-pw' IN ROLE ft_orders_app;
         GRANT EXECUTE ON FUNCTION ft_orders.apply_gateway_event(text, jsonb) TO shop_webhooks;
         CREATE ROLE ops_viewer LOGIN PASSWORD 'viewer-pw' IN ROLE ft_orders_app;
         GRANT SELECT ON ALL TABLES IN SCHEMA ft_orders TO ops_viewer;
-        CREATE ROLE ops_alice LOGIN PASSWORD 'alice-pw' IN ROLE ops_viewer;
-        GRANT EXECUTE ON FUNCTION ft_orders.cancel_order(bigint, text),
-                                  ft_orders.refund_order(bigint, bigint, text),
-                                  ft_orders.retry_dead_letter(bigint) TO ops_alice;
-        GRANT INSERT, UPDATE, DELETE ON ft_orders.outbox, ft_orders.dead_letters,
-                                        ft_orders.orders, ft_orders.order_events TO ops_alice;
-        GRANT USAGE ON ALL SEQUENCES IN SCHEMA ft_orders TO ops_alice;
-        -- retry_dead_letter() runs with its caller's rights (not SECURITY
-        -- DEFINER): an operator who requeues also needs what it calls
-        DO \$\$ DECLARE f regprocedure; BEGIN
-          FOR f IN SELECT oid::regprocedure FROM pg_proc
-                    WHERE pronamespace = 'ft_orders'::regnamespace AND proname = '_change_status' LOOP
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO ops_alice', f);
-          END LOOP; END \$\$" >/dev/null ||
+        CREATE ROLE ops_alice LOGIN PASSWORD 'alice-pw'" >/dev/null &&
+	psql -XAtq -v ON_ERROR_STOP=1 -v operator=ops_alice -f "$EXAMPLE/operator_grants.sql" >/dev/null ||
 	bail_out "could not create the roles"
 as_pg sh -c "{ echo 'host all shop_app,shop_webhooks,ops_viewer,ops_alice 127.0.0.1/32 scram-sha-256'; cat '$PGDATA/pg_hba.conf'; } >'$PGDATA/pg_hba.new' && mv '$PGDATA/pg_hba.new' '$PGDATA/pg_hba.conf'" &&
 	pg_reload || bail_out "could not require passwords"
