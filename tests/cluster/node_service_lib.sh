@@ -35,7 +35,14 @@ node_tap()
 			"# "*) echo "$line" ;;
 			*) echo "# $line" ;;
 		esac
-	done < <(cd "$NS_EXAMPLE" && node --test "${flag[@]}" "test/$file" 2>&1; echo "node-exit $?")
+	done < <(cd "$NS_EXAMPLE" &&
+		if [ -n "${NS_PGID_FILE:-}" ]; then
+			# a process group of its own, for the caller to end
+			setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$NS_PGID_FILE" node --test "${flag[@]}" "test/$file" 2>&1
+		else
+			node --test "${flag[@]}" "test/$file" 2>&1
+		fi
+		echo "node-exit $?")
 	[ "$n" -gt 0 ] && [ "${rc:-1}" = 0 ]
 	ok $? "node $file: reported $n results, exit status ${rc:-none}"
 }
@@ -74,6 +81,25 @@ ns_failover()
 	return 1
 }
 
+# ns_browser_failover: test/browser_failover.test.js, chromium in a process
+# group of its own (ended at return, also on failure), its temporary
+# profiles under the cluster's folder; screenshots into CL_DIR/log/browser
+ns_browser_failover()
+{
+	local tmp=$CL_DIR/browser-tmp pgid_file=$CL_DIR/browser.pgid
+	mkdir -p "$tmp" "$CL_DIR/log/browser"
+	rm -f "$pgid_file"
+	FT_CHROMIUM=${FT_CHROMIUM:-/usr/bin/chromium} FT_BROWSER_OUT=$CL_DIR/log/browser TMPDIR=$tmp \
+		FT_SERVICE_LOG=$CL_DIR/log/node-service-browser.log PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+		NS_PGID_FILE=$pgid_file node_tap browser_failover.test.js
+	if [ -s "$pgid_file" ]; then
+		kill -TERM -- "-$(cat "$pgid_file")" 2>/dev/null
+		sleep 0.3
+		kill -KILL -- "-$(cat "$pgid_file")" 2>/dev/null
+	fi
+	return 0
+}
+
 run_node_service()
 {
 	local dir=$1 leader log_file f t_begin
@@ -87,8 +113,8 @@ run_node_service()
 	local major
 	major=$(node -p 'process.versions.node.split(".")[0]')
 	cmp_ok "$major" -ge 18 "node service: node >= 18 (found $(node --version))" || return 1
-	if [ ! -f "$NS_EXAMPLE/node_modules/pg/package.json" ]; then
-		(cd "$NS_EXAMPLE" && npm ci --no-audit --no-fund --loglevel=error >&2)
+	if [ ! -f "$NS_EXAMPLE/node_modules/playwright-core/package.json" ]; then
+		(cd "$NS_EXAMPLE" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2)
 		ok $? "node service: npm ci in examples/node-order-service" || return 1
 	fi
 
@@ -110,6 +136,17 @@ run_node_service()
 		diag "---- node --test test/$f.test.js"
 		node_tap "$f.test.js"
 	done
+
+	# a failover with the checkout page and the console open in chromium
+	diag "---- node --test test/browser_failover.test.js"
+	if [ ! -x "${FT_CHROMIUM:-/usr/bin/chromium}" ]; then
+		ok 1 "node service: chromium is installed (tests/setup/deps.sh)"
+	else
+		leader=$(leader_node) || leader=
+		[ -n "$leader" ] && wait_cluster_whole "$leader" 60
+		ok $? "node service: cluster whole again before the browser failover (leader n${leader:-none})" &&
+			ns_browser_failover
+	fi
 
 	# the service's log around the failover (the retries summed up)
 	diag "---- the service's log during the failover ($log_file)"

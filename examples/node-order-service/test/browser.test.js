@@ -50,7 +50,7 @@ async function waitFor(fn, ms, what) {
 }
 
 async function shot(page, name) {
-  await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: name.startsWith('console') });
+  await page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: name === 'console-order' });
 }
 
 // a checkout page in a fresh browser context; .navigations counts loads

@@ -1,0 +1,122 @@
+'use strict';
+// browser_failover.test.js: a failover of the cluster while a customer's
+// checkout page and an operator's console are open in chromium.  The page
+// never shows an error (only "placing", "pending", "delayed", then "paid"),
+// the order is paid once (one row, one charge in the ledger), and the
+// console says it is read-only while no primary answers, then not any more.
+// Run by tests/cluster/node_service.sh after the other tests; needs what
+// failover.test.js needs plus FT_CHROMIUM and FT_BROWSER_OUT.
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert');
+const path = require('path');
+const { exec } = require('child_process');
+const pg = require('pg');
+const { dbEnv, startService, request, sleep, keyPrefix } = require('./helpers');
+
+const env = dbEnv();
+const need = ['FT_WRITE_PORT', 'FT_FAILOVER_CMD', 'FT_GATEWAY_URL', 'FT_CHECK_PASSWORD', 'FT_CHROMIUM', 'FT_BROWSER_OUT']
+  .filter((k) => !process.env[k]);
+const skip = need.length ? `not set: ${need.join(', ')}` : false;
+const GW = process.env.FT_GATEWAY_URL ? new URL(process.env.FT_GATEWAY_URL) : null;
+const customer = keyPrefix('browser-failover');
+const CALM = new Set(['placing', 'pending', 'delayed', 'paid']);
+
+let svc;
+let browser;
+
+async function checkQuery(sql, params) {
+  const c = new pg.Client({
+    host: process.env.FT_WRITE_HOST || '127.0.0.1', port: Number(process.env.FT_WRITE_PORT),
+    database: process.env.FT_DATABASE || 'ftdb', user: process.env.FT_CHECK_USER || 'postgres',
+    password: process.env.FT_CHECK_PASSWORD, connectionTimeoutMillis: 5000,
+  });
+  await c.connect();
+  try { return (await c.query(sql, params)).rows; } finally { await c.end(); }
+}
+const gw = (method, p, body) => request(Number(GW.port), method, p, body === undefined ? {} : { body });
+
+function runFailover() {
+  return new Promise((resolve) => {
+    exec(process.env.FT_FAILOVER_CMD, { timeout: 120000 }, (err, stdout, stderr) => {
+      const last = stdout.trim().split('\n').pop() || '';
+      let out;
+      try { out = JSON.parse(last); } catch (e) { out = { error: `${stdout} ${stderr}` }; }
+      if (err) out.error = `${err.message} ${stderr}`;
+      resolve(out);
+    });
+  });
+}
+
+before(async () => {
+  if (skip) return;
+  svc = await startService(Object.assign({}, env, { FT_ORDER_TOKEN_SECRET: 'browser-failover-token-key' }),
+    process.env.FT_SERVICE_LOG || null);
+  const { chromium } = require('playwright-core');
+  browser = await chromium.launch({
+    executablePath: process.env.FT_CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  if (svc) await svc.stop();
+  await gw('DELETE', '/faults').catch(() => {});
+});
+
+test('3. failover with the checkout and the console open: no error on the page, the order paid once', { skip }, async () => {
+  const base = `http://127.0.0.1:${svc.port}`;
+  // a slow gateway: the order is still being charged when the leader goes
+  assert.ok((await gw('POST', '/faults', { latency_ms: 1500 })).status < 300);
+  const shop = await (await browser.newContext()).newPage();
+  await shop.goto(`${base}/`);
+  await shop.fill('#customer', customer);
+  await shop.fill('#amount', '12.34');
+  await shop.click('#pay');
+  await shop.waitForFunction(() => /^#\d+$/.test(document.getElementById('order-id').textContent), null, { timeout: 20000 });
+
+  const ops = await (await browser.newContext({
+    httpCredentials: { username: process.env.FT_CHECK_USER || 'postgres', password: process.env.FT_CHECK_PASSWORD },
+  })).newPage();
+  await ops.goto(`${base}/console`);
+  await ops.waitForFunction(() => /^updated/.test(document.getElementById('updated').textContent), null, { timeout: 10000 });
+
+  // watch both pages while the leader fails
+  const seen = new Set();
+  const banners = [];
+  let errorShown = false;
+  let watching = true;
+  const watch = (async () => {
+    while (watching) {
+      try {
+        seen.add(await shop.getAttribute('#status', 'data-status'));
+        if (await shop.isVisible('#form-error')) errorShown = true;
+        if (await ops.isVisible('#banner')) banners.push(await ops.textContent('#banner'));
+      } catch (e) { /* a page between two renders */ }
+      await sleep(100);
+    }
+  })();
+  const fault = await runFailover();
+  assert.ok(!fault.error, `failover: ${JSON.stringify(fault)}`);
+  assert.ok((await gw('POST', '/faults', { latency_ms: 0 })).status < 300);
+  await shop.waitForSelector('#status[data-status="paid"]', { timeout: 60000 });
+  await ops.waitForSelector('#banner', { state: 'hidden', timeout: 30000 });
+  watching = false;
+  await watch;
+  await shop.screenshot({ path: path.join(process.env.FT_BROWSER_OUT, 'failover-checkout.png') });
+
+  const odd = [...seen].filter((s) => s && !CALM.has(s));
+  assert.deepStrictEqual(odd, [], `the page showed only ${[...CALM].join(', ')} (saw ${[...seen].join(', ')})`);
+  assert.ok(!errorShown, 'no error message on the checkout');
+  assert.ok(banners.some((b) => /read-only/i.test(b)), `the console said it was read-only during the failover (banners: ${JSON.stringify(banners.slice(0, 3))})`);
+  const rows = await checkQuery('SELECT order_id, status::text AS status, payment_key::text AS pk FROM ft_orders.orders WHERE customer_id = $1', [customer]);
+  assert.strictEqual(rows.length, 1, 'one order');
+  assert.strictEqual(rows[0].status, 'paid');
+  const ledger = (await gw('GET', `/ledger/${rows[0].pk}`)).body;
+  assert.strictEqual(ledger.charges, 1, `charged once: ${JSON.stringify(ledger)}`);
+  diagLine(`statuses seen: ${[...seen].join(' -> ')}; promoted in ${fault.promoted_s} s`);
+});
+
+function diagLine(text) {
+  process.stdout.write(`# ${text}\n`);
+}
