@@ -350,7 +350,7 @@ function createServer({ cfg, log, orders, listener, webhooks, capabilities, oper
     if (path === '/console' || path === '/console/') return route(req, res, 'GET', () => pages.send(res, 'console.html'));
     let m = /^\/console\/([a-z0-9_-]+\.(?:js|css))$/.exec(path);
     if (m && pages.has(m[1])) return route(req, res, 'GET', () => pages.send(res, m[1]));
-    const run = (fn) => fn().then((body) => sendJson(res, 200, body), (err) => errorReply(res, err, { op: 'console', path }));
+    const run = (fn) => Promise.resolve().then(fn).then((body) => sendJson(res, 200, body), (err) => errorReply(res, err, { op: 'console', path }));
     const action = (fn) => route(req, res, 'POST', async () => {
       if (req.headers['x-console-action'] !== '1') {
         return sendJson(res, 403, { error: 'forbidden', message: 'console actions need the X-Console-Action header' });

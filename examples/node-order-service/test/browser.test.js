@@ -191,7 +191,7 @@ test('4. action_required: the 3-D Secure page completes the payment, then paid',
 });
 
 test('5. console: live charts, a 422 dead letter requeued once fixed, a refund with confirmation', { skip }, async () => {
-  const ctx = await browser.newContext({ httpCredentials: ALICE, viewport: { width: 1280, height: 900 } });
+  const ctx = await browser.newContext({ httpCredentials: ALICE, viewport: { width: 1280, height: 1180 } });
   const page = await ctx.newPage();
   const resp = await page.goto(`${base}/console`);
   assert.strictEqual(resp.status(), 200);
@@ -270,6 +270,10 @@ test('5. console: live charts, a 422 dead letter requeued once fixed, a refund w
     headers: { Authorization: basic(ALICE) }, body: { amount_minor: 100, idempotency_key: 'csrf-try' },
   });
   assert.strictEqual(csrf.status, 403);
+  const bad = await request(svc.port, 'POST', `/console/api/orders/${orderId}/refund`, {
+    headers: { Authorization: basic(ALICE), 'X-Console-Action': '1' }, body: { amount_minor: '5.00', idempotency_key: 'bad-try' },
+  });
+  assert.deepStrictEqual([bad.status, bad.body.error], [400, 'bad_request'], 'a malformed amount: 400 before the database');
   assert.strictEqual(Number((await q1('SELECT count(*) AS n FROM ft_orders.refunds WHERE order_id = $1', [orderId])).n), 1, 'still one refund');
   await ctx.close();
 });
