@@ -111,6 +111,7 @@ test('3. failover with the checkout and the console open: no error on the page, 
   const odd = [...seen].filter((s) => s && !CALM.has(s));
   assert.deepStrictEqual(odd, [], `the page showed only ${[...CALM].join(', ')} (saw ${[...seen].join(', ')})`);
   assert.ok(!errorShown, 'no error message on the checkout');
+  assert.ok(seen.has('delayed'), 'the page said the payment is delayed');
   assert.ok(banners.some((b) => /read-only/i.test(b)), `the console said it was read-only during the failover (banners: ${JSON.stringify(banners.slice(0, 3))})`);
   const rows = await checkQuery('SELECT order_id, status::text AS status, payment_key::text AS pk FROM ft_orders.orders WHERE customer_id = $1', [customer]);
   assert.strictEqual(rows.length, 1, 'one order');
