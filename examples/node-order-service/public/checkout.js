@@ -145,7 +145,15 @@
       if (ev.action_url) {
         link.href = ev.action_url;
         $('action').hidden = false;
-        setTimeout(() => window.location.assign(ev.action_url), 800);
+        // followed by itself once; back from the bank without confirming,
+        // the customer chooses with the link
+        if (!state.redirected) {
+          state.redirected = true;
+          save();
+          setTimeout(() => window.location.assign(ev.action_url), 800);
+        } else {
+          $('status-text').textContent = 'Your bank asks you to confirm this payment.';
+        }
       }
     } else {
       $('action').hidden = true;
