@@ -84,15 +84,19 @@ test('3. failover with the checkout and the console open: no error on the page, 
   // the customer pays right after the leader's postmaster was killed: the
   // order is placed across the failover (the service's and the page's own
   // retries, one idempotency key)
-  const fault = runFailover();
-  await fault.killed;
-  await shop.click('#pay');
-  const result = await fault.done;
-  assert.ok(!result.error, `failover: ${JSON.stringify(result)}`);
-  await shop.waitForSelector('#status[data-status="paid"]', { timeout: 60000 });
-  await ops.waitForSelector('#banner', { state: 'hidden', timeout: 30000 });
-  watching = false;
-  await watch;
+  let result;
+  try {
+    const fault = runFailover();
+    await fault.killed;
+    await shop.click('#pay');
+    result = await fault.done;
+    assert.ok(!result.error, `failover: ${JSON.stringify(result)}`);
+    await shop.waitForSelector('#status[data-status="paid"]', { timeout: 60000 });
+    await ops.waitForSelector('#banner', { state: 'hidden', timeout: 30000 });
+  } finally {
+    watching = false;
+    await watch;
+  }
   await shop.screenshot({ path: path.join(process.env.FT_BROWSER_OUT, 'failover-checkout.png') });
 
   const odd = [...seen].filter((s) => s && !CALM.has(s));
