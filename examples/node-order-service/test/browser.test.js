@@ -205,6 +205,7 @@ test('5. console: live charts, a 422 dead letter requeued once fixed, a refund w
       body: { customer_id: 'cust-load', amount_minor: 500 + i, currency: 'EUR', payment_method: 'pm_card_visa' },
     });
     assert.ok([200, 202].includes(r.status));
+    await sleep(250);       // a few seconds of traffic, not one burst
   }
   await page.waitForFunction(() => Number(document.getElementById('chart-backlog').dataset.points) >= 3, null, { timeout: 10000 });
   const d1 = await page.getAttribute('#chart-throughput path', 'd');
