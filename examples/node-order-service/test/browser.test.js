@@ -144,7 +144,11 @@ test('2. gateway down: the page says the payment is delayed, never an error; bac
   try {
     page = await checkoutPage();
     await fillCheckout(page, 'cust-down', '20.01');
-    await page.click('#pay');
+    // by keyboard: Enter in the form submits it, focus moves to the result
+    await page.focus('#amount');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'result-title', null, { timeout: 5000 });
+    assert.strictEqual(await page.getAttribute('#status', 'role'), 'status', 'the status is announced (role=status)');
     await waitStatus(page, 'delayed', 10000);
     const text = await page.textContent('#status-text');
     assert.match(text, /delayed/);
