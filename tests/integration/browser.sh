@@ -69,7 +69,7 @@ browser_pids()
 {
 	local f a
 	for f in /proc/[0-9]*/cmdline; do
-		mapfile -d '' a <"$f" 2>/dev/null || continue
+		mapfile -d '' a 2>/dev/null <"$f" || continue
 		[[ "${a[*]}" == *"$BROWSER_TMP"* ]] || continue
 		f=${f#/proc/}
 		echo "${f%/cmdline}"
@@ -78,6 +78,7 @@ browser_pids()
 browser_cleanup()
 {
 	local pid
+	[ -s "$FT_TMP/node.pgid" ] && NODE_PGID=$(cat "$FT_TMP/node.pgid")
 	[ -n "$NODE_PGID" ] && kill -TERM -- "-$NODE_PGID" 2>/dev/null
 	sleep 0.5
 	[ -n "$NODE_PGID" ] && kill -KILL -- "-$NODE_PGID" 2>/dev/null
@@ -89,40 +90,13 @@ browser_cleanup()
 }
 trap browser_cleanup EXIT
 
-flag=()
-node --test-reporter=tap -e '' >/dev/null 2>&1 && flag=(--test-reporter=tap)
-n=0
-rc=
-while IFS= read -r line; do
-	case "$line" in
-		"ok "[0-9]*|"not ok "[0-9]*)
-			n=$((n + 1))
-			desc=${line#*ok }; desc=${desc#* - }
-			if [[ $line == *"# SKIP"* ]]; then
-				ok 1 "browser: $desc (skipped)"
-			elif [[ $line == ok* ]]; then
-				ok 0 "browser: $desc"
-			else
-				ok 1 "browser: $desc"
-			fi ;;
-		"node-pgid "*) NODE_PGID=${line#node-pgid } ;;
-		"node-exit "*) rc=${line#node-exit } ;;
-		"TAP version"*|"") ;;
-		"# "*) echo "$line" ;;
-		*) echo "# $line" ;;
-	esac
-done < <(
-	cd "$EXAMPLE" &&
-	TMPDIR=$BROWSER_TMP FT_CHROMIUM=$CHROMIUM FT_BROWSER_OUT=$OUT FT_GATEWAY_URL=$GW_URL \
+NS_EXAMPLE=$EXAMPLE
+NS_PGID_FILE=$FT_TMP/node.pgid
+. "$FT_ROOT/tests/cluster/node_service_tap.sh"
+TMPDIR=$BROWSER_TMP FT_CHROMIUM=$CHROMIUM FT_BROWSER_OUT=$OUT FT_GATEWAY_URL=$GW_URL \
 	FT_WRITE_PORT=$PGPORT FT_DATABASE=ftdb FT_USER=shop_app FT_PASSWORD=app-pw \
 	FT_WEBHOOK_USER=shop_webhooks FT_WEBHOOK_PASSWORD=wh-pw FT_CHECK_USER=postgres FT_CHECK_PASSWORD=unused \
-	FT_SERVICE_LOG=$FT_TMP/service.log \
-	setsid bash -c 'echo "node-pgid $$"; exec node --test '"${flag[*]}"' test/browser.test.js' 2>&1
-	echo "node-exit $?"
-)
-[ "$n" -ge 6 ] && [ "${rc:-1}" = 0 ]
-ok $? "browser: reported $n results, exit status ${rc:-none}"
-
+	FT_SERVICE_LOG=$FT_TMP/service.log NS_PGID_FILE=$NS_PGID_FILE node_tap browser.test.js
 # nothing of the browser is left
 sleep 0.3
 left=$(browser_pids | wc -l)
