@@ -34,9 +34,9 @@ COMMENT ON ROLE ft_orders_operator IS
 -- refund_order do, so that the right to requeue is one EXECUTE grant and
 -- not the writes the requeue makes (outbox, dead_letters, orders,
 -- order_events, _change_status).  Its statement names every object with
--- its schema and every operator with pg_catalog's, and its search_path is
--- pinned (1.0).  reconcile() likewise: it only marks outbox events due
--- for a look-up.  Both stay the owner's unless granted; existing grants
+-- its schema and every operator with pg_catalog's, and its search_path has
+-- been pinned since 1.0.  reconcile() likewise: it only marks outbox
+-- events due for a look-up.  Neither is PUBLIC's; grants made before 1.5
 -- are kept.
 ALTER FUNCTION ft_orders.retry_dead_letter(bigint) SECURITY DEFINER;
 ALTER FUNCTION ft_orders.reconcile(interval) SECURITY DEFINER;
