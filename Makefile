@@ -74,7 +74,7 @@ $(shell mkdir -p extension bgworker)
 endif
 endif
 
-.PHONY: deps test test-pg17 test-packages deb demo fake_gateway bench fuzz soak partition
+.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench fuzz soak partition
 
 deps:
 	bash tests/setup/deps.sh
@@ -89,6 +89,12 @@ test:
 # under /var/tmp/ft_orders-trixie)
 test-pg17:
 	bash tests/pg17/run.sh
+
+# pg_upgrade of a working cluster from PostgreSQL 15 to 17, in a Debian 13
+# chroot with Debian 12's PostgreSQL 15 beside its 17 (root; shares the
+# chroot's base with test-pg17)
+test-pg-upgrade:
+	bash tests/pg_upgrade/run.sh
 
 # Debian packages for this system's PostgreSQL majors, into build/deb/CODENAME
 deb:
