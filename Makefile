@@ -48,6 +48,10 @@ SHLIB_LINK = $(CURL_LIBS)
 
 REGRESS = intake idempotency validation views upgrade
 REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress.conf --load-extension=ft_orders
+# who waits for whom: isolation specs (specs/*.spec, expected/*.out), on a
+# temp instance of their own with no payment worker
+ISOLATION = place_order_concurrency webhooks_concurrency
+ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/tests/isolation.conf --load-extension=ft_orders
 
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
