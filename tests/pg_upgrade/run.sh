@@ -39,9 +39,9 @@ echo "# test-pg-upgrade: Debian $(cat "$root/etc/debian_version") system ready i
 # 12's PGXS would want its clang-14 for it.
 old_pg_config=/opt/pg15/usr/lib/postgresql/15/bin/pg_config
 ftc_run "$root" "cd /work/p && export LD_LIBRARY_PATH=/opt/pg15/usr/lib/x86_64-linux-gnu &&
-	make -s -j2 with_llvm=no PG_CONFIG=$old_pg_config install >/dev/null &&
+	make -s -j2 WERROR=1 with_llvm=no PG_CONFIG=$old_pg_config install >/dev/null &&
 	make -s PG_CONFIG=$old_pg_config clean >/dev/null &&
-	make -s -j2 with_llvm=no PG_CONFIG=/usr/lib/postgresql/17/bin/pg_config install >/dev/null &&
+	make -s -j2 WERROR=1 with_llvm=no PG_CONFIG=/usr/lib/postgresql/17/bin/pg_config install >/dev/null &&
 	make -s -C tests/fake_gateway >/dev/null" || fail "build failed"
 t2=$(date +%s)
 echo "# test-pg-upgrade: ft_orders built for 15 and 17 in $((t2 - t1)) s"
