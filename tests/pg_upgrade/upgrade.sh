@@ -38,12 +38,19 @@ source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 source "$(dirname "$0")/../lib/snapshot.sh"
 
+OLDDATA=""
 NEWDATA=""
+# at exit, stop whichever cluster still runs, also one that pg_upgrade
+# started and left behind (killed by its timeout), each with its own pg_ctl
 upgrade_cleanup()
 {
-	if [ -n "$NEWDATA" ] && [ -f "$NEWDATA/postmaster.pid" ]; then
-		as_pg "$NEW_BIN/pg_ctl" -D "$NEWDATA" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
-	fi
+	local bin data
+	for bin in "$OLD_BIN" "$NEW_BIN"; do
+		[ "$bin" = "$OLD_BIN" ] && data=$OLDDATA || data=$NEWDATA
+		[ -n "$data" ] && [ -f "$data/postmaster.pid" ] &&
+			as_pg "$bin/pg_ctl" -D "$data" -m immediate -w -t 20 stop >/dev/null 2>&1
+	done
+	PGDATA=""
 	ft_cleanup
 }
 trap upgrade_cleanup EXIT
