@@ -21,7 +21,7 @@
 #     equal the old cluster's; then with it: the launcher releases the
 #     leases, every order is settled, each charged once (ledger: 0
 #     duplicates), dead letters and refunds as they were, the extension
-#     still 1.4, new orders paid, old keys replayed.
+#     of the same version, new orders paid, old keys replayed.
 # Every wait is bounded (pg_ctl -t, wait_until, timeout around pg_upgrade).
 #
 #   FT_PG_OLD_BIN  PostgreSQL 15's bin folder (default /opt/pg15/usr/lib/postgresql/15/bin)
@@ -133,7 +133,8 @@ is "$(q "SELECT string_agg(status::text, ',') FROM ft_orders.refunds WHERE idemp
 ft_data_digest >"$FT_TMP/old.digest" || bail_out "digest of the old cluster failed"
 ft_catalog_snapshot >"$FT_TMP/old.catalog" || bail_out "catalogue snapshot of the old cluster failed"
 ext_before=$(q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")
-is "$ext_before" "1.4" "15: ft_orders 1.4"
+is "$ext_before" "$(q "SELECT default_version FROM pg_available_extensions WHERE name = 'ft_orders'")" \
+	"15: ft_orders $ext_before, the current version"
 counts_before=$(status_counts)
 max_order=$(q "SELECT max(order_id) FROM ft_orders.orders")
 as_pg pg_ctl -D "$OLDDATA" -m fast -w -t 60 stop >/dev/null
@@ -224,7 +225,7 @@ is "$(q "SELECT count(*) FROM (SELECT order_id FROM ft_orders.order_events e WHE
 	"each order was recorded paid once"
 is "$(q "SELECT count(*) FROM ft_orders.outbox")" "0" "the outbox is empty"
 
-# the upgraded catalogue against a fresh 1.4 on 17 (views read back by
+# the upgraded catalogue against a fresh install on 17 (views read back by
 # 17's deparser, and the owner's privileges of 17, on both sides)
 psql -XAtq -d postgres -c "CREATE DATABASE fresh" >/dev/null &&
 	psql -XAtq -d fresh -c "CREATE EXTENSION ft_orders" >/dev/null
