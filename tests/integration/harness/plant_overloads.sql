@@ -103,25 +103,20 @@ END $b$$f$, target, s, target || '.' || s,
 			NULL;		-- exists there already
 		END;
 	END LOOP;
-	EXECUTE format($f$CREATE FUNCTION %I.ft_planted_status_eq(ft_orders.order_status, ft_orders.order_status)
+	FOREACH s IN ARRAY ARRAY['eq:=', 'ne:<>'] LOOP
+		EXECUTE format($f$CREATE FUNCTION %I.ft_planted_status_%s(ft_orders.order_status, ft_orders.order_status)
 RETURNS boolean LANGUAGE plpgsql AS $b$
 BEGIN
 	INSERT INTO public.planted_calls (fn) VALUES (%L);
 	RETURN NULL;
-END $b$$f$, target, target || '.=(order_status, order_status)');
-	EXECUTE format($f$CREATE FUNCTION %I.ft_planted_status_ne(ft_orders.order_status, ft_orders.order_status)
-RETURNS boolean LANGUAGE plpgsql AS $b$
-BEGIN
-	INSERT INTO public.planted_calls (fn) VALUES (%L);
-	RETURN NULL;
-END $b$$f$, target, target || '.<>(order_status, order_status)');
-	IF target <> 'pg_temp' THEN
-		EXECUTE format('CREATE OPERATOR %I.= (LEFTARG = ft_orders.order_status, RIGHTARG = ft_orders.order_status, FUNCTION = %I.ft_planted_status_eq)',
-					   target, target);
-		EXECUTE format('CREATE OPERATOR %I.<> (LEFTARG = ft_orders.order_status, RIGHTARG = ft_orders.order_status, FUNCTION = %I.ft_planted_status_ne)',
-					   target, target);
-		n := n + 2;
-	END IF;
+END $b$$f$, target, split_part(s, ':', 1),
+					   format('%s.%s(order_status, order_status)', target, split_part(s, ':', 2)));
+		IF target <> 'pg_temp' THEN
+			EXECUTE format('CREATE OPERATOR %I.%s (LEFTARG = ft_orders.order_status, RIGHTARG = ft_orders.order_status, FUNCTION = %I.ft_planted_status_%s)',
+						   target, split_part(s, ':', 2), target, split_part(s, ':', 1));
+			n := n + 1;
+		END IF;
+	END LOOP;
 	RETURN n;
 END
 $fn$;
