@@ -221,6 +221,15 @@ UPDATE ft_orders.orders o
 			coalesce((SELECT g.generation FROM ft_orders.idempotency_key_generations g
 					   WHERE g.idempotency_key = k.idempotency_key), 0::bigint)::bigint,
 			ft_orders._key_space()::bytea);
+-- The stripe providers send a refund's refund_key as metadata[refund_key]
+-- (apply_gateway_event matches refund events by it), for the refunds
+-- created from 1.5 on: the key of an older refund may be at the gateway
+-- with the parameters of its first request, which Stripe holds it to.
+ALTER TABLE ft_orders.refunds ADD COLUMN key_in_metadata boolean NOT NULL DEFAULT false;
+ALTER TABLE ft_orders.refunds ALTER COLUMN key_in_metadata SET DEFAULT true;
+COMMENT ON COLUMN ft_orders.refunds.key_in_metadata IS
+'true for a refund created from 1.5 on: the stripe providers send its refund_key as metadata[refund_key]';
+
 COMMENT ON COLUMN ft_orders.orders.match_by_order_id IS
 'true for an order whose first request may have gone out without its payment_key (placed before 1.4): a Stripe object without metadata.payment_key is then matched to it by metadata.order_id; false for every order placed from 1.5 on';
 
