@@ -15,8 +15,9 @@
 # events tried under 1.2 count as sent, the orders left pending are paid
 # once each, a webhook settles an order of 1.2 once, and a 1.0 order can be
 # refunded.  Then 1.3 -> 1.4: an order of 1.3 keeps its key, a new one
-# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both and
-# adds the role ft_orders_operator.  The upgraded catalogue
+# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both,
+# adds the role ft_orders_operator and marks the orders placed before 1.4
+# match_by_order_id.  The upgraded catalogue
 # (objects, definitions, grants, comments, extconfig) is identical to a
 # fresh CREATE EXTENSION of 1.5.
 
@@ -257,7 +258,14 @@ ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.5'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.5" "version 1.5 is installed"
 is "$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v14-last'")" "$key14" \
 	"1.5: the order placed under 1.4 keeps its payment_key"
+is "$(psql_q "SELECT string_agg(DISTINCT match_by_order_id::text, ',') FROM ft_orders.orders
+             WHERE idempotency_key NOT IN ('v14-first', 'v14-last')")" "true" \
+	"1.5: every order placed before 1.4 is marked match_by_order_id (its request may lack the payment_key)"
 psql_q "SELECT count(*) FROM ft_orders.place_order('v15-first', 'cust', 151, 'EUR')" >/dev/null
+is "$(psql_q "SELECT string_agg(idempotency_key || ':' || match_by_order_id, ' ' ORDER BY order_id)
+              FROM ft_orders.orders WHERE idempotency_key IN ('v14-first', 'v14-last', 'v15-first')")" \
+	"v14-first:false v14-last:false v15-first:false" \
+	"1.5: the orders placed under 1.4 (rule v2 key) and 1.5 are matched by identity only"
 wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key IN ('v14-last', 'v15-first') AND status <> 'paid'" 30
 ok $? "1.5: both are paid"
 is "$(gw_ledger duplicates)" "0" "1.5: no duplicates"
