@@ -52,6 +52,7 @@ extern char *ft_stripe_api_version;
 #define FT_STRIPE_API_VERSION_MAX		64
 extern int	ft_gateway_key_ttl_s;
 extern int	ft_action_timeout_s;
+extern bool ft_allow_insecure_http;
 
 /* ft_orders.gateway_token = 'file:/path': the token is that file's content */
 #define FT_TOKEN_FILE_PREFIX	"file:"

@@ -6,7 +6,8 @@
 #   (no option)  make test and friends: the build, the fake gateway and the
 #                whole test stack (pgTAP, Patroni, etcd, HAProxy, Prometheus,
 #                postgres_exporter, nftables, Node.js and the npm packages)
-#   --demo       make demo: the build and the fake gateway only
+#   --demo       make demo: the build, the fake gateway and the Node.js
+#                example service (node, npm and its npm packages) only
 #   --deb        make deb: Debian's packaging tools only
 #   --bench, --fuzz  what make bench / make fuzz add to the test stack
 #
@@ -18,7 +19,8 @@ set -euo pipefail
 . "$(dirname "$0")/../lib/pg_major.sh"
 v=$FT_PG_MAJOR
 
-# building ft_orders and running it against the fake gateway (make demo)
+# building ft_orders and running it against the fake gateway (make demo;
+# node and npm for its example service below)
 build_pkgs=(
 	make gcc pkg-config ca-certificates curl jq procps util-linux
 	"postgresql-$v" "postgresql-server-dev-$v"
@@ -36,6 +38,7 @@ test_pkgs=(
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
 	prometheus python3-yaml		# contrib/prometheus: promtool, tests/integration/prometheus.sh
 	python3-jsonschema		# tests/monitoring/dashboard.sh (contrib/grafana), tests/packaging/meta.sh (META.json)
+	chromium	# tests/integration/browser.sh: the Node example's pages in a real browser
 )
 # the services those packages enable at installation: the tests run their
 # own, on loopback
@@ -67,9 +70,10 @@ for p in "${pkgs[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	[ "$status" = "install ok installed" ] || missing+=("$p")
 done
-# node + npm run the third-party Stripe mock (tests/stripe_mock); any node
-# >= 18 will do (Debian 12's nodejs is 18), so an existing one is kept.
-if [ "$profile" = test ] &&
+# node + npm run the example service (make demo) and the third-party
+# Stripe mock (tests/stripe_mock); any node >= 18 will do (Debian 12's
+# nodejs is 18), so an existing one is kept.
+if [ "$profile" != deb ] &&
 	{ ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; }; then
 	missing+=(nodejs npm)
 fi
@@ -83,16 +87,21 @@ npm_ci()
 	dir=$(cd "$(dirname "$0")/../../$1" && pwd)
 	[ -f "$dir/node_modules/$2" ] && return 0
 	echo "deps.sh: npm ci in $dir"
-	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+	# playwright-core drives Debian's chromium: no browser is ever downloaded
+	(cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 \
+		npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
 		echo "deps.sh: WARNING: npm ci failed; $3 will fail" >&2
 }
 
-# stripe-stateful-mock for the Stripe tests, pg for the Node.js example
+# stripe-stateful-mock for the Stripe tests, pg and playwright-core for
+# the Node.js example
 node_packages()
 {
-	[ "$profile" = test ] || return 0
-	npm_ci tests/stripe_mock stripe-stateful-mock/package.json tests/integration/stripe_mock.sh
-	npm_ci examples/node-order-service pg/package.json tests/cluster/node_service.sh
+	[ "$profile" != deb ] || return 0
+	[ "$profile" = demo ] ||
+		npm_ci tests/stripe_mock stripe-stateful-mock/package.json tests/integration/stripe_mock.sh
+	npm_ci examples/node-order-service playwright-core/package.json \
+		"tests/cluster/node_service.sh and tests/integration/browser.sh"
 }
 
 if [ ${#missing[@]} -eq 0 ]; then

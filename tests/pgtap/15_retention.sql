@@ -1,4 +1,4 @@
--- 13_retention.sql: purge_history() keeps the payment audit trail
+-- 15_retention.sql: purge_history() keeps the payment audit trail
 -- (payment_attempts, order_events) for ft_orders.audit_retention (400 days
 -- by default: disputes come months later) and webhook events for
 -- ft_orders.history_retention (7 days); docs/reference.md, "Settings".
