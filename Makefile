@@ -22,6 +22,7 @@ BGWORKER_OBJS = \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
 	bgworker/outbox.o \
+	bgworker/claim_floor.o \
 	bgworker/outbox_lifecycle.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
