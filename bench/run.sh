@@ -415,7 +415,7 @@ bench_mvcc()
 	r5=$(echo "$held" | awk '{print $5}')
 	[ -n "$r5" ] && [ -n "$mc" ] &&
 		fig drain_snapshot_held_ratio ratio "" "$(echo "$r5 / $mc" | bc -l)" "" \
-			"payments/s of the 5th consecutive batch of $MVCC_N orders with one REPEATABLE READ snapshot held since before the 1st / median of 2 clean batches (clean:$clean; held:$held; after the release: $r)"
+			"payments/s of the 5th consecutive batch of $MVCC_N orders with one REPEATABLE READ snapshot held since before the 1st / median of 2 clean batches (payments/s, clean: $(printf '%.0f ' $clean)held: $(printf '%.0f ' $held)after the release: $(printf '%.0f' "${r:-0}"))"
 
 	# pg_dump of the database throughout a drain: its output goes to a reader
 	# that waits, so pg_dump keeps its snapshot and locks until the drain ends
