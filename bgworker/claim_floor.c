@@ -26,8 +26,8 @@
  *	- events not yet committed when it looked are stamped (next_attempt_at)
  *	  no earlier than the start of the transaction that writes them: t is
  *	  at most the oldest start of a transaction of this database holding a
- *	  transaction id, read before the claim's snapshot is taken, and at
- *	  most the claim's own now();
+ *	  transaction id (the backends' status in shared memory, read before
+ *	  the claim's snapshot is taken), and at most the claim's own now();
  *	- a transaction that gets its transaction id only after that reading
  *	  stamps, from 1.5, place_order's events with clock_timestamp(), and
  *	  the other writers write first and stamp now(), within milliseconds
@@ -62,20 +62,9 @@
 #include "utils/timestamp.h"
 
 #include "claim_floor.h"
+#include "compat.h"
 #include "shmem.h"
-#include "spi_plan.h"
 #include "worker.h"
-
-/*
- * The oldest start of a transaction of database $1 that holds a
- * transaction id, this claim's now() if that is earlier, less $2 ms.
- * pg_stat_get_activity reads shared memory, not a table: run before the
- * claim's statement, it reads before that statement's snapshot is taken.
- */
-static const char *const ft_floor_bound_sql =
-"SELECT least(now(), min(a.xact_start)) - make_interval(secs => $2::float8 / 1000)"
-"  FROM pg_stat_get_activity(NULL) a"
-" WHERE a.datid = $1 AND a.backend_xid IS NOT NULL";
 
 /* the least next_attempt_at below the floor $1: an event no claim sees */
 static const char *const ft_sweep_sql =
@@ -149,6 +138,47 @@ ft_claim_floor_lower(TimestampTz floor)
 }
 
 /*
+ * How far a claim starting now may raise the floor: the oldest start of a
+ * transaction of this database that holds a transaction id, this claim's
+ * now() if that is earlier, less the lag.  DT_NOBEGIN (raise nothing) when
+ * a transaction holding an id has no known start (track_activities off).
+ * The backends' status is read from shared memory, not from a table: read
+ * before the claim's statement, it is read before that statement's
+ * snapshot is taken.
+ */
+static TimestampTz
+ft_claim_floor_bound(void)
+{
+	TimestampTz bound = GetCurrentTransactionStartTimestamp();
+	int			n;
+
+	/* as of now, not as cached earlier in this transaction */
+	pgstat_clear_backend_activity_snapshot();
+	n = pgstat_fetch_stat_numbackends();
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *local = ft_local_beentry(i);
+		TimestampTz start;
+
+		if (local == NULL ||
+			local->backendStatus.st_databaseid != MyDatabaseId ||
+			!TransactionIdIsValid(local->backend_xid))
+			continue;
+		start = local->backendStatus.st_xact_start_timestamp;
+		if (start == 0)
+		{
+			bound = DT_NOBEGIN;
+			break;
+		}
+		bound = Min(bound, start);
+	}
+	pgstat_clear_backend_activity_snapshot();
+	if (bound == DT_NOBEGIN)
+		return bound;
+	return TimestampTzPlusMilliseconds(bound, -FT_CLAIM_FLOOR_LAG_MS);
+}
+
+/*
  * Start a claim: read how far this claim may raise the floor, then the
  * floor itself, which is returned: the claim locks due events with
  * next_attempt_at >= it (DT_NOBEGIN: all).  Call before the claim's
@@ -157,33 +187,13 @@ ft_claim_floor_lower(TimestampTz floor)
 TimestampTz
 ft_claim_floor_start(void)
 {
-	static SPIPlanPtr bound_plan = NULL;
-	Oid			argtypes[2] = {OIDOID, INT4OID};
-	Datum		values[2];
-	bool		isnull;
-	Datum		d;
-	int			rc;
-
 	if (!ft_callback_registered)
 	{
 		RegisterXactCallback(ft_claim_floor_xact_callback, NULL);
 		ft_callback_registered = true;
 	}
 	ft_pending = false;
-
-	/* the backends' status as of now, not as cached earlier in this xact */
-	pgstat_clear_backend_activity_snapshot();
-	values[0] = ObjectIdGetDatum(MyDatabaseId);
-	values[1] = Int32GetDatum(FT_CLAIM_FLOOR_LAG_MS);
-	if (bound_plan == NULL)
-		bound_plan = ft_prepare_kept(ft_floor_bound_sql, 2, argtypes,
-									 CURSOR_OPT_GENERIC_PLAN);
-	rc = SPI_execute_plan(bound_plan, values, NULL, true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "reading the transactions in progress failed: %s",
-			 SPI_result_code_string(rc));
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	ft_bound = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+	ft_bound = ft_claim_floor_bound();
 
 	ft_scan_from = ft_claim_floor_read(&ft_generation);
 	if (ft_scan_from > GetCurrentTransactionStartTimestamp())

@@ -53,12 +53,20 @@ p = json.loads(sys.stdin.read())[0]["Plan"]
 print(p["Shared Hit Blocks"] + p["Shared Read Blocks"])'
 }
 
+# open_session FD NAME SQL: a psql session reading from a fifo on file
+# descriptor FD (7 or 8), which starts with SQL and stays open until FD is
+# closed (echo "COMMIT;" >&FD first to end its transaction)
+open_session()
+{
+	mkfifo "$FT_TMP/$2.fifo"
+	psql -XAtq <"$FT_TMP/$2.fifo" >"$FT_TMP/$2.out" 2>&1 &
+	FT_PIDS+=($!)
+	eval "exec $1>\"\$FT_TMP/$2.fifo\""
+	echo "$3" >&"$1"
+}
+
 # --- 1. a snapshot held during three drains ------------------------------------
-mkfifo "$FT_TMP/snap.fifo"
-psql -XAtq <"$FT_TMP/snap.fifo" >"$FT_TMP/snap.out" 2>&1 &
-FT_PIDS+=($!)
-exec 7>"$FT_TMP/snap.fifo"
-echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;" >&7
+open_session 7 snap "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;"
 wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" 10
 ok $? "one session holds a REPEATABLE READ snapshot"
 
@@ -94,11 +102,8 @@ ok $? "... is paid"
 pg_set ft_orders.gateway_url ''
 psql_q "SELECT ft_orders.place_order('locked-1', 'c', 502, 'EUR')" >/dev/null
 sleep 1.5
-mkfifo "$FT_TMP/lock.fifo"
-psql -XAtq <"$FT_TMP/lock.fifo" >"$FT_TMP/lock.out" 2>&1 &
-FT_PIDS+=($!)
-exec 8>"$FT_TMP/lock.fifo"
-echo "BEGIN; SELECT 1 FROM ft_orders.outbox WHERE order_id = (SELECT order_id FROM ft_orders.orders WHERE idempotency_key = 'locked-1') FOR UPDATE;" >&8
+open_session 8 lock "BEGIN; SELECT 1 FROM ft_orders.outbox WHERE order_id =
+                    (SELECT order_id FROM ft_orders.orders WHERE idempotency_key = 'locked-1') FOR UPDATE;"
 wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL" 10
 ok $? "another session locks the outbox row of order locked-1"
 pg_set ft_orders.gateway_url "$GW_URL"
