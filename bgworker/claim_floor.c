@@ -250,8 +250,9 @@ ft_claim_floor_sweep(TimestampTz now)
 	MemoryContext oldcxt = CurrentMemoryContext;
 	uint64		generation;
 	TimestampTz floor;
-	TimestampTz straggler = DT_NOBEGIN;
-	bool		found = false;
+	/* set inside PG_TRY, read after it */
+	volatile TimestampTz straggler = DT_NOBEGIN;
+	volatile bool found = false;
 	long		secs;
 	int			usecs;
 	int64		took_ms;
@@ -291,11 +292,7 @@ ft_claim_floor_sweep(TimestampTz now)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(oldcxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		ft_xact_log_error(oldcxt);
 		found = false;
 	}
 	PG_END_TRY();

@@ -303,11 +303,7 @@ ft_launcher_maintenance(void)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(oldcxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		ft_xact_log_error(oldcxt);
 	}
 	PG_END_TRY();
 }
