@@ -426,8 +426,16 @@ bench_mvcc()
 	( pg_dump -Fp "$PGDATABASE" | { while [ -e "$FT_TMP/dump.go" ]; do sleep 0.1; done; cat >"$dump"; }
 	  echo "${PIPESTATUS[0]}" >"$FT_TMP/dump.rc" ) &
 	dpid=$!
-	wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pg_dump' AND backend_xmin IS NOT NULL" 20 ||
-		log "mvcc: pg_dump is not holding a snapshot"
+	# until pg_dump is stuck on its output (its backend waits to send, or
+	# waits for the next command while pg_dump cannot write): the drain's
+	# clock does not count pg_dump's own start-up work.  Twice, 0.5 s apart,
+	# as pg_dump's backend also waits for a moment between its commands.
+	for i in 1 2; do
+		sleep 0.5
+		wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pg_dump'
+		             AND backend_xmin IS NOT NULL AND wait_event IN ('ClientWrite', 'ClientRead')" 60 ||
+			log "mvcc: pg_dump is not holding a snapshot, blocked on its output"
+	done
 	t0=$(now)
 	gateway_on
 	wait_drained $((MVCC_N / 50 + 120)) "$MVCC_N" || log "mvcc dump: not drained ($(outbox_count) left)"
