@@ -107,40 +107,52 @@ FT_CLAIM_LEASE_SQL
  * seconds: the gateway may have forgotten the key), or when its order's
  * cancellation was requested after it was sent (a canceled order is never
  * sent again).  Anything else is sent, and first_sent_at is set by this
- * claim, before the request leaves: cancel_order() reads it.
+ * claim, before the request leaves: cancel_order() reads it.  more_cols:
+ * columns of later schemas, after the legacy mark.
  */
-static const char *const ft_claim_sql_1_3 =
-"WITH s AS ("
-"  SELECT c.event_id,"
-"         CASE WHEN ob.refund_id IS NULL"
-"              THEN coalesce(o.status IN ('pending', 'action_required'), false)"
-"              ELSE coalesce(r.status = 'pending', false) END AS live,"
-"         coalesce(ob.lookup"
-"                  OR ob.first_sent_at < now() - make_interval(secs => $4::float8)"
-"                  OR (ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL"
-"                      AND ob.first_sent_at IS NOT NULL), false) AS look,"
-"         coalesce(ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL, false) AS cancel"
-"    FROM unnest($1::bigint[], $2::bigint[]) AS c(event_id, order_id)"
-"    JOIN ft_orders.outbox ob ON ob.event_id = c.event_id"
-"    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id"
-"    LEFT JOIN ft_orders.refunds r ON r.refund_id = ob.refund_id"
-FT_CLAIM_LEASE_SQL ","
-"         first_sent_at = CASE WHEN s.look THEN ob.first_sent_at"
-"                              ELSE coalesce(ob.first_sent_at, now()) END"
-"    FROM s"
-"   WHERE ob.event_id = s.event_id AND s.live"
-"  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until, ob.refund_id,"
-"            s.look, s.cancel"
-")"
-"SELECT u.event_id, u.order_id, u.attempts, u.lease_until,"
-"       CASE WHEN u.refund_id IS NULL THEN o.attempts + 1 ELSE u.attempts END,"
-"       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
-"       o.items::text, o.payment_method, o.payment_id,"
-"       u.refund_id, u.look, u.cancel, r.refund_key::text, r.amount_minor,"
-"       r.gateway_refund_id,"
-       FT_LEGACY_REQUEST_SQL
-"  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id"
-"  LEFT JOIN ft_orders.refunds r ON r.refund_id = u.refund_id";
+#define FT_CLAIM_SQL_1_3(more_cols) \
+"WITH s AS (" \
+"  SELECT c.event_id," \
+"         CASE WHEN ob.refund_id IS NULL" \
+"              THEN coalesce(o.status IN ('pending', 'action_required'), false)" \
+"              ELSE coalesce(r.status = 'pending', false) END AS live," \
+"         coalesce(ob.lookup" \
+"                  OR ob.first_sent_at < now() - make_interval(secs => $4::float8)" \
+"                  OR (ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL" \
+"                      AND ob.first_sent_at IS NOT NULL), false) AS look," \
+"         coalesce(ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL, false) AS cancel" \
+"    FROM unnest($1::bigint[], $2::bigint[]) AS c(event_id, order_id)" \
+"    JOIN ft_orders.outbox ob ON ob.event_id = c.event_id" \
+"    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id" \
+"    LEFT JOIN ft_orders.refunds r ON r.refund_id = ob.refund_id" \
+FT_CLAIM_LEASE_SQL "," \
+"         first_sent_at = CASE WHEN s.look THEN ob.first_sent_at" \
+"                              ELSE coalesce(ob.first_sent_at, now()) END" \
+"    FROM s" \
+"   WHERE ob.event_id = s.event_id AND s.live" \
+"  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until, ob.refund_id," \
+"            s.look, s.cancel" \
+")" \
+"SELECT u.event_id, u.order_id, u.attempts, u.lease_until," \
+"       CASE WHEN u.refund_id IS NULL THEN o.attempts + 1 ELSE u.attempts END," \
+"       o.payment_key::text, o.customer_id, o.amount_minor, o.currency," \
+"       o.items::text, o.payment_method, o.payment_id," \
+"       u.refund_id, u.look, u.cancel, r.refund_key::text, r.amount_minor," \
+"       r.gateway_refund_id," \
+       FT_LEGACY_REQUEST_SQL \
+       more_cols \
+"  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id" \
+"  LEFT JOIN ft_orders.refunds r ON r.refund_id = u.refund_id"
+
+static const char *const ft_claim_sql_1_3 = FT_CLAIM_SQL_1_3("");
+
+/*
+ * 1.5: whether a Stripe object without a payment_key may be the order's
+ * (orders.match_by_order_id), and whether its refund's key goes in the
+ * refund's metadata (refunds.key_in_metadata)
+ */
+static const char *const ft_claim_sql_1_5 =
+	FT_CLAIM_SQL_1_3(", o.match_by_order_id, coalesce(r.key_in_metadata, false)");
 
 /*
  * The earliest event from the claim floor $1 on, and whether any event lies
@@ -201,12 +213,13 @@ int
 ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
 	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr claim_plans[2];	/* before 1.3, from 1.3 */
+	static SPIPlanPtr claim_plans[3];	/* before 1.3, from 1.3, from 1.5 */
 	Oid			lock_argtypes[2] = {INT4OID, TIMESTAMPTZOID};
 	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
 	Datum		values[4];
 	FtSchemaVersion schema = ft_schema_version();
 	bool		v1_3 = (schema >= FT_SCHEMA_1_3);
+	bool		v1_5 = (schema >= FT_SCHEMA_1_5);
 	Datum	   *event_ids;
 	Datum	   *order_ids;
 	MemoryContext oldcxt;
@@ -247,8 +260,8 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	values[1] = ft_array(order_ids, NULL, nlocked, INT8OID);
 	values[2] = Int32GetDatum(ft_lease_timeout_ms);
 	values[3] = Int32GetDatum(ft_gateway_key_ttl_s);
-	ft_outbox_exec(&claim_plans[v1_3],
-				   v1_3 ? ft_claim_sql_1_3 : ft_claim_sql,
+	ft_outbox_exec(&claim_plans[v1_5 ? 2 : v1_3 ? 1 : 0],
+				   v1_5 ? ft_claim_sql_1_5 : v1_3 ? ft_claim_sql_1_3 : ft_claim_sql,
 				   v1_3 ? 4 : 3, argtypes, values,
 				   SPI_OK_SELECT, "claiming outbox events");
 
@@ -280,6 +293,17 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 		claim->order.refund_ref = NULL;
 		d_legacy = SPI_getbinval(tup, desc, v1_3 ? 19 : 13, &isnull);
 		claim->order.legacy_request = !isnull && DatumGetBool(d_legacy);
+		/* before 1.5 any order may have been first sent without its key */
+		claim->order.match_by_order_id = true;
+		claim->order.refund_key_in_metadata = false;
+		if (v1_5)
+		{
+			Datum		d = SPI_getbinval(tup, desc, 20, &isnull);
+
+			claim->order.match_by_order_id = isnull || DatumGetBool(d);
+			d = SPI_getbinval(tup, desc, 21, &isnull);
+			claim->order.refund_key_in_metadata = !isnull && DatumGetBool(d);
+		}
 		claim->schema = schema;
 		claim->lookup = false;
 		claim->cancel_requested = false;
