@@ -27,6 +27,7 @@ BGWORKER_OBJS = \
 	bgworker/worker_xact.o \
 	bgworker/outbox_batch.o \
 	bgworker/outbox_claim.o \
+	bgworker/claim_floor.o \
 	bgworker/outbox_record.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_reply.o \

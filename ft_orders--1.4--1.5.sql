@@ -417,6 +417,21 @@ COMMENT ON FUNCTION ft_orders.cancel_order(bigint, text) IS
 COMMENT ON FUNCTION ft_orders.refund_order(bigint, bigint, text) IS
 'Refund a paid order, in full (amount_minor NULL: all that is left) or in part; returns the refund id. Idempotent per idempotency_key (without one: per amount); the refunds of an order never sum above its amount (22023); an order that is not paid raises 55000. Sent by the payment workers. ft_orders_operator may call it';
 
+-- The claim floor -----------------------------------------------------------
+-- The payment workers claim from a floor in the next_attempt_at index kept
+-- in shared memory, so that the dead row versions an old snapshot keeps
+-- (pg_dump, a long reader) are not walked again on every claim
+-- (docs/design.md, "The claim floor").  No table changes: the floor works
+-- on every schema version.  This reads it, for monitoring and tests (no SET
+-- search_path: a C function that resolves no names).
+CREATE FUNCTION ft_orders._claim_floor()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'ft_orders_claim_floor'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION ft_orders._claim_floor() IS
+'Internal: the claim floor of this database, the least next_attempt_at the payment workers'' claims look at; NULL when claims start at the head of the outbox''s next_attempt_at index';
+REVOKE EXECUTE ON FUNCTION ft_orders._claim_floor() FROM PUBLIC;
+
 -------------------------------------------------------------------------------
 -- Attempts that measure the order, not the outage
 -- (docs/reference.md, "Guarantees" and "Wire protocol"): an attempt the

@@ -93,6 +93,8 @@ ft_shmem_startup(void)
 			db->gateway.circuit = FT_CIRCUIT_CLOSED;
 			pg_atomic_init_u64(&db->throttled, 0);
 			pg_atomic_init_u32(&db->concurrency_limit_now, 0);
+			SpinLockInit(&db->claim_floor.mutex);
+			db->claim_floor.floor = DT_NOBEGIN;
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -1,4 +1,4 @@
--- 13_notify_payload.sql: NOTIFY ft_orders_events carries no secrets
+-- 12_notify_payload.sql: NOTIFY ft_orders_events carries no secrets
 -- (docs/reference.md, "Notifications"): LISTEN needs no privilege, so the
 -- payload is order_id, status and attempts for every status,
 -- action_required included; next_action and client_secret are read with
