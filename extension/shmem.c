@@ -93,6 +93,7 @@ ft_shmem_startup(void)
 			db->gateway.circuit = FT_CIRCUIT_CLOSED;
 			pg_atomic_init_u64(&db->throttled, 0);
 			pg_atomic_init_u32(&db->concurrency_limit_now, 0);
+			pg_atomic_init_u64(&db->concurrency_active_at, 0);
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
