@@ -327,25 +327,25 @@ stripe_reply(int status, const char *body, const char *should_retry,
 static void
 check_stripe_should_retry(void)
 {
-	const char *err409 = "{\"error\":{\"type\":\"idempotency_error\",\"code\":\"idempotency_key_in_use\"}}";
-	const char *err429 = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"rate_limit\"}}";
-	const char *err400 = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_missing\"}}";
+	static const char err409[] = "{\"error\":{\"type\":\"idempotency_error\",\"code\":\"idempotency_key_in_use\"}}";
+	static const char err429[] = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"rate_limit\"}}";
+	static const char err400[] = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_missing\"}}";
 	static const struct
 	{
 		int			status;
-		const char **body;
+		const char *body;
 		const char *should_retry;
 		FtOutcome	outcome;
 	}			k[] = {
-		{409, &err409, NULL, FT_OUTCOME_RETRY},
-		{409, &err409, "false", FT_OUTCOME_FAILED},
-		{429, &err429, NULL, FT_OUTCOME_RETRY},
-		{429, &err429, "false", FT_OUTCOME_FAILED},
-		{429, &err429, "FALSE", FT_OUTCOME_FAILED},
-		{503, &err429, "false", FT_OUTCOME_FAILED},
-		{409, &err409, "true", FT_OUTCOME_RETRY},
-		{400, &err400, "true", FT_OUTCOME_RETRY},
-		{400, &err400, NULL, FT_OUTCOME_FAILED},
+		{409, err409, NULL, FT_OUTCOME_RETRY},
+		{409, err409, "false", FT_OUTCOME_FAILED},
+		{429, err429, NULL, FT_OUTCOME_RETRY},
+		{429, err429, "false", FT_OUTCOME_FAILED},
+		{429, err429, "FALSE", FT_OUTCOME_FAILED},
+		{503, err429, "false", FT_OUTCOME_FAILED},
+		{409, err409, "true", FT_OUTCOME_RETRY},
+		{400, err400, "true", FT_OUTCOME_RETRY},
+		{400, err400, NULL, FT_OUTCOME_FAILED},
 	};
 	FtClassification c;
 
@@ -353,7 +353,7 @@ check_stripe_should_retry(void)
 	{
 		char		desc[160];
 
-		c = stripe_reply(k[i].status, *k[i].body, k[i].should_retry, NULL);
+		c = stripe_reply(k[i].status, k[i].body, k[i].should_retry, NULL);
 		snprintf(desc, sizeof(desc), "stripe: HTTP %d with Stripe-Should-Retry: %s -> %s",
 				 k[i].status, k[i].should_retry ? k[i].should_retry : "(none)",
 				 ft_outcome_name(k[i].outcome));
