@@ -11,10 +11,15 @@
  *	- slow start: the limit starts at FT_AC_INITIAL (TCP's initial window)
  *	  after a server start, when the circuit closes, and when no request
  *	  completed for FT_AC_IDLE_MS, and grows by 1 per good reply, which
- *	  doubles it every round trip: a healthy gateway reaches
- *	  max_in_flight = 64 within four round trips, while a rate-limited
- *	  one sees a first burst of a few requests per worker instead of
- *	  max_in_flight of them before its first reply;
+ *	  doubles it every round trip, but never more than doubling per
+ *	  FT_AC_GROWTH_MS: a healthy gateway reaches max_in_flight = 64
+ *	  within four round trips (a fast one within 200 ms), while a
+ *	  rate-limited one sees a first burst of a few requests per worker
+ *	  instead of max_in_flight of them before its first reply.  The
+ *	  requests a burst sends beyond the gateway's bucket are those in
+ *	  flight when it runs dry; doubling per round trip of a gateway that
+ *	  answers in a millisecond would have twice the bucket in flight by
+ *	  then, the growth period keeps it to a few per worker;
  *	- a 429 (the gateway says we send too much) halves the limit and
  *	  stops its growth for FT_AC_HOLD_MS; every 429 counts, so a burst of
  *	  them brings the limit down at once;
@@ -58,6 +63,7 @@
 
 #define FT_AC_INITIAL			4	/* slow start's first limit */
 #define FT_AC_IDLE_MS			10000	/* idle this long: slow start again */
+#define FT_AC_GROWTH_MS			50	/* at most doubling per period */
 #define FT_AC_OVERLOAD_FACTOR	0.5 /* on a 429 */
 #define FT_AC_SLOW_FACTOR		0.9 /* on a 503, a timeout or a slow reply */
 #define FT_AC_HOLD_MS			5000	/* no growth after an overload */
@@ -112,6 +118,7 @@ ft_concurrency_restart_locked(void)
 	gw->concurrency_limit = 0;
 	gw->slow_start_until = 0;
 	gw->overload_at = 0;
+	gw->growth_period_at = 0;
 	pg_atomic_write_u32(&ft_db->concurrency_limit_now, 0);
 }
 
@@ -152,6 +159,7 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		limit = ft_concurrency_initial();
 		gw->slow_start_until = 0;
 		gw->overload_at = 0;
+		gw->growth_period_at = 0;
 	}
 	if (gw->last_completion_at < now)
 	{
@@ -215,6 +223,14 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		}
 		doubling_until = gw->slow_start_until > 0 ? gw->slow_start_until : max;
 		limit += (limit < doubling_until) ? 1.0 : 1.0 / limit;
+		/* at most doubling per growth period, however short the round trip */
+		if (gw->growth_period_at == 0 ||
+			TimestampDifferenceExceeds(gw->growth_period_at, now, FT_AC_GROWTH_MS))
+		{
+			gw->growth_period_at = now;
+			gw->growth_base = gw->concurrency_limit > 0 ? gw->concurrency_limit : limit;
+		}
+		limit = Min(limit, Max(2.0 * gw->growth_base, 2.0));
 		limit = Min(limit, max);
 	}
 

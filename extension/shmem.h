@@ -143,6 +143,8 @@ typedef struct FtGatewayStats
 									 * success, above by 1/limit; 0: the
 									 * ceiling */
 	TimestampTz last_completion_at; /* a long idle restarts slow start */
+	TimestampTz growth_period_at;	/* growth is at most doubling per */
+	double		growth_base;	/* FT_AC_GROWTH_MS from this limit */
 	TimestampTz overload_at;	/* last 429: no growth for a while */
 	TimestampTz decreased_at;	/* last gentle decrease (once per RTT) */
 	float4		rtt_min_current;	/* least latency of this period */
