@@ -26,12 +26,18 @@
  * FT_CIRCUIT_EVIDENCE / p failures in a row are as many requests as the
  * gateway needs on average for FT_CIRCUIT_EVIDENCE successes, so a run
  * that long happens by chance with probability (1 - p)^(EVIDENCE / p),
- * less than e^-EVIDENCE (6e-6 at EVIDENCE 12), whatever p is: a healthy
- * gateway that goes down is caught after 12 failures, one that succeeds
- * a quarter of the time (48 in a row needed) keeps being used, paced by
- * the adaptive limit and the backoff, and one never seen answering needs
- * the evidence against a quarter.  Counting requests rather than time
- * makes the rule the same at 1 and at 10,000 requests per second.
+ * less than e^-EVIDENCE (2e-9 at EVIDENCE 20), whatever p is: a healthy
+ * gateway that goes down is caught after 20 failures, one that succeeds
+ * a quarter of the time (80 in a row needed, 0.75^80 = 1e-10) keeps being
+ * used, paced by the adaptive limit and the backoff, and one never seen
+ * answering is caught after 40.  The margin is wide because p is only an
+ * estimate: right after a healthy gateway drops to 25 % it still reads
+ * near 1, and a run of 20 failures then has a chance of 0.75^20 = 0.3 %
+ * (a simulation of that drop opens the circuit in 0.6 % of the cases;
+ * at EVIDENCE 12 and weight 1/16 it was 7.5 %).  The run's own failures
+ * are folded into p only when it ends, so a long run does not lower the
+ * bar it is measured against.  Counting requests rather than time makes
+ * the rule the same at 1 and at 10,000 requests per second.
  *
  * open: no worker claims or sends anything, orders stay pending.
  *
@@ -66,10 +72,10 @@
 #define FT_CIRCUIT_PROBES			4
 #define FT_CIRCUIT_PROBES_TO_CLOSE	1
 /* successes' worth of failures in a row that mean "down" */
-#define FT_CIRCUIT_EVIDENCE			12.0
+#define FT_CIRCUIT_EVIDENCE			20.0
 /* the success share: weight per request, before any answer, floor */
 #define FT_CIRCUIT_SMOOTHING		(1.0 / 16)
-#define FT_CIRCUIT_PRIOR_SHARE		0.25
+#define FT_CIRCUIT_PRIOR_SHARE		0.5
 #define FT_CIRCUIT_MIN_SHARE		0.1
 
 /*

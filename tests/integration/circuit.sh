@@ -2,8 +2,7 @@
 # circuit.sh: the circuit breaker stops all traffic to a failing gateway.
 #
 # A gateway that answers every request 503 from the start opens it after
-# 48 failed requests in a row (the evidence against a gateway that
-# succeeds a quarter of the time, docs/reference.md, "Gateway limits"):
+# 40 failed requests in a row (docs/reference.md, "Gateway limits"):
 # gateway_status.circuit = 'open', the workers show 'circuit_open', and no
 # request reaches the gateway while it is open.  After circuit_open_time
 # the half-open probes (4) go out; while the gateway still fails the
@@ -40,7 +39,7 @@ wait_until "SELECT now() > opened_at + interval '3 s' FROM ft_orders.gateway_sta
 is "$("$(dirname "$0")/harness/gateway_log.py" "$GW_URL" between $((o1_us + 300000)) $((o1_us + 2900000)))" "0" \
 	"no request reached the gateway while the circuit was open"
 r2=$(gw_ledger requests)
-like "$(grep 'circuit opened after' "$PG_LOG")" 'WARNING:  payment gateway circuit opened after 48 failed requests in a row: the gateway is down' \
+like "$(grep 'circuit opened after' "$PG_LOG")" 'WARNING:  payment gateway circuit opened after 40 failed requests in a row: the gateway is down' \
 	"the opening is logged"
 
 # the probes after 3 s fail: the circuit opens again, after 4 requests
