@@ -142,6 +142,23 @@ ft_admission_pause_is_shared(int http_status)
 }
 
 /*
+ * The end of the shared pause when one is on at now, else 0.  A worker
+ * asks again right before sending what it claimed: a pause that began
+ * while its claim ran (another worker's 429) holds those requests too.
+ */
+TimestampTz
+ft_admission_paused_until(TimestampTz now)
+{
+	volatile FtGatewayLimits *lim = &ft_shared->limits;
+	TimestampTz until;
+
+	SpinLockAcquire(&lim->mutex);
+	until = lim->paused_until;
+	SpinLockRelease(&lim->mutex);
+	return (until > now) ? until : 0;
+}
+
+/*
  * The gateway as a whole asked for a pause: no request
  * of any worker leaves before until.  A later pause extends an earlier
  * one, never shortens it.
