@@ -29,7 +29,12 @@
  *	  latency (an average with weight 1/FT_AC_SMOOTHING for each new
  *	  reply, as TCP's SRTT) exceed the least latency of the last
  *	  FT_AC_BASELINE_MS to 2 * FT_AC_BASELINE_MS by a factor of
- *	  FT_AC_LATENCY_FACTOR and by FT_AC_LATENCY_SLACK_MS.  A 503 may be
+ *	  FT_AC_LATENCY_FACTOR and by FT_AC_LATENCY_SLACK_MS.  The latency
+ *	  here is the part of the request's time the worker spent listening
+ *	  (FtJob.listened_ms): a reply that arrives while the worker is in
+ *	  its SQL step waits for it, and that wait is the worker's, not the
+ *	  gateway's (counting it cut the limit of a healthy drain on a busy
+ *	  server every few round trips).  A 503 may be
  *	  overload or a flaky backend, and halving on random failures would
  *	  bring the limit down to 1 for a gateway that fails 20 % of the time
  *	  (as random losses do to TCP);
@@ -177,16 +182,16 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		gw->rtt_period_start = now;
 	}
 	if (job->http_status > 0 && job->http_status != 429 &&
-		job->http_status != 503 && job->latency_ms > 0 &&
-		(gw->rtt_min_current == 0 || job->latency_ms < gw->rtt_min_current))
-		gw->rtt_min_current = (float4) job->latency_ms;
+		job->http_status != 503 && job->listened_ms > 0 &&
+		(gw->rtt_min_current == 0 || job->listened_ms < gw->rtt_min_current))
+		gw->rtt_min_current = (float4) job->listened_ms;
 	baseline = gw->rtt_min_current;
 	if (gw->rtt_min_previous > 0 && (baseline == 0 || gw->rtt_min_previous < baseline))
 		baseline = gw->rtt_min_previous;
-	if (job->http_status > 0 && job->latency_ms > 0)
-		gw->rtt_smoothed = (gw->rtt_smoothed <= 0) ? (float4) job->latency_ms :
+	if (job->http_status > 0 && job->listened_ms > 0)
+		gw->rtt_smoothed = (gw->rtt_smoothed <= 0) ? (float4) job->listened_ms :
 			(float4) (gw->rtt_smoothed +
-					  (job->latency_ms - gw->rtt_smoothed) / FT_AC_SMOOTHING);
+					  (job->listened_ms - gw->rtt_smoothed) / FT_AC_SMOOTHING);
 
 	slow = job->timed_out || job->http_status == 503;
 	if (!slow && job->http_status > 0 && baseline > 0)
@@ -194,7 +199,7 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		double		bound = Max(baseline * FT_AC_LATENCY_FACTOR,
 								baseline + FT_AC_LATENCY_SLACK_MS);
 
-		slow = (job->latency_ms > bound && gw->rtt_smoothed > bound);
+		slow = (job->listened_ms > bound && gw->rtt_smoothed > bound);
 	}
 
 	if (overload)
