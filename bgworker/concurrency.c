@@ -13,7 +13,7 @@
  *	  completed for FT_AC_IDLE_MS, and grows by 1 per good reply, which
  *	  doubles it every round trip, but never more than doubling per
  *	  FT_AC_GROWTH_MS: a healthy gateway reaches max_in_flight = 64
- *	  within four round trips (a fast one within 200 ms), while a
+ *	  within four round trips (a fast one within 400 ms), while a
  *	  rate-limited one sees a first burst of a few requests per worker
  *	  instead of max_in_flight of them before its first reply.  The
  *	  requests a burst sends beyond the gateway's bucket are those in
@@ -68,7 +68,7 @@
 
 #define FT_AC_INITIAL			4	/* slow start's first limit */
 #define FT_AC_IDLE_MS			10000	/* idle this long: slow start again */
-#define FT_AC_GROWTH_MS			50	/* at most doubling per period */
+#define FT_AC_GROWTH_MS			100 /* at most doubling per period */
 #define FT_AC_OVERLOAD_FACTOR	0.5 /* on a 429 */
 #define FT_AC_SLOW_FACTOR		0.9 /* on a 503, a timeout or a slow reply */
 #define FT_AC_HOLD_MS			5000	/* no growth after an overload */
@@ -233,7 +233,8 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 			TimestampDifferenceExceeds(gw->growth_period_at, now, FT_AC_GROWTH_MS))
 		{
 			gw->growth_period_at = now;
-			gw->growth_base = gw->concurrency_limit > 0 ? gw->concurrency_limit : limit;
+			gw->growth_base = gw->concurrency_limit > 0 ? gw->concurrency_limit :
+				ft_concurrency_initial();
 		}
 		limit = Min(limit, Max(2.0 * gw->growth_base, 2.0));
 		limit = Min(limit, max);
