@@ -161,19 +161,28 @@ check_body(void)
 		"payment_method is a string when set", body.data);
 }
 
-/* a reply to a Stripe look-up, classified for order req */
-static FtClassification
-stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+/* a reply of status with body, as the transport hands it over */
+static FtGatewayReply
+fake_reply(int status, const char *body)
 {
 	FtGatewayReply r;
-	FtClassification c;
 
 	memset(&r, 0, sizeof(r));
-	memset(&c, 0, sizeof(c));
 	r.http_status = status;
 	r.body = body;
 	r.body_len = strlen(body);
 	r.now = FT_CLASSIFY_NOW;
+	return r;
+}
+
+/* a reply to a Stripe look-up, classified for order req */
+static FtClassification
+stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+{
+	FtGatewayReply r = fake_reply(status, body);
+	FtClassification c;
+
+	memset(&c, 0, sizeof(c));
 	ft_provider_stripe.classify_lookup(&r, req, &c);
 	return c;
 }
@@ -303,15 +312,10 @@ static FtClassification
 stripe_reply(int status, const char *body, const char *should_retry,
 			 const char *retry_after)
 {
-	FtGatewayReply r;
+	FtGatewayReply r = fake_reply(status, body);
 	FtClassification c;
 
-	memset(&r, 0, sizeof(r));
 	memset(&c, 0, sizeof(c));
-	r.http_status = status;
-	r.body = body;
-	r.body_len = strlen(body);
-	r.now = FT_CLASSIFY_NOW;
 	r.retry_after = retry_after;
 	r.header = stripe_header;
 	stripe_should_retry = should_retry;
