@@ -6,12 +6,13 @@
 # bench/results/latest.json, the raw series behind the plots
 # (latest.series.json) and the plots (bench/plots.py; bench/results/latest.plots/).
 #
-#   FT_BENCH="intake drain latency memory failover"   parts to run (default all)
+#   FT_BENCH="intake drain mvcc latency memory failover"   parts to run (default all)
 #   FT_BENCH_SCALE=small                               quick smoke run (minutes)
 #   FT_BENCH_OUT=file.json                             other output file (series: file.series.json)
 #   FT_BENCH_PLOTS=dir                                 other folder for the plots (default: file.plots/)
 #   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
-#   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS       override one knob
+#   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS /
+#   _MVCC_N                                            override one knob
 #   FT_KEEP_TMP=1                                      keep the temp folder (logs)
 set -uo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -24,15 +25,15 @@ bash tests/setup/build.sh || exit 1
 source "$ROOT/tests/lib/common.sh"
 PY=/usr/bin/python3
 
-PARTS=${FT_BENCH:-intake drain latency memory failover}
+PARTS=${FT_BENCH:-intake drain mvcc latency memory failover}
 SCALE=${FT_BENCH_SCALE:-full}
 export FT_BENCH_SCALE=$SCALE FT_BENCH="$PARTS"
 if [ "$SCALE" = small ]; then
 	d_intake_runs=3 d_intake_secs=5 d_drain_n=10000 d_drain_runs=1 d_lat_secs=5
-	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3
+	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3 d_mvcc_n=5000
 else
 	d_intake_runs=3 d_intake_secs=20 d_drain_n=100000 d_drain_runs=3 d_lat_secs=20
-	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10
+	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10 d_mvcc_n=100000
 fi
 INTAKE_RUNS=${FT_BENCH_INTAKE_RUNS:-$d_intake_runs}
 INTAKE_SECS=${FT_BENCH_INTAKE_SECS:-$d_intake_secs}
@@ -43,6 +44,7 @@ LAT_SECS=${FT_BENCH_LAT_SECS:-$d_lat_secs}
 MEM_N=${FT_BENCH_MEM_N:-$d_mem_n}
 DRILL_RUNS=${FT_BENCH_DRILL_RUNS:-$d_drill_runs}
 WRK_SECS=${FT_BENCH_WRK_SECS:-$d_wrk_secs}
+MVCC_N=${FT_BENCH_MVCC_N:-$d_mvcc_n}
 OUT=${FT_BENCH_OUT:-$BENCH/results/latest.json}
 PLOTS=${FT_BENCH_PLOTS:-${OUT%.json}.plots}
 FIGS=$FT_TMP/figures.jsonl
@@ -367,6 +369,113 @@ bench_drain()
 	[ -n "$gz" ] && fig drain_latency20_gateway_cpu_us "µs/payment" "$(median "$gz")" "$gl" "" "the fake gateway with 20 ms latency (suspended and resumed connections); baseline: zero latency"
 }
 
+# --- mvcc: the drain while an old snapshot is held ---------------------------
+# dead_tuples -> n_dead_tup of the outbox (the statistics lag by up to a second)
+dead_tuples() { psql_q "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'ft_orders.outbox'::regclass"; }
+
+# claim_cost -> "<ms> <buffers>" of the workers' claim step 1 (lock up to
+# $DRAIN_BATCH due events, from the claim floor when there is one) on the
+# outbox as it is, planned as the workers plan it (index scans only),
+# rolled back
+claim_cost()
+{
+	local sql="SELECT event_id FROM ft_orders.outbox WHERE next_attempt_at <= now()" floor
+	if [ "$(psql_q "SELECT to_regprocedure('ft_orders._claim_floor()') IS NOT NULL")" = t ]; then
+		floor=$(psql_q "SELECT coalesce(ft_orders._claim_floor()::text, '-infinity')")
+		sql="$sql AND next_attempt_at >= '$floor'"
+	fi
+	sql="$sql ORDER BY next_attempt_at LIMIT $DRAIN_BATCH FOR UPDATE SKIP LOCKED"
+	printf '%s\n' "BEGIN;" \
+		"SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;" \
+		"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) $sql;" "ROLLBACK;" |
+		psql -XAtq -v ON_ERROR_STOP=1 2>/dev/null | "$PY" -c '
+import json, sys
+p = json.loads(sys.stdin.read())[0]
+print("%.2f ms %d buffers" % (p["Execution Time"], p["Plan"]["Shared Hit Blocks"] + p["Plan"]["Shared Read Blocks"]))'
+}
+
+# mvcc_batch LABEL -> payments/s: MVCC_N orders placed with the workers
+# idle, then drained; logs the outbox's dead tuples and the claim's cost
+mvcc_batch()
+{
+	local label=$1 prefix t0 el paid
+	prefix="mv-$RUN_ID-$label"
+	gateway_off
+	preload "$prefix" "$MVCC_N" || { log "preload failed"; return 1; }
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	t0=$(now)
+	gateway_on
+	wait_drained $((MVCC_N / 50 + 120)) "$MVCC_N" || log "mvcc $label: not drained ($(outbox_count) left)"
+	el=$(since "$t0")
+	gateway_off
+	paid=$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'paid'")
+	log "mvcc $label: $paid/$MVCC_N paid in $(printf %.2f "$el") s ($(echo "$MVCC_N / $el" | bc -l | xargs printf %.0f)/s), outbox dead tuples $(dead_tuples), claim on the drained outbox: $(claim_cost), duplicate charges $(gw_ledger duplicates)"
+	[ "$paid" = "$MVCC_N" ] || return 1
+	echo "$MVCC_N / $el" | bc -l
+}
+
+bench_mvcc()
+{
+	local clean="" r held="" i fifo=$FT_TMP/snapshot.fifo spid dpid dump=$FT_TMP/mvcc.dump dumprc dur t0 el r5 mc
+	log "mvcc: batches of $MVCC_N orders, max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH: 2 clean, 5 with a REPEATABLE READ snapshot held, 1 after; then one drain under pg_dump"
+	gw_faults reset
+	drain_settings "$DRAIN_INFLIGHT" "$DRAIN_BATCH"
+	clean_slate
+	for i in 1 2; do r=$(mvcc_batch "clean$i") && clean="$clean $r"; done
+	# one session holds a snapshot (and nothing else) for the next 5 batches
+	mkfifo "$fifo"
+	psql -XAtq <"$fifo" >"$FT_TMP/snapshot.out" 2>&1 &
+	spid=$!
+	exec 7>"$fifo"
+	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;" >&7
+	wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" 10 ||
+		log "mvcc: the snapshot session is not holding a snapshot"
+	for i in 1 2 3 4 5; do r=$(mvcc_batch "held$i") && held="$held $r"; done
+	echo "COMMIT;" >&7
+	exec 7>&-
+	wait "$spid"
+	r=$(mvcc_batch released)
+	mc=$(median "$clean")
+	r5=$(echo "$held" | awk '{print $5}')
+	[ -n "$r5" ] && [ -n "$mc" ] &&
+		fig drain_snapshot_held_ratio ratio "" "$(echo "$r5 / $mc" | bc -l)" "" \
+			"payments/s of the 5th consecutive batch of $MVCC_N orders with one REPEATABLE READ snapshot held since before the 1st / median of 2 clean batches (payments/s, clean: $(printf '%.0f ' $clean)held: $(printf '%.0f ' $held)after the release: $(printf '%.0f' "${r:-0}"))"
+
+	# pg_dump of the database throughout a drain: its output goes to a reader
+	# that waits, so pg_dump keeps its snapshot and locks until the drain ends
+	clean_slate
+	preload "mv-$RUN_ID-dump" "$MVCC_N" || { log "preload failed"; return 1; }
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	: >"$FT_TMP/dump.go"
+	( pg_dump -Fp "$PGDATABASE" | { while [ -e "$FT_TMP/dump.go" ]; do sleep 0.1; done; cat >"$dump"; }
+	  echo "${PIPESTATUS[0]}" >"$FT_TMP/dump.rc" ) &
+	dpid=$!
+	# until pg_dump is stuck on its output (its backend waits to send, or
+	# waits for the next command while pg_dump cannot write): the drain's
+	# clock does not count pg_dump's own start-up work.  Twice, 0.5 s apart,
+	# as pg_dump's backend also waits for a moment between its commands.
+	for i in 1 2; do
+		sleep 0.5
+		wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pg_dump'
+		             AND backend_xmin IS NOT NULL AND wait_event IN ('ClientWrite', 'ClientRead')" 60 ||
+			log "mvcc: pg_dump is not holding a snapshot, blocked on its output"
+	done
+	t0=$(now)
+	gateway_on
+	wait_drained $((MVCC_N / 50 + 120)) "$MVCC_N" || log "mvcc dump: not drained ($(outbox_count) left)"
+	el=$(since "$t0")
+	dur=$(psql_q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'")
+	gateway_off
+	rm -f "$FT_TMP/dump.go"
+	wait "$dpid"
+	dumprc=$(cat "$FT_TMP/dump.rc" 2>/dev/null)
+	log "mvcc dump: $MVCC_N drained in $(printf %.2f "$el") s ($(echo "$MVCC_N / $el" | bc -l | xargs printf %.0f)/s) with pg_dump open throughout ($dur at the end); pg_dump exit $dumprc, $(wc -c <"$dump") bytes; outbox dead tuples $(dead_tuples); duplicate charges $(gw_ledger duplicates)"
+	[ "$dumprc" = 0 ] && [ "$dur" = 1 ] && [ -n "$mc" ] &&
+		fig drain_during_pg_dump_ratio ratio "" "$(echo "$MVCC_N / $el / $mc" | bc -l)" "" \
+			"payments/s of a drain of $MVCC_N while pg_dump of the database runs (held open by a slow reader; it completed) / median of the clean batches above"
+	drain_settings
+}
+
 # --- latency -------------------------------------------------------------------
 bench_latency()
 {
@@ -490,10 +599,11 @@ PYEOF
 # --- main ---------------------------------------------------------------------
 log "make bench: scale $SCALE, parts: $PARTS, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 export FT_BENCH_LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-if has intake || has drain || has latency || has memory; then
+if has intake || has drain || has mvcc || has latency || has memory; then
 	start_server
 	has intake && { bench_intake || log "intake failed"; }
 	has drain && { bench_drain || log "drain failed"; }
+	has mvcc && { bench_mvcc || log "mvcc failed"; }
 	has latency && { bench_latency || log "latency failed"; }
 	has memory && { bench_memory || log "memory failed"; }
 	# free the CPU for the cluster

@@ -77,9 +77,20 @@ typedef struct FtPaymentRequest
 								 * without metadata[payment_key]); it is
 								 * re-sent exactly so (see
 								 * FT_LEGACY_REQUEST_NOTE) */
+	bool		match_by_order_id;	/* the order's first request may have
+									 * gone out without its payment_key
+									 * (orders.match_by_order_id, schema
+									 * 1.5; every order of an older
+									 * schema): a gateway object without
+									 * one may be found by its order_id */
 	/* refunds only */
 	int64		refund_id;		/* 0: not a refund */
 	const char *refund_key;		/* uuid text, the refund's Idempotency-Key */
+	bool		refund_key_in_metadata; /* send the refund_key as metadata
+										 * too (refunds created from schema
+										 * 1.5 on: an older refund's key
+										 * may be at the gateway with the
+										 * parameters of its first request) */
 	int64		refund_amount;	/* minor units */
 	const char *refund_ref;		/* the gateway's id of the refund, once
 								 * known (refunds.gateway_refund_id), or

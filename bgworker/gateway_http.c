@@ -374,12 +374,28 @@ ft_http_get_handle(void)
 	return h;
 }
 
+/*
+ * Free a request's header list, each line zeroed first: the Authorization
+ * line holds the token, and freed memory is reused by libcurl and malloc
+ * without being cleared.
+ */
+static void
+ft_http_free_headers(struct curl_slist *headers)
+{
+	for (struct curl_slist *l = headers; l != NULL; l = l->next)
+	{
+		if (l->data != NULL)
+			explicit_bzero(l->data, strlen(l->data));
+	}
+	curl_slist_free_all(headers);
+}
+
 static void
 ft_http_put_handle(FtHttpHandle *h)
 {
 	h->owner = NULL;
 	if (h->headers)
-		curl_slist_free_all(h->headers);
+		ft_http_free_headers(h->headers);
 	h->headers = NULL;
 	ft_free[ft_nfree++] = h->index;
 }

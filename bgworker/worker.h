@@ -124,6 +124,7 @@ typedef struct FtJobStatement
 extern void ft_xact_begin(const char *activity, bool async);
 extern void ft_xact_set_async(void);
 extern void ft_xact_commit(void);
+extern void ft_xact_log_error(MemoryContext cxt);
 
 /*
  * outbox_batch.c: the batch statements under claim and record.  Every

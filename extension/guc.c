@@ -21,9 +21,12 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 
+#include "access/xact.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
@@ -57,6 +60,8 @@ char	   *ft_ca_file = NULL;
 int			ft_history_retention_s = 7 * 86400;
 int			ft_gateway_key_ttl_s = 86400;
 int			ft_action_timeout_s = 3600;
+bool		ft_allow_insecure_http = false;
+static double ft_notify_max_queue_usage = 0.5;
 
 static const struct config_enum_entry ft_provider_options[] = {
 	{"generic", FT_PROVIDER_GENERIC, false},
@@ -66,7 +71,46 @@ static const struct config_enum_entry ft_provider_options[] = {
 };
 
 /*
- * Accept an empty URL (workers stay idle) or an absolute http(s) URL.
+ * Whether the host of an URL's authority (host[:port], [v6][:port], len
+ * bytes at host) is the loopback interface: "localhost", 127.0.0.0/8 or
+ * [::1], written as such (no name resolution here).
+ */
+static bool
+ft_host_is_loopback(const char *host, size_t len)
+{
+	char		buf[64];
+	unsigned char addr[16];
+	const char *end;
+
+	if (len >= sizeof(buf))
+		return false;
+	if (host[0] == '[')
+	{
+		end = memchr(host, ']', len);
+		if (end == NULL || (size_t) (end - host - 1) >= sizeof(buf))
+			return false;
+		memcpy(buf, host + 1, end - host - 1);
+		buf[end - host - 1] = '\0';
+		return inet_pton(AF_INET6, buf, addr) == 1 &&
+			memcmp(addr, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0;
+	}
+	end = memchr(host, ':', len);
+	if (end != NULL)
+		len = end - host;
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	if (pg_strcasecmp(buf, "localhost") == 0)
+		return true;
+	return inet_pton(AF_INET, buf, addr) == 1 && addr[0] == 127;
+}
+
+/*
+ * Accept an empty URL (workers stay idle) or an absolute http(s) URL
+ * without credentials: the token travels in the Authorization header only,
+ * never in a URL that is logged and shown to pg_read_all_settings.  Plain
+ * http:// would send the token in clear: only to the loopback interface,
+ * unless ft_orders.allow_insecure_http is on (a postmaster setting, defined
+ * before this one, so its value is settled whenever this hook runs).
  * libcurl is told the same protocol list, so this is a first line of
  * defence and the place where an operator gets a clear message.
  */
@@ -75,11 +119,14 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 {
 	const char *url = *newval;
 	const char *rest;
+	size_t		authority;
+	bool		plain;
 
 	if (url == NULL || url[0] == '\0')
 		return true;
 
-	if (pg_strncasecmp(url, "http://", 7) == 0)
+	plain = pg_strncasecmp(url, "http://", 7) == 0;
+	if (plain)
 		rest = url + 7;
 	else if (pg_strncasecmp(url, "https://", 8) == 0)
 		rest = url + 8;
@@ -109,6 +156,23 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 			GUC_check_errdetail("The URL contains a space, a control character or a non-ASCII byte.");
 			return false;
 		}
+	}
+
+	authority = strcspn(rest, "/?#");
+	if (memchr(rest, '@', authority) != NULL)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("invalid value for parameter \"ft_orders.gateway_url\"");
+		GUC_check_errdetail("The URL contains credentials (user:password@); the gateway token goes in ft_orders.gateway_token.");
+		return false;
+	}
+	if (plain && !ft_allow_insecure_http && !ft_host_is_loopback(rest, authority))
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("invalid value for parameter \"ft_orders.gateway_url\"");
+		GUC_check_errdetail("A plain http:// URL would send the gateway token in clear; it is accepted only for localhost, 127.0.0.0/8 and [::1].");
+		GUC_check_errhint("Use https://, or set ft_orders.allow_insecure_http = on and restart the server.");
+		return false;
 	}
 	return true;
 }
@@ -266,6 +330,28 @@ ft_check_gateway_token(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * What SHOW, current_setting() and pg_settings print for the token.
+ * GUC_SUPERUSER_ONLY still lets members of pg_read_all_settings (and so
+ * pg_monitor, the exporter's role) read a setting: only a superuser sees
+ * the value, anyone else a mask ("file:" values, a path, stay readable so
+ * that a monitoring role can tell which file is used).  Outside a
+ * transaction no role can be checked: masked.
+ */
+static const char *
+ft_show_gateway_token(void)
+{
+	const char *token = ft_gateway_token;
+
+	if (token == NULL || token[0] == '\0')
+		return "";
+	if (strncmp(token, FT_TOKEN_FILE_PREFIX, strlen(FT_TOKEN_FILE_PREFIX)) == 0)
+		return token;
+	if (IsTransactionState() && superuser())
+		return token;
+	return "********";
+}
+
+/*
  * Every (re)load of the setting, changed or not, bumps a generation
  * counter: a worker re-reads a token file when it sees a new generation,
  * so rotating the file's content and sending SIGHUP is enough.  No I/O
@@ -343,6 +429,16 @@ ft_define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	/* before gateway_url: its check hook reads this */
+	DefineCustomBoolVariable("ft_orders.allow_insecure_http",
+							 "Accept a plain http:// ft_orders.gateway_url to a host other than the loopback interface.",
+							 "The gateway token then travels in clear.",
+							 &ft_allow_insecure_http,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomStringVariable("ft_orders.gateway_url",
 							   "Base URL of the payment gateway (http or https).",
 							   "Empty leaves the workers idle.",
@@ -364,12 +460,13 @@ ft_define_gucs(void)
 
 	DefineCustomStringVariable("ft_orders.gateway_token",
 							   "Bearer token sent to the gateway.",
-							   "Only superusers can see this setting.  \"file:/path\" reads the token from that file, so that only the path is ever logged.",
+							   "Only superusers see its value (members of pg_read_all_settings see a mask).  \"file:/path\" reads the token from that file, so that only the path is ever logged.",
 							   &ft_gateway_token,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   ft_check_gateway_token, ft_assign_gateway_token, NULL);
+							   ft_check_gateway_token, ft_assign_gateway_token,
+							   ft_show_gateway_token);
 
 	DefineCustomIntVariable("ft_orders.request_timeout",
 							"Timeout of one whole gateway request.",
@@ -550,6 +647,15 @@ ft_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("ft_orders.notify_max_queue_usage",
+							 "Notification queue usage (0.5 = 50 %) above which status changes are recorded without NOTIFY ft_orders_events.",
+							 "A LISTEN session idle in a transaction fills the queue; a full queue would make every commit that notifies fail.  0 turns the notifications off.",
+							 &ft_notify_max_queue_usage,
+							 0.5, 0.0, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ft_orders");
 }

@@ -46,6 +46,7 @@ extern char *ft_ca_file;
 extern int	ft_history_retention_s;
 extern int	ft_gateway_key_ttl_s;
 extern int	ft_action_timeout_s;
+extern bool ft_allow_insecure_http;
 
 /* ft_orders.gateway_token = 'file:/path': the token is that file's content */
 #define FT_TOKEN_FILE_PREFIX	"file:"

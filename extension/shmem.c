@@ -94,6 +94,8 @@ ft_shmem_startup(void)
 			pg_atomic_init_u64(&db->throttled, 0);
 			pg_atomic_init_u32(&db->concurrency_limit_now, 0);
 			pg_atomic_init_u64(&db->concurrency_active_at, 0);
+			SpinLockInit(&db->claim_floor.mutex);
+			db->claim_floor.floor = DT_NOBEGIN;
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -31,6 +31,8 @@
  *	  before each claim, and the critical sections are a few arithmetic
  *	  operations (bgworker/admission.c).  Each database counts its own
  *	  workers' waits in ft_db->throttled (atomic).
+ *	- claim_floor has its own spinlock, held for a comparison and an
+ *	  assignment, once per claim (bgworker/claim_floor.c).
  *	- The adaptive concurrency limit and the circuit's failure window live
  *	  in FtGatewayStats under ft_db->lock, fed with each completed
  *	  batch; concurrency_limit_now is also read lock-free (an int).
@@ -178,6 +180,21 @@ typedef struct FtGatewayLimits
 								 * never (the bucket starts full) */
 } FtGatewayLimits;
 
+/*
+ * The claim floor (bgworker/claim_floor.c): the least next_attempt_at a
+ * claim of this database needs to look at.  Under mutex; raised by the
+ * payment workers after a claim commits, lowered (with generation + 1) by
+ * the launcher's sweep, at its start and when the clock went back.
+ */
+typedef struct FtClaimFloor
+{
+	slock_t		mutex;
+	TimestampTz floor;			/* DT_NOBEGIN: none, claims start at the
+								 * head of the index */
+	uint64		generation;		/* + 1 whenever the floor is lowered: a
+								 * claim that started before raises nothing */
+} FtClaimFloor;
+
 typedef struct FtDatabaseState
 {
 	NameData	dbname;			/* from ft_orders.database, set at start */
@@ -200,6 +217,7 @@ typedef struct FtDatabaseState
 											 * 0: not started (slow start) */
 	pg_atomic_uint64 concurrency_active_at; /* last completion (µs): after a
 											 * long idle, slow start again */
+	FtClaimFloor claim_floor;
 	FtWorkerSlot workers[FT_MAX_WORKERS];
 } FtDatabaseState;
 

@@ -121,6 +121,9 @@ pi_lost=$(curl -fsS -H "Authorization: Bearer sk_test_intents" -H "Idempotency-K
 	-d "amount=1700&currency=eur&metadata%5Border_id%5D=$o_lost&payment_method=pm_card_visa&confirm=true" \
 	"$GW_URL/v1/payment_intents" | jq -r .id)
 like "$pi_lost" '^pi_fake[0-9]+$' "search: the lost order's intent exists at the gateway ($pi_lost)"
+# the lost order stands for one placed before 1.4 (first sent without its
+# payment_key): only such an order is searched and matched by its order_id
+psql_q "UPDATE ft_orders.orders SET match_by_order_id = true WHERE order_id = $o_lost" >/dev/null
 creates_before=$(intents creates)
 pg_set ft_orders.gateway_key_ttl '1s'
 sleep 1

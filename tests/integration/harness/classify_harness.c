@@ -247,11 +247,23 @@ check_stripe(void)
 	tap(strstr(body.data, "metadata%5Bpayment_key%5D=") != NULL,
 		"stripe_charges: the request carries metadata[payment_key]", body.data);
 
+	/* an order whose first request carried its payment_key (1.4 on) */
+	path = ft_provider_stripe.lookup_path(&req);
+	tap(strcmp(path, "/v1/payment_intents/search?query=metadata%5B%27payment_key%27%5D%3A%27"
+			   "0b7d5a4e-1111-2222-3333-444455556666%27&limit=100") == 0,
+		"stripe: the look-up of an order placed from 1.4 on searches its payment_key only", path);
+	c = stripe_lookup(200, legacy, &req);
+	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign && c.payment_id == NULL,
+		"stripe: an intent without payment_key, with the order's id, amount and currency, does not settle an order placed from 1.4 on",
+		c.error);
+
+	/* an order whose first request may have gone out without it */
+	req.match_by_order_id = true;
 	path = ft_provider_stripe.lookup_path(&req);
 	tap(strcmp(path, "/v1/payment_intents/search?query=metadata%5B%27payment_key%27%5D%3A%27"
 			   "0b7d5a4e-1111-2222-3333-444455556666%27%20OR%20metadata%5B%27order_id%27%5D%3A%271%27"
 			   "&limit=100") == 0,
-		"stripe: the look-up searches the payment_key, or the order_id", path);
+		"stripe: the look-up of an order placed before 1.4 searches the payment_key, or the order_id", path);
 
 	c = stripe_lookup(200, other, &req);
 	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign && c.payment_id == NULL &&
@@ -277,6 +289,24 @@ check_stripe(void)
 	c = stripe_lookup(200, more, &req);
 	tap(c.outcome == FT_OUTCOME_RETRY,
 		"stripe: nothing of the order's on an incomplete result: retried, not unknown", c.error);
+
+	/* refunds carry their refund_key as metadata when created from 1.5 on */
+	{
+		FtPaymentRequest rr = req;
+
+		rr.pending_ref = "pi_b";
+		rr.refund_id = 7;
+		rr.refund_key = "5e5e5e5e-1111-2222-3333-444455556666";
+		rr.refund_amount = 500;
+		ft_provider_stripe.build_refund(&rr, &body);
+		tap(strcmp(body.data, "payment_intent=pi_b&amount=500&metadata%5Brefund_id%5D=7") == 0,
+			"stripe: a refund created before 1.5 is sent as first sent, without its refund_key", body.data);
+		rr.refund_key_in_metadata = true;
+		ft_provider_stripe.build_refund(&rr, &body);
+		tap(strcmp(body.data, "payment_intent=pi_b&amount=500&metadata%5Brefund_id%5D=7"
+				   "&metadata%5Brefund_key%5D=5e5e5e5e-1111-2222-3333-444455556666") == 0,
+			"stripe: a refund created from 1.5 on carries metadata[refund_key]", body.data);
+	}
 
 	/* hostile search results: any verdict, no invalid access */
 	{
