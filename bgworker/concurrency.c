@@ -3,7 +3,8 @@
  * concurrency.c
  *	  The adaptive in-flight limit (ft_orders.adaptive_concurrency): how
  *	  many requests each payment worker may have under way, between 1 and
- *	  ft_orders.max_in_flight (docs/design.md, "Adaptive concurrency").
+ *	  ft_orders.max_in_flight, or ft_orders.max_in_flight_ceiling for a
+ *	  slow but healthy gateway (docs/design.md, "Adaptive concurrency").
  *
  * AIMD with slow start, as TCP and Netflix's concurrency-limits AIMDLimit
  * do it, with a latency signal in the manner of TCP Vegas:
@@ -77,6 +78,23 @@
 #define FT_AC_LATENCY_SLACK_MS	100.0
 #define FT_AC_SMOOTHING			16.0	/* weight 1/16 per reply */
 #define FT_UNAVAILABLE_SMOOTHING	(1.0 / 32)	/* the 503 share, per reply */
+#define FT_AC_SLOW_GATEWAY_MS	50.0	/* beyond max_in_flight from here */
+
+/*
+ * The highest limit now: max_in_flight, or max_in_flight_ceiling while
+ * the gateway is slow (its smoothed latency, the worker's own delays left
+ * out, at least FT_AC_SLOW_GATEWAY_MS): then the round trip, not the
+ * worker's CPU, bounds a drain, and more requests in flight are what the
+ * gateway can take.  Its 429s and latency still bring the limit down.
+ */
+static double
+ft_concurrency_ceiling(const FtGatewayStats *gw)
+{
+	if (ft_max_in_flight_ceiling > ft_max_in_flight &&
+		gw->rtt_smoothed >= FT_AC_SLOW_GATEWAY_MS)
+		return (double) ft_max_in_flight_ceiling;
+	return (double) ft_max_in_flight;
+}
 
 /* slow start's first limit under the current settings */
 static double
@@ -108,7 +126,7 @@ ft_concurrency_limit(void)
 									   GetCurrentTimestamp(), FT_AC_IDLE_MS))
 			return (int) ft_concurrency_initial();
 	}
-	return (int) Min(v, (uint32) ft_max_in_flight);
+	return (int) Min(v, (uint32) Max(ft_max_in_flight, ft_max_in_flight_ceiling));
 }
 
 /*
@@ -135,7 +153,7 @@ void
 ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 {
 	FtGatewayStats *gw = &ft_db->gateway;
-	double		max = (double) ft_max_in_flight;
+	double		max;
 	double		limit = gw->concurrency_limit;
 	double		doubling_until;
 	double		baseline;
@@ -171,7 +189,6 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		gw->last_completion_at = now;
 		pg_atomic_write_u64(&ft_db->concurrency_active_at, (uint64) now);
 	}
-	limit = Min(limit, max);
 
 	/* the least latency of this period and of the one before */
 	if (gw->rtt_period_start == 0 ||
@@ -192,6 +209,9 @@ ft_concurrency_report_locked(const FtJob *job, TimestampTz now)
 		gw->rtt_smoothed = (gw->rtt_smoothed <= 0) ? (float4) job->listened_ms :
 			(float4) (gw->rtt_smoothed +
 					  (job->listened_ms - gw->rtt_smoothed) / FT_AC_SMOOTHING);
+
+	max = ft_concurrency_ceiling(gw);
+	limit = Min(limit, max);
 
 	slow = job->timed_out || job->http_status == 503;
 	if (!slow && job->http_status > 0 && baseline > 0)

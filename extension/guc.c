@@ -54,6 +54,7 @@ double		ft_circuit_failure_rate = 0.5;
 double		ft_rate_limit = 0;
 int			ft_rate_limit_burst = 0;
 bool		ft_adaptive_concurrency = true;
+int			ft_max_in_flight_ceiling = 0;
 int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
@@ -593,6 +594,15 @@ ft_define_gucs(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.max_in_flight_ceiling",
+							"How far adaptive concurrency may raise each worker's in-flight limit above ft_orders.max_in_flight for a slow but healthy gateway.",
+							"0, or a value at or below ft_orders.max_in_flight: never above it.",
+							&ft_max_in_flight_ceiling,
+							0, 0, FT_MAX_IN_FLIGHT,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.idempotency_ttl",
 							"Age after which idempotency keys are purged.",

@@ -357,7 +357,8 @@ ft_gateway_limits_snapshot(FtGatewayLimitsView *view)
 	LWLockRelease(ft_db->lock);
 	view->failure_rate = (n > 0) ? (double) failures / n : -1;
 
-	if (ft_adaptive_concurrency && limit > 0 && limit < (uint32) ft_max_in_flight)
+	if (ft_adaptive_concurrency && limit > 0 &&
+		limit <= (uint32) Max(ft_max_in_flight, ft_max_in_flight_ceiling))
 		view->concurrency_limit = (int) limit;
 }
 
