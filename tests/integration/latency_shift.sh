@@ -11,6 +11,7 @@
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/limits.sh"
 
 N=200
 MAX=16
@@ -33,14 +34,7 @@ is "$(psql_q "SELECT concurrency_limit FROM ft_orders.gateway_status")" "$MAX" \
 
 gw_faults '{"latency_ms":500}' || bail_out "could not set faults"
 place_orders slow "$N"
-min_limit=$MAX
-deadline=$(($(date +%s) + 90))
-while [ "$(date +%s)" -le "$deadline" ]; do
-	read -r l p < <(psql_q "SELECT concurrency_limit, (SELECT count(*) FROM ft_orders.orders WHERE status = 'paid') FROM ft_orders.gateway_status" | tr '|' ' ')
-	[ "$l" -lt "$min_limit" ] && min_limit=$l
-	[ "$p" -eq $((2 * N)) ] && break
-	sleep 0.2
-done
+read -r min_limit _ < <(limit_range $((2 * N)))
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "$((2 * N))" "500 ms: all $N orders paid"
 cmp_ok "$min_limit" -lt "$MAX" "500 ms: the limit went down (to $min_limit)"
 cmp_ok "$(psql_q "SELECT latency_p99_ms::int FROM ft_orders.gateway_status")" -ge 400 "the gateway did slow down (p99 of the last 1024 requests)"
@@ -54,14 +48,7 @@ pg_set ft_orders.max_in_flight_ceiling 64
 gw_faults '{"latency_ms":200}' || bail_out "could not set faults"
 sleep 0.5
 place_orders steady "$((2 * N))"
-max_limit=0
-deadline=$(($(date +%s) + 90))
-while [ "$(date +%s)" -le "$deadline" ]; do
-	read -r l p < <(psql_q "SELECT concurrency_limit, (SELECT count(*) FROM ft_orders.orders WHERE status = 'paid') FROM ft_orders.gateway_status" | tr '|' ' ')
-	[ "$l" -gt "$max_limit" ] && max_limit=$l
-	[ "$p" -eq $((4 * N)) ] && break
-	sleep 0.2
-done
+read -r _ max_limit < <(limit_range $((4 * N)))
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "$((4 * N))" "200 ms: all $((2 * N)) orders paid"
 cmp_ok "$max_limit" -gt "$MAX" "200 ms with max_in_flight_ceiling 64: the limit grew above max_in_flight (to $max_limit)"
 cmp_ok "$max_limit" -le 64 "... and stayed at or under the ceiling"
