@@ -11,6 +11,7 @@ EXTENSION_OBJS = \
 	extension/orders_read.o \
 	extension/dead_letters.o \
 	extension/maintenance.o \
+	extension/gateway_mode.o \
 	extension/drop_database.o \
 	extension/status_views.o \
 	extension/metrics.o \
@@ -21,6 +22,7 @@ BGWORKER_OBJS = \
 	bgworker/launcher.o \
 	bgworker/payment_worker.o \
 	bgworker/worker_job.o \
+	bgworker/attempts.o \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
 	bgworker/outbox_batch.o \
@@ -92,6 +94,8 @@ endif
 
 .PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench fuzz soak partition
 
+# what `make test` needs (the test stack); `make demo` and `make deb`
+# install only what they need themselves (tests/setup/deps.sh)
 deps:
 	bash tests/setup/deps.sh
 

@@ -153,6 +153,11 @@ typedef struct FtProvider
 	/* request Content-Type; NULL: application/json */
 	const char *content_type;
 	/*
+	 * Optional: one more header line for every request ("Name: value"),
+	 * or NULL for none; read at each request (it may follow a setting).
+	 */
+	const char *(*request_header) (void);
+	/*
 	 * Optional: a palloc'd path (appended to gateway_url) to GET instead of
 	 * POSTing a new payment, when req->pending_ref names a payment the
 	 * gateway is still working on; NULL: POST as usual.
@@ -257,7 +262,7 @@ typedef void (*FtHttpDoneCallback) (void *owner, const FtGatewayReply *reply,
 extern void ft_http_init(void);
 extern void ft_http_shutdown(void);
 extern bool ft_http_start(void *owner, const char *url, const char *payment_key,
-						  const char *content_type,
+						  const char *content_type, const char *extra_header,
 						  const char *body, size_t body_len,
 						  bool fresh_connection,
 						  char *errbuf, size_t errlen);

@@ -444,7 +444,7 @@ ft_http_deaf_us(TimestampTz now)
 
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
-			  const char *content_type,
+			  const char *content_type, const char *extra_header,
 			  const char *body, size_t body_len, bool fresh_connection,
 			  char *errbuf, size_t errlen)
 {
@@ -480,6 +480,11 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 	if (!ft_http_add_header(h, "Accept: application/json") ||
 		!ft_http_add_header(h, "Expect:") ||
 		(body != NULL && !ft_http_add_header(h, line)))
+	{
+		snprintf(errbuf, errlen, "out of memory building request headers");
+		goto fail;
+	}
+	if (extra_header != NULL && !ft_http_add_header(h, extra_header))
 	{
 		snprintf(errbuf, errlen, "out of memory building request headers");
 		goto fail;

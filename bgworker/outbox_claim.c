@@ -184,14 +184,21 @@ static const char *const ft_unskew_sql_1_3 =
 " WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)"
 "   AND (NOT lookup OR next_attempt_at > now() + make_interval(secs => $2::float8 / 1000))";
 
-/* unfinished work of a stopping worker: due again at once */
+/*
+ * unfinished work of a stopping worker: due again at once, and the
+ * attempt its claim counted given back ($3: attempts.c)
+ */
 static const char *const ft_release_sql =
 "UPDATE ft_orders.outbox ob"
-"   SET next_attempt_at = now(), lease_until = NULL"
-"  FROM unnest($1::bigint[], $2::timestamptz[]) AS r(event_id, lease_until)"
+"   SET next_attempt_at = now(), lease_until = NULL,"
+"       attempts = greatest(ob.attempts - r.uncounted, 0)"
+"  FROM unnest($1::bigint[], $2::timestamptz[], $3::int[])"
+"       AS r(event_id, lease_until, uncounted)"
 " WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until";
 
-static const FtJobColumn ft_release_cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+static const FtJobColumn ft_release_cols[] = {
+	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_UNCOUNTED
+};
 
 static FtJobStatement ft_release = {
 	ft_release_sql, ft_release_cols, lengthof(ft_release_cols),
@@ -400,14 +407,21 @@ ft_outbox_next_due(void)
 }
 
 /*
- * Give back the leases of jobs whose outcome is unknown (shutdown): due
- * again at once, for any worker.
+ * Give back the leases of jobs whose outcome is unknown (shutdown) or that
+ * were never sent (an interrupted claim): due again at once, for any
+ * worker.  The attempt does not count towards max_attempts (attempts.c),
+ * except on a schema older than 1.3, whose update takes outbox.attempts
+ * > 0 for "sent".  (Leases released by the launcher after a crash keep
+ * their attempt: a reply that crashes the server must not be retried for
+ * ever.)
  */
 void
 ft_outbox_release(FtJob **jobs, int njobs)
 {
 	if (njobs <= 0)
 		return;
+	for (int i = 0; i < njobs; i++)
+		jobs[i]->uncounted = (jobs[i]->claim.schema >= FT_SCHEMA_1_3) ? 1 : 0;
 	ft_outbox_run_jobs(&ft_release, jobs, njobs);
 }
 

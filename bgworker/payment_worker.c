@@ -231,17 +231,9 @@ ft_record_due(TimestampTz now)
 }
 
 /*
- * Commit a transaction that claimed *nclaimed events (ft_claims), waiting
- * as synchronous_commit says.  If a shutdown, a die or a query cancel came
- * while it waited, the claim may not be on the synchronous standby:
- * nothing of it may be sent.  Then the leases are released (async), the
- * jobs freed and *nclaimed set to 0; a shutdown continues in the main
- * loop, a die (postmaster death) ends the process here.
- */
-/*
  * Send none of the *nclaimed events just claimed: release their leases
- * (async; each keeps the attempt its claim counted, as at a shutdown),
- * free the jobs, set *nclaimed to 0.
+ * (async; the attempt each claim counted is given back, as at a
+ * shutdown), free the jobs, set *nclaimed to 0.
  */
 static void
 ft_release_claims(int *nclaimed, const char *what)
@@ -256,6 +248,14 @@ ft_release_claims(int *nclaimed, const char *what)
 	*nclaimed = 0;
 }
 
+/*
+ * Commit a transaction that claimed *nclaimed events (ft_claims), waiting
+ * as synchronous_commit says.  If a shutdown, a die or a query cancel came
+ * while it waited, the claim may not be on the synchronous standby:
+ * nothing of it may be sent.  Then the leases are released (async), the
+ * jobs freed and *nclaimed set to 0; a shutdown continues in the main
+ * loop, a die (postmaster death) ends the process here.
+ */
 static void
 ft_claim_commit(int *nclaimed)
 {

@@ -59,6 +59,8 @@ int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
 int			ft_history_retention_s = 7 * 86400;
+int			ft_audit_retention_s = 400 * 86400;
+char	   *ft_stripe_api_version = NULL;
 int			ft_gateway_key_ttl_s = 86400;
 int			ft_action_timeout_s = 3600;
 bool		ft_allow_insecure_http = false;
@@ -265,6 +267,40 @@ static void
 ft_assign_database(const char *newval, void *extra)
 {
 	ft_databases = (const FtDatabaseList *) extra;
+}
+
+/*
+ * ft_orders.stripe_api_version: empty (the account's default) or a Stripe
+ * API version such as 2024-06-20 or 2024-09-30.acacia, sent as the
+ * Stripe-Version header: letters, digits, '-', '.' and '_' only, so that
+ * it can never break the header.
+ */
+static bool
+ft_check_stripe_api_version(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (strlen(v) > FT_STRIPE_API_VERSION_MAX)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errdetail("A Stripe API version has at most %d characters.",
+							FT_STRIPE_API_VERSION_MAX);
+		return false;
+	}
+	for (const char *p = v; *p; p++)
+	{
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+			  (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '.' || *p == '_'))
+		{
+			GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+			GUC_check_errdetail("A Stripe API version such as %s holds only letters, digits, '-', '.' and '_'.",
+								FT_STRIPE_API_VERSION_DEFAULT);
+			return false;
+		}
+	}
+	return true;
 }
 
 /*
@@ -632,10 +668,19 @@ ft_define_gucs(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.history_retention",
-							"Age after which payment_attempts and order_events rows are purged.",
-							NULL,
+							"Age after which gateway_events rows (webhook events) are purged.",
+							"The payment audit trail, payment_attempts and order_events, is kept for ft_orders.audit_retention.",
 							&ft_history_retention_s,
 							7 * 86400, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.audit_retention",
+							"Age after which payment_attempts and order_events rows (the payment audit trail) are purged.",
+							"Keep it longer than the window in which customers may dispute a payment.",
+							&ft_audit_retention_s,
+							400 * 86400, 60, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
@@ -666,6 +711,15 @@ ft_define_gucs(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ft_orders.stripe_api_version",
+							   "Stripe API version sent as the Stripe-Version header by the stripe providers.",
+							   "The replies are parsed for this version; empty sends no header, so that replies follow the account's default version.",
+							   &ft_stripe_api_version,
+							   FT_STRIPE_API_VERSION_DEFAULT,
+							   PGC_SIGHUP,
+							   0,
+							   ft_check_stripe_api_version, NULL, NULL);
 
 	MarkGUCPrefixReserved("ft_orders");
 }

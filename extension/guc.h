@@ -45,6 +45,12 @@ extern int	ft_idempotency_ttl_s;
 extern bool ft_tls_verify;
 extern char *ft_ca_file;
 extern int	ft_history_retention_s;
+extern int	ft_audit_retention_s;
+extern char *ft_stripe_api_version;
+
+/* the Stripe API version the stripe providers are written for */
+#define FT_STRIPE_API_VERSION_DEFAULT	"2024-06-20"
+#define FT_STRIPE_API_VERSION_MAX		64
 extern int	ft_gateway_key_ttl_s;
 extern int	ft_action_timeout_s;
 extern bool ft_allow_insecure_http;

@@ -2,9 +2,11 @@
  *
  * maintenance.c
  *	  Housekeeping callable from SQL and run periodically by the launcher:
- *	  purging expired idempotency keys and old history rows.  Also the
- *	  install-time checks: the extension is created in a database the
- *	  workers serve, into a schema that only superusers control.
+ *	  purging expired idempotency keys and old history rows (the payment
+ *	  audit trail after audit_retention, webhook events after
+ *	  history_retention).  Also the install-time checks: the extension is
+ *	  created in a database the workers serve, into a schema that only
+ *	  superusers control.
  *
  * From schema 1.2 on, purging a key also counts its purge generation up
  * (ft_orders.idempotency_key_generations, one row per key ever purged, in
@@ -269,16 +271,17 @@ ft_orders_purge_history(PG_FUNCTION_ARGS)
 {
 	int64		n;
 
+	/* the payment audit trail: kept for disputes */
 	n = ft_delete_older_than(
 							 "DELETE FROM ft_orders.payment_attempts"
 							 " WHERE started_at OPERATOR(pg_catalog.<)"
 							 "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
-							 ft_history_retention_s);
+							 ft_audit_retention_s);
 	n += ft_delete_older_than(
 							  "DELETE FROM ft_orders.order_events"
 							  " WHERE created_at OPERATOR(pg_catalog.<)"
 							  "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
-							  ft_history_retention_s);
+							  ft_audit_retention_s);
 	/* webhook events (1.3): their ids dedupe redeliveries until then */
 	if (ft_schema_version() >= FT_SCHEMA_1_3)
 		n += ft_delete_older_than(

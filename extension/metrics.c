@@ -194,7 +194,7 @@ ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
 		snprintf(ids[i], sizeof(ids[i]), "%d", slots[i].worker_id);
 
 	ft_family(buf, "worker_processed_total", "counter",
-			  "Gateway outcomes recorded by the payment worker, of any kind.");
+			  "Requests whose outcome the payment worker recorded, of any kind: every attempt (retries and look-ups included), not orders.");
 	for (int i = 0; i < FT_MAX_WORKERS; i++)
 		if (slots[i].in_use)
 			ft_sample(buf, "worker_processed_total", "worker", ids[i], NULL, NULL,
