@@ -247,10 +247,30 @@ drain_once()
 # measured too, as drain_defaults_per_s
 DRAIN_INFLIGHT=${FT_BENCH_DRAIN_INFLIGHT:-256}
 DRAIN_BATCH=${FT_BENCH_DRAIN_BATCH:-500}
-# the rate-limited drain: the fake gateway allows RL_RATE requests/s (429
-# with Retry-After beyond), RL_N orders, no ft_orders.rate_limit
+# the rate-limited drains: the fake gateway allows RL_RATE (and
+# RL_RATE_LOW) requests/s (429 with Retry-After beyond), 15 s worth of
+# orders (RL_N), no ft_orders.rate_limit, the default settings
 RL_RATE=${FT_BENCH_RL_RATE:-100}
 RL_N=${FT_BENCH_RL_N:-$((RL_RATE * 15))}
+RL_RATE_LOW=${FT_BENCH_RL_RATE_LOW:-50}
+RL_N_LOW=$((RL_N * RL_RATE_LOW / RL_RATE))
+
+# rl_drain LABEL RATE N -> "goodput_ratio 429_share" of one drain against
+# the fake gateway limited to RATE requests/s (the whole drain, first
+# second included), or nothing when not all N were paid
+rl_drain()
+{
+	local label=$1 rate=$2 n=$3 r req lim steady
+	gw_faults "{\"rate_limit_per_s\":$rate}"
+	r=$(drain_once "$label" "$n") || { gw_faults reset; return 0; }
+	req=$(curl -fsS "$GW_URL/ledger" | jq -r .requests)
+	lim=$(curl -fsS "$GW_URL/ledger" | jq -r .rate_limited)
+	# after the first 3 s: "requests limited ok seconds"
+	steady=$("$PY" "$ROOT/tests/integration/harness/gateway_log.py" "$GW_URL" steady 3)
+	log "drain $label: $lim of $req requests answered 429; after the first 3 s: $steady (requests, 429s, accepted, seconds)"
+	echo "$(echo "$r / $rate" | bc -l) $(echo "$lim / $req" | bc -l) $(echo "$steady" | awk '$1 > 0 {print $2 / $1}')"
+	gw_faults reset
+}
 
 drain_settings()	# INFLIGHT BATCH (empty: defaults)
 {
@@ -268,7 +288,7 @@ bench_drain()
 {
 	log "drain: $DRAIN_N orders x $DRAIN_RUNS per setting (max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH; also the defaults); wrk baseline ${WRK_SECS}s"
 	gw_faults reset
-	local ceil zero="" aoff="" lat="" flt="" fl25="" rlg="" rl429="" rl429s="" dflt="" r i req lim steady
+	local ceil zero="" aoff="" lat="" flt="" fl25="" ra20="" rlg="" rl429="" rl429s="" rlg50="" rl429_50="" dflt="" r i g s429 s3
 	ceil=$(wrk_ceiling)
 	log "fake gateway ceiling (wrk -t2 -c64): $ceil req/s"
 	for i in $(seq 1 "$DRAIN_RUNS"); do
@@ -305,22 +325,23 @@ bench_drain()
 		r=$(drain_once "fl25$i" "$DRAIN_N") && fl25="$fl25 $r"
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
+		pg_reload
+		# a flaky backend that says when to come back: its Retry-After
+		# (1 s, under the default backoff_max) delays that order only
+		gw_faults reset
+		gw_faults '{"fail_rate":0.2,"fail_status":503,"retry_after_s":1}'
+		r=$(drain_once "ra20$i" "$DRAIN_N") && ra20="$ra20 $r"
 		psql_q "ALTER SYSTEM RESET ft_orders.max_attempts" >/dev/null
 		gw_faults reset
-		# a gateway limited to RL_RATE/s, nothing configured on our side
-		gw_faults "{\"rate_limit_per_s\":$RL_RATE}"
-		if r=$(drain_once "rl$i" "$RL_N"); then
-			rlg="$rlg $(echo "$r / $RL_RATE" | bc -l)"
-			req=$(curl -fsS "$GW_URL/ledger" | jq -r .requests)
-			lim=$(curl -fsS "$GW_URL/ledger" | jq -r .rate_limited)
-			rl429="$rl429 $(echo "$lim / $req" | bc -l)"
-			# after the first 3 s: "requests limited ok seconds"
-			steady=$("$PY" "$ROOT/tests/integration/harness/gateway_log.py" "$GW_URL" steady 3)
-			log "drain rl$i after the first 3 s: $steady (requests, 429s, accepted, seconds)"
-			rl429s="$rl429s $(echo "$steady" | awk '$1 > 0 {print $2 / $1}')"
-		fi
-		gw_faults reset
+		# gateways limited to RL_RATE/s and RL_RATE_LOW/s, nothing
+		# configured on our side, the default settings
 		drain_settings
+		g="" s429="" s3=""
+		read -r g s429 s3 < <(rl_drain "rl$i" "$RL_RATE" "$RL_N") || true
+		[ -n "${g:-}" ] && { rlg="$rlg $g"; rl429="$rl429 $s429"; rl429s="$rl429s $s3"; }
+		g="" s429="" s3=""
+		read -r g s429 s3 < <(rl_drain "rllow$i" "$RL_RATE_LOW" "$RL_N_LOW") || true
+		[ -n "${g:-}" ] && { rlg50="$rlg50 $g"; rl429_50="$rl429_50 $s429"; }
 	done
 	local mz
 	mz=$(median "$zero")
@@ -333,9 +354,12 @@ bench_drain()
 	fig drain_latency20_vs_zero ratio "" "$rl" "" "median drain with 20 ms gateway latency / median drain at 0 ms (same settings)"
 	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, default circuit settings; baseline: drain_per_s"
 	fig drain_flaky25_per_s "payments/s" "$mz" "$fl25" "" "fail_rate 0.25 (500), backoff_base 10ms, backoff_max 200ms, default circuit settings; baseline: drain_per_s"
-	fig drain_ratelimited_goodput_ratio ratio "" "$rlg" "" "$RL_N orders against the fake gateway limited to $RL_RATE requests/s (token bucket, 429 + Retry-After beyond), no ft_orders.rate_limit, adaptive concurrency on: payments/s / $RL_RATE"
-	fig drain_ratelimited_429_share ratio "" "$rl429" "" "the same drain: requests answered 429 / all requests at the gateway (the first burst of 2 x max_in_flight included)"
+	fig drain_retry_after20_per_s "payments/s" "$mz" "$ra20" "" "fail_rate 0.2 (503 with Retry-After: 1), default backoff (the Retry-After delays that order only), max_attempts 100; baseline: drain_per_s"
+	fig drain_ratelimited_goodput_ratio ratio "" "$rlg" "" "$RL_N orders against the fake gateway limited to $RL_RATE requests/s (token bucket, 429 + Retry-After beyond), no ft_orders.rate_limit, default settings: payments/s / $RL_RATE"
+	fig drain_ratelimited_429_share ratio "" "$rl429" "" "the same drain: requests answered 429 / all requests at the gateway, the whole drain (the first second included)"
 	fig drain_ratelimited_429_share_after3s ratio "" "$rl429s" "" "the same, counting only the requests that arrived after the first 3 s of the drain"
+	fig drain_ratelimited50_goodput_ratio ratio "" "$rlg50" "" "$RL_N_LOW orders against the fake gateway limited to $RL_RATE_LOW requests/s, as drain_ratelimited_goodput_ratio: payments/s / $RL_RATE_LOW"
+	fig drain_ratelimited50_429_share ratio "" "$rl429_50" "" "the same drain: requests answered 429 / all requests at the gateway, the whole drain"
 	# where the CPU goes (both share the 2 cores): per payment, whole drain
 	local wz gz wl gl
 	wz=$(cpu_runs zero 1); gz=$(cpu_runs zero 2); wl=$(cpu_runs lat 1); gl=$(cpu_runs lat 2)

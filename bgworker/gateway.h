@@ -108,6 +108,9 @@ typedef struct FtGatewayReply
 	const char *body;			/* NUL-terminated; may contain anything */
 	size_t		body_len;
 	time_t		now;			/* reference for an HTTP-date Retry-After */
+	double		listened_ms;	/* of the request's time, how long the worker
+								 * was waiting on its sockets: the reply
+								 * did not wait for the worker then */
 
 	/*
 	 * Any other header of the reply, for a provider's own headers: use

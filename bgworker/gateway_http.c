@@ -72,6 +72,7 @@ typedef struct FtHttpHandle
 	bool		out_of_memory;
 	char		retry_after[FT_RETRY_AFTER_LEN];
 	char		errbuf[CURL_ERROR_SIZE];
+	int64		deaf_at_start;	/* ft_http_deaf_us() when it started */
 } FtHttpHandle;
 
 /* the token in effect (from the GUC or its file), and the GUC generation seen */
@@ -84,6 +85,15 @@ static int	ft_nhandles = 0;	/* created */
 static int	ft_free[FT_MAX_IN_FLIGHT];	/* stack of free handle indexes */
 static int	ft_nfree = 0;
 static int	ft_busy = 0;
+
+/*
+ * Time the worker spent outside ft_http_wait (its SQL step, building
+ * requests): replies that arrive then wait for it, so that part of a
+ * request's time is the worker's, not the gateway's.  ft_deaf_us sums the
+ * past periods, ft_deaf_since is when the current one began (0: none).
+ */
+static int64 ft_deaf_us = 0;
+static TimestampTz ft_deaf_since = 0;
 
 /* written by the libcurl callbacks */
 static int	ft_epoll_fd = -1;	/* libcurl's sockets */
@@ -424,6 +434,14 @@ ft_http_add_header(FtHttpHandle *h, const char *line)
  * failure.  The caller keeps in-flight requests at or below
  * ft_orders.max_in_flight.
  */
+/* the worker's time outside ft_http_wait so far, in µs */
+static int64
+ft_http_deaf_us(TimestampTz now)
+{
+	return ft_deaf_us + (ft_deaf_since != 0 && now > ft_deaf_since ?
+						 now - ft_deaf_since : 0);
+}
+
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
 			  const char *content_type, const char *extra_header,
@@ -526,6 +544,7 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 	FT_SETOPT(h, CURLOPT_ERRORBUFFER, h->errbuf);
 	FT_SETOPT(h, CURLOPT_PRIVATE, h);
 
+	h->deaf_at_start = ft_http_deaf_us(GetCurrentTimestamp());
 	mrc = curl_multi_add_handle(ft_multi, h->easy);
 	if (mrc != CURLM_OK)
 	{
@@ -618,6 +637,11 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 		timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
 	}
 
+	if (ft_deaf_since != 0)
+	{
+		ft_deaf_us = ft_http_deaf_us(GetCurrentTimestamp());
+		ft_deaf_since = 0;
+	}
 	nevents = WaitEventSetWait(ft_wait_set, timeout, ft_occurred,
 							   lengthof(ft_occurred), wait_event_info);
 
@@ -636,6 +660,7 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 													 &running),
 							"timeout action");
 	}
+	ft_deaf_since = GetCurrentTimestamp();
 	return result;
 }
 
@@ -700,6 +725,9 @@ ft_http_collect(FtHttpDoneCallback callback)
 
 		memset(&reply, 0, sizeof(reply));
 		reply.now = time(NULL);
+		reply.listened_ms = Max(0.0, (double) total_us / 1000.0 -
+								(double) (ft_http_deaf_us(GetCurrentTimestamp()) -
+										  h->deaf_at_start) / 1000.0);
 		reply.http_status = (int) status;
 		reply.body = h->buf ? h->buf : "";
 		reply.body_len = h->len;

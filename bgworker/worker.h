@@ -69,6 +69,7 @@ typedef struct FtJob
 	int			http_status;	/* 0: none */
 	int			retry_after_ms; /* the reply's Retry-After; -1: none */
 	double		latency_ms;
+	double		listened_ms;	/* of latency_ms, the worker listening */
 	int			delay_ms;		/* retry: backoff before the next attempt */
 	int32		uncounted;		/* retry: 1 when this attempt does not count
 								 * towards max_attempts (attempts.c) */

@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "gateway.h"
+#include "gateway_limits.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -363,6 +364,7 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
 	job->http_status = reply->http_status;
 	job->latency_ms = latency_ms;
+	job->listened_ms = Min(reply->listened_ms, latency_ms);
 	job->transient = c.transient;
 	job->timed_out = reply->timed_out;
 	job->retry_after_ms = c.retry_after_ms;
@@ -395,13 +397,15 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 		(reply->http_status == 429 || reply->http_status == 503))
 	{
 		/*
-		 * The gateway asked for a pause: every worker holds its requests
-		 * until then (admission.c), and this order is due again right when
-		 * the pause ends, not later.
+		 * The gateway named a time: this order is due again right then,
+		 * not later.  A 429, or a 503 of a gateway unavailable as a whole,
+		 * holds every worker's requests until then too (admission.c); a
+		 * sporadic 503 only this order.
 		 */
 		job->delay_ms = Min(c.retry_after_ms, Max(ft_backoff_max_ms, 0));
-		ft_admission_pause(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   job->delay_ms));
+		if (ft_admission_pause_is_shared(reply->http_status))
+			ft_admission_pause(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   job->delay_ms));
 	}
 	else if (job->outcome == FT_OUTCOME_RETRY)
 	{

@@ -54,6 +54,7 @@ double		ft_circuit_failure_rate = 0.5;
 double		ft_rate_limit = 0;
 int			ft_rate_limit_burst = 0;
 bool		ft_adaptive_concurrency = true;
+int			ft_max_in_flight_ceiling = 0;
 int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
@@ -577,8 +578,8 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.circuit_failure_threshold",
-							"Least number of requests in the circuit's recent window before it may open.",
-							"Also the number of requests in a row, sent after the last reply, that failed without any reply (the gateway cannot be reached).",
+							"Least number of failed requests in a row that open the circuit.",
+							"Requests sent after the gateway's last success; the circuit asks for more when the gateway's success share was low (docs/reference.md, \"Gateway limits\").",
 							&ft_circuit_failure_threshold,
 							5, 1, 100000,
 							PGC_SIGHUP,
@@ -586,7 +587,7 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.circuit_open_time",
-							"How long the circuit stays open before one probe request.",
+							"How long the circuit stays open before the half-open probes.",
 							NULL,
 							&ft_circuit_open_time_ms,
 							30000, 10, 86400000,
@@ -595,8 +596,8 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomRealVariable("ft_orders.circuit_failure_rate",
-							 "Share of failed requests in the recent window (0.5 = 50 %) that opens the circuit.",
-							 "The window is the last 10 seconds; it must hold at least ft_orders.circuit_failure_threshold requests.",
+							 "No longer used: the circuit opens on a gateway that is down, whatever share of requests fails.",
+							 "Accepted, with its old range, so that configuration files that set it still load.",
 							 &ft_circuit_failure_rate,
 							 0.5, 0.01, 1.0,
 							 PGC_SIGHUP,
@@ -629,6 +630,15 @@ ft_define_gucs(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.max_in_flight_ceiling",
+							"How far adaptive concurrency may raise each worker's in-flight limit above ft_orders.max_in_flight for a slow but healthy gateway.",
+							"0, or a value at or below ft_orders.max_in_flight: never above it.",
+							&ft_max_in_flight_ceiling,
+							0, 0, FT_MAX_IN_FLIGHT,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.idempotency_ttl",
 							"Age after which idempotency keys are purged.",

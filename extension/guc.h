@@ -40,6 +40,7 @@ extern double ft_circuit_failure_rate;
 extern double ft_rate_limit;
 extern int	ft_rate_limit_burst;
 extern bool ft_adaptive_concurrency;
+extern int	ft_max_in_flight_ceiling;
 extern int	ft_idempotency_ttl_s;
 extern bool ft_tls_verify;
 extern char *ft_ca_file;

@@ -161,19 +161,28 @@ check_body(void)
 		"payment_method is a string when set", body.data);
 }
 
-/* a reply to a Stripe look-up, classified for order req */
-static FtClassification
-stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+/* a reply of status with body, as the transport hands it over */
+static FtGatewayReply
+fake_reply(int status, const char *body)
 {
 	FtGatewayReply r;
-	FtClassification c;
 
 	memset(&r, 0, sizeof(r));
-	memset(&c, 0, sizeof(c));
 	r.http_status = status;
 	r.body = body;
 	r.body_len = strlen(body);
 	r.now = FT_CLASSIFY_NOW;
+	return r;
+}
+
+/* a reply to a Stripe look-up, classified for order req */
+static FtClassification
+stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+{
+	FtGatewayReply r = fake_reply(status, body);
+	FtClassification c;
+
+	memset(&c, 0, sizeof(c));
 	ft_provider_stripe.classify_lookup(&r, req, &c);
 	return c;
 }
@@ -317,6 +326,83 @@ check_stripe(void)
 		}
 		tap(true, "stripe: 20000 hostile search results classified", NULL);
 	}
+}
+
+/* the Stripe-Should-Retry value of stripe_reply's replies */
+static const char *stripe_should_retry;
+
+static const char *
+stripe_header(const FtGatewayReply *reply, const char *name)
+{
+	return strcmp(name, "Stripe-Should-Retry") == 0 ? stripe_should_retry : NULL;
+}
+
+/* a reply to a Stripe charge, with Stripe-Should-Retry: should_retry */
+static FtClassification
+stripe_reply(int status, const char *body, const char *should_retry,
+			 const char *retry_after)
+{
+	FtGatewayReply r = fake_reply(status, body);
+	FtClassification c;
+
+	memset(&c, 0, sizeof(c));
+	r.retry_after = retry_after;
+	r.header = stripe_header;
+	stripe_should_retry = should_retry;
+	ft_provider_stripe.classify_reply(&r, &c);
+	return c;
+}
+
+/*
+ * Stripe-Should-Retry: false ends the order at once on a 409 (the key in
+ * use by a concurrent request) and a 429 alike, as on a 5xx; true retries
+ * a 400; without it the status decides.  Retry-After may be a date.
+ */
+static void
+check_stripe_should_retry(void)
+{
+	static const char err409[] = "{\"error\":{\"type\":\"idempotency_error\",\"code\":\"idempotency_key_in_use\"}}";
+	static const char err429[] = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"rate_limit\"}}";
+	static const char err400[] = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_missing\"}}";
+	static const struct
+	{
+		int			status;
+		const char *body;
+		const char *should_retry;
+		FtOutcome	outcome;
+	}			k[] = {
+		{409, err409, NULL, FT_OUTCOME_RETRY},
+		{409, err409, "false", FT_OUTCOME_FAILED},
+		{429, err429, NULL, FT_OUTCOME_RETRY},
+		{429, err429, "false", FT_OUTCOME_FAILED},
+		{429, err429, "FALSE", FT_OUTCOME_FAILED},
+		{503, err429, "false", FT_OUTCOME_FAILED},
+		{409, err409, "true", FT_OUTCOME_RETRY},
+		{400, err400, "true", FT_OUTCOME_RETRY},
+		{400, err400, NULL, FT_OUTCOME_FAILED},
+	};
+	FtClassification c;
+
+	for (size_t i = 0; i < lengthof(k); i++)
+	{
+		char		desc[160];
+
+		c = stripe_reply(k[i].status, k[i].body, k[i].should_retry, NULL);
+		snprintf(desc, sizeof(desc), "stripe: HTTP %d with Stripe-Should-Retry: %s -> %s",
+				 k[i].status, k[i].should_retry ? k[i].should_retry : "(none)",
+				 ft_outcome_name(k[i].outcome));
+		tap(c.outcome == k[i].outcome &&
+			(k[i].outcome != FT_OUTCOME_FAILED || !c.transient) &&
+			(k[i].should_retry == NULL || k[i].outcome != FT_OUTCOME_FAILED ||
+			 strstr(c.error, "Stripe-Should-Retry: false") != NULL),
+			desc, c.error);
+	}
+	c = stripe_reply(429, err429, NULL, "Tue, 14 Nov 2023 22:13:30 GMT");
+	tap(c.outcome == FT_OUTCOME_RETRY && c.retry_after_ms == 10000,
+		"stripe: a 429's Retry-After as an HTTP date (10 s ahead)", c.error);
+	c = stripe_reply(429, err429, NULL, "3");
+	tap(c.outcome == FT_OUTCOME_RETRY && c.retry_after_ms == 3000,
+		"stripe: a 429's Retry-After in seconds", c.error);
 }
 
 static void
@@ -468,6 +554,7 @@ main(int argc, char **argv)
 	check_cases();
 	check_body();
 	check_stripe();
+	check_stripe_should_retry();
 	check_backoff();
 	fuzz(iterations, (unsigned) time(NULL));
 	printf("1..%d\n", tap_n);
