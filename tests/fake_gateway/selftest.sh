@@ -261,17 +261,21 @@ for i in $(seq 1 5); do
 	codes+="$CODE "
 	[ "$CODE" = 429 ] && { ra=$(header Retry-After); rlbody=$(jf .error); }
 done
-is "$codes" "200 200 429 429 429 " "rate_limit_per_s 2: a burst of 2 passes, then 429 (within half a second)"
+# the bucket refills 2 tokens a second: on a loaded machine a later request of
+# the five may find a new token, so what is exact is the third (sent right
+# after the burst) and that the ledger and the log count every 429 answered
+n429=$(grep -o 429 <<<"$codes" | wc -l)
+is "$(cut -d' ' -f1-3 <<<"$codes")" "200 200 429" "rate_limit_per_s 2: a burst of 2 passes, then 429"
 is "${ra:-} ${rlbody:-}" '1 "rate_limited"' "the 429 carries Retry-After: 1 and {\"error\":\"rate_limited\"}"
-is "$(( $(ledger .rate_limited) - rl0 ))" 3 "ledger counts rate_limited"
-http GET /ledger/k-rl-4
+is "$(( $(ledger .rate_limited) - rl0 ))" "$n429" "ledger counts rate_limited (each 429 answered)"
+http GET /ledger/k-rl-3
 is "$CODE" 404 "a limited request stores nothing under its key"
 http GET /ledger/limited
 like "$(header Content-Type)" '^text/plain' "the limited log is text/plain"
-is "$(grep -c ' k-rl-' "$TMP/body")" 3 "the limited log holds the three 429s"
-like "$(grep ' k-rl-4$' "$TMP/body")" '^1[0-9]{15} k-rl-4$' "limited log line: arrival_us, key"
+is "$(grep -c ' k-rl-' "$TMP/body")" "$n429" "the limited log holds every 429"
+like "$(grep ' k-rl-3$' "$TMP/body")" '^1[0-9]{15} k-rl-3$' "limited log line: arrival_us, key"
 sleep 1.1
-pay k-rl-4 "$(body 204 1000)"
+pay k-rl-3 "$(body 203 1000)"
 is "$CODE" 200 "a second later (2 tokens at 2/s) a request passes again"
 faults '{"rate_limit_per_s":0,"max_concurrency":2,"latency_ms":300}'
 cpids=()
