@@ -79,7 +79,7 @@ $(shell mkdir -p extension bgworker)
 endif
 endif
 
-.PHONY: deps test test-pg17 test-packages deb demo fake_gateway bench fuzz soak partition
+.PHONY: deps test test-pg17 test-packages deb demo fake_gateway bench bench-peers fuzz soak partition
 
 deps:
 	bash tests/setup/deps.sh
@@ -109,6 +109,10 @@ demo:
 
 bench:
 	bash bench/run.sh
+
+# ft_orders side by side with pg-boss, graphile-worker and DBOS (bench/README.md, "Peers")
+bench-peers:
+	bash bench/peers/run.sh
 
 fuzz:
 	bash fuzz/run.sh
