@@ -15,7 +15,7 @@
  *	  then every second while it is missing (one LOG with a hint).  A
  *	  process cannot change databases: once the database is there, this
  *	  incarnation registers its successor as a dynamic background worker
- *	  (the same entry point, restart after 1 s) and exits with code 0,
+ *	  (a copy of its own entry: restart after 1 s) and exits with code 0,
  *	  which the postmaster takes as "done, forget me" (logged at DEBUG1
  *	  only); the successor connects to the database at once
  *	  (ft_db->launcher_db_seen).  A normal start, or a crash restart,
@@ -78,7 +78,6 @@ PGDLLEXPORT void ft_orders_launcher_main(Datum main_arg);
 #define FT_RESTART_DELAY_MS		1000
 #define FT_MAINTENANCE_MS		60000
 #define FT_STRAY_WAIT_MS		10000
-#define FT_LAUNCHER_RESTART_S	1	/* bgw_restart_time, as _PG_init's */
 
 static int	ft_db_index;		/* our database in ft_orders.database */
 static BackgroundWorkerHandle *ft_worker_handle[FT_MAX_WORKERS];
@@ -162,22 +161,15 @@ ft_launcher_hand_over(void)
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = FT_LAUNCHER_RESTART_S;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ft_orders");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ft_orders_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", MyBgworkerEntry->bgw_name);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", MyBgworkerEntry->bgw_type);
-	worker.bgw_main_arg = Int32GetDatum(ft_db_index);
+	/* the same entry as ours (name, type, restart time, database index) */
+	memcpy(&worker, MyBgworkerEntry, sizeof(worker));
 	worker.bgw_notify_pid = 0;
 
 	if (RegisterDynamicBackgroundWorker(&worker, &handle))
 		proc_exit(0);
 	ereport(LOG,
 			(errmsg("ft_orders launcher for database \"%s\" restarts in %d s to connect to it",
-					NameStr(ft_db->dbname), FT_LAUNCHER_RESTART_S),
+					NameStr(ft_db->dbname), MyBgworkerEntry->bgw_restart_time),
 			 errdetail("No background worker slot was free to start its successor at once."),
 			 errhint("One background worker slot beyond ft_orders.workers + 1 per database of ft_orders.database avoids this delay: raise max_worker_processes.")));
 	proc_exit(1);
