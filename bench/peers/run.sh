@@ -162,9 +162,10 @@ ft_run()	# SYSTEM SCENARIO ROUND
 }
 
 # --- the peers ------------------------------------------------------------------------
-peer()	# SYSTEM ARGS... (one-shot: setup, load)
-{
-	PEER_DB="postgres://postgres@127.0.0.1:$PGPORT/peer_$1" GW_URL="$GW_URL" "$NODE" "$PEERS/peer.mjs" "$@" \
+peer()	# SYSTEM ARGS... (one-shot: setup, load; $REC: the recovery settings,
+{	# which pg-boss copies into every job at insert)
+	PEER_DB="postgres://postgres@127.0.0.1:$PGPORT/peer_$1" GW_URL="$GW_URL" PEER_RECOVERY="$REC" \
+		"$NODE" "$PEERS/peer.mjs" "$@" \
 		>>"$FT_TMP/peer_$1.log" 2>&1
 }
 
@@ -187,6 +188,7 @@ peer_run()	# SYSTEM SCENARIO ROUND
 {
 	local sys=$1 sc=$2 round=$3 db=peer_$1 ok=true el paid rec=default t_ready="" fp x="{}" c0 c1 cpu=""
 	[ "$sc" = crash_tuned ] && rec=tuned
+	REC=$rec
 	psql -XAtq -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 	psql -XAtq -d postgres -c "CREATE DATABASE $db" >/dev/null || return 1
 	peer "$sys" setup || { log "$sys setup failed: $(tail -3 "$FT_TMP/peer_$sys.log")"; return 1; }
