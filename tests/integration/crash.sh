@@ -74,5 +74,6 @@ diag "launcher log: $(grep -o 'released [0-9]* outbox lease[s]*' "$PG_LOG" | tai
 cmp_ok "$((done_at - restarted))" -lt 25 "no order waited for its lease to expire (all paid $((done_at - restarted)) s after the restart, lease_timeout 30 s)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "1" "no other process crashed"
+is "$(launcher_exits)" "0" "a start with the database already there logs no exit code of the launcher either"
 
 done_testing
