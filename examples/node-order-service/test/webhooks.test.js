@@ -36,10 +36,12 @@ async function newOrder(amount) {
     body: { customer_id: 'wh', amount_minor: amount, currency: 'EUR', payment_method: 'pm_card_visa' },
   });
   assert.ok([200, 202].includes(r.status), `POST /orders: ${r.status}`);
-  const o = await request(svc.port, 'GET', `/orders/${r.body.order_id}`);
+  tokens.set(String(r.body.order_id), r.body.access_token);
+  const o = await request(svc.port, 'GET', `/orders/${r.body.order_id}?access_token=${r.body.access_token}`);
   return o.body;
 }
-const status = async (id) => (await request(svc.port, 'GET', `/orders/${id}`)).body.status;
+const tokens = new Map();     // order id -> its access token
+const status = async (id) => (await request(svc.port, 'GET', `/orders/${id}?access_token=${tokens.get(String(id))}`)).body.status;
 
 // hook(provider, event, {secret, t, header}): POST a signed event
 function hook(provider, event, opts = {}) {
@@ -51,7 +53,7 @@ function hook(provider, event, opts = {}) {
 }
 const stripeEvent = (id, type, order, extra = {}) => ({
   id, object: 'event', type,
-  data: { object: Object.assign({ id: `pi_${prefix}_${order.order_id}`, object: 'payment_intent', amount: order.amount_minor, currency: 'eur', metadata: { order_id: String(order.order_id) } }, extra) },
+  data: { object: Object.assign({ id: `pi_${prefix}_${order.order_id}`, object: 'payment_intent', amount: order.amount_minor, currency: 'eur', metadata: { order_id: String(order.order_id), payment_key: order.payment_key } }, extra) },
 });
 
 test('a bad, missing, stale or foreign signature: 400, nothing applied', { skip }, async () => {

@@ -1,0 +1,25 @@
+-- operator_grants.sql: what an operator's own PostgreSQL role needs for
+-- every part of the console (examples/node-order-service/README.md,
+-- "Console").  The console signs in as that role and has exactly its rights.
+--
+--   CREATE ROLE alice LOGIN PASSWORD '...';
+--   psql -d ftdb -v operator=alice -f operator_grants.sql
+--
+-- ft_orders_operator (created by the extension, from 1.5) reads the orders,
+-- their history, the dead letters and the monitoring views and metrics(),
+-- and calls cancel_order(), refund_order(), retry_dead_letter() and
+-- reconcile(); each action runs with the owner's rights, so the role
+-- writes no table itself.  It cannot place orders (ft_orders_app's) and is
+-- nothing more: no other grant is needed.  (If the database's CONNECT
+-- privilege was revoked from PUBLIC, grant CONNECT to the role as well.)
+--
+-- Looking only (every page, no action), instead of ft_orders_operator:
+--   GRANT USAGE ON SCHEMA ft_orders TO alice;
+--   GRANT SELECT ON ft_orders.queue_status, ft_orders.order_summary,
+--       ft_orders.worker_status, ft_orders.gateway_status, ft_orders.orders,
+--       ft_orders.order_events, ft_orders.payment_attempts, ft_orders.refunds,
+--       ft_orders.dead_letters, ft_orders.gateway_events TO alice;
+--   GRANT EXECUTE ON FUNCTION ft_orders.worker_stats(), ft_orders.gateway_stats(),
+--       ft_orders.metrics() TO alice;
+
+GRANT ft_orders_operator TO :"operator";
