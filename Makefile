@@ -92,7 +92,7 @@ $(shell mkdir -p extension bgworker)
 endif
 endif
 
-.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench fuzz soak partition
+.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench bench-peers fuzz soak partition
 
 # what `make test` needs (the test stack); `make demo` and `make deb`
 # install only what they need themselves (tests/setup/deps.sh)
@@ -130,6 +130,10 @@ demo:
 
 bench:
 	bash bench/run.sh
+
+# ft_orders side by side with pg-boss, graphile-worker and DBOS (bench/README.md, "Peers")
+bench-peers:
+	bash bench/peers/run.sh
 
 fuzz:
 	bash fuzz/run.sh

@@ -6,13 +6,13 @@
 # bench/results/latest.json, the raw series behind the plots
 # (latest.series.json) and the plots (bench/plots.py; bench/results/latest.plots/).
 #
-#   FT_BENCH="intake drain mvcc latency memory failover"   parts to run (default all)
+#   FT_BENCH="intake drain mvcc latency memory crash failover" parts to run (default all)
 #   FT_BENCH_SCALE=small                               quick smoke run (minutes)
 #   FT_BENCH_OUT=file.json                             other output file (series: file.series.json)
 #   FT_BENCH_PLOTS=dir                                 other folder for the plots (default: file.plots/)
 #   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
-#   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS /
-#   _MVCC_N                                            override one knob
+#   _LAT_SECS / _MEM_N / _CRASH_N / _CRASH_RUNS /
+#   _DRILL_RUNS / _WRK_SECS / _MVCC_N                  override one knob
 #   FT_KEEP_TMP=1                                      keep the temp folder (logs)
 set -uo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -25,15 +25,15 @@ bash tests/setup/build.sh || exit 1
 source "$ROOT/tests/lib/common.sh"
 PY=/usr/bin/python3
 
-PARTS=${FT_BENCH:-intake drain mvcc latency memory failover}
+PARTS=${FT_BENCH:-intake drain mvcc latency memory crash failover}
 SCALE=${FT_BENCH_SCALE:-full}
 export FT_BENCH_SCALE=$SCALE FT_BENCH="$PARTS"
 if [ "$SCALE" = small ]; then
 	d_intake_runs=3 d_intake_secs=5 d_drain_n=10000 d_drain_runs=1 d_lat_secs=5
-	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3 d_mvcc_n=5000
+	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3 d_mvcc_n=5000 d_crash_n=5000 d_crash_runs=1
 else
 	d_intake_runs=3 d_intake_secs=20 d_drain_n=100000 d_drain_runs=3 d_lat_secs=20
-	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10 d_mvcc_n=100000
+	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10 d_mvcc_n=100000 d_crash_n=20000 d_crash_runs=3
 fi
 INTAKE_RUNS=${FT_BENCH_INTAKE_RUNS:-$d_intake_runs}
 INTAKE_SECS=${FT_BENCH_INTAKE_SECS:-$d_intake_secs}
@@ -43,6 +43,8 @@ LAT_RATE=${FT_BENCH_LAT_RATE:-1000}
 LAT_SECS=${FT_BENCH_LAT_SECS:-$d_lat_secs}
 MEM_N=${FT_BENCH_MEM_N:-$d_mem_n}
 DRILL_RUNS=${FT_BENCH_DRILL_RUNS:-$d_drill_runs}
+CRASH_N=${FT_BENCH_CRASH_N:-$d_crash_n}
+CRASH_RUNS=${FT_BENCH_CRASH_RUNS:-$d_crash_runs}
 WRK_SECS=${FT_BENCH_WRK_SECS:-$d_wrk_secs}
 MVCC_N=${FT_BENCH_MVCC_N:-$d_mvcc_n}
 OUT=${FT_BENCH_OUT:-$BENCH/results/latest.json}
@@ -567,6 +569,61 @@ bench_memory()
 	fig worker_rss_growth_mb MB "$(median "$base")" "$growth" "$gmax" "max over workers of private RSS (RssAnon) growth over $done_n payments; runs: per worker; baseline: RssAnon before (MB)"
 }
 
+# --- crash restart -----------------------------------------------------------------
+# log_time_us "LOG LINE" -> the %m timestamp at its start as CLOCK_REALTIME µs
+log_time_us()
+{
+	local ts
+	ts=$(echo "$1" | awk '{print $1, $2, $3}')
+	echo "$(date -d "$ts" +%s%N) / 1000" | bc
+}
+
+bench_crash()
+{
+	log "crash: $CRASH_RUNS x SIGKILL of a payment worker after 30 % of $CRASH_N orders; the server's 'ready to accept connections' -> the next request at the gateway"
+	gw_faults reset
+	local i prefix victim t_kill ready_line ready_us first_us s vals="" total="" t0
+	# the 'ready' line is at LOG
+	pg_set log_min_messages log
+	for i in $(seq 1 "$CRASH_RUNS"); do
+		prefix="cr-$RUN_ID-$i"
+		clean_slate
+		preload "$prefix" "$CRASH_N" || { log "preload failed"; return 1; }
+		curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+		t0=$(now)
+		gateway_on
+		while [ "$(curl -fsS "$GW_URL/ledger" | jq -r .charges)" -lt $((CRASH_N * 3 / 10)) ]; do sleep 0.02; done
+		victim=$(psql_q "SELECT pid FROM ft_orders.worker_status WHERE pid > 0 ORDER BY worker_id LIMIT 1")
+		t_kill=$EPOCHREALTIME
+		kill -9 "$victim"
+		# until the server answers again, then until all are paid
+		local k=0
+		until psql_q "SELECT 1" >/dev/null 2>&1; do
+			sleep 0.02; k=$((k + 1)); [ "$k" -gt 3000 ] && { log "crash: the server did not come back"; return 1; }
+		done
+		# (not wait_drained: it gives up on the crash we caused)
+		k=0
+		while [ "$(outbox_count)" != 0 ]; do
+			sleep 0.05; k=$((k + 1)); [ "$k" -gt 6000 ] && { log "crash $i: not drained"; break; }
+		done
+		total="$total $(since "$t0")"
+		ready_line=$(grep 'database system is ready to accept connections' "$PG_LOG" | tail -1)
+		ready_us=$(log_time_us "$ready_line")
+		# the first POST /payments that arrived after the server was ready
+		first_us=$(curl -fsS "$GW_URL/ledger/requests" | awk -v r="$ready_us" '$1 > r {print $1; exit}')
+		if [ -z "$first_us" ] || [ -z "$ready_us" ]; then
+			log "crash $i: no request after the restart ($ready_line)"
+			continue
+		fi
+		s=$(echo "($first_us - $ready_us) / 1000000" | bc -l)
+		vals="$vals $s"
+		log "crash $i: SIGKILL $victim; ready $(echo "$ready_us / 1000000 - ${t_kill/,/.}" | bc -l | xargs printf %.3f) s after the kill, first payment $(printf %.3f "$s") s after ready; $(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'paid'")/$CRASH_N paid, gateway $(curl -fsS "$GW_URL/ledger" | jq -c '{charges,duplicates}')"
+	done
+	pg_set log_min_messages warning
+	fig crash_to_first_payment_s s "" "$vals" "" "SIGKILL of a payment worker after 30 % of $CRASH_N orders were charged (a crash restart of the whole server): from the server's 'ready to accept connections' log line to the next POST /payments at the fake gateway"
+	fig crash_drain_total_s s "" "$total" "" "the same drains: gateway_url set -> all $CRASH_N paid, the crash restart included"
+}
+
 # --- failover ----------------------------------------------------------------------
 bench_failover()
 {
@@ -599,13 +656,14 @@ PYEOF
 # --- main ---------------------------------------------------------------------
 log "make bench: scale $SCALE, parts: $PARTS, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 export FT_BENCH_LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-if has intake || has drain || has mvcc || has latency || has memory; then
+if has intake || has drain || has mvcc || has latency || has memory || has crash; then
 	start_server
 	has intake && { bench_intake || log "intake failed"; }
 	has drain && { bench_drain || log "drain failed"; }
 	has mvcc && { bench_mvcc || log "mvcc failed"; }
 	has latency && { bench_latency || log "latency failed"; }
 	has memory && { bench_memory || log "memory failed"; }
+	has crash && { bench_crash || log "crash failed"; }
 	# free the CPU for the cluster
 	pg_stop; PGDATA=""
 	gw_stop

@@ -11,9 +11,19 @@
  *
  *	- The database may not exist yet (a fresh cluster): connecting to it
  *	  would FATAL every second.  So an incarnation that has not seen the
- *	  database connects to no database first, looks in pg_database every
- *	  second (one LOG with a hint), and when the database appears exits to
- *	  be restarted, this time connected to it (ft_db->launcher_db_seen).
+ *	  database connects to no database first and looks in pg_database,
+ *	  then every second while it is missing (one LOG with a hint).  A
+ *	  process cannot change databases: once the database is there, this
+ *	  incarnation registers its successor as a dynamic background worker
+ *	  (a copy of its own entry: restart after 1 s) and exits with code 0,
+ *	  which the postmaster takes as "done, forget me" (logged at DEBUG1
+ *	  only); the successor connects to the database at once
+ *	  (ft_db->launcher_db_seen).  A normal start, or a crash restart,
+ *	  thus costs a fork, not a restart delay.  Only when no background
+ *	  worker slot is free does it exit with code 1 to be restarted by the
+ *	  postmaster a second later.  The successor, being dynamic with a
+ *	  restart time, survives crash restarts; a full restart registers the
+ *	  static launcher again.
  *	- DROP DATABASE of the database (extension/drop_database.c) sets
  *	  ft_db->dropping and stops us and our workers; we then wait for the
  *	  database again, connected to none, until the DROP is over.
@@ -25,7 +35,8 @@
  *	  re-send safe.  ft_db->leases_released tells the workers to go.
  *	  On a standby it looks every 250 ms whether it was promoted.
  *	- It starts ft_orders.workers dynamic payment workers, worker n in slot
- *	  n-1, and starts again one that stopped, a second later.  Workers left
+ *	  n-1 (at start while it releases the leases: they wait for that), and
+ *	  starts again one that stopped, a second later.  Workers left
  *	  over from an earlier incarnation of the launcher are stopped first.
  *	- Every 60 s on a primary: purge_expired_keys() and purge_history().
  *	- Every second or less often on a primary: the claim floor's sweep
@@ -142,9 +153,36 @@ ft_database_exists(const char *dbname)
 }
 
 /*
+ * Register our successor, which connects to the database, and leave.
+ * Exit code 0 unregisters this worker (static or dynamic) without a LOG
+ * line; the successor is started as soon as the postmaster sees it.  With
+ * no free slot, exit code 1: the postmaster restarts us after
+ * bgw_restart_time, and that incarnation connects.  Never returns.
+ */
+static void
+ft_launcher_hand_over(void)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	/* the same entry as ours (name, type, restart time, database index) */
+	memcpy(&worker, MyBgworkerEntry, sizeof(worker));
+	worker.bgw_notify_pid = 0;
+
+	if (RegisterDynamicBackgroundWorker(&worker, &handle))
+		proc_exit(0);
+	ereport(LOG,
+			(errmsg("ft_orders launcher for database \"%s\" restarts in %d s to connect to it",
+					NameStr(ft_db->dbname), MyBgworkerEntry->bgw_restart_time),
+			 errdetail("No background worker slot was free to start its successor at once."),
+			 errhint("One background worker slot beyond ft_orders.workers + 1 per database of ft_orders.database avoids this delay: raise max_worker_processes.")));
+	proc_exit(1);
+}
+
+/*
  * Connected to no database: wait until our database exists (and no DROP
- * DATABASE of it is under way), then exit to be restarted connected to
- * it.  Never returns.
+ * DATABASE of it is under way), then hand over to a successor that
+ * connects to it.  Never returns.
  */
 static void
 ft_launcher_wait_for_database(const char *dbname)
@@ -159,7 +197,7 @@ ft_launcher_wait_for_database(const char *dbname)
 			if (ft_database_exists(dbname))
 			{
 				ft_db->launcher_db_seen = true;
-				proc_exit(1);	/* restarted in 1 s, then connects */
+				ft_launcher_hand_over();
 			}
 			if (!hinted)
 				ereport(LOG,
@@ -239,6 +277,8 @@ ft_launcher_supervise(TimestampTz now)
 	for (int i = 0; i < ft_nworkers(); i++)
 	{
 		BackgroundWorker worker;
+		MemoryContext oldcxt;
+		bool		registered;
 		pid_t		pid;
 
 		if (ft_worker_handle[i] != NULL)
@@ -269,7 +309,11 @@ ft_launcher_supervise(TimestampTz now)
 		worker.bgw_main_arg = Int32GetDatum(ft_worker_main_arg(ft_db_index, i));
 		worker.bgw_notify_pid = MyProcPid;
 
-		if (!RegisterDynamicBackgroundWorker(&worker, &ft_worker_handle[i]))
+		/* the handle outlives the transaction we may be called in */
+		oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+		registered = RegisterDynamicBackgroundWorker(&worker, &ft_worker_handle[i]);
+		MemoryContextSwitchTo(oldcxt);
+		if (!registered)
 		{
 			ft_worker_handle[i] = NULL;
 			ft_worker_restart_at[i] = TimestampTzPlusMilliseconds(now, 5 * FT_RESTART_DELAY_MS);
@@ -367,7 +411,15 @@ ft_orders_launcher_main(Datum main_arg)
 		ft_xact_begin("ft_orders: launcher", true);
 		ready = ft_schema_installed();
 		if (ready && !in_recovery && !released)
+		{
+			/*
+			 * Register the workers first: they start up (fork, connect,
+			 * libcurl) while we release, and wait for leases_released
+			 * before any claim.
+			 */
+			ft_launcher_supervise(GetCurrentTimestamp());
 			nreleased = ft_outbox_release_all_leases();
+		}
 		ft_xact_commit();
 
 		if (ready && !in_recovery && !released)

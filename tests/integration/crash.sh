@@ -23,6 +23,12 @@ gw_faults '{"latency_ms":300}' || bail_out "could not set faults"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 20 ||
 	bail_out "workers did not start"
 
+# A start, with the database created after the server: the launcher that
+# waited for it hands over to one connected to it without exiting with an
+# error (which the postmaster would log, and answer with a restart delay)
+launcher_exits() { grep -c 'background worker "ft_orders launcher" (PID [0-9]*) exited with exit code' "$PG_LOG"; }
+is "$(launcher_exits)" "0" "a normal start logs no exit code of the launcher"
+
 # --- 1. SIGKILL of a payment worker --------------------------------------
 place_orders k $N
 wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
@@ -38,6 +44,12 @@ is "$(gw_ledger charges)" "$N" "ledger: charges = paid orders"
 is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid'")" "$N" \
 	"each order was recorded paid exactly once"
 is "$(grep -c 'terminated by signal 9' "$PG_LOG")" "1" "the only crash is the one we caused"
+is "$(launcher_exits)" "0" "... and the crash restart logs no exit code of the launcher either"
+# the restart delay of a launcher that exits is a second or more
+ready_at=$(grep 'database system is ready to accept connections' "$PG_LOG" | tail -1 | awk '{print $1, $2, $3}')
+started_at=$(grep 'ft_orders launcher started for database' "$PG_LOG" | tail -1 | awk '{print $1, $2, $3}')
+cmp_ok "$(echo "$(date -d "$started_at" +%s.%N) - $(date -d "$ready_at" +%s.%N) < 0.9" | bc)" -eq 1 \
+	"the launcher is connected within 0.9 s of the server accepting connections ($ready_at -> $started_at)"
 
 # --- 2. immediate shutdown mid-flight ------------------------------------
 place_orders r $N
@@ -62,5 +74,6 @@ diag "launcher log: $(grep -o 'released [0-9]* outbox lease[s]*' "$PG_LOG" | tai
 cmp_ok "$((done_at - restarted))" -lt 25 "no order waited for its lease to expire (all paid $((done_at - restarted)) s after the restart, lease_timeout 30 s)"
 is "$(psql_q "SELECT count(*) FROM ft_orders.outbox")" "0" "outbox is empty"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "1" "no other process crashed"
+is "$(launcher_exits)" "0" "a start with the database already there logs no exit code of the launcher either"
 
 done_testing
