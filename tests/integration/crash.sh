@@ -45,11 +45,8 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.order_events WHERE status = 'paid'"
 	"each order was recorded paid exactly once"
 is "$(grep -c 'terminated by signal 9' "$PG_LOG")" "1" "the only crash is the one we caused"
 is "$(launcher_exits)" "0" "... and the crash restart logs no exit code of the launcher either"
-# the restart delay of a launcher that exits is a second or more
-ready_at=$(grep 'database system is ready to accept connections' "$PG_LOG" | tail -1 | awk '{print $1, $2, $3}')
-started_at=$(grep 'ft_orders launcher started for database' "$PG_LOG" | tail -1 | awk '{print $1, $2, $3}')
-cmp_ok "$(echo "$(date -d "$started_at" +%s.%N) - $(date -d "$ready_at" +%s.%N) < 0.9" | bc)" -eq 1 \
-	"the launcher is connected within 0.9 s of the server accepting connections ($ready_at -> $started_at)"
+# (how soon the first payment follows is a figure of make bench:
+# crash_to_first_payment_s, not a timed assertion here)
 
 # --- 2. immediate shutdown mid-flight ------------------------------------
 place_orders r $N
