@@ -25,6 +25,7 @@ BGWORKER_OBJS = \
 	bgworker/outbox_lifecycle.o \
 	bgworker/gateway_http.o \
 	bgworker/gateway_generic.o \
+	bgworker/gateway_json.o \
 	bgworker/gateway_stripe.o \
 	bgworker/gateway_stripe_lifecycle.o \
 	bgworker/backoff.o \

@@ -484,6 +484,12 @@ poison_mutate(const char *text, size_t len, size_t max, bool stripe,
 	}
 	if (b.data == NULL && b.cap == 0)
 		pb_add(&b, "", 0);
+	if (b.data != NULL && b.len > max)
+	{
+		/* cut to the size asked for (a cut object is unreadable too) */
+		b.len = max;
+		b.data[max] = '\0';
+	}
 	*outlen = b.len;
 	return b.data;
 }
