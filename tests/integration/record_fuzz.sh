@@ -90,6 +90,11 @@ gateway_state()
 	fi
 }
 
+attempts_of()
+{
+	q "$1" "SELECT string_agg(request || ':' || outcome || ':' || coalesce(http_status::text, '-') || ':' || left(coalesce(error, ''), 60), ' | ' ORDER BY attempt, started_at) FROM ft_orders.payment_attempts WHERE order_id = $2"
+}
+
 # check every order of PREFIX in DB against the gateway; prints violations
 check_orders()
 {
@@ -97,9 +102,9 @@ check_orders()
 	while IFS='|' read -r id key status payment_id; do
 		read -r state gid <<<"$(gateway_state "$provider" "$key")"
 		case "$status:$state" in
-			paid:charged) [ "$payment_id" = "$gid" ] || { echo "# order $id paid as $payment_id, the gateway charged $gid"; bad=$((bad + 1)); } ;;
+			paid:charged) [ "$payment_id" = "$gid" ] || { echo "order $id paid as $payment_id, the gateway charged $gid"; bad=$((bad + 1)); } ;;
 			declined:none | failed:none | action_required:pending) ;;
-			*) echo "# order $id ($db, $provider) is $status, the gateway says $state"; bad=$((bad + 1)) ;;
+			*) echo "order $id ($db, $provider) is $status, the gateway says $state: $(attempts_of "$db" "$id")"; bad=$((bad + 1)) ;;
 		esac
 	done < <(q "$db" "SELECT order_id, payment_key, status, coalesce(payment_id, '-') FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' ORDER BY order_id")
 	return "$bad"
@@ -115,13 +120,17 @@ for round in $(seq 1 "$ROUNDS"); do
 		total_orders=$((total_orders + 2 * N))
 		for db in ftdb latin; do
 			PGDATABASE=$db wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'pending'" 60
-			ok $? "round $round, $provider, $db: no order left pending" ||
+			rc=$?
+			ok "$rc" "round $round, $provider, $db: no order left pending"
+			[ "$rc" -eq 0 ] ||
 				diag "$(q "$db" "SELECT order_id, attempts, last_error FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'pending' LIMIT 5")"
 		done
 		gw_faults '{"poison_rate":0}'
 		for db in ftdb latin; do
 			out=$(check_orders "$db" "$prefix" "$provider")
-			is "$?" "0" "round $round, $provider, $db: every order ends where the gateway's books say" || diag "$out"
+			rc=$?
+			is "$rc" "0" "round $round, $provider, $db: every order ends where the gateway's books say"
+			[ "$rc" -eq 0 ] || diag "$out"
 			is "$(q "$db" "SELECT count(*) FROM (SELECT order_id FROM ft_orders.payment_attempts pa JOIN ft_orders.orders o USING (order_id)
 			                 WHERE o.idempotency_key LIKE '$prefix-%' GROUP BY order_id HAVING count(*) > $MAX_ATTEMPTS + 2) x")" "0" \
 				"round $round, $provider, $db: no order took more than max_attempts and a look-up"
