@@ -30,6 +30,7 @@
 
 #include "compat.h"
 #include "gateway.h"
+#include "gateway_json.h"
 
 /* longest payment_id accepted, and longest reason kept from a reply */
 #define FT_PAYMENT_ID_MAX	255
@@ -207,11 +208,12 @@ ft_json_run(const char *body, size_t len, JsonSemAction *sem,
 	{
 		JsonLexContext *lex;
 
+		/* escapes left alone: see gateway_json.c */
 		lex = ft_make_json_lexer(unconstify(char *, body), (int) len,
-								 PG_UTF8, true);
+								 PG_UTF8, false);
 		if (lexp != NULL)
 			*lexp = lex;
-		ok = (pg_parse_json(lex, sem) == JSON_SUCCESS);
+		ok = (ft_json_parse_ascii(lex, sem) == JSON_SUCCESS);
 	}
 	PG_CATCH();
 	{

@@ -25,6 +25,9 @@
 #define FT_NEXT_ACTION_MAX		3000
 #define FT_NEXT_ACTION_DEPTH	32
 
+/* the longest payment id or client secret a worker stores */
+#define FT_STORED_ID_MAX		255
+
 extern JsonParseErrorType ft_json_parse_ascii(JsonLexContext *lex,
 											  const JsonSemAction *inner);
 extern bool ft_json_storable(const char *s, size_t len, bool utf8,

@@ -27,6 +27,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -34,6 +35,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "guc.h"
@@ -278,6 +280,23 @@ static const FtJobColumn ft_retry_cols[] = {
 static FtJobStatement ft_retry = {
 	ft_retry_sql, ft_retry_cols, lengthof(ft_retry_cols),
 	SPI_OK_UPDATE, "rescheduling payments"
+};
+
+/*
+ * Retries that are to be look-ups (FtJob.look_up: attempts used up on
+ * replies that said nothing readable): marked before ft_retry gives
+ * their lease back.  Schema 1.3 on.
+ */
+static const char *const ft_look_up_sql =
+"UPDATE ft_orders.outbox ob SET lookup = true"
+"  FROM unnest($1::bigint[], $2::timestamptz[]) AS r(event_id, lease_until)"
+" WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until";
+
+static const FtJobColumn ft_look_up_cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+
+static FtJobStatement ft_look_up = {
+	ft_look_up_sql, ft_look_up_cols, lengthof(ft_look_up_cols),
+	SPI_OK_UPDATE, "marking payments for a look-up"
 };
 
 /* unfinished work of a stopping worker: due again at once */
@@ -715,6 +734,8 @@ ft_outbox_record(FtJob **jobs, int njobs)
 	FtJob	  **unknown = palloc(njobs * sizeof(FtJob *));
 	FtJob	  **action = palloc(njobs * sizeof(FtJob *));
 	FtJob	  **refunds = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **look_ups = palloc(njobs * sizeof(FtJob *));
+	int			nlook_ups = 0;
 	int			nsettled = 0;
 	int			nretries = 0;
 	int			npaid = 0;
@@ -735,7 +756,11 @@ ft_outbox_record(FtJob **jobs, int njobs)
 		else if (job->refund_id != 0)
 			refunds[nrefunds++] = job;
 		else if (job->outcome == FT_OUTCOME_RETRY)
+		{
 			retries[nretries++] = job;
+			if (job->look_up && lifecycle)
+				look_ups[nlook_ups++] = job;
+		}
 		else if (job->outcome == FT_OUTCOME_ACTION_REQUIRED)
 			action[naction++] = job;
 		else
@@ -752,6 +777,8 @@ ft_outbox_record(FtJob **jobs, int njobs)
 	ft_outbox_run_jobs(&ft_attempts[lifecycle ? 1 : 0], jobs, njobs);
 	if (nsettled > 0)
 		ft_outbox_run_jobs(&ft_final[lifecycle ? 1 : 0], settled, nsettled);
+	if (nlook_ups > 0)
+		ft_outbox_run_jobs(&ft_look_up, look_ups, nlook_ups);
 	if (nretries > 0)
 		ft_outbox_run_jobs(&ft_retry, retries, nretries);
 	if (nunknown > 0)
@@ -762,6 +789,123 @@ ft_outbox_record(FtJob **jobs, int njobs)
 		ft_outbox_run_jobs(&ft_lifecycle_refunds, refunds, nrefunds);
 	if (npaid > 0 && lifecycle)
 		ft_outbox_run_jobs(&ft_lifecycle_refund_canceled, paid, npaid);
+}
+
+/*
+ * ft_outbox_record in a subtransaction (as PL/pgSQL runs a block with an
+ * exception handler).  Returns true when it committed; false, with the
+ * subtransaction rolled back and *error set to the error's message
+ * (printable ASCII), when it raised an error that may come from the jobs'
+ * data.  Errors that say nothing about the jobs (a cancel, a shutdown,
+ * lack of resources, a serialization failure, an internal error) are
+ * raised again, as if there were no subtransaction.
+ */
+static bool
+ft_outbox_record_sub(FtJob **jobs, int njobs, char **error)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		ft_outbox_record(jobs, njobs);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			class;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (class == ERRCODE_TRANSACTION_ROLLBACK ||
+			class == ERRCODE_INSUFFICIENT_RESOURCES ||
+			class == ERRCODE_OPERATOR_INTERVENTION ||
+			class == ERRCODE_SYSTEM_ERROR ||
+			class == ERRCODE_INTERNAL_ERROR)
+			ReThrowError(edata);
+		*error = ft_gateway_clean_text(edata->message ? edata->message : "unknown error",
+									   FT_RECORD_ERROR_MAX);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* a job's values from its reply, freed: it is recorded without them */
+static void
+ft_job_forget_reply(FtJob *job)
+{
+	char	  **fields[] = {&job->payment_id, &job->error, &job->next_action,
+	&job->client_secret};
+
+	for (int i = 0; i < lengthof(fields); i++)
+	{
+		if (*fields[i] != NULL)
+			pfree(*fields[i]);
+		*fields[i] = NULL;
+	}
+}
+
+/*
+ * Record the outcomes of njobs jobs so that one job's data cannot keep the
+ * others from being recorded: the batch in a subtransaction; if it fails,
+ * each job in one of its own.  A job whose record still fails is recorded
+ * as a failed attempt with the error instead (retried like a transient
+ * failure, a dead letter after max_attempts), with a WARNING; if even that
+ * fails, it is left to its lease (due again when the lease ends).  Caller
+ * is inside ft_xact_begin.
+ */
+void
+ft_outbox_record_isolated(FtJob **jobs, int njobs)
+{
+	char	   *error = NULL;
+
+	if (njobs <= 0 || ft_outbox_record_sub(jobs, njobs, &error))
+		return;
+	for (int i = 0; i < njobs; i++)
+	{
+		FtJob	   *job = jobs[i];
+		FtOutcome	was = job->outcome;
+		MemoryContext oldcxt;
+
+		if (ft_outbox_record_sub(&job, 1, &error))
+			continue;
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("could not record the outcome of order " INT64_FORMAT ": %s",
+						job->order_id, error),
+				 errdetail("The %s outcome was not recorded; the payment is tried again and becomes a dead letter after ft_orders.max_attempts attempts.",
+						   ft_outcome_name(was))));
+		/* the job's strings live in the job's own memory context */
+		oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(job));
+		ft_job_forget_reply(job);
+		job->error = psprintf("could not record the %s outcome: %s",
+							  ft_outcome_name(was), error);
+		MemoryContextSwitchTo(oldcxt);
+		job->outcome = job->event_attempts >= ft_max_attempts ?
+			FT_OUTCOME_FAILED : FT_OUTCOME_RETRY;
+		job->delay_ms = ft_backoff_delay_ms(job->event_attempts, -1);
+		job->look_up = false;
+		if (!ft_outbox_record_sub(&job, 1, &error))
+			ereport(WARNING,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("could not record the failure of order " INT64_FORMAT ": %s",
+							job->order_id, error),
+					 errdetail("Its event is due again when its lease ends.")));
+	}
 }
 
 /*

@@ -68,6 +68,7 @@
 #include "postgres.h"
 
 #include "access/xlog.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -81,6 +82,7 @@
 #include "utils/wait_event.h"
 
 #include "gateway.h"
+#include "gateway_json.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -267,6 +269,45 @@ ft_report_trouble(const FtJob *job, bool auth_problem)
 }
 
 /*
+ * A 2xx reply that settled nothing (malformed, oversize, no usable status
+ * or id): the gateway answered, so it is no failure for the circuit, and
+ * it may have acted on the request, so the work is never given up on for
+ * it (ft_on_done looks it up instead).  Clears c->transient for such a
+ * reply and returns true.
+ */
+static bool
+ft_reply_unreadable(const FtGatewayReply *reply, FtClassification *c)
+{
+	if (reply->http_status < 200 || reply->http_status > 299 ||
+		c->outcome != FT_OUTCOME_RETRY || c->payment_id != NULL)
+		return false;
+	c->transient = false;
+	return true;
+}
+
+/*
+ * The values of a classification that the job stores, checked once more
+ * before they reach a table of this database: ids and the client secret
+ * printable ASCII of bounded length (else dropped), next_action JSON that
+ * jsonb accepts in this database's encoding and that fits a NOTIFY
+ * payload (else a marker, see ft_json_next_action).  The job keeps them
+ * in its own memory context; the checks allocate in the current one.
+ */
+static void
+ft_job_take_values(FtJob *job, const FtClassification *c)
+{
+	MemoryContext cxt = GetMemoryChunkContext(job);
+	char	   *next_action = ft_json_next_action(c->next_action,
+												  GetDatabaseEncoding() == PG_UTF8);
+
+	job->payment_id = c->payment_id ?
+		MemoryContextStrdup(cxt, ft_gateway_clean_text(c->payment_id, FT_STORED_ID_MAX)) : NULL;
+	job->client_secret = c->client_secret ?
+		MemoryContextStrdup(cxt, ft_gateway_clean_text(c->client_secret, FT_STORED_ID_MAX)) : NULL;
+	job->next_action = next_action ? MemoryContextStrdup(cxt, next_action) : NULL;
+}
+
+/*
  * A request finished (reply != NULL) or was aborted at shutdown (NULL).
  * Classify it and queue the job for recording.
  */
@@ -276,6 +317,7 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	FtJob	   *job = (FtJob *) owner;
 	FtClassification c;
 	MemoryContext oldcxt;
+	bool		unreadable;
 
 	/*
 	 * Jobs in flight plus jobs done and not yet recorded never exceed
@@ -364,6 +406,9 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 		c.transient = false;
 	}
 
+	unreadable = ft_reply_unreadable(reply, &c);
+	ft_job_take_values(job, &c);
+
 	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
 	job->http_status = reply->http_status;
 	job->latency_ms = latency_ms;
@@ -371,10 +416,19 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 	job->timed_out = reply->timed_out;
 	job->retry_after_ms = c.retry_after_ms;
 	job->outcome = c.outcome;
-	job->payment_id = c.payment_id ? pstrdup(c.payment_id) : NULL;
-	job->next_action = c.next_action ? pstrdup(c.next_action) : NULL;
-	job->client_secret = c.client_secret ? pstrdup(c.client_secret) : NULL;
-	if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts)
+	if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts &&
+		unreadable && job->lifecycle && job->refund_id == 0 &&
+		(job->kind == FT_REQ_CHARGE || job->kind == FT_REQ_LOOKUP))
+	{
+		/*
+		 * The gateway answered, but nothing readable: it may have charged.
+		 * Never given up on: looked up instead, until a reply says.
+		 */
+		job->look_up = true;
+		job->error = psprintf("looking it up after %d attempts: %s",
+							  job->event_attempts, c.error ? c.error : "unreadable reply");
+	}
+	else if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts)
 	{
 		job->outcome = FT_OUTCOME_FAILED;
 		job->error = psprintf("gave up after %d attempts: %s",
@@ -687,7 +741,7 @@ ft_sql_step(TimestampTz now)
 	ft_xact_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments",
 					!claim);
 	if (record)
-		ft_outbox_record(ft_done, ft_ndone);
+		ft_outbox_record_isolated(ft_done, ft_ndone);
 	if (claim)
 	{
 		nclaimed = ft_outbox_claim(limit, ft_round_cxt, ft_claims);
@@ -825,7 +879,7 @@ ft_shutdown(void)
 	if (ft_ndone > 0 || ft_naborted > 0)
 	{
 		ft_xact_begin("ft_orders: stopping", true);
-		ft_outbox_record(ft_done, ft_ndone);
+		ft_outbox_record_isolated(ft_done, ft_ndone);
 		ft_outbox_release(ft_aborted, ft_naborted);
 		ft_xact_commit();
 		ft_stats_recorded(ft_done, ft_ndone);

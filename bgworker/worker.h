@@ -66,6 +66,8 @@ typedef struct FtJob
 	int			retry_after_ms; /* the reply's Retry-After; -1: none */
 	double		latency_ms;
 	int			delay_ms;		/* retry: backoff before the next attempt */
+	bool		look_up;		/* retry: as a look-up (attempts used up on
+								 * replies that said nothing readable) */
 	char	   *payment_id;		/* paid (refunds: the gateway's refund id) */
 	char	   *error;			/* NULL when paid */
 	char	   *next_action;	/* action_required only */
@@ -112,6 +114,9 @@ typedef enum FtJobColumn
 	FT_COL_CLIENT_SECRET		/* text or NULL */
 } FtJobColumn;
 
+/* longest error message kept when a job's record fails */
+#define FT_RECORD_ERROR_MAX	200
+
 /* most parameters a batch statement takes */
 #define FT_JOB_MAX_COLUMNS	16
 
@@ -142,6 +147,7 @@ extern int	ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims);
 extern TimestampTz ft_outbox_next_due(void);
 extern void ft_outbox_warm_up(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
+extern void ft_outbox_record_isolated(FtJob **jobs, int njobs);
 extern void ft_outbox_release(FtJob **jobs, int njobs);
 extern int64 ft_outbox_release_all_leases(void);
 extern bool ft_outbox_lifecycle(void);
