@@ -14,20 +14,25 @@ EXTENSION_OBJS = \
 	extension/drop_database.o \
 	extension/status_views.o \
 	extension/metrics.o \
-	extension/spi_plan.o
+	extension/spi_plan.o \
+	extension/schema_version.o
 
 BGWORKER_OBJS = \
 	bgworker/launcher.o \
 	bgworker/payment_worker.o \
+	bgworker/worker_job.o \
 	bgworker/worker_stats.o \
 	bgworker/worker_xact.o \
-	bgworker/outbox.o \
-	bgworker/outbox_lifecycle.o \
+	bgworker/outbox_batch.o \
+	bgworker/outbox_claim.o \
+	bgworker/outbox_record.o \
 	bgworker/gateway_http.o \
+	bgworker/gateway_reply.o \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_json.o \
 	bgworker/gateway_stripe.o \
-	bgworker/gateway_stripe_lifecycle.o \
+	bgworker/gateway_stripe_json.o \
+	bgworker/gateway_stripe_reconcile.o \
 	bgworker/backoff.o \
 	bgworker/circuit.o \
 	bgworker/admission.o \

@@ -40,6 +40,9 @@ typedef enum FtOutcome
 	FT_OUTCOME_REFUND_FAILED	/* refund: refused for good */
 } FtOutcome;
 
+/* the payment_attempts.outcome text of an outcome (gateway_reply.c) */
+extern const char *ft_outcome_name(FtOutcome outcome);
+
 /*
  * What a request does (docs/reference.md, "Wire protocol"): charge an
  * order (POST, or the provider's re-check of a payment under way), look a
@@ -187,7 +190,7 @@ typedef struct FtProvider
  * form (FtPaymentRequest.legacy_request): a charge request of the order
  * was refused because its key was first used with other parameters, and
  * recorded with this error (payment_attempts.error starts with it).  The
- * claim looks for such a row (outbox.c); the worker records it
+ * claim looks for such a row (outbox_claim.c); the worker records it
  * (payment_worker.c).  No quotes: it is also part of an SQL literal.
  */
 #define FT_LEGACY_REQUEST_NOTE \
@@ -207,9 +210,10 @@ typedef struct FtJsonField
 
 /* gateway_generic.c */
 extern const FtProvider ft_provider_generic;
-extern int	ft_parse_retry_after(const char *value, time_t now);
+
+/* gateway_reply.c: what every provider shares */
+extern int	ft_gateway_parse_retry_after(const char *value, time_t now);
 struct JsonSemAction;
-extern const char *ft_outcome_name(FtOutcome outcome);
 extern char *ft_gateway_clean_text(const char *s, size_t maxlen);
 extern void ft_gateway_set_retry(FtClassification *result, char *error);
 extern void ft_gateway_lookup_retry(const FtGatewayReply *reply,

@@ -56,6 +56,9 @@
 /* ready sockets taken from the epoll instance per wait */
 #define FT_HTTP_EPOLL_BATCH		FT_MAX_IN_FLIGHT
 
+/* a reply buffer starts this large and doubles, up to FT_REPLY_MAX_BYTES */
+#define FT_REPLY_INITIAL_BYTES	1024
+
 typedef struct FtHttpHandle
 {
 	CURL	   *easy;
@@ -168,7 +171,7 @@ ft_http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	}
 	if (h->len + n + 1 > h->cap)
 	{
-		size_t		newcap = Max(h->cap, 1024);
+		size_t		newcap = Max(h->cap, FT_REPLY_INITIAL_BYTES);
 		char	   *nb;
 
 		while (newcap < h->len + n + 1)

@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * gateway_stripe.h
- *	  What the two files of the Stripe providers share (gateway_stripe.c:
- *	  charges and replies; gateway_stripe_lifecycle.c: look-ups and
- *	  refunds): the parsed top-level fields of a reply and the helpers
- *	  that build and classify.  Internal to those two files.
+ *	  What the files of the Stripe providers share (gateway_stripe.c:
+ *	  charges and replies; gateway_stripe_json.c: reading a reply;
+ *	  gateway_stripe_reconcile.c: look-ups, refunds and cancels): the
+ *	  parsed fields of a reply and the helpers that build and classify.
+ *	  Internal to those files.
  *
  *-------------------------------------------------------------------------
  */
@@ -88,20 +89,23 @@ typedef struct FtStripeFields
 	FtStripeElem elems[FT_STRIPE_ELEMS_MAX];
 } FtStripeFields;
 
+/* gateway_stripe_json.c */
+extern bool ft_stripe_json_read_reply(const FtGatewayReply *reply,
+									  FtClassification *result,
+									  FtStripeFields *f);
+
+/* gateway_stripe.c */
 extern void ft_stripe_form_add(StringInfo body, const char *name, const char *value);
 extern bool ft_stripe_valid_id(const char *s);
 extern char *ft_stripe_id_path(const char *id, const char *prefix,
 							   const char *base, const char *suffix);
-extern bool ft_stripe_read_reply(const FtGatewayReply *reply,
-								 FtClassification *result,
-								 FtStripeFields *f);
 extern char *ft_stripe_reason(int status, const FtStripeFields *f);
 extern void ft_stripe_classify_object(int status, const FtStripeFields *f,
 									  FtClassification *result);
 extern void ft_stripe_classify_reply(const FtGatewayReply *reply,
 									 FtClassification *result);
 
-/* gateway_stripe_lifecycle.c */
+/* gateway_stripe_reconcile.c */
 extern char *ft_stripe_intent_lookup(const FtPaymentRequest *req);
 extern void ft_stripe_classify_lookup(const FtGatewayReply *reply,
 									  const FtPaymentRequest *req,

@@ -365,7 +365,7 @@ ft_orders_launcher_main(Datum main_arg)
 		 * (SignalHandlerForShutdownRequest) always stops it.
 		 */
 		ft_xact_begin("ft_orders: launcher", true);
-		ready = ft_outbox_extension_ready();
+		ready = ft_schema_installed();
 		if (ready && !in_recovery && !released)
 			nreleased = ft_outbox_release_all_leases();
 		ft_xact_commit();

@@ -3,21 +3,24 @@
  * payment_worker.c
  *	  A payment worker: drains the outbox and charges the gateway.
  *
- * Started by the launcher as payment worker n in slot n-1 (bgw_main_arg).
- * Each round of the loop:
+ * Started by the launcher in one slot of one database's workers (bgw_main_arg:
+ * ft_worker_main_arg).  The loop here decides when to claim, send and
+ * record; the job (worker_job.c) decides what a claim becomes and what a
+ * reply means.  Each round of the loop:
  *
  *	1. waits at the one wait point (ft_http_wait): latch, postmaster death
  *	   and libcurl's sockets and timer, bounded by whatever the worker
  *	   itself has scheduled (batched record, next due event, poll);
  *	2. CHECK_FOR_INTERRUPTS, reloads settings on SIGHUP, stops on SIGTERM;
- *	3. classifies the requests libcurl finished (provider's classify_reply)
- *	   and feeds them to the gateway figures and the circuit breaker;
+ *	3. classifies the requests libcurl finished (ft_job_finish: the
+ *	   provider's classify_reply, then the outcome policy) and feeds
+ *	   them to the gateway figures and the circuit breaker;
  *	4. when enough completions piled up (or they have waited ~2 ms, or
  *	   nothing else is in flight) and/or there is room for more requests
  *	   (under the adaptive in-flight limit, concurrency.c) that the
  *	   circuit, the gateway's pause and the rate limit let go
  *	   (admission.c), runs ONE short transaction that records the
- *	   completions and claims new events (outbox.c), commits, and only
+ *	   completions and claims new events (outbox_*.c), commits, and only
  *	   then has the provider build the new requests and the transport
  *	   start them (the circuit's probes on fresh connections).
  *
@@ -68,7 +71,6 @@
 #include "postgres.h"
 
 #include "access/xlog.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -82,7 +84,6 @@
 #include "utils/wait_event.h"
 
 #include "gateway.h"
-#include "gateway_json.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -95,10 +96,8 @@ PGDLLEXPORT void ft_orders_payment_worker_main(Datum main_arg);
 #define FT_POLL_MIN_MS			10
 #define FT_CIRCUIT_POLL_MS		100
 #define FT_SHUTDOWN_GRACE_MS	1000
-#define FT_LOG_INTERVAL_MS		10000
 
 static MemoryContext ft_round_cxt = NULL;
-static MemoryContext ft_job_cxt = NULL;
 
 static FtJob **ft_done;			/* completed, not recorded yet */
 static int	ft_ndone = 0;
@@ -116,79 +115,11 @@ static volatile sig_atomic_t ft_in_claim_commit = false;
 /* SIGINTs (query cancels) received: a cancel ends a sync wait silently */
 static volatile sig_atomic_t ft_cancel_count = 0;
 
-static const FtProvider *ft_provider = NULL;
-static char *ft_url = NULL;		/* gateway_url + provider path; NULL: idle */
-static char *ft_base_url = NULL;	/* gateway_url without trailing '/' */
-static bool ft_url_hint_logged = false;
-
 static bool ft_want_claim = true;
 static TimestampTz ft_next_poll = 0;
 static TimestampTz ft_last_claim = 0;
 static bool ft_circuit_blocked = false;
 static bool ft_last_was_retry = false;
-
-/* rate-limited gateway trouble reports */
-static TimestampTz ft_last_trouble_log = 0;
-static int	ft_trouble_unlogged = 0;
-static TimestampTz ft_last_auth_log = 0;
-
-static const FtProvider *
-ft_current_provider(void)
-{
-	switch ((FtGatewayProvider) ft_gateway_provider)
-	{
-		case FT_PROVIDER_GENERIC:
-			return &ft_provider_generic;
-		case FT_PROVIDER_STRIPE:
-			return &ft_provider_stripe;
-		case FT_PROVIDER_STRIPE_CHARGES:
-			return &ft_provider_stripe_charges;
-	}
-	return &ft_provider_generic;
-}
-
-/*
- * (Re-)read the settings this worker caches: provider and URL.  An empty
- * gateway_url leaves the worker idle, with one LOG hint per emptiness, and
- * out of the commit wake-ups (it could not send; the claim that follows
- * setting a URL finds what was committed meanwhile).
- */
-static void
-ft_load_settings(void)
-{
-	bool		idle = (ft_gateway_url == NULL || ft_gateway_url[0] == '\0');
-	size_t		len;
-	MemoryContext oldcxt;
-
-	ft_provider = ft_current_provider();
-	/* the callers claim next: commits made meanwhile are found by that claim */
-	ft_slot_set_can_send(!idle);
-	if (ft_url)
-		pfree(ft_url);
-	ft_url = NULL;
-	if (ft_base_url)
-		pfree(ft_base_url);
-	ft_base_url = NULL;
-
-	if (idle)
-	{
-		if (!ft_url_hint_logged)
-			ereport(LOG,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("ft_orders.gateway_url is not set: the payment worker stays idle"),
-					 errhint("Set ft_orders.gateway_url to the payment gateway's base URL and reload the configuration.")));
-		ft_url_hint_logged = true;
-		return;
-	}
-	ft_url_hint_logged = false;
-	len = strlen(ft_gateway_url);
-	while (len > 0 && ft_gateway_url[len - 1] == '/')
-		len--;
-	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-	ft_base_url = pnstrdup(ft_gateway_url, len);
-	ft_url = psprintf("%s%s", ft_base_url, ft_provider->path);
-	MemoryContextSwitchTo(oldcxt);
-}
 
 /*
  * SIGTERM: the shutdown flag as SignalHandlerForShutdownRequest sets it,
@@ -230,94 +161,19 @@ ft_process_signals(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
-		ft_load_settings();
+		ft_job_load_settings();
 		ft_want_claim = true;
 	}
 }
 
-/* LOG a transient gateway failure, at most once per FT_LOG_INTERVAL_MS */
-static void
-ft_report_trouble(const FtJob *job, bool auth_problem)
-{
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (auth_problem)
-	{
-		if (TimestampDifferenceExceeds(ft_last_auth_log, now, FT_LOG_INTERVAL_MS))
-		{
-			ft_last_auth_log = now;
-			ereport(WARNING,
-					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-					 errmsg("payment gateway refused the credentials: HTTP %d",
-							job->http_status),
-					 errhint("Check ft_orders.gateway_token; the orders stay pending and are retried.")));
-		}
-		return;
-	}
-
-	ft_trouble_unlogged++;
-	if (TimestampDifferenceExceeds(ft_last_trouble_log, now, FT_LOG_INTERVAL_MS))
-	{
-		ereport(LOG,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("payment gateway request failed: %s", job->error),
-				 errdetail("%d transient failure(s) since the last report; the payments will be retried.",
-						   ft_trouble_unlogged)));
-		ft_last_trouble_log = now;
-		ft_trouble_unlogged = 0;
-	}
-}
-
-/*
- * A 2xx reply that settled nothing (malformed, oversize, no usable status
- * or id): the gateway answered, so it is no failure for the circuit, and
- * it may have acted on the request, so the work is never given up on for
- * it (ft_on_done looks it up instead).  Clears c->transient for such a
- * reply and returns true.
- */
-static bool
-ft_reply_unreadable(const FtGatewayReply *reply, FtClassification *c)
-{
-	if (reply->http_status < 200 || reply->http_status > 299 ||
-		c->outcome != FT_OUTCOME_RETRY || c->payment_id != NULL)
-		return false;
-	c->transient = false;
-	return true;
-}
-
-/*
- * The values of a classification that the job stores, checked once more
- * before they reach a table of this database: ids and the client secret
- * printable ASCII of bounded length (else dropped), next_action JSON that
- * jsonb accepts in this database's encoding and that fits a NOTIFY
- * payload (else a marker, see ft_json_next_action).  The job keeps them
- * in its own memory context; the checks allocate in the current one.
- */
-static void
-ft_job_take_values(FtJob *job, const FtClassification *c)
-{
-	MemoryContext cxt = GetMemoryChunkContext(job);
-	char	   *next_action = ft_json_next_action(c->next_action,
-												  GetDatabaseEncoding() == PG_UTF8);
-
-	job->payment_id = c->payment_id ?
-		MemoryContextStrdup(cxt, ft_gateway_clean_text(c->payment_id, FT_STORED_ID_MAX)) : NULL;
-	job->client_secret = c->client_secret ?
-		MemoryContextStrdup(cxt, ft_gateway_clean_text(c->client_secret, FT_STORED_ID_MAX)) : NULL;
-	job->next_action = next_action ? MemoryContextStrdup(cxt, next_action) : NULL;
-}
-
 /*
  * A request finished (reply != NULL) or was aborted at shutdown (NULL).
- * Classify it and queue the job for recording.
+ * The job says what the reply means; queue it for recording.
  */
 static void
 ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 {
 	FtJob	   *job = (FtJob *) owner;
-	FtClassification c;
-	MemoryContext oldcxt;
-	bool		unreadable;
 
 	/*
 	 * Jobs in flight plus jobs done and not yet recorded never exceed
@@ -333,272 +189,11 @@ ft_on_done(void *owner, const FtGatewayReply *reply, double latency_ms)
 		return;
 	}
 
-	memset(&c, 0, sizeof(c));
-	switch (job->kind)
-	{
-		case FT_REQ_CHARGE:
-			ft_provider->classify_reply(reply, &c);
-			break;
-		case FT_REQ_LOOKUP:
-			{
-				FtPaymentRequest order;
-
-				memset(&order, 0, sizeof(order));
-				order.order_id = job->order_id;
-				order.payment_key = job->payment_key;
-				order.amount_minor = job->amount_minor;
-				order.currency = job->currency;
-				order.legacy_request = job->legacy_request;
-				ft_provider->classify_lookup(reply, &order, &c);
-			}
-			break;
-		case FT_REQ_REFUND:
-			ft_provider->classify_refund(reply, &c);
-			break;
-		case FT_REQ_REFUND_LOOKUP:
-			ft_provider->classify_refund_lookup(reply, &c);
-			break;
-		case FT_REQ_CANCEL:
-			ft_provider->classify_cancel(reply, &c);
-			break;
-	}
-
-	/*
-	 * A canceled order the gateway has no payment for (its look-up or its
-	 * cancel says so) was never charged: canceled.  A cancel is only sent
-	 * for an order whose cancel was requested.
-	 */
-	if (c.outcome == FT_OUTCOME_UNKNOWN && job->cancel_requested &&
-		(job->kind == FT_REQ_LOOKUP || job->kind == FT_REQ_CANCEL))
-		c.outcome = FT_OUTCOME_CANCELED;
-
-	/*
-	 * The gateway holds this order's key with other parameters: its first
-	 * request went out in the legacy form, without the payment_key (sent
-	 * before the payment_key was part of the request).  Sent again in that
-	 * form: FT_LEGACY_REQUEST_NOTE in the recorded error is what the next
-	 * claim finds (outbox.c).  Only for an order whose earlier request may
-	 * have gone out: a first request refused so is not ours to reinterpret.
-	 */
-	if (c.idempotency_refused && job->kind == FT_REQ_CHARGE &&
-		job->body != NULL && !job->legacy_request && job->order_attempt > 1)
-	{
-		ft_gateway_set_retry(&c, psprintf("%s; re-sending it in that form",
-										  FT_LEGACY_REQUEST_NOTE));
-		c.transient = false;
-		ereport(LOG,
-				(errmsg("order " INT64_FORMAT "'s first request went out without its payment_key; re-sending it in that form",
-						job->order_id),
-				 errdetail("The gateway refused the request under the order's Idempotency-Key: the key was first used with other parameters.")));
-	}
-
-	/* a look-up that found other orders' payments: say which, settle none */
-	if (c.ignored_foreign && job->kind == FT_REQ_LOOKUP)
-		ereport(LOG,
-				(errmsg("look-up of order " INT64_FORMAT " ignored payments that are not the order's",
-						job->order_id),
-				 errdetail("%s", c.error ? c.error : "")));
-
-	/* a schema older than 1.3 has no action_required: re-check later */
-	if (c.outcome == FT_OUTCOME_ACTION_REQUIRED && !job->lifecycle)
-	{
-		c.outcome = FT_OUTCOME_RETRY;
-		c.transient = false;
-	}
-
-	unreadable = ft_reply_unreadable(reply, &c);
-	ft_job_take_values(job, &c);
-
-	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
-	job->http_status = reply->http_status;
-	job->latency_ms = latency_ms;
-	job->transient = c.transient;
-	job->timed_out = reply->timed_out;
-	job->retry_after_ms = c.retry_after_ms;
-	job->outcome = c.outcome;
-	if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts &&
-		unreadable && job->lifecycle && job->refund_id == 0 &&
-		(job->kind == FT_REQ_CHARGE || job->kind == FT_REQ_LOOKUP))
-	{
-		/*
-		 * The gateway answered, but nothing readable: it may have charged.
-		 * Never given up on: looked up instead, until a reply says.
-		 */
-		job->look_up = true;
-		job->error = psprintf("looking it up after %d attempts: %s",
-							  job->event_attempts, c.error ? c.error : "unreadable reply");
-	}
-	else if (c.outcome == FT_OUTCOME_RETRY && job->event_attempts >= ft_max_attempts)
-	{
-		job->outcome = FT_OUTCOME_FAILED;
-		job->error = psprintf("gave up after %d attempts: %s",
-							  job->event_attempts, c.error ? c.error : "unknown error");
-	}
-	else
-		job->error = c.error ? pstrdup(c.error) : NULL;
-	if (job->outcome == FT_OUTCOME_RETRY && c.retry_after_ms >= 0 &&
-		(reply->http_status == 429 || reply->http_status == 503))
-	{
-		/*
-		 * The gateway asked for a pause: every worker holds its requests
-		 * until then (admission.c), and this order is due again right when
-		 * the pause ends, not later.
-		 */
-		job->delay_ms = Min(c.retry_after_ms, Max(ft_backoff_max_ms, 0));
-		ft_admission_pause(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   job->delay_ms));
-	}
-	else if (job->outcome == FT_OUTCOME_RETRY)
-		job->delay_ms = ft_backoff_delay_ms(job->event_attempts, c.retry_after_ms);
-	MemoryContextSwitchTo(oldcxt);
-
-	if (c.transient)
-		ft_report_trouble(job, c.auth_problem);
-
+	ft_job_finish(job, reply, latency_ms);
 	if (ft_ndone == 0)
 		ft_first_done_at = GetCurrentTimestamp();
 	ft_done[ft_ndone++] = job;
 	ft_round_done[ft_nround_done++] = job;
-}
-
-/*
- * The job for a claimed event, in the job context: the provider builds its
- * request (a body to POST, or a path to GET for a payment the gateway is
- * still working on).
- */
-static FtJob *
-ft_new_job(const FtClaim *claim)
-{
-	MemoryContext oldcxt = MemoryContextSwitchTo(ft_job_cxt);
-	const FtPaymentRequest *order = &claim->order;
-	FtJob	   *job = palloc0(sizeof(FtJob));
-
-	job->event_id = claim->event_id;
-	job->order_id = order->order_id;
-	job->event_attempts = claim->event_attempts;
-	job->order_attempt = claim->order_attempt;
-	job->lease_until = claim->lease_until;
-	job->refund_id = order->refund_id;
-	job->cancel_requested = claim->cancel_requested;
-	job->lifecycle = claim->lifecycle;
-	job->amount_minor = order->amount_minor;
-	strlcpy(job->currency, order->currency ? order->currency : "",
-			sizeof(job->currency));
-	job->legacy_request = order->legacy_request;
-	strlcpy(job->payment_key,
-			order->refund_id != 0 ? (order->refund_key ? order->refund_key : "")
-			: (order->payment_key ? order->payment_key : ""),
-			sizeof(job->payment_key));
-	job->body = NULL;
-	job->body_len = 0;
-
-	if (order->refund_id != 0)
-	{
-		/* a refund: looked up first when the gateway may have forgotten it */
-		job->kind = FT_REQ_REFUND;
-		if (claim->lookup &&
-			(job->recheck_path = ft_provider->refund_lookup_path(order)) != NULL)
-			job->kind = FT_REQ_REFUND_LOOKUP;
-		else
-		{
-			StringInfoData body;
-
-			initStringInfo(&body);
-			ft_provider->build_refund(order, &body);
-			job->body = body.data;
-			job->body_len = body.len;
-		}
-	}
-	else if (claim->lookup && claim->cancel_requested &&
-			 ft_provider->cancel_path != NULL &&
-			 (job->recheck_path = ft_provider->cancel_path(order)) != NULL)
-	{
-		/*
-		 * A canceled order whose payment is unconfirmed at the gateway:
-		 * cancel it there (a customer who abandons 3-D Secure would leave it
-		 * action_required for good), under a key of its own.
-		 */
-		job->kind = FT_REQ_CANCEL;
-		snprintf(job->payment_key, sizeof(job->payment_key), "%s%s",
-				 order->payment_key ? order->payment_key : "",
-				 FT_CANCEL_KEY_SUFFIX);
-		job->body = pstrdup("");
-		job->body_len = 0;
-	}
-	else if (claim->lookup && ft_provider->lookup_path != NULL &&
-			 (job->recheck_path = ft_provider->lookup_path(order)) != NULL)
-	{
-		/* reconciliation: find out what the gateway did, charge nothing */
-		job->kind = FT_REQ_LOOKUP;
-	}
-	else if (ft_provider->recheck_path != NULL && order->pending_ref != NULL &&
-			 (job->recheck_path = ft_provider->recheck_path(order)) != NULL)
-	{
-		/* a payment under way at the gateway: GET it, charge nothing */
-		job->kind = FT_REQ_CHARGE;
-	}
-	else
-	{
-		StringInfoData body;
-
-		job->kind = FT_REQ_CHARGE;
-		initStringInfo(&body);
-		ft_provider->build_request(order, &body);
-		job->body = body.data;
-		job->body_len = body.len;
-	}
-	MemoryContextSwitchTo(oldcxt);
-	return job;
-}
-
-/* send a freshly claimed job; a request that cannot start fails at once */
-static void
-ft_send(FtJob *job)
-{
-	char		errbuf[256];
-	char	   *url = ft_url;
-	bool		started;
-
-	job->started_at = GetCurrentTimestamp();
-	if ((job->body == NULL || job->kind == FT_REQ_CANCEL) &&
-		job->recheck_path != NULL)
-		url = psprintf("%s%s", ft_base_url, job->recheck_path);
-	else if (job->kind == FT_REQ_REFUND)
-		url = psprintf("%s%s", ft_base_url, ft_provider->refund_path);
-	started = ft_http_start(job, url, job->payment_key,
-							ft_provider->content_type, job->body,
-							(size_t) job->body_len, job->is_probe,
-							errbuf, sizeof(errbuf));
-	if (url != ft_url)
-		pfree(url);
-	if (!started)
-	{
-		FtGatewayReply reply;
-
-		memset(&reply, 0, sizeof(reply));
-		reply.transport_error = errbuf;
-		reply.body = "";
-		reply.now = time(NULL);
-		ft_on_done(job, &reply, 0.0);
-	}
-}
-
-static void
-ft_free_job(FtJob *job)
-{
-	if (job->body)
-		pfree(job->body);
-	if (job->recheck_path)
-		pfree(job->recheck_path);
-	if (job->payment_id)
-		pfree(job->payment_id);
-	if (job->error)
-		pfree(job->error);
-	if (job->next_action)
-		pfree(job->next_action);
-	if (job->client_secret)
-		pfree(job->client_secret);
-	pfree(job);
 }
 
 /*
@@ -615,7 +210,7 @@ ft_claim_due(TimestampTz now, int *limit)
 	int			chunk = Max(1, Min(ft_batch_size, in_flight_limit) / 4);
 
 	*limit = Min(ft_batch_size, room);
-	if (ft_url == NULL || *limit <= 0)
+	if (!ft_job_can_send() || *limit <= 0)
 		return false;
 	if (!ft_want_claim && now < ft_next_poll)
 		return false;
@@ -679,12 +274,12 @@ ft_claim_commit(int *nclaimed)
 					*nclaimed),
 			 errdetail("The claim may not have reached the synchronous standby; its leases are released.")));
 	for (int i = 0; i < *nclaimed; i++)
-		ft_claimed[i] = ft_new_job(&ft_claims[i]);
+		ft_claimed[i] = ft_job_new(&ft_claims[i]);
 	ft_xact_begin("ft_orders: releasing an interrupted claim", true);
 	ft_outbox_release(ft_claimed, *nclaimed);
 	ft_xact_commit();
 	for (int i = 0; i < *nclaimed; i++)
-		ft_free_job(ft_claimed[i]);
+		ft_job_free(ft_claimed[i]);
 	*nclaimed = 0;
 }
 
@@ -763,7 +358,7 @@ ft_sql_step(TimestampTz now)
 		ft_stats_recorded(ft_done, ft_ndone);
 		ft_last_was_retry = (ft_done[ft_ndone - 1]->outcome == FT_OUTCOME_RETRY);
 		for (int i = 0; i < ft_ndone; i++)
-			ft_free_job(ft_done[i]);
+			ft_job_free(ft_done[i]);
 		ft_ndone = 0;
 	}
 
@@ -776,7 +371,7 @@ ft_sql_step(TimestampTz now)
 			ft_admission_give_back(admitted - nclaimed);
 		for (int i = 0; i < nclaimed; i++)
 		{
-			ft_claimed[i] = ft_new_job(&ft_claims[i]);
+			ft_claimed[i] = ft_job_new(&ft_claims[i]);
 			ft_claimed[i]->is_probe = (i < nprobes);
 		}
 		if (nclaimed == limit)
@@ -798,11 +393,11 @@ ft_sql_step(TimestampTz now)
 													   Max(ms, FT_POLL_MIN_MS));
 		}
 		for (int i = 0; i < nclaimed; i++)
-			ft_send(ft_claimed[i]);
+			ft_job_send(ft_claimed[i], ft_on_done);
 	}
 
 	if (ft_http_in_flight() == 0 && ft_ndone == 0)
-		MemoryContextReset(ft_job_cxt);
+		ft_job_free_all();
 }
 
 /* milliseconds the next wait may last */
@@ -815,7 +410,7 @@ ft_wait_time(TimestampTz now)
 
 	if (ft_ndone > 0)
 		ms = Min(ms, FT_RECORD_DELAY_MS);
-	if (ft_url != NULL && ft_concurrency_limit() > ft_http_in_flight())
+	if (ft_job_can_send() && ft_concurrency_limit() > ft_http_in_flight())
 	{
 		if (ft_want_claim)
 			ms = Min(ms, FT_RECORD_DELAY_MS);
@@ -834,7 +429,7 @@ ft_publish_state(void)
 	FtWorkerState state;
 	int			in_flight = ft_http_in_flight();
 
-	if (ft_url == NULL)
+	if (!ft_job_can_send())
 		state = FT_WORKER_IDLE;
 	else if (ft_circuit_blocked)
 		state = FT_WORKER_CIRCUIT_OPEN;
@@ -912,7 +507,7 @@ ft_wait_until_ready(void)
 			bool		ready;
 
 			ft_xact_begin("ft_orders: checking the extension", true);
-			ready = ft_outbox_extension_ready();
+			ready = ft_schema_installed();
 			if (ready)
 				ft_outbox_warm_up();
 			ft_xact_commit();
@@ -964,7 +559,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 		proc_exit(0);			/* DROP DATABASE under way: do not connect */
 
 	BackgroundWorkerInitializeConnection(NameStr(ft_db->dbname), NULL, 0);
-	/* every name in outbox.c's SQL resolves to the built-in or ft_orders */
+	/* every name in the outbox's SQL resolves to the built-in or ft_orders */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
@@ -975,7 +570,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 
 	/*
 	 * Every statement of the worker reaches its rows through an index, each
-	 * join driven by an array or a CTE of this batch (outbox.c keeps them
+	 * join driven by an array or a CTE of this batch (outbox_batch.c keeps them
 	 * with one generic plan each).  Those plans are made once, possibly
 	 * while a table is empty or just truncated and analyzed; without
 	 * sequential scans, hash and merge joins they cannot turn into a scan
@@ -990,8 +585,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 
 	ft_round_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders round",
 										 ALLOCSET_DEFAULT_SIZES);
-	ft_job_cxt = AllocSetContextCreate(TopMemoryContext, "ft_orders jobs",
-									   ALLOCSET_DEFAULT_SIZES);
+	ft_job_init();
 	ft_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
 	ft_round_done = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
 	ft_aborted = MemoryContextAlloc(TopMemoryContext, sizeof(FtJob *) * FT_MAX_IN_FLIGHT);
@@ -1000,7 +594,7 @@ ft_orders_payment_worker_main(Datum main_arg)
 
 	ft_http_init();
 	before_shmem_exit(ft_http_on_exit, (Datum) 0);
-	ft_load_settings();
+	ft_job_load_settings();
 
 	ft_wait_until_ready();
 	ereport(LOG,

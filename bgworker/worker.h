@@ -3,7 +3,8 @@
  * worker.h
  *	  Declarations shared by the files of the payment workers and their
  *	  launcher: the in-memory form of a claimed outbox event (FtJob), the
- *	  outbox SQL (outbox.c), backoff, the circuit breaker and the shared
+ *	  outbox SQL (outbox_batch.c, outbox_claim.c, outbox_record.c),
+ *	  backoff, the circuit breaker and the shared
  *	  memory figures a worker publishes.
  *
  *-------------------------------------------------------------------------
@@ -15,6 +16,7 @@
 #include "executor/spi.h"
 
 #include "gateway.h"
+#include "schema_version.h"
 #include "shmem.h"
 
 #define FT_UUID_TEXT_LEN	36
@@ -23,34 +25,36 @@
 #define FT_STANDBY_POLL_MS	250
 
 /*
+ * One claimed outbox event and the order fields its request is built from
+ * (order.order_id included).
+ */
+typedef struct FtClaim
+{
+	int64		event_id;
+	int32		event_attempts; /* outbox.attempts, this attempt included */
+	int32		order_attempt;	/* orders.attempts, this request included */
+	TimestampTz lease_until;
+	FtSchemaVersion schema;		/* the schema it was claimed from */
+	bool		lookup;			/* look the work up before sending again */
+	bool		cancel_requested;
+	FtPaymentRequest order;
+} FtClaim;
+
+/*
  * One claimed outbox event, from its claim to the recording of its
- * outcome.  Lives in the worker's job memory context, not in the per-round
- * context: an HTTP request spans many rounds.
+ * outcome (worker_job.c).  Lives in the worker's job memory context, not
+ * in the per-round context: an HTTP request spans many rounds.
  */
 typedef struct FtJob
 {
-	/* from the claim */
-	int64		event_id;
-	int64		order_id;
-	int32		event_attempts; /* outbox.attempts, this attempt included */
-	int32		order_attempt;	/* orders.attempts, this request included */
-	TimestampTz lease_until;	/* our lease: proves ownership at record */
+	FtClaim		claim;			/* a copy, strings in the job context */
 	bool		is_probe;		/* the circuit's half-open probe: sent on a
 								 * fresh connection */
-	char		payment_key[FT_UUID_TEXT_LEN + 16];	/* Idempotency-Key: the
-													 * payment_key, the
-													 * refund_key, or the
-													 * payment_key +
-													 * FT_CANCEL_KEY_SUFFIX */
+	char		idempotency_key[FT_UUID_TEXT_LEN + 16];	/* the payment_key,
+														 * the refund_key, or
+														 * the payment_key +
+														 * FT_CANCEL_KEY_SUFFIX */
 	FtRequestKind kind;
-	int64		refund_id;		/* refunds: the refund, else 0 */
-	bool		cancel_requested;	/* the order's cancel was requested
-									 * before the claim */
-	bool		lifecycle;		/* claimed from a 1.3 schema */
-	/* the order, for what a look-up finds and a refused key */
-	int64		amount_minor;
-	char		currency[16];
-	bool		legacy_request; /* sent in the legacy form (gateway.h) */
 	char	   *body;			/* request body (kept alive for libcurl);
 								 * NULL: GET recheck_path instead */
 	char	   *recheck_path;	/* path to GET (a cancel: to POST body to),
@@ -75,24 +79,8 @@ typedef struct FtJob
 } FtJob;
 
 /*
- * One claimed outbox event and the order fields its request is built from
- * (order.order_id included).
- */
-typedef struct FtClaim
-{
-	int64		event_id;
-	int32		event_attempts; /* outbox.attempts, this attempt included */
-	int32		order_attempt;	/* orders.attempts, this request included */
-	TimestampTz lease_until;
-	bool		lifecycle;		/* claimed from a 1.3 schema */
-	bool		lookup;			/* look the work up before sending again */
-	bool		cancel_requested;
-	FtPaymentRequest order;
-} FtClaim;
-
-/*
  * What a batch statement of the outbox takes from each job: one array
- * parameter per column (outbox.c, ft_job_arrays).
+ * parameter per column (outbox_batch.c, ft_job_arrays).
  */
 typedef enum FtJobColumn
 {
@@ -141,30 +129,48 @@ extern void ft_xact_begin(const char *activity, bool async);
 extern void ft_xact_set_async(void);
 extern void ft_xact_commit(void);
 
-/* outbox.c: every function runs inside ft_xact_begin/commit */
-extern bool ft_outbox_extension_ready(void);
-extern int	ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims);
-extern TimestampTz ft_outbox_next_due(void);
-extern void ft_outbox_warm_up(void);
-extern void ft_outbox_record(FtJob **jobs, int njobs);
-extern void ft_outbox_record_isolated(FtJob **jobs, int njobs);
-extern void ft_outbox_release(FtJob **jobs, int njobs);
-extern int64 ft_outbox_release_all_leases(void);
-extern bool ft_outbox_lifecycle(void);
+/*
+ * outbox_batch.c: the batch statements under claim and record.  Every
+ * statement is prepared once with one generic plan
+ * (CURSOR_OPT_GENERIC_PLAN), which spares planning on every execution.
+ * Each is right whatever the values: index lookups driven by the arrays,
+ * and for the claim's LIMIT $1 (a generic plan assumes 10 % of the outbox)
+ * the next_attempt_at index, since the worker plans without sequential
+ * scans, hash and merge joins (payment_worker.c).
+ */
+#define FT_OUTBOX_PLAN	CURSOR_OPT_GENERIC_PLAN
+
 extern Datum ft_array(Datum *elems, bool *nulls, int n, Oid elemtype);
 extern void ft_outbox_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 						   Oid *argtypes, Datum *values, int expected,
 						   const char *what);
 extern void ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols,
 						  int ncols, Datum *values, Oid *argtypes);
+extern bool ft_outbox_try(void (*fn) (FtJob **jobs, int njobs),
+						  FtJob **jobs, int njobs, char **error);
 extern void ft_outbox_run_jobs(FtJobStatement *stmt, FtJob **jobs, int njobs);
 
-/* outbox_lifecycle.c: recording look-ups, action_required and refunds
- * (schema 1.3); inside ft_xact_begin/commit */
-extern FtJobStatement ft_lifecycle_unknown;
-extern FtJobStatement ft_lifecycle_refunds;
-extern FtJobStatement ft_lifecycle_refund_canceled;
-extern void ft_lifecycle_record_action(FtJob **jobs, int njobs);
+/* outbox_claim.c: every function runs inside ft_xact_begin/commit */
+extern int	ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims);
+extern TimestampTz ft_outbox_next_due(void);
+extern void ft_outbox_release(FtJob **jobs, int njobs);
+extern int64 ft_outbox_release_all_leases(void);
+
+/* outbox_record.c: inside ft_xact_begin/commit */
+extern void ft_outbox_warm_up(void);
+extern void ft_outbox_record(FtJob **jobs, int njobs);
+extern void ft_outbox_record_isolated(FtJob **jobs, int njobs);
+
+/* worker_job.c: one job, from its claim to its outcome */
+extern void ft_job_init(void);
+extern void ft_job_load_settings(void);
+extern bool ft_job_can_send(void);
+extern FtJob *ft_job_new(const FtClaim *claim);
+extern void ft_job_send(FtJob *job, FtHttpDoneCallback on_done);
+extern void ft_job_finish(FtJob *job, const FtGatewayReply *reply,
+						  double latency_ms);
+extern void ft_job_free(FtJob *job);
+extern void ft_job_free_all(void);
 
 /* backoff.c */
 extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);

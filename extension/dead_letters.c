@@ -25,7 +25,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 
-#include "place_order.h"
+#include "schema_version.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_retry_dead_letter);
@@ -61,7 +61,7 @@ ft_requeue(Datum event_id, bool all)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	if (ft_schema_lifecycle())
+	if (ft_schema_version() >= FT_SCHEMA_1_3)
 		rc = SPI_execute_with_args(
 								   "WITH d AS ("
 								   "  DELETE FROM ft_orders.dead_letters"

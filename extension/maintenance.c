@@ -22,7 +22,7 @@
 #include "miscadmin.h"
 
 #include "guc.h"
-#include "place_order.h"
+#include "schema_version.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_check_database);
 PG_FUNCTION_INFO_V1(ft_orders_purge_expired_keys);
@@ -127,7 +127,7 @@ ft_orders_purge_history(PG_FUNCTION_ARGS)
 							  "       (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
 							  ft_history_retention_s);
 	/* webhook events (1.3): their ids dedupe redeliveries until then */
-	if (ft_schema_lifecycle())
+	if (ft_schema_version() >= FT_SCHEMA_1_3)
 		n += ft_delete_older_than(
 								  "DELETE FROM ft_orders.gateway_events"
 								  " WHERE received_at OPERATOR(pg_catalog.<)"

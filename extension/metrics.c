@@ -33,7 +33,7 @@
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
-#include "place_order.h"
+#include "schema_version.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_metrics);
@@ -387,7 +387,7 @@ ft_metrics_tables(StringInfo buf)
 					  "Orders by status (every value of ft_orders.order_status).");
 
 	/* 0 and 0 while the schema is older than 1.3 */
-	if (ft_schema_lifecycle())
+	if (ft_schema_version() >= FT_SCHEMA_1_3)
 	{
 		rc = SPI_execute(FT_METRICS_WEBHOOKS_SQL, true, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -401,7 +401,7 @@ ft_metrics_tables(StringInfo buf)
 	ft_sample(buf, "gateway_events_total", "result", "applied", NULL, NULL, ft_fmt_i64(applied));
 	ft_sample(buf, "gateway_events_total", "result", "ignored", NULL, NULL, ft_fmt_i64(ignored));
 
-	if (ft_schema_lifecycle())
+	if (ft_schema_version() >= FT_SCHEMA_1_3)
 		ft_metrics_counts(buf, FT_METRICS_REFUNDS_SQL, "refunds",
 						  "Refunds by status: pending (to be sent or settled), succeeded, failed (refused by the gateway).");
 

@@ -64,8 +64,8 @@
 #include "utils/uuid.h"
 
 #include "errcodes.h"
+#include "schema_version.h"
 #include "spi_plan.h"
-#include "place_order.h"
 #include "wakeup.h"
 
 PG_FUNCTION_INFO_V1(ft_orders_place_order);
@@ -431,51 +431,6 @@ ft_orders_key_space(PG_FUNCTION_ARGS)
 
 	memcpy(result, ks, VARSIZE(ks));
 	PG_RETURN_BYTEA_P(result);
-}
-
-/*
- * How the installed schema makes payment keys: random (1.0, 1.1), rule v1
- * (1.2, 1.3: it keeps purge generations) or rule v2 (1.4 on: it has
- * ft_orders._key_space()).  Syscache lookups: cheap enough for every call,
- * so that a session that outlives ALTER EXTENSION ft_orders UPDATE
- * switches at once.
- */
-FtKeyRule
-ft_schema_key_rule(void)
-{
-	Oid			nsp;
-
-	if (!ft_schema_has_table("idempotency_key_generations"))
-		return FT_KEYS_RANDOM;
-	/* one syscache probe for ft_orders._key_space(), as for a table */
-	nsp = get_namespace_oid("ft_orders", true);
-	if (!SearchSysCacheExists3(PROCNAMEARGSNSP, CStringGetDatum("_key_space"),
-							   PointerGetDatum(buildoidvector(NULL, 0)),
-							   ObjectIdGetDatum(nsp)))
-		return FT_KEYS_V1;
-	return FT_KEYS_V2;
-}
-
-/*
- * Does the installed schema have table ft_orders.relname?  The library may
- * run against an older schema until ALTER EXTENSION ft_orders UPDATE.
- */
-bool
-ft_schema_has_table(const char *relname)
-{
-	Oid			nsp = get_namespace_oid("ft_orders", true);
-
-	return OidIsValid(nsp) && OidIsValid(get_relname_relid(relname, nsp));
-}
-
-/*
- * Does the installed schema have the payment lifecycle (1.3 or later:
- * refunds, look-ups, cancel, webhooks)?
- */
-bool
-ft_schema_lifecycle(void)
-{
-	return ft_schema_has_table("refunds");
 }
 
 static void

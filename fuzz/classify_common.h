@@ -5,8 +5,8 @@
  *	  classification: the libFuzzer target (fuzz/classify_fuzzer.c) and
  *	  the sanitizer harness (tests/integration/harness/classify_harness.c).
  *
- * Both compile bgworker/gateway_generic.c and bgworker/backoff.c
- * unchanged against the server headers and link them with the frontend
+ * Both compile bgworker/gateway_reply.c, gateway_generic.c and backoff.c
+ * (and the Stripe providers) unchanged against the server headers and link them with the frontend
  * libpgcommon; classify_common.c supplies the few backend symbols those
  * files reference, one way to run the classifier on a reply, and the
  * invariants of the reply table (docs/reference.md, "Wire protocol")

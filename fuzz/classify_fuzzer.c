@@ -5,7 +5,7 @@
  *	  (docs/reference.md, "Wire protocol"): HTTP status + Retry-After header + transport error
  *	  + body -> outcome.  Built and run by fuzz/run.sh (`make fuzz`).
  *
- * gateway_generic.c and backoff.c are compiled unchanged, as for
+ * gateway_reply.c, gateway_generic.c and backoff.c are compiled unchanged, as for
  * tests/integration/harness/classify_harness.c, against the server headers
  * and linked with the frontend libpgcommon (StringInfo, the JSON parser);
  * the backend stand-ins and the reply table's invariants are shared with

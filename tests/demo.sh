@@ -26,6 +26,25 @@ pg_start "ft_orders.gateway_url = '$GW_URL'" \
 	"ft_orders.circuit_failure_threshold = 50" || exit 1
 say "PostgreSQL 15 on 127.0.0.1:$PGPORT, database ftdb, ft_orders preloaded"
 
+# the example service's pages: roles with passwords (the console signs in
+# as the operator's own role), then the service on a free port
+svc=examples/node-order-service
+psql_q "CREATE ROLE demo_app LOGIN PASSWORD 'demo-app' IN ROLE ft_orders_app;
+        CREATE ROLE demo_ops LOGIN PASSWORD 'demo-ops'" >/dev/null &&
+	psql -XAtq -v ON_ERROR_STOP=1 -v operator=demo_ops -f "$svc/operator_grants.sql" >/dev/null &&
+	as_pg sh -c "{ echo 'host all demo_app,demo_ops 127.0.0.1/32 scram-sha-256'; cat '$PGDATA/pg_hba.conf'; } >'$PGDATA/pg_hba.new' && mv '$PGDATA/pg_hba.new' '$PGDATA/pg_hba.conf'" &&
+	pg_reload || exit 1
+svc_port=$(free_port)
+FT_WRITE_PORT=$PGPORT FT_USER=demo_app FT_PASSWORD=demo-app FT_LISTEN_PORT=$svc_port \
+	FT_FAKE_GATEWAY_URL=$GW_URL node "$svc/server.js" >"$FT_TMP/service.log" 2>&1 &
+FT_PIDS+=("$!")
+for _ in $(seq 1 50); do
+	grep -q '"event":"started"' "$FT_TMP/service.log" && break
+	sleep 0.1
+done
+grep -q '"event":"started"' "$FT_TMP/service.log" || { cat "$FT_TMP/service.log" >&2; exit 1; }
+say "example service: checkout http://127.0.0.1:$svc_port/  console http://127.0.0.1:$svc_port/console (role demo_ops, password demo-ops)"
+
 say "place an order, then the same request again (a replay), then the same key with another amount"
 show "SELECT * FROM ft_orders.place_order('demo-first', 'alice', 2500, 'eur', '[{\"sku\":\"book\",\"qty\":1}]', 'pm_card_visa')"
 show "SELECT * FROM ft_orders.place_order('demo-first', 'alice', 2500, 'EUR', '[{\"qty\":1,\"sku\":\"book\"}]', 'pm_card_visa')"
@@ -60,3 +79,7 @@ curl -fsS "$GW_URL/ledger" | jq .
 echo
 echo "Every paid order was charged exactly once: ledger charges = paid orders, duplicates = 0."
 show "SELECT (SELECT count(*) FROM ft_orders.orders WHERE status = 'paid') AS paid_orders"
+if [ -t 0 ]; then
+	say "the pages stay up: checkout http://127.0.0.1:$svc_port/  console http://127.0.0.1:$svc_port/console (demo_ops / demo-ops); press Enter to stop everything"
+	read -r _
+fi

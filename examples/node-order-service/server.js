@@ -9,6 +9,9 @@ const { makeOrders } = require('./src/orders');
 const { StatusListener } = require('./src/events');
 const { createServer } = require('./src/http');
 const { makeWebhooks } = require('./src/webhooks');
+const { makeCapabilities } = require('./src/capability');
+const { makeOperators } = require('./src/operators');
+const { makeConsole } = require('./src/console');
 
 function main() {
   const log = makeLogger();
@@ -24,7 +27,10 @@ function main() {
   const listener = new StatusListener(cfg, log);
   listener.setMaxListeners(0);    // one per open event stream
   const webhooks = makeWebhooks(cfg, log, db);
-  const server = createServer({ cfg, log, orders, listener, webhooks });
+  const capabilities = makeCapabilities(cfg, log);
+  const operators = makeOperators(cfg, log);
+  const consoleApi = makeConsole(cfg, log);
+  const server = createServer({ cfg, log, orders, listener, webhooks, capabilities, operators, consoleApi });
 
   listener.start();
   server.listen(cfg.listenPort, cfg.listenHost, () => {
@@ -34,6 +40,8 @@ function main() {
       write: `${cfg.write.host}:${cfg.write.port}`,
       read: `${cfg.read.host}:${cfg.read.port}`,
       database: cfg.database, user: cfg.user, pid: process.pid,
+      checkout: `http://${addr.address}:${addr.port}/`,
+      console: `http://${addr.address}:${addr.port}/console`,
     });
   });
 
@@ -45,7 +53,7 @@ function main() {
     server.close();
     server.closeStreams();
     await listener.stop();
-    await db.end();
+    await Promise.allSettled([db.end(), operators.end()]);
     log.info('stopped', {});
     process.exit(0);
   };

@@ -10,35 +10,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/drill_lib.sh"
 
 NS_EXAMPLE=$FT_ROOT/examples/node-order-service
-
-# node_tap FILE: run one test file, translate its TAP into ok/diag lines
-node_tap()
-{
-	local file=$1 flag=() line n=0 rc= desc
-	# Node 20 needs --test-reporter=tap (its default is "spec"); Node 18.15+
-	# knows the flag as well, older 18s print TAP anyway
-	node --test-reporter=tap -e '' >/dev/null 2>&1 && flag=(--test-reporter=tap)
-	while IFS= read -r line; do
-		case "$line" in
-			"ok "[0-9]*|"not ok "[0-9]*)
-				n=$((n + 1))
-				desc=${line#*ok }; desc=${desc#* - }
-				if [[ $line == *"# SKIP"* ]]; then
-					ok 1 "node $file: $desc (skipped: its environment is missing)"
-				elif [[ $line == ok* ]]; then
-					ok 0 "node $file: $desc"
-				else
-					ok 1 "node $file: $desc"
-				fi ;;
-			"node-exit "*) rc=${line#node-exit } ;;
-			"TAP version"*|"") ;;
-			"# "*) echo "$line" ;;
-			*) echo "# $line" ;;
-		esac
-	done < <(cd "$NS_EXAMPLE" && node --test "${flag[@]}" "test/$file" 2>&1; echo "node-exit $?")
-	[ "$n" -gt 0 ] && [ "${rc:-1}" = 0 ]
-	ok $? "node $file: reported $n results, exit status ${rc:-none}"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/node_service_tap.sh"
 
 # the fault the failover test triggers (called back by the test through
 # FT_FAILOVER_CMD): node_service.sh --failover DIR SCENARIO
@@ -74,6 +46,25 @@ ns_failover()
 	return 1
 }
 
+# ns_browser_failover: test/browser_failover.test.js, chromium in a process
+# group of its own (ended at return, also on failure), its temporary
+# profiles under the cluster's folder; screenshots into CL_DIR/log/browser
+ns_browser_failover()
+{
+	local tmp=$CL_DIR/browser-tmp pgid_file=$CL_DIR/browser.pgid
+	mkdir -p "$tmp" "$CL_DIR/log/browser"
+	rm -f "$pgid_file"
+	FT_CHROMIUM=${FT_CHROMIUM:-/usr/bin/chromium} FT_BROWSER_OUT=$CL_DIR/log/browser TMPDIR=$tmp \
+		FT_SERVICE_LOG=$CL_DIR/log/node-service-browser.log PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+		NS_PGID_FILE=$pgid_file node_tap browser_failover.test.js
+	if [ -s "$pgid_file" ]; then
+		kill -TERM -- "-$(cat "$pgid_file")" 2>/dev/null
+		sleep 0.3
+		kill -KILL -- "-$(cat "$pgid_file")" 2>/dev/null
+	fi
+	return 0
+}
+
 run_node_service()
 {
 	local dir=$1 leader log_file f t_begin
@@ -87,8 +78,8 @@ run_node_service()
 	local major
 	major=$(node -p 'process.versions.node.split(".")[0]')
 	cmp_ok "$major" -ge 18 "node service: node >= 18 (found $(node --version))" || return 1
-	if [ ! -f "$NS_EXAMPLE/node_modules/pg/package.json" ]; then
-		(cd "$NS_EXAMPLE" && npm ci --no-audit --no-fund --loglevel=error >&2)
+	if [ ! -f "$NS_EXAMPLE/node_modules/playwright-core/package.json" ]; then
+		(cd "$NS_EXAMPLE" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2)
 		ok $? "node service: npm ci in examples/node-order-service" || return 1
 	fi
 
@@ -110,6 +101,17 @@ run_node_service()
 		diag "---- node --test test/$f.test.js"
 		node_tap "$f.test.js"
 	done
+
+	# a failover with the checkout page and the console open in chromium
+	diag "---- node --test test/browser_failover.test.js"
+	if [ ! -x "${FT_CHROMIUM:-/usr/bin/chromium}" ]; then
+		ok 1 "node service: chromium is installed (tests/setup/deps.sh)"
+	else
+		leader=$(leader_node) || leader=
+		[ -n "$leader" ] && wait_cluster_whole "$leader" 60
+		ok $? "node service: cluster whole again before the browser failover (leader n${leader:-none})" &&
+			ns_browser_failover
+	fi
 
 	# the service's log around the failover (the retries summed up)
 	diag "---- the service's log during the failover ($log_file)"

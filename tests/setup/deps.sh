@@ -21,6 +21,7 @@ pkgs=(
 	python3-prometheus-client	# tests/lib/prom_check.py parses ft_orders.metrics()
 	prometheus python3-yaml		# contrib/prometheus: promtool, tests/integration/prometheus.sh
 	python3-jsonschema		# tests/monitoring/dashboard.sh (contrib/grafana), tests/packaging/meta.sh (META.json)
+	chromium	# tests/integration/browser.sh: the Node example's pages in a real browser
 )
 for arg in "$@"; do
 	case "$arg" in
@@ -52,15 +53,19 @@ npm_ci()
 	dir=$(cd "$(dirname "$0")/../../$1" && pwd)
 	[ -f "$dir/node_modules/$2" ] && return 0
 	echo "deps.sh: npm ci in $dir"
-	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+	# playwright-core drives Debian's chromium: no browser is ever downloaded
+	(cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 \
+		npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
 		echo "deps.sh: WARNING: npm ci failed; $3 will fail" >&2
 }
 
-# stripe-stateful-mock for the Stripe tests, pg for the Node.js example
+# stripe-stateful-mock for the Stripe tests, pg and playwright-core for
+# the Node.js example
 node_packages()
 {
 	npm_ci tests/stripe_mock stripe-stateful-mock/package.json tests/integration/stripe_mock.sh
-	npm_ci examples/node-order-service pg/package.json tests/cluster/node_service.sh
+	npm_ci examples/node-order-service playwright-core/package.json \
+		"tests/cluster/node_service.sh and tests/integration/browser.sh"
 }
 
 if [ ${#missing[@]} -eq 0 ]; then

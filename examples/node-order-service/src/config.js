@@ -56,7 +56,27 @@ function loadConfig(env = process.env) {
     // how far a signature's timestamp may be from our clock (Stripe's
     // libraries use 5 minutes)
     webhookToleranceS: intEnv(env, 'FT_WEBHOOK_TOLERANCE_S', 300, 1, 86400),
+    // the webhook endpoints' own database role (granted EXECUTE on
+    // apply_gateway_event, nothing else); unset: the service's role
+    webhookUser: strEnv(env, 'FT_WEBHOOK_USER', null),
+    webhookPassword: strEnv(env, 'FT_WEBHOOK_PASSWORD', null),
+    // the key of the order capabilities (access tokens returned by POST
+    // /orders); every instance of the service needs the same one.  Unset:
+    // a random key per process (tokens die with it)
+    orderTokenSecret: strEnv(env, 'FT_ORDER_TOKEN_SECRET', null),
+    // the console's operators: how long a checked credential is trusted
+    // before it is checked against the database again, and how many
+    // operators' connection pools are kept
+    operatorRecheckMs: intEnv(env, 'FT_OPERATOR_RECHECK_MS', 60000, 0, 3600000),
+    operatorPools: intEnv(env, 'FT_OPERATOR_POOLS', 16, 1, 1000),
+    // the fake gateway of the tests (tests/fake_gateway): the checkout's
+    // 3-D Secure step is a page of ours that completes the payment there.
+    // Never set in production.
+    fakeGatewayUrl: strEnv(env, 'FT_FAKE_GATEWAY_URL', null),
   };
+  if (cfg.orderTokenSecret !== null && cfg.orderTokenSecret.length < 16) {
+    throw new Error('FT_ORDER_TOKEN_SECRET must be at least 16 characters');
+  }
   return Object.freeze(cfg);
 }
 

@@ -19,13 +19,16 @@ const types = {
   },
 };
 
-function clientOptions(cfg, side, name) {
+// clientOptions(cfg, side, name, creds): connection settings for the write
+// or read side, as the service's role unless creds ({user, password}) name
+// another one (the webhook role, an operator of the console)
+function clientOptions(cfg, side, name, creds) {
   return {
     host: cfg[side].host,
     port: cfg[side].port,
     database: cfg.database,
-    user: cfg.user,
-    password: cfg.password,
+    user: creds ? creds.user : cfg.user,
+    password: creds ? creds.password : cfg.password,
     connectionTimeoutMillis: cfg.connectTimeoutMs,
     query_timeout: cfg.queryTimeoutMs,
     keepAlive: true,
@@ -34,15 +37,18 @@ function clientOptions(cfg, side, name) {
   };
 }
 
-function makePool(cfg, side, log) {
-  const pool = new pg.Pool(Object.assign(clientOptions(cfg, side, `node-order-service-${side}`), {
-    max: cfg.poolSize,
+// makePool(cfg, side, log, opts): opts.creds another role, opts.name the
+// pool's name in logs and application_name, opts.max its size
+function makePool(cfg, side, log, opts = {}) {
+  const name = opts.name || side;
+  const pool = new pg.Pool(Object.assign(clientOptions(cfg, side, `node-order-service-${name}`, opts.creds), {
+    max: opts.max || cfg.poolSize,
     idleTimeoutMillis: 30000,
   }));
   // an idle client whose server went away (failover): the pool drops it;
   // without this handler the process would exit
   pool.on('error', (err) => {
-    log.warn('pool_client_lost', { pool: side, code: err.code || null, error: err.message });
+    log.warn('pool_client_lost', { pool: name, code: err.code || null, error: err.message });
   });
   return pool;
 }
@@ -144,15 +150,21 @@ async function query(pool, sql, params) {
 }
 
 function makeDb(cfg, log) {
+  // the webhook endpoints' own role, on the write side: a role that can
+  // declare orders paid is not the one that places them
+  const webhook = cfg.webhookUser
+    ? makePool(cfg, 'write', log, { name: 'webhook', max: Math.min(cfg.poolSize, 4), creds: { user: cfg.webhookUser, password: cfg.webhookPassword !== null ? cfg.webhookPassword : cfg.password } })
+    : null;
   return {
     write: makePool(cfg, 'write', log),
     read: makePool(cfg, 'read', log),
+    webhook,
     async end() {
-      await Promise.allSettled([this.write.end(), this.read.end()]);
+      await Promise.allSettled([this.write.end(), this.read.end(), webhook ? webhook.end() : null]);
     },
   };
 }
 
 module.exports = {
-  makeDb, query, withRetry, isRetryable, backoffMs, clientOptions, ServiceUnavailable, sleep,
+  makeDb, makePool, query, withRetry, isRetryable, backoffMs, clientOptions, ServiceUnavailable, sleep,
 };

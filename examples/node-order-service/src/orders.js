@@ -19,7 +19,7 @@ class BadRequest extends Error {}
 const ORDER_COLUMNS = [
   'order_id', 'idempotency_key', 'customer_id', 'amount_minor', 'currency', 'items',
   'payment_method', 'payment_key', 'status', 'attempts', 'payment_id', 'last_error',
-  'created_at', 'updated_at',
+  'created_at', 'updated_at', 'next_action', 'client_secret',
 ];
 
 // parseOrderRequest(body): the place_order arguments of a POST /orders body.

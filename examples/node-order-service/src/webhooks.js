@@ -68,10 +68,15 @@ function signPayload(rawBody, secret, t = Math.floor(Date.now() / 1000)) {
 }
 
 function makeWebhooks(cfg, log, db) {
+  const pool = db.webhook || db.write;
+  if (!db.webhook && (cfg.webhookSecrets.stripe || cfg.webhookSecrets.generic)) {
+    // works, but the role that places orders can then also declare them paid
+    log.warn('webhook_role_shared', { user: cfg.user, hint: 'set FT_WEBHOOK_USER to a role of its own' });
+  }
   // applyEvent(provider, text): true when the event changed an order or refund
   async function applyEvent(provider, text) {
     return withRetry(cfg, log, { op: 'apply_gateway_event', provider }, async () => {
-      const res = await query(db.write, 'SELECT ft_orders.apply_gateway_event($1, $2::jsonb) AS applied', [provider, text]);
+      const res = await query(pool, 'SELECT ft_orders.apply_gateway_event($1, $2::jsonb) AS applied', [provider, text]);
       return res.rows[0].applied;
     });
   }

@@ -6,7 +6,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert');
-const { dbEnv, startService, request, sse, sleep, keyPrefix } = require('./helpers');
+const { dbEnv, startService, request, sse, sleep, keyPrefix, operatorAuth } = require('./helpers');
 
 const env = dbEnv();
 const skip = env ? false : 'FT_WRITE_PORT not set: no database to test against';
@@ -61,7 +61,7 @@ test('sequential duplicates with one key: one order, then replays', { skip }, as
   const first = await post(key, order(10));
   assert.ok([200, 202].includes(first.status), `status ${first.status}`);
   assert.strictEqual(first.body.replayed, false);
-  assert.strictEqual(first.headers.location, `/orders/${first.body.order_id}`);
+  assert.strictEqual(first.headers.location, `/orders/${first.body.order_id}?access_token=${first.body.access_token}`);
   for (let i = 0; i < 3; i++) {
     const again = await post(key, order(10));
     assert.ok([200, 202].includes(again.status));
@@ -85,7 +85,7 @@ test('same key, different request: 422 FT409, the order unchanged', { skip }, as
   assert.ok([200, 202].includes(first.status));
   const other = await post(key, order(30, { amount_minor: 99 }));
   assert.deepStrictEqual([other.status, other.body.sqlstate, other.body.error], [422, 'FT409', 'idempotency_key_reused']);
-  const got = await request(svc.port, 'GET', `/orders/${first.body.order_id}`);
+  const got = await request(svc.port, 'GET', `/orders/${first.body.order_id}?access_token=${first.body.access_token}`);
   assert.strictEqual(got.status, 200);
   assert.strictEqual(got.body.amount_minor, 1030);
 });
@@ -94,7 +94,7 @@ test('GET right after POST finds the order (replica, else primary)', { skip }, a
   for (let i = 0; i < 20; i++) {
     const p = await post(`${prefix}-raw-${i}`, order(40 + i));
     assert.ok([200, 202].includes(p.status));
-    const g = await request(svc.port, 'GET', `/orders/${p.body.order_id}`);
+    const g = await request(svc.port, 'GET', `/orders/${p.body.order_id}`, { headers: { Authorization: `Bearer ${p.body.access_token}` } });
     assert.strictEqual(g.status, 200, `order ${p.body.order_id}: ${JSON.stringify(g.body)}`);
     assert.strictEqual(g.body.idempotency_key, `${prefix}-raw-${i}`);
     assert.strictEqual(g.body.currency, 'EUR');
@@ -102,13 +102,20 @@ test('GET right after POST finds the order (replica, else primary)', { skip }, a
   }
 });
 
-test('GET errors: unknown id 404, malformed id 400, wrong method 405, no route 404', { skip }, async () => {
-  assert.strictEqual((await request(svc.port, 'GET', '/orders/999999999999')).status, 404);
+test('GET errors: no token 401, unknown id or wrong token 404, malformed id 400, wrong method 405, no route 404', { skip }, async () => {
+  assert.strictEqual((await request(svc.port, 'GET', '/orders/999999999999')).status, 401);
+  assert.strictEqual((await request(svc.port, 'GET', '/orders/999999999999?access_token=guess')).status, 404);
+  const p = await post(`${prefix}-tok`, order(90));
+  const other = await post(`${prefix}-tok2`, order(91));
+  assert.strictEqual((await request(svc.port, 'GET', `/orders/${p.body.order_id}?access_token=${other.body.access_token}`)).status, 404);
+  assert.strictEqual((await request(svc.port, 'GET', `/orders/${p.body.order_id}/events?access_token=${other.body.access_token}`)).status, 404);
+  assert.strictEqual((await request(svc.port, 'GET', `/orders/${p.body.order_id}/events`)).status, 401);
+  assert.strictEqual((await request(svc.port, 'GET', '/events')).status, 401);
   assert.strictEqual((await request(svc.port, 'GET', '/orders/12abc')).status, 400);
   assert.strictEqual((await request(svc.port, 'DELETE', '/orders/1')).status, 405);
   assert.strictEqual((await request(svc.port, 'GET', '/orders')).status, 405);
   assert.strictEqual((await request(svc.port, 'GET', '/nope')).status, 404);
-  assert.strictEqual((await request(svc.port, 'GET', '/orders/999999999999/events')).status, 404);
+  assert.strictEqual((await request(svc.port, 'GET', '/orders/999999999999/events?access_token=guess')).status, 404);
 });
 
 test('slow gateway: 202 pending at once; the event stream shows pending then paid', { skip: skip || (!gatewayUrl && 'FT_GATEWAY_URL not set') }, async () => {
@@ -119,7 +126,7 @@ test('slow gateway: 202 pending at once; the event stream shows pending then pai
     const took = Date.now() - t0;
     // answered before the gateway did: still pending
     assert.deepStrictEqual([p.status, p.body.status], [202, 'pending'], `after ${took} ms`);
-    const stream = await sse(svc.port, `/orders/${p.body.order_id}/events`);
+    const stream = await sse(svc.port, `/orders/${p.body.order_id}/events?access_token=${p.body.access_token}`);
     assert.strictEqual(stream.status, 200);
     assert.match(stream.headers['content-type'], /^text\/event-stream/);
     const firstEv = await stream.waitFor((e) => e.event === 'status', 5000);
@@ -137,7 +144,8 @@ test('slow gateway: 202 pending at once; the event stream shows pending then pai
 });
 
 test('GET /events streams every status change', { skip }, async () => {
-  const stream = await sse(svc.port, '/events');
+  const stream = await sse(svc.port, '/events', operatorAuth());
+  assert.strictEqual(stream.status, 200);
   const p = await post(`${prefix}-all`, order(80));
   const ev = await stream.waitFor((e) => e.event === 'status' && e.data.order_id === p.body.order_id && e.data.status === 'paid', 20000);
   assert.strictEqual(typeof ev.data.attempts, 'number');

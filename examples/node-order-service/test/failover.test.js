@@ -21,7 +21,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert');
 const { exec } = require('child_process');
 const pg = require('pg');
-const { dbEnv, startService, request, sse, sleep, keyPrefix } = require('./helpers');
+const { dbEnv, startService, request, sse, sleep, keyPrefix, operatorAuth } = require('./helpers');
 
 const env = dbEnv();
 const need = ['FT_WRITE_PORT', 'FT_FAILOVER_CMD', 'FT_GATEWAY_URL', 'FT_CHECK_PASSWORD'].filter((k) => !process.env[k]);
@@ -114,7 +114,7 @@ before(async () => {
   run.svc = await startService(Object.assign({}, env, { FT_RETRY_BUDGET_MS: '15000' }), process.env.FT_SERVICE_LOG || null);
   // the LISTEN connection is up before the load starts
   for (let i = 0; i < 100 && !run.svc.lines.some((l) => l.event === 'listening'); i++) await sleep(100);
-  run.stream = await sse(run.svc.port, '/events');
+  run.stream = await sse(run.svc.port, '/events', operatorAuth());
   // every payment takes 1.5 s, so that payments are in flight at the fault
   await gatewayFaults({ latency_ms: 1500 });
   // one new order every PACE_MS (at most MAX_IN_FLIGHT unacknowledged); the
@@ -131,7 +131,7 @@ before(async () => {
       });
       run.watched = w.body;
       if (w.status === 202) {
-        run.watchedStream = await sse(run.svc.port, `/orders/${w.body.order_id}/events`);
+        run.watchedStream = await sse(run.svc.port, `/orders/${w.body.order_id}/events?access_token=${w.body.access_token}`);
         await run.watchedStream.waitFor((e) => e.event === 'status', 5000).catch(() => {});
       }
       failover = runFailover();

@@ -90,9 +90,9 @@ function request(port, method, urlPath, opts = {}) {
   });
 }
 
-// sse(port, path): an open event stream; .events collects {event, data},
-// .waitFor(pred, ms) resolves with the first matching event, .close()
-function sse(port, urlPath) {
+// sse(port, path, headers): an open event stream; .events collects {event,
+// data}, .waitFor(pred, ms) resolves with the first matching event, .close()
+function sse(port, urlPath, headers = {}) {
   const stream = { events: [], status: null, ended: false, waiters: [] };
   const check = () => {
     stream.waiters = stream.waiters.filter((w) => {
@@ -103,7 +103,7 @@ function sse(port, urlPath) {
     });
   };
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers: { Accept: 'text/event-stream' } }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers: Object.assign({ Accept: 'text/event-stream' }, headers) }, (res) => {
       stream.status = res.statusCode;
       stream.headers = res.headers;
       let buf = '';
@@ -146,6 +146,14 @@ function sse(port, urlPath) {
   });
 }
 
+// operatorAuth(): the Authorization header of the console's operator for
+// the tests (FT_CHECK_USER / FT_CHECK_PASSWORD: the all-orders stream)
+function operatorAuth() {
+  const user = process.env.FT_CHECK_USER || 'postgres';
+  const pw = process.env.FT_CHECK_PASSWORD || '';
+  return { Authorization: `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}` };
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // a fresh prefix for idempotency keys, so that runs never collide
@@ -153,4 +161,4 @@ function keyPrefix(tag) {
   return `${tag}-${process.pid}-${Date.now().toString(36)}`;
 }
 
-module.exports = { dbEnv, startService, request, sse, sleep, keyPrefix, ROOT };
+module.exports = { dbEnv, startService, request, sse, sleep, keyPrefix, operatorAuth, ROOT };

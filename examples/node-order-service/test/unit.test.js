@@ -103,3 +103,50 @@ test('webhook signature: HMAC-SHA256 over "t.body", any v1 may match, 5-minute t
   bad(undefined);
   assert.throws(() => parseSignatureHeader('x'.repeat(5000)), /too long/);
 });
+
+test('order capabilities: one token per order, stable for a key, refused for another order', () => {
+  const { makeCapabilities } = require('../src/capability');
+  const cfg = loadConfig({ FT_ORDER_TOKEN_SECRET: 'unit-test-key-0123456789' });
+  const a = makeCapabilities(cfg, quiet);
+  const b = makeCapabilities(cfg, quiet);
+  const t = a.tokenFor(42);
+  assert.match(t, /^[A-Za-z0-9_-]{43}$/);
+  assert.strictEqual(b.tokenFor('42'), t, 'same key, same token (another instance, a replay)');
+  assert.ok(a.allows(42, t));
+  assert.ok(!a.allows(43, t), 'not for another order');
+  assert.ok(!a.allows(42, ''), 'not empty');
+  assert.ok(!a.allows(42, t.slice(0, -1)), 'not a prefix');
+  assert.ok(!a.allows(42, null));
+  const other = makeCapabilities(loadConfig({ FT_ORDER_TOKEN_SECRET: 'another-key-0123456789' }), quiet);
+  assert.ok(!other.allows(42, t), 'not with another key');
+  assert.throws(() => loadConfig({ FT_ORDER_TOKEN_SECRET: 'short' }), /at least 16/);
+});
+
+test('operators: Basic credentials parsed, malformed ones refused', () => {
+  const { basicCredentials } = require('../src/operators');
+  const h = (s) => `Basic ${Buffer.from(s).toString('base64')}`;
+  assert.deepStrictEqual(basicCredentials(h('alice:pw:with:colons')), { user: 'alice', password: 'pw:with:colons' });
+  assert.strictEqual(basicCredentials(h(':pw')), null, 'no user');
+  assert.strictEqual(basicCredentials(h('nocolon')), null);
+  assert.strictEqual(basicCredentials('Bearer abc'), null);
+  assert.strictEqual(basicCredentials(undefined), null);
+  assert.strictEqual(basicCredentials(h(`${'u'.repeat(64)}:pw`)), null, 'longer than a role name');
+});
+
+test('console: metrics() text parsed into the chart figures', () => {
+  const { parseMetrics, chartFigures } = require('../src/console');
+  const m = parseMetrics([
+    '# HELP ft_orders_worker_outcomes_total x',
+    'ft_orders_worker_outcomes_total{worker="1",outcome="paid"} 21',
+    'ft_orders_worker_outcomes_total{worker="2",outcome="paid"} 9',
+    'ft_orders_worker_outcomes_total{worker="2",outcome="retried"} 10',
+    'ft_orders_gateway_request_duration_seconds_sum 0.5',
+    'ft_orders_gateway_request_duration_seconds_count 40',
+    'ft_orders_outbox_events{state="due"} 3',
+    'ft_orders_outbox_events{state="scheduled"} 4',
+    'garbage line',
+  ].join('\n'));
+  const f = chartFigures(m);
+  assert.deepStrictEqual([f.paid_total, f.outcomes_total, f.backlog, f.duration_count], [30, 40, 7, 40]);
+  assert.strictEqual(f.duration_sum_s, 0.5);
+});

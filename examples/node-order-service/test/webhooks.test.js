@@ -36,10 +36,12 @@ async function newOrder(amount) {
     body: { customer_id: 'wh', amount_minor: amount, currency: 'EUR', payment_method: 'pm_card_visa' },
   });
   assert.ok([200, 202].includes(r.status), `POST /orders: ${r.status}`);
-  const o = await request(svc.port, 'GET', `/orders/${r.body.order_id}`);
+  tokens.set(String(r.body.order_id), r.body.access_token);
+  const o = await request(svc.port, 'GET', `/orders/${r.body.order_id}?access_token=${r.body.access_token}`);
   return o.body;
 }
-const status = async (id) => (await request(svc.port, 'GET', `/orders/${id}`)).body.status;
+const tokens = new Map();     // order id -> its access token
+const status = async (id) => (await request(svc.port, 'GET', `/orders/${id}?access_token=${tokens.get(String(id))}`)).body.status;
 
 // hook(provider, event, {secret, t, header}): POST a signed event
 function hook(provider, event, opts = {}) {

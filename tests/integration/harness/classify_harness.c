@@ -8,7 +8,7 @@
  *	  results of several databases on one account) and the backoff
  *	  computation.
  *
- * gateway_generic.c and backoff.c are compiled unchanged against the
+ * gateway_reply.c, gateway_generic.c and backoff.c are compiled unchanged against the
  * server headers and linked with the frontend libpgcommon (palloc,
  * StringInfo, the JSON parser) plus the backend stand-ins of
  * fuzz/classify_common.c, which also holds the reply table's invariants

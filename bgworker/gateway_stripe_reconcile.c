@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * gateway_stripe_lifecycle.c
+ * gateway_stripe_reconcile.c
  *	  Reconciliation and refunds of the Stripe providers (docs/providers.md,
  *	  "Reconciliation and refunds"): the look-up of a PaymentIntent by id
  *	  or by a search on metadata[payment_key], POST /v1/refunds and the
@@ -142,7 +142,7 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply,
 	FtStripeFields f;
 	int			status = reply->http_status;
 
-	if (!ft_stripe_read_reply(reply, result, &f))
+	if (!ft_stripe_json_read_reply(reply, result, &f))
 		return;
 	if (status == 404 && f.err_code != NULL &&
 		strcmp(f.err_code, "resource_missing") == 0)
@@ -259,7 +259,7 @@ ft_stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 	FtStripeFields f;
 	int			status = reply->http_status;
 
-	if (!ft_stripe_read_reply(reply, result, &f))
+	if (!ft_stripe_json_read_reply(reply, result, &f))
 		return;
 	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.status != NULL && ft_stripe_valid_id(f.id))
@@ -301,7 +301,7 @@ ft_stripe_classify_refund(const FtGatewayReply *reply, FtClassification *result)
 		ft_gateway_set_retry(result, ft_stripe_reason(status, &f));
 		result->auth_problem = (status == 401 || status == 403);
 	}
-	result->retry_after_ms = ft_parse_retry_after(reply->retry_after, reply->now);
+	result->retry_after_ms = ft_gateway_parse_retry_after(reply->retry_after, reply->now);
 }
 
 /* a refund is looked up by its id once the gateway gave one */
@@ -317,7 +317,7 @@ ft_stripe_classify_refund_lookup(const FtGatewayReply *reply,
 {
 	FtStripeFields f;
 
-	if (!ft_stripe_read_reply(reply, result, &f))
+	if (!ft_stripe_json_read_reply(reply, result, &f))
 		return;
 	if (reply->http_status == 404 && f.err_code != NULL &&
 		strcmp(f.err_code, "resource_missing") == 0)
@@ -359,7 +359,7 @@ ft_stripe_classify_cancel(const FtGatewayReply *reply, FtClassification *result)
 	FtStripeFields f;
 	int			status = reply->http_status;
 
-	if (!ft_stripe_read_reply(reply, result, &f))
+	if (!ft_stripe_json_read_reply(reply, result, &f))
 		return;
 	if (status >= 200 && status <= 299 && f.top_is_object &&
 		f.status != NULL && strcmp(f.status, "canceled") == 0 &&
@@ -404,7 +404,7 @@ ft_stripe_classify_cancel(const FtGatewayReply *reply, FtClassification *result)
 	if (result->outcome == FT_OUTCOME_RETRY)
 	{
 		result->auth_problem = (status == 401 || status == 403);
-		result->retry_after_ms = ft_parse_retry_after(reply->retry_after,
+		result->retry_after_ms = ft_gateway_parse_retry_after(reply->retry_after,
 													  reply->now);
 	}
 }
