@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "classify_common.h"
+#include "gateway_json.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -90,7 +91,12 @@ static const Case cases[] = {
 	{200, "{\"status\":\"succeeded\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":\"\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0001b\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
-	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0000b\"}", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0000b\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"pay_1\",\"message\":\"\\u4e2d\\u0000\\ud800\\u00e9\"}", NULL, NULL, "paid"},
+	{200, "{\"st\\u0061tus\":\"succ\\u0065eded\",\"payment_\\u0069d\":\"pay\\u005f1\"}", NULL, NULL, "paid"},
+	{200, "{\"status\":\"succeeded\\u4e2d\",\"payment_id\":\"pay_1\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"pay_\xc3\xa9\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{402, "{\"decline_code\":\"\\u4e2d\"}", NULL, NULL, "declined:declined: ?"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":42}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"pending\",\"payment_id\":\"p\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":\"p\"} trailing", NULL, NULL, "retry:HTTP 200 malformed reply"},
@@ -133,6 +139,67 @@ check_cases(void)
 		c = classify(402, NULL, NULL, NULL, false);
 		tap(!c.transient, "a decline is no failure for the circuit", c.error);
 	}
+}
+
+/* ft_json_storable and ft_json_next_action: what of a reply may be stored */
+static void
+check_storable(void)
+{
+	static const struct
+	{
+		const char *json;
+		bool		utf8;
+		const char *why;		/* NULL: storable */
+	}			cases[] = {
+		{"{\"type\":\"redirect_to_url\",\"redirect_to_url\":{\"url\":\"https://x/\\u0041\"}}", false, NULL},
+		{"[1, -2.5e10, true, null, \"\\\"\\/\\n\"]", false, NULL},
+		{"{\"a\":\"\\u00e9\"}", true, NULL},
+		{"{\"a\":\"\\u00e9\"}", false, "an escape the database cannot hold"},
+		{"{\"a\":\"\xc3\xa9\"}", true, NULL},
+		{"{\"a\":\"\xc3\xa9\"}", false, "not ASCII"},
+		{"{\"a\":\"\xff\xfe\"}", true, "not valid UTF-8"},
+		{"{\"a\":\"x\\u0000\"}", true, "an escape the database cannot hold"},
+		{"{\"a\":\"\\ud83d\\ude00\"}", true, NULL},
+		{"{\"a\":\"\\ud83d\"}", true, "an unpaired surrogate"},
+		{"{\"a\":\"\\ude00\"}", true, "an unpaired surrogate"},
+		{"{\"a\":1e999999}", true, "a number out of range"},
+		{"{\"a\":1e300}", true, NULL},
+		{"{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", true, "nested too deep"},
+		{"{\"a\":1,}", true, "not JSON"},
+		{"{\"a\":1} x", true, "not JSON"},
+		{"", true, "not JSON"},
+	};
+	char	   *big = malloc(FT_NEXT_ACTION_MAX + 16);
+	const char *why;
+	char	   *stored;
+
+	for (size_t i = 0; i < lengthof(cases); i++)
+	{
+		bool		ok = ft_json_storable(cases[i].json, strlen(cases[i].json),
+										  cases[i].utf8, FT_NEXT_ACTION_MAX,
+										  FT_NEXT_ACTION_DEPTH, &why);
+		char		desc[200];
+
+		snprintf(desc, sizeof(desc), "next_action %.60s (%s): %s", cases[i].json,
+				 cases[i].utf8 ? "UTF8" : "LATIN1",
+				 cases[i].why ? cases[i].why : "stored");
+		tap(cases[i].why == NULL ? ok && why == NULL
+			: !ok && why != NULL && strcmp(why, cases[i].why) == 0,
+			desc, why ? why : "stored");
+	}
+	memset(big, 'A', FT_NEXT_ACTION_MAX + 16);
+	memcpy(big, "{\"a\":\"", 6);
+	memcpy(big + FT_NEXT_ACTION_MAX + 16 - 3, "\"}", 3);
+	stored = ft_json_next_action(big, true);
+	tap(strcmp(stored, "{\"type\":\"unavailable\",\"reason\":\"too large\"}") == 0,
+		"a next_action over the cap becomes the marker", stored);
+	big[FT_NEXT_ACTION_MAX - 3] = '"';
+	big[FT_NEXT_ACTION_MAX - 2] = '}';
+	big[FT_NEXT_ACTION_MAX - 1] = '\0';
+	stored = ft_json_next_action(big, true);
+	tap(strcmp(stored, big) == 0, "a next_action at the cap is kept", NULL);
+	tap(ft_json_next_action(NULL, true) == NULL, "no next_action, none stored", NULL);
+	free(big);
 }
 
 static void
@@ -411,6 +478,7 @@ fuzz(long iterations, unsigned seed)
 
 			ft_classify(status, buf, len,	/* len may count NUL bytes */
 						(random() % 2) ? ra : NULL, NULL, false, &c);
+			(void) ft_json_next_action(buf, random() % 2);
 			why = ft_classify_violation(status, NULL, false, &c);
 			if (why != NULL)
 			{
@@ -436,6 +504,7 @@ main(int argc, char **argv)
 	long		iterations = argc > 1 ? atol(argv[1]) : 100000;
 
 	check_cases();
+	check_storable();
 	check_body();
 	check_stripe();
 	check_backoff();
