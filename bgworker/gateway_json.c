@@ -236,8 +236,12 @@ ascii_field_start(void *state, char *fname, bool isnull)
 	const char *end;
 	char	   *name = NULL;
 
-	/* the lexer is at the value: the name lies between name_from and it */
-	if (w->name_from != NULL && w->name_from <= w->lex->token_start)
+	/*
+	 * The lexer is at the value: the name lies between name_from and it.
+	 * (At the end of the input there is no token: the parser then fails.)
+	 */
+	if (w->name_from != NULL && w->lex->token_start != NULL &&
+		w->name_from <= w->lex->token_start)
 		name = ft_json_ascii_string(w->name_from, w->lex->token_start, &end);
 	w->value_from = w->lex->token_start;
 	if (w->inner->object_field_start)
@@ -250,8 +254,8 @@ ascii_field_end(void *state, char *fname, bool isnull)
 {
 	FtAsciiWalk *w = (FtAsciiWalk *) state;
 
-	/* the lexer is at the comma or the closing brace */
-	w->name_from = w->lex->token_start + 1;
+	/* the lexer is at the comma or the closing brace (or the input's end) */
+	w->name_from = w->lex->token_start ? w->lex->token_start + 1 : NULL;
 	if (w->inner->object_field_end)
 		return w->inner->object_field_end(w->inner->semstate, NULL, isnull);
 	return FT_JSON_OK;

@@ -196,10 +196,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* the body as a next_action: stored as it is, or the marker */
 	{
+		static const char marker[] = "{\"type\":\"unavailable\",";
 		char	   *stored = ft_json_next_action(body, (hdr[2] & 8) != 0);
 
 		if (strcmp(stored, body) != 0 &&
-			strncmp(stored, "{\"type\":\"unavailable\",", 25) != 0)
+			strncmp(stored, marker, sizeof(marker) - 1) != 0)
 		{
 			fprintf(stderr, "next_action neither kept nor replaced by the marker\n");
 			abort();

@@ -15,14 +15,15 @@
 # every stored next_action small enough for a NOTIFY payload.
 #
 # Environment: FT_RECORD_FUZZ_ORDERS (orders per database, provider and
-# round, default 60), FT_RECORD_FUZZ_ROUNDS (default 1), FT_RECORD_FUZZ_RATE
-# (share of replies spoiled, default 0.6).  `make test` runs the default
-# (about a minute); fuzz/run.sh a longer one.
+# round, default 40), FT_RECORD_FUZZ_ROUNDS (default 1), FT_RECORD_FUZZ_RATE
+# (share of replies spoiled, default 0.6), FT_RECORD_FUZZ_WAIT (seconds a
+# round may take to settle, default 60).  `make test` runs the default
+# (about a minute and a half); fuzz/run.sh a longer one.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
 
-N=${FT_RECORD_FUZZ_ORDERS:-60}
+N=${FT_RECORD_FUZZ_ORDERS:-40}
 ROUNDS=${FT_RECORD_FUZZ_ROUNDS:-1}
 RATE=${FT_RECORD_FUZZ_RATE:-0.6}
 MAX_ATTEMPTS=4
@@ -119,7 +120,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		for db in ftdb latin; do place "$db" "$prefix" "$provider"; done
 		total_orders=$((total_orders + 2 * N))
 		for db in ftdb latin; do
-			PGDATABASE=$db wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'pending'" 60
+			PGDATABASE=$db wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'pending'" "${FT_RECORD_FUZZ_WAIT:-60}"
 			rc=$?
 			ok "$rc" "round $round, $provider, $db: no order left pending"
 			[ "$rc" -eq 0 ] ||
