@@ -5,22 +5,21 @@
 --   CREATE ROLE alice LOGIN PASSWORD '...';
 --   psql -d ftdb -v operator=alice -f operator_grants.sql
 --
--- Looking only (every page, no action): the first two statements.
+-- ft_orders_operator (created by the extension, from 1.5) reads the orders,
+-- their history, the dead letters and the monitoring views and metrics(),
+-- and calls cancel_order(), refund_order(), retry_dead_letter() and
+-- reconcile(); each action runs with the owner's rights, so the role
+-- writes no table itself.  It cannot place orders (ft_orders_app's) and is
+-- nothing more: no other grant is needed.  (If the database's CONNECT
+-- privilege was revoked from PUBLIC, grant CONNECT to the role as well.)
+--
+-- Looking only (every page, no action), instead of ft_orders_operator:
+--   GRANT USAGE ON SCHEMA ft_orders TO alice;
+--   GRANT SELECT ON ft_orders.queue_status, ft_orders.order_summary,
+--       ft_orders.worker_status, ft_orders.gateway_status, ft_orders.orders,
+--       ft_orders.order_events, ft_orders.payment_attempts, ft_orders.refunds,
+--       ft_orders.dead_letters, ft_orders.gateway_events TO alice;
+--   GRANT EXECUTE ON FUNCTION ft_orders.worker_stats(), ft_orders.gateway_stats(),
+--       ft_orders.metrics() TO alice;
 
-GRANT ft_orders_app TO :"operator";                         -- the views, metrics()
-GRANT SELECT ON ALL TABLES IN SCHEMA ft_orders TO :"operator";  -- search, history, dead letters
-
--- cancel and refund: SECURITY DEFINER functions, one grant each
-GRANT EXECUTE ON FUNCTION ft_orders.cancel_order(bigint, text),
-                          ft_orders.refund_order(bigint, bigint, text) TO :"operator";
-
--- requeue a dead letter: retry_dead_letter() runs with its caller's rights,
--- so the caller also needs the writes it makes and the function it calls
-GRANT EXECUTE ON FUNCTION ft_orders.retry_dead_letter(bigint) TO :"operator";
-GRANT INSERT, UPDATE, DELETE ON ft_orders.outbox, ft_orders.dead_letters,
-                                ft_orders.orders, ft_orders.order_events TO :"operator";
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA ft_orders TO :"operator";
-SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', p.oid::regprocedure, :'operator')
-  FROM pg_proc p
- WHERE p.pronamespace = 'ft_orders'::regnamespace AND p.proname = '_change_status'
-\gexec
+GRANT ft_orders_operator TO :"operator";

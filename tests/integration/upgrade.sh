@@ -15,7 +15,8 @@
 # events tried under 1.2 count as sent, the orders left pending are paid
 # once each, a webhook settles an order of 1.2 once, and a 1.0 order can be
 # refunded.  Then 1.3 -> 1.4: an order of 1.3 keeps its key, a new one
-# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both.  The upgraded catalogue
+# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both and
+# adds the role ft_orders_operator.  The upgraded catalogue
 # (objects, definitions, grants, comments, extconfig) is identical to a
 # fresh CREATE EXTENSION of 1.5.
 
@@ -248,6 +249,9 @@ is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_order
 # --- 1.4 -> 1.5 -------------------------------------------------------------------
 psql_q "SELECT count(*) FROM ft_orders.place_order('v14-last', 'cust', 142, 'EUR')" >/dev/null
 key14=$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v14-last'")
+# a requeue grant made under 1.4 survives retry_dead_letter() becoming SECURITY DEFINER
+psql_q "CREATE ROLE upg_requeuer NOLOGIN; GRANT USAGE ON SCHEMA ft_orders TO upg_requeuer;
+        GRANT EXECUTE ON FUNCTION ft_orders.retry_dead_letter(bigint) TO upg_requeuer" >/dev/null
 psql_q "ALTER EXTENSION ft_orders UPDATE TO '1.5'" >/dev/null
 ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.5'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.5" "version 1.5 is installed"
@@ -260,6 +264,16 @@ is "$(gw_ledger duplicates)" "0" "1.5: no duplicates"
 is "$(psql_q "SELECT string_agg(pid::text, ',' ORDER BY worker_id) FROM ft_orders.worker_status")" "$pids_before" \
 	"1.5: still the same worker processes"
 
+is "$(psql_q "SELECT p.prosecdef || ' ' || has_function_privilege('upg_requeuer', p.oid, 'EXECUTE')
+                     || ' ' || has_function_privilege('ft_orders_operator', p.oid, 'EXECUTE')
+                     || ' ' || has_function_privilege('ft_orders_app', p.oid, 'EXECUTE')
+                FROM pg_proc p WHERE p.oid = 'ft_orders.retry_dead_letter(bigint)'::regprocedure")" \
+	"true true true false" \
+	"1.5: retry_dead_letter is SECURITY DEFINER; the 1.4 grant is kept, ft_orders_operator may call it, ft_orders_app may not"
+psql_q "REVOKE ALL ON FUNCTION ft_orders.retry_dead_letter(bigint) FROM upg_requeuer;
+        REVOKE ALL ON SCHEMA ft_orders FROM upg_requeuer; DROP ROLE upg_requeuer" >/dev/null
+ok $? "(the test's own grant removed before the catalogue comparison)"
+
 # --- upgraded catalogue == fresh 1.5 install --------------------------------------
 ft_catalog_snapshot >"$FT_TMP/upgraded.catalog" || bail_out "catalogue snapshot failed"
 psql_q "DROP EXTENSION ft_orders; CREATE EXTENSION ft_orders" >/dev/null
@@ -271,6 +285,10 @@ is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "52" "(the comparison covers 
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"
+like "$(grep '^function ft_orders.retry_dead_letter(bigint)' "$FT_TMP/fresh.catalog")" 'ft_orders_operator=X' \
+	"(... and retry_dead_letter() for ft_orders_operator)"
+like "$(grep '^role ft_orders_operator' "$FT_TMP/fresh.catalog")" 'Grant to operators' \
+	"(... and the operator role's description)"
 v10_diff=$(diff "$FT_TMP/v10.catalog" "$FT_TMP/fresh.catalog")
 like "$v10_diff" '> function ft_orders.metrics\(\)' "(the 1.0 catalogue does differ: no metrics() ...)"
 like "$v10_diff" "< column orders.customer_id #3 text notnull=true default= comment="$'\n' \

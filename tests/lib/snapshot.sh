@@ -105,8 +105,8 @@ SELECT line FROM (
 		   || ' comment=' || coalesce(obj_description(t.oid, 'pg_type'), '')
 	  FROM pg_type t, ns WHERE t.typnamespace = ns.oid AND t.typtype = 'e'
 	UNION ALL
-	SELECT 'role ft_orders_app comment=' || coalesce(shobj_description(r.oid, 'pg_authid'), '')
-	  FROM pg_roles r WHERE r.rolname = 'ft_orders_app'
+	SELECT 'role ' || r.rolname || ' comment=' || coalesce(shobj_description(r.oid, 'pg_authid'), '')
+	  FROM pg_roles r WHERE r.rolname IN ('ft_orders_app', 'ft_orders_operator')
 ) AS s(line)
 ORDER BY line;
 SQL

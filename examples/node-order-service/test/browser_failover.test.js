@@ -47,6 +47,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (skip) return;
   if (browser) await browser.close().catch(() => {});
   if (svc) await svc.stop();
   await gw('DELETE', '/faults').catch(() => {});
