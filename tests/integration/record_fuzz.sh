@@ -36,9 +36,7 @@ gw_pg_start "ft_orders.database = 'ftdb, latin'" "ft_orders.workers = 2" \
 	"ft_orders.max_attempts = $MAX_ATTEMPTS" "ft_orders.action_timeout = '1h'" \
 	"ft_orders.circuit_open_time = '1s'" ||
 	bail_out "the fake gateway or the server did not start"
-psql -XAtq -d postgres -c "CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null &&
-	psql -XAtq -d latin -c "CREATE EXTENSION ft_orders" >/dev/null ||
-	bail_out "could not create the LATIN1 database"
+latin1_db latin || bail_out "could not create the LATIN1 database"
 for db in ftdb latin; do
 	PGDATABASE=$db wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NULL AND state <> 'starting'" 30 ||
 		bail_out "the workers of $db did not start"

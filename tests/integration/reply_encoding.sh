@@ -17,9 +17,7 @@ gw_pg_start "ft_orders.database = 'ftdb, latin'" "ft_orders.workers = 1" \
 	"ft_orders.backoff_base = '20ms'" "ft_orders.backoff_max = '100ms'" \
 	"ft_orders.max_attempts = 3" ||
 	bail_out "the fake gateway or the server did not start"
-psql -XAtq -d postgres -c "CREATE DATABASE latin ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null &&
-	psql -XAtq -d latin -c "CREATE EXTENSION ft_orders" >/dev/null ||
-	bail_out "could not create the LATIN1 database"
+latin1_db latin || bail_out "could not create the LATIN1 database"
 is "$(psql -XAtq -d latin -c "SHOW server_encoding")" "LATIN1" "database latin is LATIN1"
 
 # "message":"\u4e2d\u6587 \u00e9 \u0000 \ud800" added to every reply
