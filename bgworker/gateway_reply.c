@@ -321,7 +321,9 @@ walk_field_start(void *state, char *fname, bool isnull)
 	{
 		if (strcmp(fname, w->fields[i].name) == 0)
 		{
+			/* the last occurrence counts, whatever its value */
 			w->next = &w->fields[i];
+			*w->next->value = NULL;
 			break;
 		}
 	}

@@ -245,6 +245,61 @@ stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
 	return c;
 }
 
+/* a reply to a Stripe charge */
+static FtClassification
+stripe_reply(int status, const char *body)
+{
+	FtGatewayReply r;
+	FtClassification c;
+
+	memset(&r, 0, sizeof(r));
+	memset(&c, 0, sizeof(c));
+	r.http_status = status;
+	r.body = body;
+	r.body_len = strlen(body);
+	r.now = FT_CLASSIFY_NOW;
+	ft_provider_stripe.classify_reply(&r, &c);
+	return c;
+}
+
+/*
+ * Stripe replies with hostile values: read as ASCII in every encoding, and
+ * a status that is not one (an array, an escape, a non-word) makes the
+ * reply unreadable (retried), never a permanent failure
+ */
+static void
+check_stripe_hostile(void)
+{
+	static const struct
+	{
+		const char *body;
+		FtOutcome	outcome;
+		const char *desc;
+	}			cases[] = {
+		{"{\"id\":\"pi_1\",\"object\":\"payment_intent\",\"status\":\"succeeded\",\"description\":\"\\u4e2d\\u0000\"}",
+		FT_OUTCOME_PAID, "stripe: \\u4e2d and \\u0000 in a description change nothing"},
+		{"{\"\\u0069d\":\"pi_1\",\"st\\u0061tus\":\"succ\\u0065eded\"}",
+		FT_OUTCOME_PAID, "stripe: names and values written as escapes read the same"},
+		{"{\"id\":\"pi_1\",\"status\":\"succeeded\",\"status\":[\"a\",1]}",
+		FT_OUTCOME_RETRY, "stripe: a status that is an array is unreadable, its element is not the status"},
+		{"{\"id\":\"pi_1\",\"status\":\"succeeded\",\"status\":{\"status\":\"canceled\"}}",
+		FT_OUTCOME_RETRY, "stripe: a status that is an object is unreadable"},
+		{"{\"id\":\"pi_1\",\"status\":\"succeeded\\u0000\"}",
+		FT_OUTCOME_RETRY, "stripe: a status with \\u0000 is unreadable, not an unexpected state"},
+		{"{\"id\":\"pi_1\",\"status\":\"pay_\xff\xfe\"}",
+		FT_OUTCOME_RETRY, "stripe: a status that is not a word is unreadable"},
+		{"{\"id\":\"pi_\\u4e2d\",\"status\":\"succeeded\"}",
+		FT_OUTCOME_RETRY, "stripe: an id with \\u4e2d is unusable"},
+	};
+
+	for (size_t i = 0; i < lengthof(cases); i++)
+	{
+		FtClassification c = stripe_reply(200, cases[i].body);
+
+		tap(c.outcome == cases[i].outcome, cases[i].desc, ft_outcome_name(c.outcome));
+	}
+}
+
 /*
  * The stripe provider and several databases on one account: the request
  * names the order by metadata[payment_key] (not in the legacy form), the
@@ -507,6 +562,7 @@ main(int argc, char **argv)
 	check_storable();
 	check_body();
 	check_stripe();
+	check_stripe_hostile();
 	check_backoff();
 	fuzz(iterations, (unsigned) time(NULL));
 	printf("1..%d\n", tap_n);
