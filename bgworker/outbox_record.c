@@ -370,7 +370,8 @@ ft_outbox_warm_up(void)
  * row each, then one statement per kind of outcome in the batch (settled,
  * retries (and those of them to be looked up), look-ups that found
  * nothing, action_required (two), refunds, refunds of canceled orders
- * that turned out paid): at most nine statements in all.  Caller is inside ft_xact_begin.
+ * that turned out paid): at most nine statements in all.  Caller is
+ * inside ft_xact_begin.
  */
 void
 ft_outbox_record(FtJob **jobs, int njobs)

@@ -311,14 +311,22 @@ ft_job_reply_unreadable(const FtGatewayReply *reply, FtClassification *c)
 static void
 ft_job_take_values(FtJob *job, const FtClassification *c)
 {
-	char	   *next_action = ft_json_next_action(c->next_action,
-												  GetDatabaseEncoding() == PG_UTF8);
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	char	   *next_action = ft_json_next_action(c->next_action, utf8);
 
-	job->payment_id = c->payment_id ?
-		MemoryContextStrdup(ft_job_cxt, ft_gateway_clean_text(c->payment_id, FT_STORED_ID_MAX)) : NULL;
-	job->client_secret = c->client_secret ?
-		MemoryContextStrdup(ft_job_cxt, ft_gateway_clean_text(c->client_secret, FT_STORED_ID_MAX)) : NULL;
-	job->next_action = next_action ? MemoryContextStrdup(ft_job_cxt, next_action) : NULL;
+	job->payment_id = NULL;
+	job->client_secret = NULL;
+	job->next_action = NULL;
+	if (c->payment_id != NULL)
+		job->payment_id = MemoryContextStrdup(ft_job_cxt,
+											  ft_gateway_clean_text(c->payment_id,
+																	FT_STORED_ID_MAX));
+	if (c->client_secret != NULL)
+		job->client_secret = MemoryContextStrdup(ft_job_cxt,
+												 ft_gateway_clean_text(c->client_secret,
+																	   FT_STORED_ID_MAX));
+	if (next_action != NULL)
+		job->next_action = MemoryContextStrdup(ft_job_cxt, next_action);
 }
 
 /*
