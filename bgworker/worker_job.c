@@ -284,17 +284,19 @@ ft_job_send(FtJob *job, FtHttpDoneCallback on_done)
 }
 
 /*
- * A 2xx reply that settled nothing (malformed, oversize, no usable status
- * or id): the gateway answered, so it is no failure for the circuit, and
- * it may have acted on the request, so the work is never given up on for
- * it (ft_job_finish looks it up instead).  Clears c->transient for such a
- * reply and returns true.
+ * A 2xx reply that settled nothing: unreadable (malformed, oversize, no
+ * usable status or id), or naming a payment still under way (Stripe's
+ * processing, or a look-up that must fetch the intent).  The gateway
+ * answered, so it is no failure for the circuit, and it may have charged
+ * or still may, so the work is never given up on for it (ft_job_finish
+ * looks it up, or re-checks the payment it names).  Clears c->transient
+ * for such a reply and returns true.
  */
 static bool
-ft_job_reply_unreadable(const FtGatewayReply *reply, FtClassification *c)
+ft_job_reply_unsettled(const FtGatewayReply *reply, FtClassification *c)
 {
 	if (reply->http_status < 200 || reply->http_status > 299 ||
-		c->outcome != FT_OUTCOME_RETRY || c->payment_id != NULL)
+		c->outcome != FT_OUTCOME_RETRY)
 		return false;
 	c->transient = false;
 	return true;
@@ -340,7 +342,7 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 {
 	FtClassification c;
 	MemoryContext oldcxt;
-	bool		unreadable;
+	bool		unsettled;
 
 	memset(&c, 0, sizeof(c));
 	switch (job->kind)
@@ -406,7 +408,7 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 		c.transient = false;
 	}
 
-	unreadable = ft_job_reply_unreadable(reply, &c);
+	unsettled = ft_job_reply_unsettled(reply, &c);
 	ft_job_take_values(job, &c);
 
 	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
@@ -417,16 +419,18 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 	job->retry_after_ms = c.retry_after_ms;
 	job->outcome = c.outcome;
 	if (c.outcome == FT_OUTCOME_RETRY && job->claim.event_attempts >= ft_max_attempts &&
-		unreadable && job->claim.schema >= FT_SCHEMA_1_3 &&
+		unsettled && job->claim.schema >= FT_SCHEMA_1_3 &&
 		job->claim.order.refund_id == 0 &&
 		(job->kind == FT_REQ_CHARGE || job->kind == FT_REQ_LOOKUP))
 	{
 		/*
-		 * The gateway answered, but nothing readable: it may have charged.
-		 * Never given up on: looked up instead, until a reply says.
+		 * The gateway answered, but said nothing final: it may have
+		 * charged, or still may.  Never given up on: looked up (or the
+		 * payment it named re-checked) until a reply says.
 		 */
-		job->look_up = true;
-		job->error = psprintf("looking it up after %d attempts: %s",
+		job->look_up = (c.payment_id == NULL);
+		job->error = psprintf("%s after %d attempts: %s",
+							  job->look_up ? "looking it up" : "re-checking it",
 							  job->claim.event_attempts,
 							  c.error ? c.error : "unreadable reply");
 	}
