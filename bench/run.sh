@@ -6,12 +6,13 @@
 # bench/results/latest.json, the raw series behind the plots
 # (latest.series.json) and the plots (bench/plots.py; bench/results/latest.plots/).
 #
-#   FT_BENCH="intake drain latency memory failover"   parts to run (default all)
+#   FT_BENCH="intake drain mvcc latency memory failover"   parts to run (default all)
 #   FT_BENCH_SCALE=small                               quick smoke run (minutes)
 #   FT_BENCH_OUT=file.json                             other output file (series: file.series.json)
 #   FT_BENCH_PLOTS=dir                                 other folder for the plots (default: file.plots/)
 #   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
-#   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS       override one knob
+#   _LAT_SECS / _MEM_N / _DRILL_RUNS / _WRK_SECS /
+#   _MVCC_N                                            override one knob
 #   FT_KEEP_TMP=1                                      keep the temp folder (logs)
 set -uo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -24,15 +25,15 @@ bash tests/setup/build.sh || exit 1
 source "$ROOT/tests/lib/common.sh"
 PY=/usr/bin/python3
 
-PARTS=${FT_BENCH:-intake drain latency memory failover}
+PARTS=${FT_BENCH:-intake drain mvcc latency memory failover}
 SCALE=${FT_BENCH_SCALE:-full}
 export FT_BENCH_SCALE=$SCALE FT_BENCH="$PARTS"
 if [ "$SCALE" = small ]; then
 	d_intake_runs=3 d_intake_secs=5 d_drain_n=10000 d_drain_runs=1 d_lat_secs=5
-	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3
+	d_mem_n=50000 d_drill_runs=1 d_wrk_secs=3 d_mvcc_n=5000
 else
 	d_intake_runs=3 d_intake_secs=20 d_drain_n=100000 d_drain_runs=3 d_lat_secs=20
-	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10
+	d_mem_n=1000000 d_drill_runs=3 d_wrk_secs=10 d_mvcc_n=100000
 fi
 INTAKE_RUNS=${FT_BENCH_INTAKE_RUNS:-$d_intake_runs}
 INTAKE_SECS=${FT_BENCH_INTAKE_SECS:-$d_intake_secs}
@@ -43,6 +44,7 @@ LAT_SECS=${FT_BENCH_LAT_SECS:-$d_lat_secs}
 MEM_N=${FT_BENCH_MEM_N:-$d_mem_n}
 DRILL_RUNS=${FT_BENCH_DRILL_RUNS:-$d_drill_runs}
 WRK_SECS=${FT_BENCH_WRK_SECS:-$d_wrk_secs}
+MVCC_N=${FT_BENCH_MVCC_N:-$d_mvcc_n}
 OUT=${FT_BENCH_OUT:-$BENCH/results/latest.json}
 PLOTS=${FT_BENCH_PLOTS:-${OUT%.json}.plots}
 FIGS=$FT_TMP/figures.jsonl
@@ -245,10 +247,30 @@ drain_once()
 # measured too, as drain_defaults_per_s
 DRAIN_INFLIGHT=${FT_BENCH_DRAIN_INFLIGHT:-256}
 DRAIN_BATCH=${FT_BENCH_DRAIN_BATCH:-500}
-# the rate-limited drain: the fake gateway allows RL_RATE requests/s (429
-# with Retry-After beyond), RL_N orders, no ft_orders.rate_limit
+# the rate-limited drains: the fake gateway allows RL_RATE (and
+# RL_RATE_LOW) requests/s (429 with Retry-After beyond), 15 s worth of
+# orders (RL_N), no ft_orders.rate_limit, the default settings
 RL_RATE=${FT_BENCH_RL_RATE:-100}
 RL_N=${FT_BENCH_RL_N:-$((RL_RATE * 15))}
+RL_RATE_LOW=${FT_BENCH_RL_RATE_LOW:-50}
+RL_N_LOW=$((RL_N * RL_RATE_LOW / RL_RATE))
+
+# rl_drain LABEL RATE N -> "goodput_ratio 429_share" of one drain against
+# the fake gateway limited to RATE requests/s (the whole drain, first
+# second included), or nothing when not all N were paid
+rl_drain()
+{
+	local label=$1 rate=$2 n=$3 r req lim steady
+	gw_faults "{\"rate_limit_per_s\":$rate}"
+	r=$(drain_once "$label" "$n") || { gw_faults reset; return 0; }
+	req=$(curl -fsS "$GW_URL/ledger" | jq -r .requests)
+	lim=$(curl -fsS "$GW_URL/ledger" | jq -r .rate_limited)
+	# after the first 3 s: "requests limited ok seconds"
+	steady=$("$PY" "$ROOT/tests/integration/harness/gateway_log.py" "$GW_URL" steady 3)
+	log "drain $label: $lim of $req requests answered 429; after the first 3 s: $steady (requests, 429s, accepted, seconds)"
+	echo "$(echo "$r / $rate" | bc -l) $(echo "$lim / $req" | bc -l) $(echo "$steady" | awk '$1 > 0 {print $2 / $1}')"
+	gw_faults reset
+}
 
 drain_settings()	# INFLIGHT BATCH (empty: defaults)
 {
@@ -266,7 +288,7 @@ bench_drain()
 {
 	log "drain: $DRAIN_N orders x $DRAIN_RUNS per setting (max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH; also the defaults); wrk baseline ${WRK_SECS}s"
 	gw_faults reset
-	local ceil zero="" aoff="" lat="" flt="" fl25="" rlg="" rl429="" rl429s="" dflt="" r i req lim steady
+	local ceil zero="" aoff="" lat="" flt="" fl25="" ra20="" rlg="" rl429="" rl429s="" rlg50="" rl429_50="" dflt="" r i g s429 s3
 	ceil=$(wrk_ceiling)
 	log "fake gateway ceiling (wrk -t2 -c64): $ceil req/s"
 	for i in $(seq 1 "$DRAIN_RUNS"); do
@@ -303,22 +325,23 @@ bench_drain()
 		r=$(drain_once "fl25$i" "$DRAIN_N") && fl25="$fl25 $r"
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
 		psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
+		pg_reload
+		# a flaky backend that says when to come back: its Retry-After
+		# (1 s, under the default backoff_max) delays that order only
+		gw_faults reset
+		gw_faults '{"fail_rate":0.2,"fail_status":503,"retry_after_s":1}'
+		r=$(drain_once "ra20$i" "$DRAIN_N") && ra20="$ra20 $r"
 		psql_q "ALTER SYSTEM RESET ft_orders.max_attempts" >/dev/null
 		gw_faults reset
-		# a gateway limited to RL_RATE/s, nothing configured on our side
-		gw_faults "{\"rate_limit_per_s\":$RL_RATE}"
-		if r=$(drain_once "rl$i" "$RL_N"); then
-			rlg="$rlg $(echo "$r / $RL_RATE" | bc -l)"
-			req=$(curl -fsS "$GW_URL/ledger" | jq -r .requests)
-			lim=$(curl -fsS "$GW_URL/ledger" | jq -r .rate_limited)
-			rl429="$rl429 $(echo "$lim / $req" | bc -l)"
-			# after the first 3 s: "requests limited ok seconds"
-			steady=$("$PY" "$ROOT/tests/integration/harness/gateway_log.py" "$GW_URL" steady 3)
-			log "drain rl$i after the first 3 s: $steady (requests, 429s, accepted, seconds)"
-			rl429s="$rl429s $(echo "$steady" | awk '$1 > 0 {print $2 / $1}')"
-		fi
-		gw_faults reset
+		# gateways limited to RL_RATE/s and RL_RATE_LOW/s, nothing
+		# configured on our side, the default settings
 		drain_settings
+		g="" s429="" s3=""
+		read -r g s429 s3 < <(rl_drain "rl$i" "$RL_RATE" "$RL_N") || true
+		[ -n "${g:-}" ] && { rlg="$rlg $g"; rl429="$rl429 $s429"; rl429s="$rl429s $s3"; }
+		g="" s429="" s3=""
+		read -r g s429 s3 < <(rl_drain "rllow$i" "$RL_RATE_LOW" "$RL_N_LOW") || true
+		[ -n "${g:-}" ] && { rlg50="$rlg50 $g"; rl429_50="$rl429_50 $s429"; }
 	done
 	local mz
 	mz=$(median "$zero")
@@ -331,9 +354,12 @@ bench_drain()
 	fig drain_latency20_vs_zero ratio "" "$rl" "" "median drain with 20 ms gateway latency / median drain at 0 ms (same settings)"
 	fig drain_faults20_per_s "payments/s" "$mz" "$flt" "" "fail_rate 0.2 (503), backoff_base 10ms, backoff_max 200ms, default circuit settings; baseline: drain_per_s"
 	fig drain_flaky25_per_s "payments/s" "$mz" "$fl25" "" "fail_rate 0.25 (500), backoff_base 10ms, backoff_max 200ms, default circuit settings; baseline: drain_per_s"
-	fig drain_ratelimited_goodput_ratio ratio "" "$rlg" "" "$RL_N orders against the fake gateway limited to $RL_RATE requests/s (token bucket, 429 + Retry-After beyond), no ft_orders.rate_limit, adaptive concurrency on: payments/s / $RL_RATE"
-	fig drain_ratelimited_429_share ratio "" "$rl429" "" "the same drain: requests answered 429 / all requests at the gateway (the first burst of 2 x max_in_flight included)"
+	fig drain_retry_after20_per_s "payments/s" "$mz" "$ra20" "" "fail_rate 0.2 (503 with Retry-After: 1), default backoff (the Retry-After delays that order only), max_attempts 100; baseline: drain_per_s"
+	fig drain_ratelimited_goodput_ratio ratio "" "$rlg" "" "$RL_N orders against the fake gateway limited to $RL_RATE requests/s (token bucket, 429 + Retry-After beyond), no ft_orders.rate_limit, default settings: payments/s / $RL_RATE"
+	fig drain_ratelimited_429_share ratio "" "$rl429" "" "the same drain: requests answered 429 / all requests at the gateway, the whole drain (the first second included)"
 	fig drain_ratelimited_429_share_after3s ratio "" "$rl429s" "" "the same, counting only the requests that arrived after the first 3 s of the drain"
+	fig drain_ratelimited50_goodput_ratio ratio "" "$rlg50" "" "$RL_N_LOW orders against the fake gateway limited to $RL_RATE_LOW requests/s, as drain_ratelimited_goodput_ratio: payments/s / $RL_RATE_LOW"
+	fig drain_ratelimited50_429_share ratio "" "$rl429_50" "" "the same drain: requests answered 429 / all requests at the gateway, the whole drain"
 	# where the CPU goes (both share the 2 cores): per payment, whole drain
 	local wz gz wl gl
 	wz=$(cpu_runs zero 1); gz=$(cpu_runs zero 2); wl=$(cpu_runs lat 1); gl=$(cpu_runs lat 2)
@@ -341,6 +367,113 @@ bench_drain()
 	fig drain_gateway_cpu_us "µs/payment" "" "$gz" "" "CPU of the fake gateway per request, same drains (it shares the 2 cores)"
 	[ -n "$wz" ] && fig drain_latency20_worker_cpu_us "µs/payment" "$(median "$wz")" "$wl" "" "the same with 20 ms gateway latency; baseline: zero latency"
 	[ -n "$gz" ] && fig drain_latency20_gateway_cpu_us "µs/payment" "$(median "$gz")" "$gl" "" "the fake gateway with 20 ms latency (suspended and resumed connections); baseline: zero latency"
+}
+
+# --- mvcc: the drain while an old snapshot is held ---------------------------
+# dead_tuples -> n_dead_tup of the outbox (the statistics lag by up to a second)
+dead_tuples() { psql_q "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'ft_orders.outbox'::regclass"; }
+
+# claim_cost -> "<ms> <buffers>" of the workers' claim step 1 (lock up to
+# $DRAIN_BATCH due events, from the claim floor when there is one) on the
+# outbox as it is, planned as the workers plan it (index scans only),
+# rolled back
+claim_cost()
+{
+	local sql="SELECT event_id FROM ft_orders.outbox WHERE next_attempt_at <= now()" floor
+	if [ "$(psql_q "SELECT to_regprocedure('ft_orders._claim_floor()') IS NOT NULL")" = t ]; then
+		floor=$(psql_q "SELECT coalesce(ft_orders._claim_floor()::text, '-infinity')")
+		sql="$sql AND next_attempt_at >= '$floor'"
+	fi
+	sql="$sql ORDER BY next_attempt_at LIMIT $DRAIN_BATCH FOR UPDATE SKIP LOCKED"
+	printf '%s\n' "BEGIN;" \
+		"SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;" \
+		"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) $sql;" "ROLLBACK;" |
+		psql -XAtq -v ON_ERROR_STOP=1 2>/dev/null | "$PY" -c '
+import json, sys
+p = json.loads(sys.stdin.read())[0]
+print("%.2f ms %d buffers" % (p["Execution Time"], p["Plan"]["Shared Hit Blocks"] + p["Plan"]["Shared Read Blocks"]))'
+}
+
+# mvcc_batch LABEL -> payments/s: MVCC_N orders placed with the workers
+# idle, then drained; logs the outbox's dead tuples and the claim's cost
+mvcc_batch()
+{
+	local label=$1 prefix t0 el paid
+	prefix="mv-$RUN_ID-$label"
+	gateway_off
+	preload "$prefix" "$MVCC_N" || { log "preload failed"; return 1; }
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	t0=$(now)
+	gateway_on
+	wait_drained $((MVCC_N / 50 + 120)) "$MVCC_N" || log "mvcc $label: not drained ($(outbox_count) left)"
+	el=$(since "$t0")
+	gateway_off
+	paid=$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'paid'")
+	log "mvcc $label: $paid/$MVCC_N paid in $(printf %.2f "$el") s ($(echo "$MVCC_N / $el" | bc -l | xargs printf %.0f)/s), outbox dead tuples $(dead_tuples), claim on the drained outbox: $(claim_cost), duplicate charges $(gw_ledger duplicates)"
+	[ "$paid" = "$MVCC_N" ] || return 1
+	echo "$MVCC_N / $el" | bc -l
+}
+
+bench_mvcc()
+{
+	local clean="" r held="" i fifo=$FT_TMP/snapshot.fifo spid dpid dump=$FT_TMP/mvcc.dump dumprc dur t0 el r5 mc
+	log "mvcc: batches of $MVCC_N orders, max_in_flight $DRAIN_INFLIGHT, batch_size $DRAIN_BATCH: 2 clean, 5 with a REPEATABLE READ snapshot held, 1 after; then one drain under pg_dump"
+	gw_faults reset
+	drain_settings "$DRAIN_INFLIGHT" "$DRAIN_BATCH"
+	clean_slate
+	for i in 1 2; do r=$(mvcc_batch "clean$i") && clean="$clean $r"; done
+	# one session holds a snapshot (and nothing else) for the next 5 batches
+	mkfifo "$fifo"
+	psql -XAtq <"$fifo" >"$FT_TMP/snapshot.out" 2>&1 &
+	spid=$!
+	exec 7>"$fifo"
+	echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;" >&7
+	wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" 10 ||
+		log "mvcc: the snapshot session is not holding a snapshot"
+	for i in 1 2 3 4 5; do r=$(mvcc_batch "held$i") && held="$held $r"; done
+	echo "COMMIT;" >&7
+	exec 7>&-
+	wait "$spid"
+	r=$(mvcc_batch released)
+	mc=$(median "$clean")
+	r5=$(echo "$held" | awk '{print $5}')
+	[ -n "$r5" ] && [ -n "$mc" ] &&
+		fig drain_snapshot_held_ratio ratio "" "$(echo "$r5 / $mc" | bc -l)" "" \
+			"payments/s of the 5th consecutive batch of $MVCC_N orders with one REPEATABLE READ snapshot held since before the 1st / median of 2 clean batches (payments/s, clean: $(printf '%.0f ' $clean)held: $(printf '%.0f ' $held)after the release: $(printf '%.0f' "${r:-0}"))"
+
+	# pg_dump of the database throughout a drain: its output goes to a reader
+	# that waits, so pg_dump keeps its snapshot and locks until the drain ends
+	clean_slate
+	preload "mv-$RUN_ID-dump" "$MVCC_N" || { log "preload failed"; return 1; }
+	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
+	: >"$FT_TMP/dump.go"
+	( pg_dump -Fp "$PGDATABASE" | { while [ -e "$FT_TMP/dump.go" ]; do sleep 0.1; done; cat >"$dump"; }
+	  echo "${PIPESTATUS[0]}" >"$FT_TMP/dump.rc" ) &
+	dpid=$!
+	# until pg_dump is stuck on its output (its backend waits to send, or
+	# waits for the next command while pg_dump cannot write): the drain's
+	# clock does not count pg_dump's own start-up work.  Twice, 0.5 s apart,
+	# as pg_dump's backend also waits for a moment between its commands.
+	for i in 1 2; do
+		sleep 0.5
+		wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE application_name = 'pg_dump'
+		             AND backend_xmin IS NOT NULL AND wait_event IN ('ClientWrite', 'ClientRead')" 60 ||
+			log "mvcc: pg_dump is not holding a snapshot, blocked on its output"
+	done
+	t0=$(now)
+	gateway_on
+	wait_drained $((MVCC_N / 50 + 120)) "$MVCC_N" || log "mvcc dump: not drained ($(outbox_count) left)"
+	el=$(since "$t0")
+	dur=$(psql_q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'")
+	gateway_off
+	rm -f "$FT_TMP/dump.go"
+	wait "$dpid"
+	dumprc=$(cat "$FT_TMP/dump.rc" 2>/dev/null)
+	log "mvcc dump: $MVCC_N drained in $(printf %.2f "$el") s ($(echo "$MVCC_N / $el" | bc -l | xargs printf %.0f)/s) with pg_dump open throughout ($dur at the end); pg_dump exit $dumprc, $(wc -c <"$dump") bytes; outbox dead tuples $(dead_tuples); duplicate charges $(gw_ledger duplicates)"
+	[ "$dumprc" = 0 ] && [ "$dur" = 1 ] && [ -n "$mc" ] &&
+		fig drain_during_pg_dump_ratio ratio "" "$(echo "$MVCC_N / $el / $mc" | bc -l)" "" \
+			"payments/s of a drain of $MVCC_N while pg_dump of the database runs (held open by a slow reader; it completed) / median of the clean batches above"
+	drain_settings
 }
 
 # --- latency -------------------------------------------------------------------
@@ -466,10 +599,11 @@ PYEOF
 # --- main ---------------------------------------------------------------------
 log "make bench: scale $SCALE, parts: $PARTS, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 export FT_BENCH_LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-if has intake || has drain || has latency || has memory; then
+if has intake || has drain || has mvcc || has latency || has memory; then
 	start_server
 	has intake && { bench_intake || log "intake failed"; }
 	has drain && { bench_drain || log "drain failed"; }
+	has mvcc && { bench_mvcc || log "mvcc failed"; }
 	has latency && { bench_latency || log "latency failed"; }
 	has memory && { bench_memory || log "memory failed"; }
 	# free the CPU for the cluster

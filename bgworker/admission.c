@@ -2,7 +2,7 @@
  *
  * admission.c
  *	  When may the next request go to the gateway: the shared pause set by
- *	  a 429 or 503 with Retry-After, and the token bucket of
+ *	  a Retry-After of the gateway as a whole, and the token bucket of
  *	  ft_orders.rate_limit (docs/reference.md, "Gateway limits").
  *
  * Both are shared by every payment worker, of every database of
@@ -20,6 +20,12 @@
  * takes one token.  So in any interval of t seconds at most
  * burst + rate * t requests leave, whatever the number of workers.
  *
+ * The pause is for the gateway as a whole: a 429 (the account's limit)
+ * or a 503 while most requests get one (FT_PAUSE_UNAVAILABLE_SHARE of the
+ * smoothed share kept by concurrency.c: a gateway unavailable as a
+ * whole).  A 503 of a gateway that answers the other requests well is a
+ * flaky backend: its Retry-After delays that order only.
+ *
  * The state is in ft_shared->limits under its spinlock: the critical
  * sections are a handful of arithmetic operations, with no call that could
  * raise an error.  Each database counts its own workers' waits
@@ -34,9 +40,13 @@
 #include "storage/spin.h"
 #include "utils/timestamp.h"
 
+#include "gateway_limits.h"
 #include "guc.h"
 #include "shmem.h"
 #include "worker.h"
+
+/* share of 503 replies above which a 503's Retry-After pauses everyone */
+#define FT_PAUSE_UNAVAILABLE_SHARE	0.5
 
 /* the bucket's size for the current settings */
 static double
@@ -117,7 +127,39 @@ ft_admission_give_back(int n)
 }
 
 /*
- * The gateway asked for a pause (429 or 503 with Retry-After): no request
+ * Does a Retry-After that came with this status ask every worker to wait
+ * (true), or only the order that got it (false)?  Lock-free: a float read
+ * of the share, updated with each batch of completions.
+ */
+bool
+ft_admission_pause_is_shared(int http_status)
+{
+	if (http_status == 429)
+		return true;
+	if (http_status == 503)
+		return ft_db->gateway.unavailable_share > FT_PAUSE_UNAVAILABLE_SHARE;
+	return false;
+}
+
+/*
+ * The end of the shared pause when one is on at now, else 0.  A worker
+ * asks again right before sending what it claimed: a pause that began
+ * while its claim ran (another worker's 429) holds those requests too.
+ */
+TimestampTz
+ft_admission_paused_until(TimestampTz now)
+{
+	volatile FtGatewayLimits *lim = &ft_shared->limits;
+	TimestampTz until;
+
+	SpinLockAcquire(&lim->mutex);
+	until = lim->paused_until;
+	SpinLockRelease(&lim->mutex);
+	return (until > now) ? until : 0;
+}
+
+/*
+ * The gateway as a whole asked for a pause: no request
  * of any worker leaves before until.  A later pause extends an earlier
  * one, never shortens it.
  */

@@ -77,9 +77,20 @@ typedef struct FtPaymentRequest
 								 * without metadata[payment_key]); it is
 								 * re-sent exactly so (see
 								 * FT_LEGACY_REQUEST_NOTE) */
+	bool		match_by_order_id;	/* the order's first request may have
+									 * gone out without its payment_key
+									 * (orders.match_by_order_id, schema
+									 * 1.5; every order of an older
+									 * schema): a gateway object without
+									 * one may be found by its order_id */
 	/* refunds only */
 	int64		refund_id;		/* 0: not a refund */
 	const char *refund_key;		/* uuid text, the refund's Idempotency-Key */
+	bool		refund_key_in_metadata; /* send the refund_key as metadata
+										 * too (refunds created from schema
+										 * 1.5 on: an older refund's key
+										 * may be at the gateway with the
+										 * parameters of its first request) */
 	int64		refund_amount;	/* minor units */
 	const char *refund_ref;		/* the gateway's id of the refund, once
 								 * known (refunds.gateway_refund_id), or
@@ -97,6 +108,9 @@ typedef struct FtGatewayReply
 	const char *body;			/* NUL-terminated; may contain anything */
 	size_t		body_len;
 	time_t		now;			/* reference for an HTTP-date Retry-After */
+	double		listened_ms;	/* of the request's time, how long the worker
+								 * was waiting on its sockets: the reply
+								 * did not wait for the worker then */
 
 	/*
 	 * Any other header of the reply, for a provider's own headers: use
@@ -138,6 +152,11 @@ typedef struct FtProvider
 								   FtClassification *result);
 	/* request Content-Type; NULL: application/json */
 	const char *content_type;
+	/*
+	 * Optional: one more header line for every request ("Name: value"),
+	 * or NULL for none; read at each request (it may follow a setting).
+	 */
+	const char *(*request_header) (void);
 	/*
 	 * Optional: a palloc'd path (appended to gateway_url) to GET instead of
 	 * POSTing a new payment, when req->pending_ref names a payment the
@@ -243,7 +262,7 @@ typedef void (*FtHttpDoneCallback) (void *owner, const FtGatewayReply *reply,
 extern void ft_http_init(void);
 extern void ft_http_shutdown(void);
 extern bool ft_http_start(void *owner, const char *url, const char *payment_key,
-						  const char *content_type,
+						  const char *content_type, const char *extra_header,
 						  const char *body, size_t body_len,
 						  bool fresh_connection,
 						  char *errbuf, size_t errlen);

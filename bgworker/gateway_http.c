@@ -72,6 +72,7 @@ typedef struct FtHttpHandle
 	bool		out_of_memory;
 	char		retry_after[FT_RETRY_AFTER_LEN];
 	char		errbuf[CURL_ERROR_SIZE];
+	int64		deaf_at_start;	/* ft_http_deaf_us() when it started */
 } FtHttpHandle;
 
 /* the token in effect (from the GUC or its file), and the GUC generation seen */
@@ -84,6 +85,15 @@ static int	ft_nhandles = 0;	/* created */
 static int	ft_free[FT_MAX_IN_FLIGHT];	/* stack of free handle indexes */
 static int	ft_nfree = 0;
 static int	ft_busy = 0;
+
+/*
+ * Time the worker spent outside ft_http_wait (its SQL step, building
+ * requests): replies that arrive then wait for it, so that part of a
+ * request's time is the worker's, not the gateway's.  ft_deaf_us sums the
+ * past periods, ft_deaf_since is when the current one began (0: none).
+ */
+static int64 ft_deaf_us = 0;
+static TimestampTz ft_deaf_since = 0;
 
 /* written by the libcurl callbacks */
 static int	ft_epoll_fd = -1;	/* libcurl's sockets */
@@ -364,12 +374,28 @@ ft_http_get_handle(void)
 	return h;
 }
 
+/*
+ * Free a request's header list, each line zeroed first: the Authorization
+ * line holds the token, and freed memory is reused by libcurl and malloc
+ * without being cleared.
+ */
+static void
+ft_http_free_headers(struct curl_slist *headers)
+{
+	for (struct curl_slist *l = headers; l != NULL; l = l->next)
+	{
+		if (l->data != NULL)
+			explicit_bzero(l->data, strlen(l->data));
+	}
+	curl_slist_free_all(headers);
+}
+
 static void
 ft_http_put_handle(FtHttpHandle *h)
 {
 	h->owner = NULL;
 	if (h->headers)
-		curl_slist_free_all(h->headers);
+		ft_http_free_headers(h->headers);
 	h->headers = NULL;
 	ft_free[ft_nfree++] = h->index;
 }
@@ -408,9 +434,17 @@ ft_http_add_header(FtHttpHandle *h, const char *line)
  * failure.  The caller keeps in-flight requests at or below
  * ft_orders.max_in_flight.
  */
+/* the worker's time outside ft_http_wait so far, in µs */
+static int64
+ft_http_deaf_us(TimestampTz now)
+{
+	return ft_deaf_us + (ft_deaf_since != 0 && now > ft_deaf_since ?
+						 now - ft_deaf_since : 0);
+}
+
 bool
 ft_http_start(void *owner, const char *url, const char *payment_key,
-			  const char *content_type,
+			  const char *content_type, const char *extra_header,
 			  const char *body, size_t body_len, bool fresh_connection,
 			  char *errbuf, size_t errlen)
 {
@@ -446,6 +480,11 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 	if (!ft_http_add_header(h, "Accept: application/json") ||
 		!ft_http_add_header(h, "Expect:") ||
 		(body != NULL && !ft_http_add_header(h, line)))
+	{
+		snprintf(errbuf, errlen, "out of memory building request headers");
+		goto fail;
+	}
+	if (extra_header != NULL && !ft_http_add_header(h, extra_header))
 	{
 		snprintf(errbuf, errlen, "out of memory building request headers");
 		goto fail;
@@ -505,6 +544,7 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 	FT_SETOPT(h, CURLOPT_ERRORBUFFER, h->errbuf);
 	FT_SETOPT(h, CURLOPT_PRIVATE, h);
 
+	h->deaf_at_start = ft_http_deaf_us(GetCurrentTimestamp());
 	mrc = curl_multi_add_handle(ft_multi, h->easy);
 	if (mrc != CURLM_OK)
 	{
@@ -597,6 +637,11 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 		timeout = Min(timeout, secs * 1000 + (usecs + 999) / 1000);
 	}
 
+	if (ft_deaf_since != 0)
+	{
+		ft_deaf_us = ft_http_deaf_us(GetCurrentTimestamp());
+		ft_deaf_since = 0;
+	}
 	nevents = WaitEventSetWait(ft_wait_set, timeout, ft_occurred,
 							   lengthof(ft_occurred), wait_event_info);
 
@@ -615,6 +660,7 @@ ft_http_wait(long max_wait_ms, uint32 wait_event_info)
 													 &running),
 							"timeout action");
 	}
+	ft_deaf_since = GetCurrentTimestamp();
 	return result;
 }
 
@@ -679,6 +725,9 @@ ft_http_collect(FtHttpDoneCallback callback)
 
 		memset(&reply, 0, sizeof(reply));
 		reply.now = time(NULL);
+		reply.listened_ms = Max(0.0, (double) total_us / 1000.0 -
+								(double) (ft_http_deaf_us(GetCurrentTimestamp()) -
+										  h->deaf_at_start) / 1000.0);
 		reply.http_status = (int) status;
 		reply.body = h->buf ? h->buf : "";
 		reply.body_len = h->len;

@@ -49,11 +49,13 @@
 #include "compat.h"
 #include "gateway.h"
 #include "gateway_stripe.h"
+#include "guc.h"
 
 static void stripe_build_intent(const FtPaymentRequest *req, StringInfo body);
 static void stripe_build_charge(const FtPaymentRequest *req, StringInfo body);
 static char *stripe_intent_recheck(const FtPaymentRequest *req);
 static char *stripe_charge_recheck(const FtPaymentRequest *req);
+static const char *stripe_version_header(void);
 
 /*
  * What both Stripe providers share: the form encoding, the classification
@@ -63,6 +65,7 @@ static char *stripe_charge_recheck(const FtPaymentRequest *req);
 #define FT_STRIPE_PROVIDER_COMMON \
 	.classify_reply = ft_stripe_classify_reply, \
 	.content_type = "application/x-www-form-urlencoded", \
+	.request_header = stripe_version_header, \
 	.classify_lookup = ft_stripe_classify_lookup, \
 	.refund_path = "/v1/refunds", \
 	.build_refund = ft_stripe_build_refund, \
@@ -92,6 +95,23 @@ const FtProvider ft_provider_stripe_charges = {
 	.lookup_path = stripe_charge_recheck,
 	FT_STRIPE_PROVIDER_COMMON
 };
+
+/*
+ * "Stripe-Version: <ft_orders.stripe_api_version>", the API version the
+ * replies are parsed for, or NULL when the setting is empty (the
+ * account's default version).  The setting's check hook allows only
+ * letters, digits, '-', '.' and '_', at most FT_STRIPE_API_VERSION_MAX.
+ */
+static const char *
+stripe_version_header(void)
+{
+	static char line[sizeof("Stripe-Version: ") + FT_STRIPE_API_VERSION_MAX];
+
+	if (ft_stripe_api_version == NULL || ft_stripe_api_version[0] == '\0')
+		return NULL;
+	snprintf(line, sizeof(line), "Stripe-Version: %s", ft_stripe_api_version);
+	return line;
+}
 
 /* append "&name=value" (no '&' first), both percent-encoded */
 void

@@ -39,13 +39,14 @@ stripe_valid_key(const char *s)
  * Reconciliation of a PaymentIntent: by its stored id when the order has
  * one, else a search (Stripe's search API; a PaymentIntent created under a
  * lost reply has no stored id) for the intents that carry the order's
- * payment_key, or its order_id without a payment_key: an intent created
- * before the payment_key was sent as metadata (req->legacy_request, and any
- * order whose first request may be that old: it cannot be told apart here)
- * carries only the order_id, which is numbered per database and so not
- * unique on an account several databases share.  ft_stripe_classify_lookup
- * keeps only the elements that are the order's own.  limit=100: every
- * candidate on one page, whatever other databases' orders share the id.
+ * payment_key.  Only for an order whose first request may have gone out
+ * before the payment_key was sent as metadata (req->match_by_order_id,
+ * placed before 1.4) does it also search its order_id: such an intent
+ * carries only the order_id, which is numbered per database and which any
+ * system on the account may set, so it is not unique.
+ * ft_stripe_classify_lookup keeps only the elements that are the order's
+ * own.  limit=100: every candidate on one page, whatever other databases'
+ * orders share the id.
  */
 char *
 ft_stripe_intent_lookup(const FtPaymentRequest *req)
@@ -60,8 +61,10 @@ ft_stripe_intent_lookup(const FtPaymentRequest *req)
 
 	initStringInfo(&query);
 	if (stripe_valid_key(req->payment_key))
-		appendStringInfo(&query, "metadata['payment_key']:'%s' OR ", req->payment_key);
-	appendStringInfo(&query, "metadata['order_id']:'" INT64_FORMAT "'", req->order_id);
+		appendStringInfo(&query, "metadata['payment_key']:'%s'", req->payment_key);
+	if (req->match_by_order_id || query.len == 0)
+		appendStringInfo(&query, "%smetadata['order_id']:'" INT64_FORMAT "'",
+						 query.len > 0 ? " OR " : "", req->order_id);
 	q = curl_easy_escape(NULL, query.data, query.len);
 	pfree(query.data);
 	if (q == NULL)
@@ -93,9 +96,10 @@ stripe_status_rank(const char *status)
 
 /*
  * Why the search result element e is not the payment of order req, or
- * NULL when it is: it must carry the order's payment_key, or (an intent
- * created before the payment_key was sent) no payment_key and the order's
- * order_id; and in any case the order's amount and currency.
+ * NULL when it is: it must carry the order's payment_key, or, for an order
+ * whose first request may have gone out before the payment_key was sent
+ * (req->match_by_order_id), no payment_key and the order's order_id; and
+ * in any case the order's amount and currency.
  */
 static const char *
 stripe_elem_foreign(const FtStripeElem *e, const FtPaymentRequest *req)
@@ -108,6 +112,8 @@ stripe_elem_foreign(const FtStripeElem *e, const FtPaymentRequest *req)
 			pg_strcasecmp(e->meta_payment_key, req->payment_key) != 0)
 			return "another order's payment_key";
 	}
+	else if (!req->match_by_order_id)
+		return "no payment_key, and the order's first request carried it";
 	else
 	{
 		snprintf(num, sizeof(num), INT64_FORMAT, req->order_id);
@@ -230,7 +236,11 @@ ft_stripe_classify_lookup(const FtGatewayReply *reply,
 
 /*
  * POST /v1/refunds: the order's PaymentIntent (or charge, for the Charges
- * API) and the amount; the refund's ids as metadata.
+ * API) and the amount; the refund's ids as metadata: refund_id (the row)
+ * and refund_key (its Idempotency-Key, unique per database and server,
+ * which apply_gateway_event matches a refund event by), the latter only
+ * for a refund created from 1.5 on: Stripe refuses a key re-sent with
+ * other parameters than its first request's.
  */
 void
 ft_stripe_build_refund(const FtPaymentRequest *req, StringInfo body)
@@ -245,6 +255,8 @@ ft_stripe_build_refund(const FtPaymentRequest *req, StringInfo body)
 	ft_stripe_form_add(body, "amount", amount);
 	snprintf(refund_id, sizeof(refund_id), INT64_FORMAT, req->refund_id);
 	ft_stripe_form_add(body, "metadata[refund_id]", refund_id);
+	if (req->refund_key_in_metadata && stripe_valid_key(req->refund_key))
+		ft_stripe_form_add(body, "metadata[refund_key]", req->refund_key);
 }
 
 /*

@@ -28,6 +28,9 @@
  *	  n-1, and starts again one that stopped, a second later.  Workers left
  *	  over from an earlier incarnation of the launcher are stopped first.
  *	- Every 60 s on a primary: purge_expired_keys() and purge_history().
+ *	- Every second or less often on a primary: the claim floor's sweep
+ *	  (claim_floor.c), which wakes the workers when it finds an event
+ *	  below the floor.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,6 +60,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "claim_floor.h"
 #include "guc.h"
 #include "shmem.h"
 #include "worker.h"
@@ -299,11 +303,7 @@ ft_launcher_maintenance(void)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(oldcxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		ft_xact_log_error(oldcxt);
 	}
 	PG_END_TRY();
 }
@@ -373,6 +373,8 @@ ft_orders_launcher_main(Datum main_arg)
 		if (ready && !in_recovery && !released)
 		{
 			released = true;
+			/* new leases, new claims: they start at the head of the index */
+			ft_claim_floor_reset();
 			ft_db->leases_released = true;
 			if (nreleased > 0)
 				ereport(LOG,
@@ -397,6 +399,8 @@ ft_orders_launcher_main(Datum main_arg)
 		{
 			hinted = false;
 			ft_launcher_supervise(now);
+			if (!in_recovery && released && ft_claim_floor_sweep(now))
+				ft_launcher_wake_workers();
 			if (!in_recovery && now >= next_maintenance)
 			{
 				if (next_maintenance != 0)

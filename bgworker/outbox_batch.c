@@ -136,9 +136,10 @@ static const struct
 	[FT_COL_ERROR] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, error)},
 	[FT_COL_NEXT_ACTION] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, next_action)},
 	[FT_COL_CLIENT_SECRET] = {TEXTOID, TEXTARRAYOID, offsetof(FtJob, client_secret)},
+	[FT_COL_UNCOUNTED] = {INT4OID, INT4ARRAYOID, offsetof(FtJob, uncounted)},
 };
 
-StaticAssertDecl(lengthof(ft_job_columns) == FT_COL_CLIENT_SECRET + 1,
+StaticAssertDecl(lengthof(ft_job_columns) == FT_COL_UNCOUNTED + 1,
 				 "one entry per job column");
 
 /* the value of column col for one job; *isnull set */

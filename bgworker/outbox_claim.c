@@ -28,6 +28,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "claim_floor.h"
 #include "guc.h"
 #include "schema_version.h"
 #include "spi_plan.h"
@@ -40,15 +41,16 @@
  * that stays on the indexes):
  *
  * 1. lock up to $1 due events, oldest first, skipping those another worker
- *    holds;
+ *    holds, from the claim floor $2 on (claim_floor.c: the dead row
+ *    versions below it, which an old snapshot keeps, are not walked);
  * 2. for the locked events ($1 event ids, $2 order ids, $3 lease in ms):
  *    delete those whose order is no longer pending (their work is done),
  *    lease the others and return what the requests need.
  */
 static const char *const ft_lock_due_sql =
-"SELECT ob.event_id, ob.order_id"
+"SELECT ob.event_id, ob.order_id, ob.next_attempt_at"
 "  FROM ft_orders.outbox ob"
-" WHERE ob.next_attempt_at <= now()"
+" WHERE ob.next_attempt_at >= $2 AND ob.next_attempt_at <= now()"
 " ORDER BY ob.next_attempt_at"
 " LIMIT $1"
 "   FOR UPDATE SKIP LOCKED";
@@ -105,43 +107,66 @@ FT_CLAIM_LEASE_SQL
  * seconds: the gateway may have forgotten the key), or when its order's
  * cancellation was requested after it was sent (a canceled order is never
  * sent again).  Anything else is sent, and first_sent_at is set by this
- * claim, before the request leaves: cancel_order() reads it.
+ * claim, before the request leaves: cancel_order() reads it.  more_cols:
+ * columns of later schemas, after the legacy mark.
  */
-static const char *const ft_claim_sql_1_3 =
-"WITH s AS ("
-"  SELECT c.event_id,"
-"         CASE WHEN ob.refund_id IS NULL"
-"              THEN coalesce(o.status IN ('pending', 'action_required'), false)"
-"              ELSE coalesce(r.status = 'pending', false) END AS live,"
-"         coalesce(ob.lookup"
-"                  OR ob.first_sent_at < now() - make_interval(secs => $4::float8)"
-"                  OR (ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL"
-"                      AND ob.first_sent_at IS NOT NULL), false) AS look,"
-"         coalesce(ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL, false) AS cancel"
-"    FROM unnest($1::bigint[], $2::bigint[]) AS c(event_id, order_id)"
-"    JOIN ft_orders.outbox ob ON ob.event_id = c.event_id"
-"    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id"
-"    LEFT JOIN ft_orders.refunds r ON r.refund_id = ob.refund_id"
-FT_CLAIM_LEASE_SQL ","
-"         first_sent_at = CASE WHEN s.look THEN ob.first_sent_at"
-"                              ELSE coalesce(ob.first_sent_at, now()) END"
-"    FROM s"
-"   WHERE ob.event_id = s.event_id AND s.live"
-"  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until, ob.refund_id,"
-"            s.look, s.cancel"
-")"
-"SELECT u.event_id, u.order_id, u.attempts, u.lease_until,"
-"       CASE WHEN u.refund_id IS NULL THEN o.attempts + 1 ELSE u.attempts END,"
-"       o.payment_key::text, o.customer_id, o.amount_minor, o.currency,"
-"       o.items::text, o.payment_method, o.payment_id,"
-"       u.refund_id, u.look, u.cancel, r.refund_key::text, r.amount_minor,"
-"       r.gateway_refund_id,"
-       FT_LEGACY_REQUEST_SQL
-"  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id"
-"  LEFT JOIN ft_orders.refunds r ON r.refund_id = u.refund_id";
+#define FT_CLAIM_SQL_1_3(more_cols) \
+"WITH s AS (" \
+"  SELECT c.event_id," \
+"         CASE WHEN ob.refund_id IS NULL" \
+"              THEN coalesce(o.status IN ('pending', 'action_required'), false)" \
+"              ELSE coalesce(r.status = 'pending', false) END AS live," \
+"         coalesce(ob.lookup" \
+"                  OR ob.first_sent_at < now() - make_interval(secs => $4::float8)" \
+"                  OR (ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL" \
+"                      AND ob.first_sent_at IS NOT NULL), false) AS look," \
+"         coalesce(ob.refund_id IS NULL AND o.cancel_requested_at IS NOT NULL, false) AS cancel" \
+"    FROM unnest($1::bigint[], $2::bigint[]) AS c(event_id, order_id)" \
+"    JOIN ft_orders.outbox ob ON ob.event_id = c.event_id" \
+"    LEFT JOIN ft_orders.orders o ON o.order_id = c.order_id" \
+"    LEFT JOIN ft_orders.refunds r ON r.refund_id = ob.refund_id" \
+FT_CLAIM_LEASE_SQL "," \
+"         first_sent_at = CASE WHEN s.look THEN ob.first_sent_at" \
+"                              ELSE coalesce(ob.first_sent_at, now()) END" \
+"    FROM s" \
+"   WHERE ob.event_id = s.event_id AND s.live" \
+"  RETURNING ob.event_id, ob.order_id, ob.attempts, ob.lease_until, ob.refund_id," \
+"            s.look, s.cancel" \
+")" \
+"SELECT u.event_id, u.order_id, u.attempts, u.lease_until," \
+"       CASE WHEN u.refund_id IS NULL THEN o.attempts + 1 ELSE u.attempts END," \
+"       o.payment_key::text, o.customer_id, o.amount_minor, o.currency," \
+"       o.items::text, o.payment_method, o.payment_id," \
+"       u.refund_id, u.look, u.cancel, r.refund_key::text, r.amount_minor," \
+"       r.gateway_refund_id," \
+       FT_LEGACY_REQUEST_SQL \
+       more_cols \
+"  FROM u JOIN ft_orders.orders o ON o.order_id = u.order_id" \
+"  LEFT JOIN ft_orders.refunds r ON r.refund_id = u.refund_id"
 
+static const char *const ft_claim_sql_1_3 = FT_CLAIM_SQL_1_3("");
+
+/*
+ * 1.5: whether a Stripe object without a payment_key may be the order's
+ * (orders.match_by_order_id), and whether its refund's key goes in the
+ * refund's metadata (refunds.key_in_metadata)
+ */
+static const char *const ft_claim_sql_1_5 =
+	FT_CLAIM_SQL_1_3(", o.match_by_order_id, coalesce(r.key_in_metadata, false)");
+
+/*
+ * The earliest event from the claim floor $1 on, and whether any event lies
+ * beyond the horizon of $2 ms: both read one end of the next_attempt_at
+ * index, never the dead entries an old snapshot keeps below the floor or
+ * behind the latest leases.
+ */
 static const char *const ft_next_due_sql =
-"SELECT min(next_attempt_at), max(next_attempt_at) FROM ft_orders.outbox";
+"SELECT (SELECT min(next_attempt_at) FROM ft_orders.outbox WHERE next_attempt_at >= $1),"
+"       EXISTS (SELECT 1 FROM ft_orders.outbox"
+"                WHERE next_attempt_at > now() + make_interval(secs => $2::float8 / 1000))";
+
+/* the claim floor the last claim of this transaction started at */
+static TimestampTz ft_claimed_from = DT_NOBEGIN;
 
 /*
  * Events scheduled further ahead than anything this system schedules
@@ -159,14 +184,21 @@ static const char *const ft_unskew_sql_1_3 =
 " WHERE next_attempt_at > now() + make_interval(secs => $1::float8 / 1000)"
 "   AND (NOT lookup OR next_attempt_at > now() + make_interval(secs => $2::float8 / 1000))";
 
-/* unfinished work of a stopping worker: due again at once */
+/*
+ * unfinished work of a stopping worker: due again at once, and the
+ * attempt its claim counted given back ($3: attempts.c)
+ */
 static const char *const ft_release_sql =
 "UPDATE ft_orders.outbox ob"
-"   SET next_attempt_at = now(), lease_until = NULL"
-"  FROM unnest($1::bigint[], $2::timestamptz[]) AS r(event_id, lease_until)"
+"   SET next_attempt_at = now(), lease_until = NULL,"
+"       attempts = greatest(ob.attempts - r.uncounted, 0)"
+"  FROM unnest($1::bigint[], $2::timestamptz[], $3::int[])"
+"       AS r(event_id, lease_until, uncounted)"
 " WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until";
 
-static const FtJobColumn ft_release_cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+static const FtJobColumn ft_release_cols[] = {
+	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_UNCOUNTED
+};
 
 static FtJobStatement ft_release = {
 	ft_release_sql, ft_release_cols, lengthof(ft_release_cols),
@@ -188,24 +220,38 @@ int
 ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 {
 	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr claim_plans[2];	/* before 1.3, from 1.3 */
-	Oid			lock_argtypes[1] = {INT4OID};
+	static SPIPlanPtr claim_plans[3];	/* before 1.3, from 1.3, from 1.5 */
+	Oid			lock_argtypes[2] = {INT4OID, TIMESTAMPTZOID};
 	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
 	Datum		values[4];
 	FtSchemaVersion schema = ft_schema_version();
 	bool		v1_3 = (schema >= FT_SCHEMA_1_3);
+	bool		v1_5 = (schema >= FT_SCHEMA_1_5);
 	Datum	   *event_ids;
 	Datum	   *order_ids;
 	MemoryContext oldcxt;
 	int			nlocked;
 	int			n;
 
+	ft_claimed_from = ft_claim_floor_start();
 	values[0] = Int32GetDatum(limit);
-	ft_outbox_exec(&lock_plan, ft_lock_due_sql, 1, lock_argtypes, values,
+	values[1] = TimestampTzGetDatum(ft_claimed_from);
+	ft_outbox_exec(&lock_plan, ft_lock_due_sql, 2, lock_argtypes, values,
 				   SPI_OK_SELECT, "locking due outbox events");
 	nlocked = (int) Min(SPI_processed, (uint64) limit);
 	if (nlocked == 0)
+	{
+		ft_claim_floor_scanned(0, limit, 0);
 		return 0;
+	}
+	else
+	{
+		bool		isnull;
+		Datum		last = SPI_getbinval(SPI_tuptable->vals[nlocked - 1],
+										 SPI_tuptable->tupdesc, 3, &isnull);
+
+		ft_claim_floor_scanned(nlocked, limit, DatumGetTimestampTz(last));
+	}
 
 	event_ids = palloc(nlocked * sizeof(Datum));
 	order_ids = palloc(nlocked * sizeof(Datum));
@@ -221,8 +267,8 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 	values[1] = ft_array(order_ids, NULL, nlocked, INT8OID);
 	values[2] = Int32GetDatum(ft_lease_timeout_ms);
 	values[3] = Int32GetDatum(ft_gateway_key_ttl_s);
-	ft_outbox_exec(&claim_plans[v1_3],
-				   v1_3 ? ft_claim_sql_1_3 : ft_claim_sql,
+	ft_outbox_exec(&claim_plans[v1_5 ? 2 : v1_3 ? 1 : 0],
+				   v1_5 ? ft_claim_sql_1_5 : v1_3 ? ft_claim_sql_1_3 : ft_claim_sql,
 				   v1_3 ? 4 : 3, argtypes, values,
 				   SPI_OK_SELECT, "claiming outbox events");
 
@@ -254,6 +300,17 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 		claim->order.refund_ref = NULL;
 		d_legacy = SPI_getbinval(tup, desc, v1_3 ? 19 : 13, &isnull);
 		claim->order.legacy_request = !isnull && DatumGetBool(d_legacy);
+		/* before 1.5 any order may have been first sent without its key */
+		claim->order.match_by_order_id = true;
+		claim->order.refund_key_in_metadata = false;
+		if (v1_5)
+		{
+			Datum		d = SPI_getbinval(tup, desc, 20, &isnull);
+
+			claim->order.match_by_order_id = isnull || DatumGetBool(d);
+			d = SPI_getbinval(tup, desc, 21, &isnull);
+			claim->order.refund_key_in_metadata = !isnull && DatumGetBool(d);
+		}
 		claim->schema = schema;
 		claim->lookup = false;
 		claim->cancel_requested = false;
@@ -277,8 +334,10 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
 }
 
 /*
- * Earliest next_attempt_at in the outbox (leases included), 0 when the
- * outbox is empty.  A wake-up hint only.
+ * Earliest next_attempt_at in the outbox (leases included) from the floor
+ * the claim before started at (what lies below is the launcher's sweep's:
+ * claim_floor.c), 0 when there is none.  A wake-up hint only; call after
+ * ft_outbox_claim, in its transaction.
  *
  * Nothing here schedules an event further ahead than a lease or the
  * longest backoff (a Retry-After is capped at backoff_max), except an
@@ -286,7 +345,7 @@ ft_outbox_claim(int limit, MemoryContext cxt, FtClaim *claims)
  * marked lookup, which gets that much horizon): an event
  * beyond that, plus a minute of slack, was stamped by a clock that has
  * since gone back (say an hour ahead, then corrected), and would wait for
- * the real clock to catch up.  When the latest event is that far ahead,
+ * the real clock to catch up.  When any event is that far ahead,
  * all such events are made due now; re-sending one early is safe (same
  * Idempotency-Key; a lease it still held only makes its worker's record a
  * no-op).  Caller is inside ft_xact_begin.
@@ -307,8 +366,15 @@ ft_outbox_next_due(void)
 	int			rc;
 
 	if (next_due_plan == NULL)
-		next_due_plan = ft_prepare_kept(ft_next_due_sql, 0, NULL, FT_OUTBOX_PLAN);
-	rc = SPI_execute_plan(next_due_plan, NULL, NULL, true, 1);
+	{
+		Oid			next_due_argtypes[2] = {TIMESTAMPTZOID, INT4OID};
+
+		next_due_plan = ft_prepare_kept(ft_next_due_sql, 2, next_due_argtypes,
+										FT_OUTBOX_PLAN);
+	}
+	args[0] = TimestampTzGetDatum(ft_claimed_from);
+	args[1] = Int32GetDatum(horizon_ms);
+	rc = SPI_execute_plan(next_due_plan, args, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "reading the outbox failed: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -316,8 +382,7 @@ ft_outbox_next_due(void)
 		return 0;
 	next_due = DatumGetTimestampTz(d);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (DatumGetTimestampTz(d) <=
-		TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), horizon_ms))
+	if (isnull || !DatumGetBool(d))
 		return next_due;
 
 	/*
@@ -342,14 +407,21 @@ ft_outbox_next_due(void)
 }
 
 /*
- * Give back the leases of jobs whose outcome is unknown (shutdown): due
- * again at once, for any worker.
+ * Give back the leases of jobs whose outcome is unknown (shutdown) or that
+ * were never sent (an interrupted claim): due again at once, for any
+ * worker.  The attempt does not count towards max_attempts (attempts.c),
+ * except on a schema older than 1.3, whose update takes outbox.attempts
+ * > 0 for "sent".  (Leases released by the launcher after a crash keep
+ * their attempt: a reply that crashes the server must not be retried for
+ * ever.)
  */
 void
 ft_outbox_release(FtJob **jobs, int njobs)
 {
 	if (njobs <= 0)
 		return;
+	for (int i = 0; i < njobs; i++)
+		jobs[i]->uncounted = (jobs[i]->claim.schema >= FT_SCHEMA_1_3) ? 1 : 0;
 	ft_outbox_run_jobs(&ft_release, jobs, njobs);
 }
 

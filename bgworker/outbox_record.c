@@ -112,19 +112,21 @@ static FtJobStatement ft_final[2] = {
 };
 
 /*
- * transient failures: give the lease back with a delay.  A payment the
- * gateway is still working on (a provider's re-check reference, $6) is
- * kept in orders.payment_id while the order stays pending.
+ * transient failures: give the lease back with a delay, and the attempt
+ * the claim counted when it does not count ($7, attempts.c).  A payment
+ * the gateway is still working on (a provider's re-check reference, $6)
+ * is kept in orders.payment_id while the order stays pending.
  */
 static const char *const ft_retry_sql =
 "WITH r AS ("
 "  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::text[], $5::int[],"
-"                       $6::text[])"
-"      AS r(event_id, lease_until, delay_ms, error, order_attempts, payment_id)"
+"                       $6::text[], $7::int[])"
+"      AS r(event_id, lease_until, delay_ms, error, order_attempts, payment_id, uncounted)"
 "), u AS ("
 "  UPDATE ft_orders.outbox ob"
 "     SET next_attempt_at = now() + make_interval(secs => r.delay_ms::float8 / 1000),"
 "         lease_until = NULL,"
+"         attempts = greatest(ob.attempts - r.uncounted, 0),"
 "         last_error = r.error"
 "    FROM r"
 "   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
@@ -137,7 +139,7 @@ static const char *const ft_retry_sql =
 
 static const FtJobColumn ft_retry_cols[] = {
 	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_DELAY, FT_COL_ERROR,
-	FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID
+	FT_COL_ORDER_ATTEMPT, FT_COL_PAYMENT_ID, FT_COL_UNCOUNTED
 };
 
 static FtJobStatement ft_retry = {
@@ -240,8 +242,9 @@ static const char *const ft_park_status_sql =
 static const char *const ft_refunds_sql =
 "WITH r AS ("
 "  SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::text[],"
-"                       $5::text[], $6::text[], $7::int[])"
-"      AS r(event_id, lease_until, refund_id, outcome, gateway_id, error, delay_ms)"
+"                       $5::text[], $6::text[], $7::int[], $8::int[])"
+"      AS r(event_id, lease_until, refund_id, outcome, gateway_id, error, delay_ms,"
+"           uncounted)"
 "), x AS ("
 "  DELETE FROM ft_orders.outbox ob USING r"
 "   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
@@ -251,7 +254,8 @@ static const char *const ft_refunds_sql =
 "), u AS ("
 "  UPDATE ft_orders.outbox ob"
 "     SET next_attempt_at = now() + make_interval(secs => r.delay_ms::float8 / 1000),"
-"         lease_until = NULL, last_error = r.error"
+"         lease_until = NULL, last_error = r.error,"
+"         attempts = greatest(ob.attempts - r.uncounted, 0)"
 "    FROM r"
 "   WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until"
 "     AND r.outcome = 'retry'"
@@ -284,7 +288,7 @@ static const char *const ft_refunds_sql =
 /* the gateway's refund id is the job's payment_id */
 static const FtJobColumn ft_refunds_cols[] = {
 	FT_COL_EVENT_ID, FT_COL_LEASE, FT_COL_REFUND_ID, FT_COL_OUTCOME,
-	FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DELAY
+	FT_COL_PAYMENT_ID, FT_COL_ERROR, FT_COL_DELAY, FT_COL_UNCOUNTED
 };
 
 /* refunded, refund_failed, failed (given up: dead letter) and retry */
@@ -495,6 +499,7 @@ ft_outbox_record_isolated(FtJob **jobs, int njobs)
 			FT_OUTCOME_FAILED : FT_OUTCOME_RETRY;
 		job->delay_ms = ft_backoff_delay_ms(job->claim.event_attempts, -1);
 		job->look_up = false;
+		job->uncounted = 0;		/* the order's own trouble: it counts */
 		if (!ft_outbox_try(ft_outbox_record, &job, 1, &error))
 			ereport(WARNING,
 					(errcode(ERRCODE_DATA_EXCEPTION),

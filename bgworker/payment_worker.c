@@ -84,6 +84,7 @@
 #include "utils/wait_event.h"
 
 #include "gateway.h"
+#include "gateway_limits.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -230,6 +231,24 @@ ft_record_due(TimestampTz now)
 }
 
 /*
+ * Send none of the *nclaimed events just claimed: release their leases
+ * (async; the attempt each claim counted is given back, as at a
+ * shutdown), free the jobs, set *nclaimed to 0.
+ */
+static void
+ft_release_claims(int *nclaimed, const char *what)
+{
+	for (int i = 0; i < *nclaimed; i++)
+		ft_claimed[i] = ft_job_new(&ft_claims[i]);
+	ft_xact_begin(what, true);
+	ft_outbox_release(ft_claimed, *nclaimed);
+	ft_xact_commit();
+	for (int i = 0; i < *nclaimed; i++)
+		ft_job_free(ft_claimed[i]);
+	*nclaimed = 0;
+}
+
+/*
  * Commit a transaction that claimed *nclaimed events (ft_claims), waiting
  * as synchronous_commit says.  If a shutdown, a die or a query cancel came
  * while it waited, the claim may not be on the synchronous standby:
@@ -273,14 +292,7 @@ ft_claim_commit(int *nclaimed)
 			(errmsg("payment worker: the commit of a claim of %d payment(s) was interrupted; none of them is sent",
 					*nclaimed),
 			 errdetail("The claim may not have reached the synchronous standby; its leases are released.")));
-	for (int i = 0; i < *nclaimed; i++)
-		ft_claimed[i] = ft_job_new(&ft_claims[i]);
-	ft_xact_begin("ft_orders: releasing an interrupted claim", true);
-	ft_outbox_release(ft_claimed, *nclaimed);
-	ft_xact_commit();
-	for (int i = 0; i < *nclaimed; i++)
-		ft_job_free(ft_claimed[i]);
-	*nclaimed = 0;
+	ft_release_claims(nclaimed, "ft_orders: releasing an interrupted claim");
 }
 
 /*
@@ -297,6 +309,7 @@ ft_sql_step(TimestampTz now)
 	int			admitted = 0;
 	int			nclaimed = 0;
 	TimestampTz next_due = 0;
+	TimestampTz paused_until = 0;
 
 	ft_circuit_blocked = false;
 	if (claim)
@@ -365,6 +378,15 @@ ft_sql_step(TimestampTz now)
 	if (claim)
 	{
 		ft_last_claim = GetCurrentTimestamp();
+		/*
+		 * The gateway asked every worker to wait while this claim ran
+		 * (another worker's 429): what it claimed waits too, or it would
+		 * be a burst of requests the gateway has just refused.
+		 */
+		paused_until = ft_admission_paused_until(ft_last_claim);
+		if (paused_until != 0 && nclaimed > 0)
+			ft_release_claims(&nclaimed,
+							  "ft_orders: releasing a claim the gateway's pause overtook");
 		if (nclaimed < nprobes)
 			ft_circuit_abandon_probes(nprobes - nclaimed);
 		if (nclaimed < admitted)
@@ -391,6 +413,11 @@ ft_sql_step(TimestampTz now)
 			}
 			ft_next_poll = TimestampTzPlusMilliseconds(ft_last_claim,
 													   Max(ms, FT_POLL_MIN_MS));
+		}
+		if (paused_until != 0)
+		{
+			ft_want_claim = false;
+			ft_next_poll = paused_until;
 		}
 		for (int i = 0; i < nclaimed; i++)
 			ft_job_send(ft_claimed[i], ft_on_done);

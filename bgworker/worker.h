@@ -69,9 +69,12 @@ typedef struct FtJob
 	int			http_status;	/* 0: none */
 	int			retry_after_ms; /* the reply's Retry-After; -1: none */
 	double		latency_ms;
+	double		listened_ms;	/* of latency_ms, the worker listening */
 	int			delay_ms;		/* retry: backoff before the next attempt */
+	int32		uncounted;		/* retry: 1 when this attempt does not count
+								 * towards max_attempts (attempts.c) */
 	bool		look_up;		/* retry: as a look-up (attempts used up on
-								 * replies that said nothing readable) */
+								 * replies that said nothing final) */
 	char	   *payment_id;		/* paid (refunds: the gateway's refund id) */
 	char	   *error;			/* NULL when paid */
 	char	   *next_action;	/* action_required only */
@@ -99,7 +102,8 @@ typedef enum FtJobColumn
 	FT_COL_PAYMENT_ID,			/* text or NULL */
 	FT_COL_ERROR,				/* text or NULL */
 	FT_COL_NEXT_ACTION,			/* text or NULL */
-	FT_COL_CLIENT_SECRET		/* text or NULL */
+	FT_COL_CLIENT_SECRET,		/* text or NULL */
+	FT_COL_UNCOUNTED			/* int: 1, this attempt does not count */
 } FtJobColumn;
 
 /* longest error message kept when a job's record fails */
@@ -128,6 +132,7 @@ typedef struct FtJobStatement
 extern void ft_xact_begin(const char *activity, bool async);
 extern void ft_xact_set_async(void);
 extern void ft_xact_commit(void);
+extern void ft_xact_log_error(MemoryContext cxt);
 
 /*
  * outbox_batch.c: the batch statements under claim and record.  Every
@@ -171,6 +176,11 @@ extern void ft_job_finish(FtJob *job, const FtGatewayReply *reply,
 						  double latency_ms);
 extern void ft_job_free(FtJob *job);
 extern void ft_job_free_all(void);
+
+/* attempts.c: which attempts count towards max_attempts; give-up reports */
+extern bool ft_attempt_counts(int http_status, bool auth_problem, bool is_probe);
+extern void ft_attempt_report_failed(int64 order_id, int64 refund_id,
+									 int64 event_id, const char *error);
 
 /* backoff.c */
 extern int	ft_backoff_delay_ms(int attempt, int retry_after_ms);

@@ -22,6 +22,7 @@
 
 #include "gateway.h"
 #include "gateway_json.h"
+#include "gateway_limits.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -127,7 +128,7 @@ ft_report_trouble(const FtJob *job, bool auth_problem)
 					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 					 errmsg("payment gateway refused the credentials: HTTP %d",
 							job->http_status),
-					 errhint("Check ft_orders.gateway_token; the orders stay pending and are retried.")));
+					 errhint("Check ft_orders.gateway_token, then reload the configuration. Refused requests never count towards ft_orders.max_attempts: the orders stay pending and are sent again once the gateway accepts the token.")));
 		}
 		return;
 	}
@@ -138,7 +139,7 @@ ft_report_trouble(const FtJob *job, bool auth_problem)
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("payment gateway request failed: %s", job->error),
-				 errdetail("%d transient failure(s) since the last report; the payments will be retried.",
+				 errdetail("%d transient failure(s) since the last report; those orders stay pending and are retried.",
 						   ft_trouble_unlogged)));
 		ft_last_trouble_log = now;
 		ft_trouble_unlogged = 0;
@@ -266,7 +267,9 @@ ft_job_send(FtJob *job, FtHttpDoneCallback on_done)
 	else if (job->kind == FT_REQ_REFUND)
 		url = psprintf("%s%s", ft_base_url, ft_provider->refund_path);
 	started = ft_http_start(job, url, job->idempotency_key,
-							ft_provider->content_type, job->body,
+							ft_provider->content_type,
+							ft_provider->request_header ? ft_provider->request_header() : NULL,
+							job->body,
 							(size_t) job->body_len, job->is_probe,
 							errbuf, sizeof(errbuf));
 	if (url != ft_url)
@@ -342,6 +345,7 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 {
 	FtClassification c;
 	MemoryContext oldcxt;
+	bool		counts;
 	bool		unsettled;
 
 	memset(&c, 0, sizeof(c));
@@ -414,11 +418,25 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
 	job->http_status = reply->http_status;
 	job->latency_ms = latency_ms;
+	job->listened_ms = Min(reply->listened_ms, latency_ms);
 	job->transient = c.transient;
 	job->timed_out = reply->timed_out;
 	job->retry_after_ms = c.retry_after_ms;
 	job->outcome = c.outcome;
-	if (c.outcome == FT_OUTCOME_RETRY && job->claim.event_attempts >= ft_max_attempts &&
+
+	/*
+	 * max_attempts counts what the order itself got, not the gateway's
+	 * outage (attempts.c): an attempt that does not count never gives the
+	 * order up, and is given back when its retry is recorded.  Not on a
+	 * schema older than 1.3, whose update to 1.3 takes outbox.attempts > 0
+	 * for "sent" (first_sent_at): there it stays counted, and only the
+	 * first counted failure after an outage may end the order.
+	 */
+	counts = (c.outcome != FT_OUTCOME_RETRY ||
+			  ft_attempt_counts(reply->http_status, c.auth_problem, job->is_probe));
+	job->uncounted = (!counts && job->claim.schema >= FT_SCHEMA_1_3) ? 1 : 0;
+	if (c.outcome == FT_OUTCOME_RETRY && counts &&
+		job->claim.event_attempts >= ft_max_attempts &&
 		unsettled && job->claim.schema >= FT_SCHEMA_1_3 &&
 		job->claim.order.refund_id == 0 &&
 		(job->kind == FT_REQ_CHARGE || job->kind == FT_REQ_LOOKUP))
@@ -434,7 +452,8 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 							  job->claim.event_attempts,
 							  c.error ? c.error : "unreadable reply");
 	}
-	else if (c.outcome == FT_OUTCOME_RETRY && job->claim.event_attempts >= ft_max_attempts)
+	else if (c.outcome == FT_OUTCOME_RETRY && counts &&
+			 job->claim.event_attempts >= ft_max_attempts)
 	{
 		job->outcome = FT_OUTCOME_FAILED;
 		job->error = psprintf("gave up after %d attempts: %s",
@@ -446,19 +465,36 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 		(reply->http_status == 429 || reply->http_status == 503))
 	{
 		/*
-		 * The gateway asked for a pause: every worker holds its requests
-		 * until then (admission.c), and this order is due again right when
-		 * the pause ends, not later.
+		 * The gateway named a time: this order is due again right then,
+		 * not later.  A 429, or a 503 of a gateway unavailable as a whole,
+		 * holds every worker's requests until then too (admission.c); a
+		 * sporadic 503 only this order.
 		 */
 		job->delay_ms = Min(c.retry_after_ms, Max(ft_backoff_max_ms, 0));
-		ft_admission_pause(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   job->delay_ms));
+		if (ft_admission_pause_is_shared(reply->http_status))
+			ft_admission_pause(TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   job->delay_ms));
 	}
 	else if (job->outcome == FT_OUTCOME_RETRY)
-		job->delay_ms = ft_backoff_delay_ms(job->claim.event_attempts, c.retry_after_ms);
+	{
+		/*
+		 * An attempt that does not count still backs off by the order's
+		 * requests so far (a refund's: its counted attempts), so that what
+		 * keeps failing outside the circuit's judgement is spaced out.
+		 */
+		int			n = job->claim.event_attempts;
+
+		if (!counts && job->claim.order.refund_id == 0)
+			n = Max(n, job->claim.order_attempt);
+		job->delay_ms = ft_backoff_delay_ms(n, c.retry_after_ms);
+	}
 	MemoryContextSwitchTo(oldcxt);
 
-	if (c.transient)
+	if (job->outcome == FT_OUTCOME_FAILED)
+		ft_attempt_report_failed(job->claim.order.order_id,
+								 job->claim.order.refund_id,
+								 job->claim.event_id, job->error);
+	else if (c.transient)
 		ft_report_trouble(job, c.auth_problem);
 }
 

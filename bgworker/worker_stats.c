@@ -137,9 +137,8 @@ ft_stats_completions(FtJob **jobs, int njobs)
 	FtGatewayStats *gw = &ft_db->gateway;
 	TimestampTz now = GetCurrentTimestamp();
 	FtCircuitChange change = FT_CIRCUIT_UNCHANGED;
-	int			failures = 0;
-	uint32		window_requests = 0;
-	uint32		window_failures = 0;
+	uint32		run_needed = 0;
+	uint32		run_failures = 0;
 	const char *last_error = NULL;
 
 	if (njobs <= 0)
@@ -168,51 +167,36 @@ ft_stats_completions(FtJob **jobs, int njobs)
 		gw->latency_sum_ms += ms;
 
 		ft_concurrency_report_locked(job, now);
-		c = ft_circuit_report_locked(job, now, &window_requests, &window_failures);
+		c = ft_circuit_report_locked(job, now, &run_needed, &run_failures);
 		if (c != FT_CIRCUIT_UNCHANGED)
-		{
 			change = c;
-			failures = gw->consecutive_failures;
-		}
 	}
 	LWLockRelease(ft_db->lock);
 
 	switch (change)
 	{
 		case FT_CIRCUIT_OPENED:
-			if (window_failures == window_requests)
-				ereport(WARNING,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("payment gateway circuit opened after %d consecutive failures",
-								failures),
-						 errdetail("Every request of the last %d seconds failed. Last error: %s.",
-								   FT_CIRCUIT_BUCKETS * FT_CIRCUIT_BUCKET_MS / 1000,
-								   last_error ? last_error : "unknown"),
-						 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
-			else
-				ereport(WARNING,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("payment gateway circuit opened after %u failures in %u requests",
-								window_failures, window_requests),
-						 errdetail("At least ft_orders.circuit_failure_rate (%g) of the requests of the last %d seconds failed. Last error: %s.",
-								   ft_circuit_failure_rate,
-								   FT_CIRCUIT_BUCKETS * FT_CIRCUIT_BUCKET_MS / 1000,
-								   last_error ? last_error : "unknown"),
-						 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
+			ereport(WARNING,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("payment gateway circuit opened after %u failed requests in a row: the gateway is down",
+							run_failures),
+					 errdetail("No request sent since the gateway's last success succeeded; %u in a row mean it is down at the success share it showed before. Last error: %s.",
+							   run_needed, last_error ? last_error : "unknown"),
+					 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
 			break;
 		case FT_CIRCUIT_OPENED_UNREACHABLE:
 			ereport(WARNING,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("payment gateway circuit opened after %d consecutive failures: the gateway cannot be reached",
-							failures),
-					 errdetail("No reply to any request sent since the last reply. Last error: %s.",
+					 errmsg("payment gateway circuit opened after %u failed requests in a row: the gateway cannot be reached",
+							run_failures),
+					 errdetail("None of the requests sent since the gateway's last success got an HTTP reply. Last error: %s.",
 							   last_error ? last_error : "unknown"),
 					 errhint("No payment requests are sent for ft_orders.circuit_open_time; orders stay pending.")));
 			break;
 		case FT_CIRCUIT_REOPENED:
 			ereport(LOG,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("payment gateway circuit opened again: the probe request failed"),
+					 errmsg("payment gateway circuit opened again: the probe requests failed"),
 					 errdetail("Last error: %s.", last_error ? last_error : "unknown")));
 			break;
 		case FT_CIRCUIT_CLOSED_AGAIN:

@@ -73,3 +73,18 @@ ft_xact_commit(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(ft_caller_cxt);
 }
+
+/*
+ * In the PG_CATCH of work whose failure is only logged (the launcher's
+ * maintenance and claim floor sweep): report the error, abort the
+ * transaction, go back to idle in the caller's memory context cxt.
+ */
+void
+ft_xact_log_error(MemoryContext cxt)
+{
+	MemoryContextSwitchTo(cxt);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}

@@ -15,6 +15,8 @@
  *	 context from PostgreSQL 17 on, where the set always lives in
  *	 TopMemoryContext.  ft_orders' sets are process-lifetime ones, freed by
  *	 FreeWaitEventSet: owner NULL there, TopMemoryContext before.
+ * - pgstat_fetch_stat_local_beentry is pgstat_get_local_beentry_by_index
+ *	 from PostgreSQL 16 on (ft_local_beentry).
  *
  *-------------------------------------------------------------------------
  */
@@ -70,6 +72,17 @@ typedef void FtJsonResult;
 	makeJsonLexContextCstringLen((json), (len), (encoding), (need_escapes))
 #define ft_create_wait_event_set(nevents) \
 	CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/*
+ * The backends' status as this transaction reads it, by index 1 ..
+ * pgstat_fetch_stat_numbackends(): renamed in PostgreSQL 16.
+ */
+#include "utils/backend_status.h"
+#if PG_VERSION_NUM >= 160000
+#define ft_local_beentry(i)		pgstat_get_local_beentry_by_index(i)
+#else
+#define ft_local_beentry(i)		pgstat_fetch_stat_local_beentry(i)
 #endif
 
 #endif							/* FT_COMPAT_H */

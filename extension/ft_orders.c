@@ -12,7 +12,8 @@
  * DATABASE hooks, reserves shared memory and registers one launcher
  * background worker per database of ft_orders.database
  * (bgworker/launcher.c), which starts that database's payment workers.
- * Every process that runs ft_orders code therefore has ft_shared set.
+ * Every process that runs ft_orders code therefore has ft_shared set,
+ * except a server that pg_upgrade runs (see _PG_init).
  *
  *-------------------------------------------------------------------------
  */
@@ -55,6 +56,33 @@ ft_register_launcher(int i)
 void
 _PG_init(void)
 {
+	/*
+	 * Under pg_upgrade (a server started with -b, old or new), do nothing,
+	 * as pg_cron and pg_net do, and before the preload check:
+	 *
+	 * - pg_upgrade LOADs every library the old cluster's functions name into
+	 *   the new server to check that it exists, and its restore of the
+	 *   schema loads ours again for each CREATE FUNCTION ... LANGUAGE C; the
+	 *   new cluster need not preload ft_orders for either, so neither may
+	 *   raise the ERROR below.
+	 * - No launcher or payment worker: in the old server, a payment
+	 *   recorded while pg_upgrade dumps the schema would commit after
+	 *   pg_upgrade has read the cluster's last transaction ID, and a request
+	 *   sent then would pay an order the new cluster still sees as due; in
+	 *   the new server, a worker connected to a database would be in the way
+	 *   of the databases pg_upgrade creates and fills, with nothing to serve.
+	 * - No settings, hooks or shared memory: nothing here needs them, and
+	 *   ALTER DATABASE/ROLE ... SET ft_orders.* replayed by the restore is
+	 *   kept as a placeholder, not checked against this server's values.
+	 *
+	 * Only pg_upgrade connects to such a server and it calls no ft_orders
+	 * function, so ft_shared stays NULL there.  The workers start on the
+	 * first normal start of the upgraded cluster and resume every order
+	 * where the old cluster left it (tests/pg_upgrade/run.sh).
+	 */
+	if (IsBinaryUpgrade)
+		return;
+
 	if (!process_shared_preload_libraries_in_progress)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -21,9 +21,12 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 
+#include "access/xact.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
@@ -51,12 +54,17 @@ double		ft_circuit_failure_rate = 0.5;
 double		ft_rate_limit = 0;
 int			ft_rate_limit_burst = 0;
 bool		ft_adaptive_concurrency = true;
+int			ft_max_in_flight_ceiling = 0;
 int			ft_idempotency_ttl_s = 86400;
 bool		ft_tls_verify = true;
 char	   *ft_ca_file = NULL;
 int			ft_history_retention_s = 7 * 86400;
+int			ft_audit_retention_s = 400 * 86400;
+char	   *ft_stripe_api_version = NULL;
 int			ft_gateway_key_ttl_s = 86400;
 int			ft_action_timeout_s = 3600;
+bool		ft_allow_insecure_http = false;
+static double ft_notify_max_queue_usage = 0.5;
 
 static const struct config_enum_entry ft_provider_options[] = {
 	{"generic", FT_PROVIDER_GENERIC, false},
@@ -66,7 +74,46 @@ static const struct config_enum_entry ft_provider_options[] = {
 };
 
 /*
- * Accept an empty URL (workers stay idle) or an absolute http(s) URL.
+ * Whether the host of an URL's authority (host[:port], [v6][:port], len
+ * bytes at host) is the loopback interface: "localhost", 127.0.0.0/8 or
+ * [::1], written as such (no name resolution here).
+ */
+static bool
+ft_host_is_loopback(const char *host, size_t len)
+{
+	char		buf[64];
+	unsigned char addr[16];
+	const char *end;
+
+	if (len >= sizeof(buf))
+		return false;
+	if (host[0] == '[')
+	{
+		end = memchr(host, ']', len);
+		if (end == NULL || (size_t) (end - host - 1) >= sizeof(buf))
+			return false;
+		memcpy(buf, host + 1, end - host - 1);
+		buf[end - host - 1] = '\0';
+		return inet_pton(AF_INET6, buf, addr) == 1 &&
+			memcmp(addr, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0;
+	}
+	end = memchr(host, ':', len);
+	if (end != NULL)
+		len = end - host;
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	if (pg_strcasecmp(buf, "localhost") == 0)
+		return true;
+	return inet_pton(AF_INET, buf, addr) == 1 && addr[0] == 127;
+}
+
+/*
+ * Accept an empty URL (workers stay idle) or an absolute http(s) URL
+ * without credentials: the token travels in the Authorization header only,
+ * never in a URL that is logged and shown to pg_read_all_settings.  Plain
+ * http:// would send the token in clear: only to the loopback interface,
+ * unless ft_orders.allow_insecure_http is on (a postmaster setting, defined
+ * before this one, so its value is settled whenever this hook runs).
  * libcurl is told the same protocol list, so this is a first line of
  * defence and the place where an operator gets a clear message.
  */
@@ -75,11 +122,14 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 {
 	const char *url = *newval;
 	const char *rest;
+	size_t		authority;
+	bool		plain;
 
 	if (url == NULL || url[0] == '\0')
 		return true;
 
-	if (pg_strncasecmp(url, "http://", 7) == 0)
+	plain = pg_strncasecmp(url, "http://", 7) == 0;
+	if (plain)
 		rest = url + 7;
 	else if (pg_strncasecmp(url, "https://", 8) == 0)
 		rest = url + 8;
@@ -109,6 +159,23 @@ ft_check_gateway_url(char **newval, void **extra, GucSource source)
 			GUC_check_errdetail("The URL contains a space, a control character or a non-ASCII byte.");
 			return false;
 		}
+	}
+
+	authority = strcspn(rest, "/?#");
+	if (memchr(rest, '@', authority) != NULL)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("invalid value for parameter \"ft_orders.gateway_url\"");
+		GUC_check_errdetail("The URL contains credentials (user:password@); the gateway token goes in ft_orders.gateway_token.");
+		return false;
+	}
+	if (plain && !ft_allow_insecure_http && !ft_host_is_loopback(rest, authority))
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("invalid value for parameter \"ft_orders.gateway_url\"");
+		GUC_check_errdetail("A plain http:// URL would send the gateway token in clear; it is accepted only for localhost, 127.0.0.0/8 and [::1].");
+		GUC_check_errhint("Use https://, or set ft_orders.allow_insecure_http = on and restart the server.");
+		return false;
 	}
 	return true;
 }
@@ -203,6 +270,40 @@ ft_assign_database(const char *newval, void *extra)
 }
 
 /*
+ * ft_orders.stripe_api_version: empty (the account's default) or a Stripe
+ * API version such as 2024-06-20 or 2024-09-30.acacia, sent as the
+ * Stripe-Version header: letters, digits, '-', '.' and '_' only, so that
+ * it can never break the header.
+ */
+static bool
+ft_check_stripe_api_version(char **newval, void **extra, GucSource source)
+{
+	const char *v = *newval;
+
+	if (v == NULL || v[0] == '\0')
+		return true;
+	if (strlen(v) > FT_STRIPE_API_VERSION_MAX)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errdetail("A Stripe API version has at most %d characters.",
+							FT_STRIPE_API_VERSION_MAX);
+		return false;
+	}
+	for (const char *p = v; *p; p++)
+	{
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+			  (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '.' || *p == '_'))
+		{
+			GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+			GUC_check_errdetail("A Stripe API version such as %s holds only letters, digits, '-', '.' and '_'.",
+								FT_STRIPE_API_VERSION_DEFAULT);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
  * Position of dbname in ft_orders.database, or -1 when it is not listed.
  */
 int
@@ -263,6 +364,28 @@ ft_check_gateway_token(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * What SHOW, current_setting() and pg_settings print for the token.
+ * GUC_SUPERUSER_ONLY still lets members of pg_read_all_settings (and so
+ * pg_monitor, the exporter's role) read a setting: only a superuser sees
+ * the value, anyone else a mask ("file:" values, a path, stay readable so
+ * that a monitoring role can tell which file is used).  Outside a
+ * transaction no role can be checked: masked.
+ */
+static const char *
+ft_show_gateway_token(void)
+{
+	const char *token = ft_gateway_token;
+
+	if (token == NULL || token[0] == '\0')
+		return "";
+	if (strncmp(token, FT_TOKEN_FILE_PREFIX, strlen(FT_TOKEN_FILE_PREFIX)) == 0)
+		return token;
+	if (IsTransactionState() && superuser())
+		return token;
+	return "********";
 }
 
 /*
@@ -343,6 +466,16 @@ ft_define_gucs(void)
 							0,
 							NULL, NULL, NULL);
 
+	/* before gateway_url: its check hook reads this */
+	DefineCustomBoolVariable("ft_orders.allow_insecure_http",
+							 "Accept a plain http:// ft_orders.gateway_url to a host other than the loopback interface.",
+							 "The gateway token then travels in clear.",
+							 &ft_allow_insecure_http,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomStringVariable("ft_orders.gateway_url",
 							   "Base URL of the payment gateway (http or https).",
 							   "Empty leaves the workers idle.",
@@ -364,12 +497,13 @@ ft_define_gucs(void)
 
 	DefineCustomStringVariable("ft_orders.gateway_token",
 							   "Bearer token sent to the gateway.",
-							   "Only superusers can see this setting.  \"file:/path\" reads the token from that file, so that only the path is ever logged.",
+							   "Only superusers see its value (members of pg_read_all_settings see a mask).  \"file:/path\" reads the token from that file, so that only the path is ever logged.",
 							   &ft_gateway_token,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   ft_check_gateway_token, ft_assign_gateway_token, NULL);
+							   ft_check_gateway_token, ft_assign_gateway_token,
+							   ft_show_gateway_token);
 
 	DefineCustomIntVariable("ft_orders.request_timeout",
 							"Timeout of one whole gateway request.",
@@ -444,8 +578,8 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.circuit_failure_threshold",
-							"Least number of requests in the circuit's recent window before it may open.",
-							"Also the number of requests in a row, sent after the last reply, that failed without any reply (the gateway cannot be reached).",
+							"Least number of failed requests in a row that open the circuit.",
+							"Requests sent after the gateway's last success; the circuit asks for more when the gateway's success share was low (docs/reference.md, \"Gateway limits\").",
 							&ft_circuit_failure_threshold,
 							5, 1, 100000,
 							PGC_SIGHUP,
@@ -453,7 +587,7 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.circuit_open_time",
-							"How long the circuit stays open before one probe request.",
+							"How long the circuit stays open before the half-open probes.",
 							NULL,
 							&ft_circuit_open_time_ms,
 							30000, 10, 86400000,
@@ -462,8 +596,8 @@ ft_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomRealVariable("ft_orders.circuit_failure_rate",
-							 "Share of failed requests in the recent window (0.5 = 50 %) that opens the circuit.",
-							 "The window is the last 10 seconds; it must hold at least ft_orders.circuit_failure_threshold requests.",
+							 "No longer used: the circuit opens on a gateway that is down, whatever share of requests fails.",
+							 "Accepted, with its old range, so that configuration files that set it still load.",
 							 &ft_circuit_failure_rate,
 							 0.5, 0.01, 1.0,
 							 PGC_SIGHUP,
@@ -497,6 +631,15 @@ ft_define_gucs(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomIntVariable("ft_orders.max_in_flight_ceiling",
+							"How far adaptive concurrency may raise each worker's in-flight limit above ft_orders.max_in_flight for a slow but healthy gateway.",
+							"0, or a value at or below ft_orders.max_in_flight: never above it.",
+							&ft_max_in_flight_ceiling,
+							0, 0, FT_MAX_IN_FLIGHT,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("ft_orders.idempotency_ttl",
 							"Age after which idempotency keys are purged.",
 							NULL,
@@ -525,10 +668,19 @@ ft_define_gucs(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ft_orders.history_retention",
-							"Age after which payment_attempts and order_events rows are purged.",
-							NULL,
+							"Age after which gateway_events rows (webhook events) are purged.",
+							"The payment audit trail, payment_attempts and order_events, is kept for ft_orders.audit_retention.",
 							&ft_history_retention_s,
 							7 * 86400, 60, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ft_orders.audit_retention",
+							"Age after which payment_attempts and order_events rows (the payment audit trail) are purged.",
+							"Keep it longer than the window in which customers may dispute a payment.",
+							&ft_audit_retention_s,
+							400 * 86400, 60, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
@@ -550,6 +702,24 @@ ft_define_gucs(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomRealVariable("ft_orders.notify_max_queue_usage",
+							 "Notification queue usage (0.5 = 50 %) above which status changes are recorded without NOTIFY ft_orders_events.",
+							 "A LISTEN session idle in a transaction fills the queue; a full queue would make every commit that notifies fail.  0 turns the notifications off.",
+							 &ft_notify_max_queue_usage,
+							 0.5, 0.0, 1.0,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("ft_orders.stripe_api_version",
+							   "Stripe API version sent as the Stripe-Version header by the stripe providers.",
+							   "The replies are parsed for this version; empty sends no header, so that replies follow the account's default version.",
+							   &ft_stripe_api_version,
+							   FT_STRIPE_API_VERSION_DEFAULT,
+							   PGC_SIGHUP,
+							   0,
+							   ft_check_stripe_api_version, NULL, NULL);
 
 	MarkGUCPrefixReserved("ft_orders");
 }

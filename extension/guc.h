@@ -40,12 +40,20 @@ extern double ft_circuit_failure_rate;
 extern double ft_rate_limit;
 extern int	ft_rate_limit_burst;
 extern bool ft_adaptive_concurrency;
+extern int	ft_max_in_flight_ceiling;
 extern int	ft_idempotency_ttl_s;
 extern bool ft_tls_verify;
 extern char *ft_ca_file;
 extern int	ft_history_retention_s;
+extern int	ft_audit_retention_s;
+extern char *ft_stripe_api_version;
+
+/* the Stripe API version the stripe providers are written for */
+#define FT_STRIPE_API_VERSION_DEFAULT	"2024-06-20"
+#define FT_STRIPE_API_VERSION_MAX		64
 extern int	ft_gateway_key_ttl_s;
 extern int	ft_action_timeout_s;
+extern bool ft_allow_insecure_http;
 
 /* ft_orders.gateway_token = 'file:/path': the token is that file's content */
 #define FT_TOKEN_FILE_PREFIX	"file:"

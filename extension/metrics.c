@@ -194,7 +194,7 @@ ft_metrics_workers(StringInfo buf, const FtWorkerSlot *slots)
 		snprintf(ids[i], sizeof(ids[i]), "%d", slots[i].worker_id);
 
 	ft_family(buf, "worker_processed_total", "counter",
-			  "Gateway outcomes recorded by the payment worker, of any kind.");
+			  "Requests whose outcome the payment worker recorded, of any kind: every attempt (retries and look-ups included), not orders.");
 	for (int i = 0; i < FT_MAX_WORKERS; i++)
 		if (slots[i].in_use)
 			ft_sample(buf, "worker_processed_total", "worker", ids[i], NULL, NULL,
@@ -267,7 +267,7 @@ ft_metrics_gateway(StringInfo buf, const FtGatewayStats *gw,
 		{"gateway_errors_total", "counter", "Gateway requests that ended in a transient failure (timeout, connection error, 401/403, 409, 429, 5xx, bad body).", ft_fmt_u64(gw->errors)},
 		{"gateway_circuit_state", "gauge", "Circuit breaker in front of the gateway: 0 closed, 1 open (nothing is sent), 2 half-open (a few probes).", gw->circuit == FT_CIRCUIT_OPEN ? "1" : gw->circuit == FT_CIRCUIT_HALF_OPEN ? "2" : "0"},
 		{"gateway_consecutive_failures", "gauge", "Transient gateway failures in a row.", ft_fmt_i64(gw->consecutive_failures)},
-		{"gateway_failure_rate", "gauge", "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none); the circuit opens at ft_orders.circuit_failure_rate.", ft_fmt_double(limits->failure_rate < 0 ? 0 : limits->failure_rate)},
+		{"gateway_failure_rate", "gauge", "Share of the gateway requests of the last 10 seconds that failed transiently (0 when there were none).", ft_fmt_double(limits->failure_rate < 0 ? 0 : limits->failure_rate)},
 		{"gateway_rate_limit", "gauge", "ft_orders.rate_limit: requests per second to the gateway, all workers together (0: no limit).", ft_fmt_double(limits->rate_limit)},
 		{"gateway_concurrency_limit", "gauge", "Requests each payment worker may have under way now (adaptive, 1 .. ft_orders.max_in_flight).", ft_fmt_i64(limits->concurrency_limit)},
 		{"gateway_throttled_total", "counter", "Times a payment worker held its requests back for the gateway's pause (Retry-After) or ft_orders.rate_limit.", ft_fmt_u64(limits->throttled)},

@@ -21,11 +21,15 @@
 
 #include "schema_version.h"
 
-/* what marks a version: a table (relname) or a function without arguments */
+/*
+ * What marks a version: a table (relname), a column of a table (relname
+ * and attname) or a function without arguments (proname)
+ */
 typedef struct FtSchemaProbe
 {
 	const char *relname;
 	const char *proname;
+	const char *attname;
 } FtSchemaProbe;
 
 /* indexed by version; 1.0 is what is left when no later one is found */
@@ -35,6 +39,7 @@ static const FtSchemaProbe ft_schema_probes[] = {
 	[FT_SCHEMA_1_2] = {"idempotency_key_generations", NULL},
 	[FT_SCHEMA_1_3] = {"refunds", NULL},
 	[FT_SCHEMA_1_4] = {NULL, "_key_space"},
+	[FT_SCHEMA_1_5] = {"orders", NULL, "match_by_order_id"},
 };
 
 StaticAssertDecl(lengthof(ft_schema_probes) == FT_SCHEMA_NEWEST + 1,
@@ -62,6 +67,15 @@ ft_schema_version(void)
 	{
 		const FtSchemaProbe *probe = &ft_schema_probes[v];
 
+		if (probe->relname != NULL && probe->attname != NULL)
+		{
+			Oid			relid = get_relname_relid(probe->relname, nsp);
+
+			if (OidIsValid(relid) &&
+				get_attnum(relid, probe->attname) != InvalidAttrNumber)
+				return (FtSchemaVersion) v;
+			continue;
+		}
 		if (probe->relname != NULL &&
 			OidIsValid(get_relname_relid(probe->relname, nsp)))
 			return (FtSchemaVersion) v;

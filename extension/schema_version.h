@@ -22,10 +22,12 @@ typedef enum FtSchemaVersion
 	FT_SCHEMA_1_2,				/* derived payment keys, purge generations */
 	FT_SCHEMA_1_3,				/* payment lifecycle: refunds, look-ups,
 								 * cancel, webhooks */
-	FT_SCHEMA_1_4				/* payment keys within the key space */
+	FT_SCHEMA_1_4,				/* payment keys within the key space */
+	FT_SCHEMA_1_5				/* matching by identity
+								 * (orders.match_by_order_id) */
 } FtSchemaVersion;
 
-#define FT_SCHEMA_NEWEST	FT_SCHEMA_1_4
+#define FT_SCHEMA_NEWEST	FT_SCHEMA_1_5
 
 extern bool ft_schema_installed(void);
 extern FtSchemaVersion ft_schema_version(void);

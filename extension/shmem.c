@@ -93,6 +93,9 @@ ft_shmem_startup(void)
 			db->gateway.circuit = FT_CIRCUIT_CLOSED;
 			pg_atomic_init_u64(&db->throttled, 0);
 			pg_atomic_init_u32(&db->concurrency_limit_now, 0);
+			pg_atomic_init_u64(&db->concurrency_active_at, 0);
+			SpinLockInit(&db->claim_floor.mutex);
+			db->claim_floor.floor = DT_NOBEGIN;
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -354,7 +357,8 @@ ft_gateway_limits_snapshot(FtGatewayLimitsView *view)
 	LWLockRelease(ft_db->lock);
 	view->failure_rate = (n > 0) ? (double) failures / n : -1;
 
-	if (ft_adaptive_concurrency && limit > 0 && limit < (uint32) ft_max_in_flight)
+	if (ft_adaptive_concurrency && limit > 0 &&
+		limit <= (uint32) Max(ft_max_in_flight, ft_max_in_flight_ceiling))
 		view->concurrency_limit = (int) limit;
 }
 

@@ -31,6 +31,8 @@
  *	  before each claim, and the critical sections are a few arithmetic
  *	  operations (bgworker/admission.c).  Each database counts its own
  *	  workers' waits in ft_db->throttled (atomic).
+ *	- claim_floor has its own spinlock, held for a comparison and an
+ *	  assignment, once per claim (bgworker/claim_floor.c).
  *	- The adaptive concurrency limit and the circuit's failure window live
  *	  in FtGatewayStats under ft_db->lock, fed with each completed
  *	  batch; concurrency_limit_now is also read lock-free (an int).
@@ -122,19 +124,29 @@ typedef struct FtGatewayStats
 	TimestampTz opened_at;		/* when the circuit last opened */
 	int			probes_in_flight;	/* half-open: probes sent, not answered */
 	int			probes_succeeded;	/* half-open: probes that got an answer */
+	int			probes_failed;	/* half-open: probes that failed */
 	TimestampTz probe_started_at;	/* a probe older than the request
 									 * timeout was lost with its worker */
-	/* failure window, closed state only; slot = period % FT_CIRCUIT_BUCKETS */
+	/* the failure window behind failure_rate (views, metrics) */
 	int64		window_period[FT_CIRCUIT_BUCKETS];	/* now / bucket length */
 	uint32		window_requests[FT_CIRCUIT_BUCKETS];
 	uint32		window_failures[FT_CIRCUIT_BUCKETS];
-	int			unreachable;	/* no-reply failures in a row of requests
-								 * sent after the last HTTP reply */
-	TimestampTz last_reply_at;	/* the last HTTP reply of any status */
+	/* what opens the circuit (bgworker/circuit.c) */
+	TimestampTz last_answer_at; /* the last success or 429 */
+	int			run_failures;	/* failed requests sent after it */
+	int			run_replies;	/* ... of which got an HTTP reply */
+	double		success_share;	/* smoothed share of successes before
+								 * the run; 0: none seen yet */
+	float4		unavailable_share;	/* smoothed share of 503 replies
+									 * (admission.c) */
 	/* adaptive concurrency (bgworker/concurrency.c) */
-	double		concurrency_limit;	/* 0: not started yet (max_in_flight) */
+	double		concurrency_limit;	/* 0: not started yet (slow start) */
 	double		slow_start_until;	/* below it the limit grows by 1 per
-									 * success, above by 1/limit */
+									 * success, above by 1/limit; 0: the
+									 * ceiling */
+	TimestampTz last_completion_at; /* a long idle restarts slow start */
+	TimestampTz growth_period_at;	/* growth is at most doubling per */
+	double		growth_base;	/* FT_AC_GROWTH_MS from this limit */
 	TimestampTz overload_at;	/* last 429: no growth for a while */
 	TimestampTz decreased_at;	/* last gentle decrease (once per RTT) */
 	float4		rtt_min_current;	/* least latency of this period */
@@ -168,6 +180,21 @@ typedef struct FtGatewayLimits
 								 * never (the bucket starts full) */
 } FtGatewayLimits;
 
+/*
+ * The claim floor (bgworker/claim_floor.c): the least next_attempt_at a
+ * claim of this database needs to look at.  Under mutex; raised by the
+ * payment workers after a claim commits, lowered (with generation + 1) by
+ * the launcher's sweep, at its start and when the clock went back.
+ */
+typedef struct FtClaimFloor
+{
+	slock_t		mutex;
+	TimestampTz floor;			/* DT_NOBEGIN: none, claims start at the
+								 * head of the index */
+	uint64		generation;		/* + 1 whenever the floor is lowered: a
+								 * claim that started before raises nothing */
+} FtClaimFloor;
+
 typedef struct FtDatabaseState
 {
 	NameData	dbname;			/* from ft_orders.database, set at start */
@@ -187,7 +214,10 @@ typedef struct FtDatabaseState
 	pg_atomic_uint64 throttled; /* times one of our workers was told to
 								 * wait by ft_shared->limits */
 	pg_atomic_uint32 concurrency_limit_now; /* the adaptive limit, rounded;
-											 * 0: max_in_flight */
+											 * 0: not started (slow start) */
+	pg_atomic_uint64 concurrency_active_at; /* last completion (µs): after a
+											 * long idle, slow start again */
+	FtClaimFloor claim_floor;
 	FtWorkerSlot workers[FT_MAX_WORKERS];
 } FtDatabaseState;
 

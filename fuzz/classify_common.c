@@ -27,6 +27,7 @@ MemoryContext CurrentMemoryContext = NULL;
 int			MyProcPid = 1;
 int			ft_backoff_base_ms = 1000;
 int			ft_backoff_max_ms = 600000;
+char	   *ft_stripe_api_version = FT_STRIPE_API_VERSION_DEFAULT;
 
 void
 FlushErrorState(void)

@@ -6,7 +6,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash tests/setup/deps.sh || exit 1
+bash tests/setup/deps.sh --demo || exit 1	# the build, the fake gateway, the example service: not the test stack
 bash tests/setup/build.sh || exit 1
 source tests/lib/common.sh
 

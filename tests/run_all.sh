@@ -3,8 +3,9 @@
 # installs ft_orders and the fake gateway, runs every suite, and ends with
 # the line "N passed, N failed" (exit status 1 on any failure).
 #
-# Suites: pg_regress (sql/ + expected/), pgTAP (tests/pgtap, pg_prove), the
-# fake gateway's self-test, META.json's check (tests/packaging/meta.sh), the
+# Suites: pg_regress (sql/ + expected/) and the isolation specs (specs/),
+# pgTAP (tests/pgtap, pg_prove), the fake gateway's self-test, META.json's
+# check (tests/packaging/meta.sh), the
 # monitoring checks (tests/monitoring: alert rules under promtool, the
 # Grafana dashboard against metrics()), the integration tests
 # (tests/integration), the
@@ -44,21 +45,20 @@ record()
 
 run_regress()
 {
-	local log=$logdir/regress.log p f n
+	local log=$logdir/regress.log p=0 f=0 n x
 	bash tests/regress/run.sh >"$log" 2>&1
 	local rc=$?
 	cat "$log"
-	if grep -qE 'All [0-9]+ tests passed' "$log"; then
-		p=$(sed -nE 's/.*All ([0-9]+) tests passed.*/\1/p' "$log" | head -1)
-		f=0
-	elif grep -qE '[0-9]+ of [0-9]+ tests failed' "$log"; then
-		f=$(sed -nE 's/.* ([0-9]+) of ([0-9]+) tests failed.*/\1/p' "$log" | head -1)
-		n=$(sed -nE 's/.* ([0-9]+) of ([0-9]+) tests failed.*/\2/p' "$log" | head -1)
-		p=$((n - f))
-	else
-		p=0
-		f=1
-	fi
+	# one summary line per runner: pg_regress (sql/), then the isolation
+	# specs (specs/), which run only if pg_regress passed
+	for x in $(sed -nE 's/.*All ([0-9]+) tests passed.*/\1/p' "$log"); do
+		p=$((p + x))
+	done
+	while read -r x n; do
+		f=$((f + x))
+		p=$((p + n - x))
+	done < <(sed -nE 's/.* ([0-9]+) of ([0-9]+) tests failed.*/\1 \2/p' "$log")
+	[ $((p + f)) -eq 0 ] && f=1
 	[ $rc -ne 0 ] && [ "$f" -eq 0 ] && f=1
 	record regress "$p" "$f"
 }

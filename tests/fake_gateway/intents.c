@@ -437,6 +437,9 @@ search_clause(const char **q, char *name, size_t namelen, char *out, size_t outl
 	return true;
 }
 
+/* the Stripe-Version header of the last /v1/payment_intents request ("": none) */
+static char ft_pi_stripe_version[128];
+
 /*
  * GET /v1/payment_intents/search?query=...: the queries ft_orders' look-up
  * sends, metadata['order_id']:'N', metadata['payment_key']:'K', or both
@@ -527,11 +530,13 @@ intents_stats(struct MHD_Connection *conn, const char *method)
 		else if (strcmp(ft_pi[i].status, "canceled") == 0)
 			canceled++;
 	}
-	j = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i}", "intents", ft_npi,
+	if (strcmp(method, "DELETE") == 0)
+		ft_pi_stripe_version[0] = '\0';
+	j = json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s}", "intents", ft_npi,
 				  "creates", ft_pi_creates, "replays", ft_pi_replays,
 				  "gets", ft_pi_gets, "searches", ft_pi_searches,
 				  "succeeded", succeeded, "cancels", ft_pi_cancels,
-				  "canceled", canceled);
+				  "canceled", canceled, "stripe_version", ft_pi_stripe_version);
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ft_gw_reply_json(conn, 200, j, NULL, NULL);
 }
@@ -568,6 +573,15 @@ ft_gw_intents(struct MHD_Connection *conn, const char *url, const char *method,
 	if (strncmp(url, "/v1/payment_intents", strlen("/v1/payment_intents")) != 0)
 		return false;
 
+	{
+		const char *version = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+														  "Stripe-Version");
+
+		pthread_mutex_lock(&ft_pi_lock);
+		snprintf(ft_pi_stripe_version, sizeof(ft_pi_stripe_version), "%s",
+				 version ? version : "");
+		pthread_mutex_unlock(&ft_pi_lock);
+	}
 	auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
 	if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0 || auth[7] == '\0')
 		*ret = stripe_error(conn, 401, "invalid_request_error", NULL,

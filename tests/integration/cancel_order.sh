@@ -112,7 +112,7 @@ is "$(psql_q "SELECT count(*) FROM ft_orders.refunds WHERE order_id = $u")" "0" 
 pg_set ft_orders.max_attempts 1
 wait_until "SELECT setting = '1' FROM pg_settings WHERE name = 'ft_orders.max_attempts'" 10
 sleep 1		# the workers reload on their next wake-up
-gw_faults '{"down":true}' || bail_out "could not set faults"
+gw_faults '{"fail_rate":1,"fail_status":503}' || bail_out "could not set faults"	# a 503 counts, no reply would not
 d=$(place cancel-dead 1500)
 wait_until "SELECT status = 'failed' FROM ft_orders.orders WHERE order_id = $d" 15
 ok $? "failed: the order was given up on"

@@ -18,17 +18,18 @@
 #     invalid-UTF-8 body and a 5,000-digit Retry-After, reset mid-reply,
 #     truncated body, close before any reply, an endless drip that
 #     request_timeout ends, and a listener that never accepts -- 10 orders:
-#     the circuit opens after 5 consecutive failures; while it is open no
-#     request reaches the gateway but the single half-open probe after
-#     circuit_open_time (one request with that payment's key at the hostile
-#     server -- the probe uses a fresh connection, see gateway_http.c -- and
-#     one attempt by start time in payment_attempts); the failed probe
-#     opens it again; once the
-#     gateway heals the next probe closes it and every order is paid;
+#     the circuit opens after a run of failures (docs/reference.md,
+#     "Gateway limits"); while it is open no request reaches the gateway
+#     but the PROBES half-open probes after circuit_open_time (one request
+#     per probe with that payment's key at the hostile server -- probes
+#     use fresh connections, see gateway_http.c -- and one attempt each by
+#     start time in payment_attempts); the failed probes open it again;
+#     once the gateway heals the next probes close it and every order is
+#     paid;
 #  3. at the end: every order paid exactly once (the server's own ledger:
 #     charges = orders, duplicates 0), no process crashed, the workers kept
 #     their pids and bounded memory.
-#
+
 # A 200 with a garbage body is an answer, not a failure: the gateway is up
 # (reply_encoding.sh shows that such probes close the circuit).
 
@@ -37,6 +38,7 @@ source "$(dirname "$0")/../lib/tap.sh"
 
 N=10
 OPEN_MS=2000
+PROBES=4					# FT_CIRCUIT_PROBES in bgworker/circuit.c
 
 source "$(dirname "$0")/harness/hostile.sh"
 
@@ -85,7 +87,7 @@ done
 is "$(psql_q "SELECT count(*) FROM ft_orders.dead_letters")" "12" "the 12 failed orders are dead letters"
 is "$(nlog 'circuit opened')" "0" "no opening logged for permanent replies"
 
-# --- 2. transient hostile replies: open, one probe, reopen, close --------------------
+# --- 2. transient hostile replies: open, probes, reopen, close ------------------------
 for kind in bad_503 reset truncated close_early drip blackhole; do
 	opened0=$(nlog 'circuit opened after')
 	if [ "$kind" = blackhole ]; then
@@ -114,21 +116,21 @@ for kind in bad_503 reset truncated close_early drip blackhole; do
 	o2=$(psql_q "SELECT opened_at FROM ft_orders.gateway_status")
 	r2=$(stat requests)
 	between="started_at >= '$o1'::timestamptz + interval '200 ms' AND started_at < '$o2'::timestamptz"
-	wait_until "SELECT count(*) >= 1 FROM ft_orders.payment_attempts WHERE $between" 5 >/dev/null
-	is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE $between")" "1" \
-		"$kind: payment_attempts holds one request started while the circuit was open"
+	wait_until "SELECT count(*) >= $PROBES FROM ft_orders.payment_attempts WHERE $between" 5 >/dev/null
+	is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE $between")" "$PROBES" \
+		"$kind: payment_attempts holds the $PROBES probes started while the circuit was open"
 	if [ "$kind" != blackhole ]; then
 		# libcurl re-sends a request (up to 5 times) when a reused
 		# kept-alive connection dies before any reply, as with close_early:
-		# the probe goes on a fresh connection so that it is one request
-		is "$((r2 - r1))" "1" "$kind: while open only one request reached the gateway"
-		probe_key=$(psql_q "SELECT o.payment_key FROM ft_orders.payment_attempts a JOIN ft_orders.orders o USING (order_id) WHERE a.$between")
+		# probes go on fresh connections so that each is one request
+		is "$((r2 - r1))" "$PROBES" "$kind: while open only the $PROBES probes reached the gateway"
+		probe_key=$(psql_q "SELECT o.payment_key FROM ft_orders.payment_attempts a JOIN ft_orders.orders o USING (order_id) WHERE a.$between" | sort -u)
 		keys=$(awk -v a="$r1" -v b="$r2" '$2 > a && $2 <= b { print $4 }' "$FT_TMP/hostile.log" | sort -u)
-		is "$keys" "$probe_key" "$kind: the probe's payment"
+		is "$keys" "$probe_key" "$kind: the probes' payments"
 	fi
 	is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE $between
-	              AND started_at >= '$o1'::timestamptz + interval '$OPEN_MS ms'")" "1" \
-		"$kind: and it started after circuit_open_time"
+	              AND started_at >= '$o1'::timestamptz + interval '$OPEN_MS ms'")" "$PROBES" \
+		"$kind: and they started after circuit_open_time"
 	is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$kind-%' AND status <> 'pending'")" "0" \
 		"$kind: the orders stay pending"
 	is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts a JOIN ft_orders.orders o USING (order_id)

@@ -48,10 +48,11 @@ ok $? "placed 14 orders (unicode, quotes and escapes in the data)"
 wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE status = 'pending'" 30
 ok $? "settled: paid, declined, failed"
 
-gw_faults '{"down":true}' || bail_out "could not take the gateway down"
+# answered 503 (an answer counts towards max_attempts; no answer would not)
+gw_faults '{"fail_rate":1,"fail_status":503}' || bail_out "could not set faults"
 psql_q "SELECT count(*) FROM generate_series(1, 5) g, LATERAL ft_orders.place_order('retry-' || g, 'c', 300 + g, 'USD')" >/dev/null
 wait_until "SELECT count(*) = 5 FROM ft_orders.outbox WHERE attempts > 0 AND (lease_until IS NULL OR lease_until <= now())" 30
-ok $? "5 orders tried while the gateway is down, retries scheduled"
+ok $? "5 orders answered 503, retries scheduled"
 
 # freeze the source: no gateway URL, so the workers leave the tables alone
 pg_set ft_orders.gateway_url ''

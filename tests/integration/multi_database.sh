@@ -25,7 +25,9 @@
 #    the pending orders of every database are paid, shop_d's launcher
 #    waits until it is created; DROP DATABASE shop_c WITH (FORCE) while busy;
 #  - shop_b taken off the list + restart: its views and metrics() show
-#    nothing, place_order still works there, nothing pays its orders.
+#    nothing, place_order still works there, nothing pays its orders;
+#  - per-database application roles: a role of shop_a cannot place orders
+#    in shop_b (CONNECT privileges; grants in one database only).
 # About 30 s.
 
 source "$(dirname "$0")/../lib/common.sh"
@@ -399,6 +401,36 @@ wait_db shop_a "SELECT count(*) = 5 FROM ft_orders.orders WHERE customer_id = 'a
 ok $? "shop_a, still listed, pays its new orders"
 is "$(q shop_b "SELECT status FROM ft_orders.orders WHERE idempotency_key = 'unlisted-1'") $(q postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop_b'")" \
 	"pending 0" "shop_b's order stays pending: no ft_orders process is connected to shop_b"
+
+# --- per-database application roles (docs/operations.md, "Several databases") ----
+# ft_orders_app is one role for the whole server: its members may place
+# orders in every database whose extension they can reach.  Each
+# application gets a login role that may CONNECT to its own database only;
+# a role that must connect to several gets its grants in one database
+# only, not ft_orders_app.
+q postgres "REVOKE CONNECT ON DATABASE shop_a, shop_b FROM PUBLIC;
+            CREATE ROLE shop_a_app LOGIN; GRANT CONNECT ON DATABASE shop_a TO shop_a_app; GRANT ft_orders_app TO shop_a_app;
+            CREATE ROLE shop_b_app LOGIN; GRANT CONNECT ON DATABASE shop_b TO shop_b_app; GRANT ft_orders_app TO shop_b_app;
+            CREATE ROLE shop_a_clerk LOGIN; GRANT CONNECT ON DATABASE shop_a, shop_b TO shop_a_clerk" >/dev/null &&
+	q shop_a "GRANT USAGE ON SCHEMA ft_orders TO shop_a_clerk;
+              GRANT EXECUTE ON FUNCTION ft_orders.place_order(text, text, bigint, text, jsonb, text),
+                                        ft_orders.get_order(bigint) TO shop_a_clerk" >/dev/null ||
+	bail_out "could not create the per-database roles"
+n_b=$(q shop_b "SELECT count(*) FROM ft_orders.orders")
+is "$(psql -XAtq -U shop_a_app -d shop_a -c "SELECT status FROM ft_orders.place_order('role-a-1', 'role-a', 700, 'EUR')" 2>&1)" \
+	"pending" "shop_a_app places an order in shop_a"
+like "$(psql -XAtq -U shop_a_app -d shop_b -c "SELECT ft_orders.place_order('role-a-2', 'role-a', 700, 'EUR')" 2>&1)" \
+	'FATAL:  permission denied for database "shop_b"' "shop_a_app cannot even connect to shop_b"
+is "$(psql -XAtq -U shop_b_app -d shop_b -c "SELECT status FROM ft_orders.place_order('role-b-1', 'role-b', 700, 'EUR')" 2>&1)" \
+	"pending" "shop_b_app places an order in shop_b"
+like "$(psql -XAtq -U shop_b_app -d shop_a -c "SELECT 1" 2>&1)" \
+	'FATAL:  permission denied for database "shop_a"' "shop_b_app cannot connect to shop_a"
+is "$(psql -XAtq -U shop_a_clerk -d shop_a -c "SELECT status FROM ft_orders.place_order('role-c-1', 'role-c', 700, 'EUR')" 2>&1)" \
+	"pending" "shop_a_clerk (grants in shop_a only) places an order in shop_a"
+like "$(psql -XAtq -v VERBOSITY=verbose -U shop_a_clerk -d shop_b -c "SELECT ft_orders.place_order('role-c-2', 'role-c', 700, 'EUR')" 2>&1)" \
+	'ERROR:  42501: permission denied for schema ft_orders' "... but not in shop_b, where it may connect: 42501"
+is "$(q shop_b "SELECT count(*) FROM ft_orders.orders") $(q shop_b "SELECT count(*) FROM ft_orders.orders WHERE customer_id IN ('role-a', 'role-c')")" \
+	"$((n_b + 1)) 0" "shop_b holds shop_b_app's order only"
 
 is "$(gw_ledger duplicate_keys)" "0" "ledger: no key charged twice"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"

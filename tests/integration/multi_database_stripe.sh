@@ -20,8 +20,10 @@
 # order is re-sent exactly as first sent and settled from that intent, with
 # no second charge.  And that old intent, which carries only an order_id,
 # is not taken for the other database's order of the same id and another
-# amount.
-# About 25 s.
+# amount.  Last, another system's intent carrying an order's id, amount and
+# currency (no payment_key) does not settle an order placed from 1.4 on:
+# its look-up searches only its payment_key.
+# About 30 s.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -49,6 +51,22 @@ lookup_after_ttl()
 	pg_set ft_orders.gateway_key_ttl '1s'
 	sleep 1.5
 	pg_set ft_orders.gateway_url "$GW_URL"
+}
+
+# paid_under_own DB ORDER OTHER_PI LABEL: once gateway_key_ttl has passed
+# and the gateway is back, ORDER of DB is settled, paid, under an intent
+# that is not OTHER_PI, and one intent was created for it (four tests)
+paid_under_own()
+{
+	local db=$1 o=$2 other=$3 label=$4 pi before
+	before=$(intents creates)
+	lookup_after_ttl
+	PGDATABASE=$db wait_until "SELECT status <> 'pending' FROM ft_orders.orders WHERE order_id = $o" 30
+	ok $? "$label: $db's order $o is settled"
+	pi=$(q "$db" "SELECT payment_id FROM ft_orders.orders WHERE order_id = $o")
+	is "$(q "$db" "SELECT status FROM ft_orders.orders WHERE order_id = $o")" "paid" "$label: $db's order $o is paid"
+	ok "$([ -n "$pi" ] && [ "$pi" != "$other" ]; echo $?)" "$label: under an intent of its own ($pi), not $other"
+	is "$(( $(intents creates) - before ))" "1" "$label: one intent created for $db's order $o"
 }
 
 gw_start || bail_out "the fake gateway did not start"
@@ -143,19 +161,29 @@ o_b2=$(q shop_b "SELECT order_id FROM ft_orders.place_order('b-2', 'cust-b2', 99
 is "$o_b2" "$o_l" "legacy: shop_b's order $o_b2 has the id of shop_a's order first sent without a payment_key"
 PGDATABASE=shop_b wait_until "SELECT count(*) > 0 FROM ft_orders.payment_attempts WHERE order_id = $o_b2" 20
 ok $? "legacy: shop_b's order $o_b2 was tried while the gateway could not be reached"
-creates_before=$(intents creates)
-lookup_after_ttl
-PGDATABASE=shop_b wait_until "SELECT status <> 'pending' FROM ft_orders.orders WHERE order_id = $o_b2" 30
-ok $? "legacy: shop_b's order $o_b2 is settled"
-pi_b2=$(q shop_b "SELECT payment_id FROM ft_orders.orders WHERE order_id = $o_b2")
-is "$(q shop_b "SELECT status FROM ft_orders.orders WHERE order_id = $o_b2")" "paid" "legacy: shop_b's order $o_b2 is paid"
-isnt=$([ -n "$pi_b2" ] && [ "$pi_b2" != "$pi_l" ]; echo $?)
-ok "$isnt" "legacy: under an intent of its own ($pi_b2), not shop_a's ($pi_l, 2100 EUR, no payment_key)"
+# it stands for an order placed before 1.4: only such an order's look-up
+# also searches its order_id (orders.match_by_order_id)
+q shop_b "UPDATE ft_orders.orders SET match_by_order_id = true WHERE order_id = $o_b2" >/dev/null
+paid_under_own shop_b "$o_b2" "$pi_l" legacy
 like "$(q shop_b "SELECT string_agg(request || ':' || outcome, ',' ORDER BY started_at) FROM ft_orders.payment_attempts WHERE order_id = $o_b2")" \
 	'lookup:unknown,charge:paid$' "legacy: looked up (nothing of its own), then charged"
-is "$(( $(intents creates) - creates_before ))" "1" "legacy: one intent created for shop_b's order $o_b2"
 is "$(grep -c "e.g. $pi_l (2100 eur, another amount or currency than the order's)" "$PG_LOG")" "1" \
 	"legacy: the look-up logged the intent it ignored and why"
+
+# --- another system's intent with our order's id, amount and currency ---------------
+# Any system on the account may create an intent whose metadata[order_id]
+# is one of our order ids.  An order placed from 1.4 on carried its
+# payment_key from its first request: its look-up does not search the
+# order_id, and such an intent never settles it.
+gateway_unreachable
+o_f=$(q shop_a "SELECT order_id FROM ft_orders.place_order('a-foreign', 'cust-f', 3100, 'EUR', '[]', 'pm_card_visa')")
+PGDATABASE=shop_a wait_until "SELECT count(*) > 0 FROM ft_orders.payment_attempts WHERE order_id = $o_f" 20
+ok $? "foreign: shop_a's order $o_f was tried while the gateway could not be reached"
+pi_f=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H "Idempotency-Key: other-system-$o_f" \
+	-d "amount=3100&currency=eur&metadata%5Border_id%5D=$o_f&payment_method=pm_card_visa&confirm=true" \
+	"$GW_URL/v1/payment_intents" | jq -r .id)
+like "$pi_f" '^pi_' "foreign: another system's intent $pi_f carries order_id $o_f, 3100 EUR, no payment_key"
+paid_under_own shop_a "$o_f" "$pi_f" foreign
 
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 done_testing

@@ -17,6 +17,7 @@
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
+source "$(dirname "$0")/../lib/limits.sh"
 
 LOG=$(dirname "$0")/harness/gateway_log.py
 GW_RATE=50
@@ -75,14 +76,7 @@ curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null
 # the gateway's bucket starts full again
 gw_faults '{"rate_limit_per_s":0}' && gw_faults "{\"rate_limit_per_s\":$GW_RATE}" || bail_out "could not set faults"
 place_orders ad "$N2"
-min_limit=32
-deadline=$(($(date +%s) + 90))
-while [ "$(date +%s)" -le "$deadline" ]; do
-	read -r l p < <(psql_q "SELECT concurrency_limit, (SELECT count(*) FROM ft_orders.orders WHERE status = 'paid') FROM ft_orders.gateway_status" | tr '|' ' ')
-	[ "$l" -lt "$min_limit" ] && min_limit=$l
-	[ "$p" -eq $((N1 + N2)) ] && break
-	sleep 0.2
-done
+read -r min_limit _ < <(limit_range $((N1 + N2)))
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "$((N1 + N2))" "adaptive: all $N2 orders paid"
 cmp_ok "$min_limit" -lt 32 "adaptive: the concurrency limit went down (to $min_limit)"
 read -r n limited okn secs < <("$LOG" "$GW_URL" steady 3)

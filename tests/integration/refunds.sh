@@ -130,7 +130,7 @@ wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $o7" 2
 pg_set ft_orders.max_attempts 1
 wait_until "SELECT setting = '1' FROM pg_settings WHERE name = 'ft_orders.max_attempts'" 10
 sleep 1		# the workers reload on their next wake-up
-gw_faults '{"down":true}'
+gw_faults '{"fail_rate":1,"fail_status":503}'	# an answer: it counts, a lost one would not
 r7=$(psql_q "SELECT ft_orders.refund_order($o7)")
 wait_until "SELECT count(*) = 1 FROM ft_orders.dead_letters WHERE refund_id = $r7" 20
 ok $? "dead letter: the refund was given up on"

@@ -1,12 +1,18 @@
 #!/bin/bash
-# retry_after.sh: a 429 with Retry-After pauses every payment worker
-# until then (docs/reference.md, "Gateway limits"; issue 15).
+# retry_after.sh: a Retry-After of the gateway as a whole pauses every
+# payment worker until then (docs/reference.md, "Gateway limits").
 #
-# The gateway answers the first request 429 with Retry-After: 5.  Orders
-# placed during the pause wake both workers, but no request reaches the
-# gateway for the 5 seconds (counted in the gateway's request log); the
-# pause shows in gateway_status.paused_until and in metrics(); the 429'd
-# order is retried when the pause ends, and every order is paid once.
+#  1. The gateway answers the first request 429 with Retry-After: 5.
+#     Orders placed during the pause wake both workers, but no request
+#     reaches the gateway for the 5 seconds (counted in the gateway's
+#     request log); the pause shows in gateway_status.paused_until and in
+#     metrics(); the 429'd order is retried when the pause ends, and
+#     every order is paid once.
+#  2. A gateway answering 80 % of the requests 503 with Retry-After: 1 is
+#     unavailable as a whole: its Retry-After pauses every worker
+#     (gateway_status.throttled grows), the circuit stays closed (it
+#     still succeeds), every order is paid once.  (A sporadic 503's
+#     Retry-After delays its own order only: flaky_gateway.sh.)
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -14,7 +20,7 @@ source "$(dirname "$0")/../lib/tap.sh"
 LOG=$(dirname "$0")/harness/gateway_log.py
 N=30
 
-gw_pg_start "ft_orders.workers = 2" \
+gw_pg_start "ft_orders.workers = 2" "ft_orders.max_attempts = 60" \
 	"ft_orders.backoff_base = '50ms'" "ft_orders.backoff_max = '60s'" ||
 	bail_out "the fake gateway or the server did not start"
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle'" 20 ||
@@ -48,6 +54,19 @@ cmp_ok "$(psql_q "SELECT throttled FROM ft_orders.gateway_status")" -gt 0 \
 	"gateway_status.throttled counts the workers' waits"
 is "$(psql_q "SELECT paused_until IS NULL FROM ft_orders.gateway_status")" "t" "paused_until is NULL once the pause is over"
 is "$(gw_ledger charges) $(gw_ledger duplicates)" "$((N + 1)) 0" "one charge per order, no duplicates"
+
+# --- 2. 503 + Retry-After on most requests --------------------------------------------
+gw_faults reset
+gw_faults '{"fail_rate":0.8,"fail_status":503,"retry_after_s":1}' || bail_out "could not set faults"
+th0=$(psql_q "SELECT throttled FROM ft_orders.gateway_status")
+place_orders unav $N
+wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE idempotency_key LIKE 'unav-%' AND status = 'paid'" 60
+ok $? "503 on most requests: every order is paid"
+cmp_ok "$(psql_q "SELECT throttled - $th0 FROM ft_orders.gateway_status")" -gt 0 \
+	"503 on most requests: its Retry-After paused the workers"
+is "$(psql_q "SELECT circuit FROM ft_orders.gateway_status")" "closed" "503 on most requests: the circuit stays closed"
+is "$(grep -c 'circuit opened' "$PG_LOG")" "0" "503 on most requests: it never opened"
+is "$(gw_ledger charges) $(gw_ledger duplicates)" "$((2 * N + 1)) 0" "503 on most requests: one charge per order, no duplicates"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing

@@ -5,8 +5,9 @@
 #    crash restart) and the launcher starts a new one about a second later;
 #  - a fast shutdown with requests in flight: the workers wait up to a
 #    second, record what completed, release the leases of the rest (so the
-#    launcher finds none at the next start) and every order is paid once
-#    after the restart.
+#    launcher finds none at the next start), giving their attempts back
+#    (they do not count towards max_attempts), and every order is paid
+#    once after the restart.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -32,6 +33,8 @@ gw_faults '{"latency_ms":3000}' || bail_out "could not set faults"
 place_orders sd $N
 wait_until "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status" 5
 ok $? "requests are in flight"
+# at the next start the workers stay idle: the released events can be looked at
+psql_q "ALTER SYSTEM SET ft_orders.gateway_url = ''" >/dev/null
 start=$(date +%s%N)
 pg_stop
 ok $? "fast shutdown"
@@ -40,6 +43,9 @@ cmp_ok "$ms" -lt 5000 "the workers did not hold the shutdown up ($ms ms)"
 like "$(grep -c 'released [0-9]* unfinished payment' "$PG_LOG")" '^[1-9]' "stopping workers released their leases"
 gw_faults reset
 pg_start_again || bail_out "server did not start again"
+is "$(psql_q "SELECT count(*) > 0 AND bool_and(attempts = 0) FROM ft_orders.outbox")" "t" \
+	"the released events' attempts were given back (a stop is not the order's failure)"
+pg_set ft_orders.gateway_url "$GW_URL"
 wait_until "SELECT count(*) = $N FROM ft_orders.orders WHERE status = 'paid'" 30
 ok $? "after the restart all $N orders are paid"
 is "$(grep -c 'outbox lease(s) of stopped payment workers' "$PG_LOG")" "0" \

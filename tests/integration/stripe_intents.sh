@@ -62,6 +62,7 @@ is "$(echo "$req" | jq -r .key)" "$(col "$o_visa" payment_key)" "Idempotency-Key
 is "$(echo "$req" | jq -r .body)" \
 	"amount=1000&currency=eur&metadata%5Border_id%5D=$o_visa&metadata%5Bcustomer_id%5D=cust-visa&metadata%5Bpayment_key%5D=$(col "$o_visa" payment_key)&payment_method=pm_card_visa&confirm=true&automatic_payment_methods%5Benabled%5D=true&automatic_payment_methods%5Ballow_redirects%5D=never" \
 	"body: amount, lower-case currency, metadata (order_id, customer_id, payment_key), payment_method, confirm=true"
+is "$(intents stripe_version)" "2024-06-20" "Stripe-Version: the pinned API version (the default of stripe_api_version)"
 
 is "$(col "$o_proc" "status")" "paid" "processing: paid after the re-check"
 like "$(col "$o_proc" "payment_id")" '^pi_fake[0-9]+$' "processing: payment_id is the intent id"
@@ -121,6 +122,9 @@ pi_lost=$(curl -fsS -H "Authorization: Bearer sk_test_intents" -H "Idempotency-K
 	-d "amount=1700&currency=eur&metadata%5Border_id%5D=$o_lost&payment_method=pm_card_visa&confirm=true" \
 	"$GW_URL/v1/payment_intents" | jq -r .id)
 like "$pi_lost" '^pi_fake[0-9]+$' "search: the lost order's intent exists at the gateway ($pi_lost)"
+# the lost order stands for one placed before 1.4 (first sent without its
+# payment_key): only such an order is searched and matched by its order_id
+psql_q "UPDATE ft_orders.orders SET match_by_order_id = true WHERE order_id = $o_lost" >/dev/null
 creates_before=$(intents creates)
 pg_set ft_orders.gateway_key_ttl '1s'
 sleep 1
@@ -182,6 +186,56 @@ is "$(psql_q "SELECT string_agg(status::text, ',' ORDER BY id) FROM ft_orders.or
 is "$(psql_q "SELECT amount_minor FROM ft_orders.refunds WHERE order_id = $o_done")" "2000" "cancel: the refund is of the whole amount"
 is "$(curl -fsS "$GW_URL/v1/_intents/$pi_done" | jq -r '.status + " " + .cancel_key')" "succeeded " \
 	"cancel: the succeeded intent was not canceled"
+# --- livemode: a test-mode event never settles what a live key charges, nor the reverse
+is "$(psql_q "SELECT ft_orders._gateway_key_mode()")" "test" "livemode: sk_test_ is a test-mode key"
+pg_set ft_orders.gateway_url ''
+wait_until "SELECT setting = '' FROM pg_settings WHERE name = 'ft_orders.gateway_url'" 10
+sleep 1		# the workers go idle on their next wake-up
+o_lm=$(place livemode 2100 pm_card_visa)
+lm_event()	# ID LIVEMODE: payment_intent.succeeded for o_lm
+{
+	psql_q "SELECT ft_orders.apply_gateway_event('stripe', jsonb_build_object(
+	          'id', '$1', 'type', 'payment_intent.succeeded', 'livemode', $2,
+	          'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_lm', 'object', 'payment_intent',
+	            'status', 'succeeded', 'amount', 2100, 'currency', 'eur',
+	            'metadata', jsonb_build_object('payment_key', '$(col "$o_lm" payment_key)')))))"
+}
+is "$(lm_event evt_lm_live true)" "f" "livemode: a live-mode event is not applied with a test key"
+is "$(psql_q "SELECT detail FROM ft_orders.gateway_events WHERE event_id = 'evt_lm_live'")" \
+	"not applied: a live-mode event, and ft_orders.gateway_token is a test-mode key" "livemode: gateway_events says why"
+is "$(col "$o_lm" status)" "pending" "livemode: the order stays pending"
+printf 'sk_live_not_a_real_key\n' >"$FT_TMP/live.key"
+chmod 644 "$FT_TMP/live.key"
+pg_set ft_orders.gateway_token "file:$FT_TMP/live.key"
+wait_until "SELECT ft_orders._gateway_key_mode() = 'live'" 10
+ok $? "livemode: a token file holding sk_live_ is a live-mode key"
+is "$(lm_event evt_lm_test false)" "f" "livemode: a test-mode event is not applied with a live key"
+is "$(col "$o_lm" status)" "pending" "livemode: the order still stays pending"
+is "$(psql -XAtq -c "SELECT ft_orders.apply_gateway_event('stripe', '{\"id\":\"evt_lm_bad\",\"type\":\"payment_intent.succeeded\",\"livemode\":\"yes\",\"data\":{\"object\":{\"id\":\"pi_lm\"}}}')" 2>&1 |
+      grep -o 'must be a boolean')" "must be a boolean" "livemode: a livemode that is not a boolean is refused"
+is "$(lm_event evt_lm_live2 true)" "t" "livemode: a live-mode event with the live key settles the order"
+is "$(col "$o_lm" status)" "paid" "livemode: paid"
+pg_set ft_orders.gateway_token 'sk_test_intents'
+pg_set ft_orders.gateway_url "$GW_URL"
+wait_until "SELECT ft_orders._gateway_key_mode() = 'test'" 10
+
+# --- the Stripe-Version header follows ft_orders.stripe_api_version -------------
+version_sent()
+{
+	local key=$1
+	pg_set ft_orders.stripe_api_version "$2"
+	wait_until "SELECT setting = '$2' FROM pg_settings WHERE name = 'ft_orders.stripe_api_version'" 10
+	sleep 1		# the workers reload on their next wake-up
+	o=$(place "$key" 1000 pm_card_visa)
+	wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE order_id = $o" 20 || return 1
+	intents stripe_version
+}
+is "$(version_sent version-other 2099-01-01.test)" "2099-01-01.test" "Stripe-Version: another version, on reload"
+is "$(version_sent version-none '')" "" "Stripe-Version: none when the setting is empty (the account's default)"
+is "$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.stripe_api_version = '2024-06-20
+X-Evil: 1'" 2>&1 | grep -o 'invalid value for parameter "ft_orders.stripe_api_version"')" \
+	'invalid value for parameter "ft_orders.stripe_api_version"' "stripe_api_version: a value that could break the header is refused"
+
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing

@@ -32,12 +32,12 @@ is "$(status_of "$o")" "partially_refunded:1000" "the order is partially_refunde
 re1=$(psql_q "SELECT gateway_refund_id FROM ft_orders.refunds WHERE refund_id = $r1")
 like "$re1" '^re_' "the refund carries the mock's refund id ($re1)"
 is "$(mock_get "/v1/charges/$ch" | jq -r .amount_refunded)" "1000" "the mock's charge shows 1000 refunded"
-is "$(mock_get "/v1/refunds/$re1" | jq -r '.amount, .charge, .metadata.refund_id' | tr '\n' ' ')" "1000 $ch $r1 " \
-	"the mock's refund: amount, charge and our refund id"
+rk=$(psql_q "SELECT refund_key FROM ft_orders.refunds WHERE refund_id = $r1")
+is "$(mock_get "/v1/refunds/$re1" | jq -r '.amount, .charge, .metadata.refund_id, .metadata.refund_key' | tr '\n' ' ')" "1000 $ch $r1 $rk " \
+	"the mock's refund: amount, charge, our refund id and refund_key (1.5)"
 
 # the same refund sent again under its key is a replay at the mock, not a second refund
-rk=$(psql_q "SELECT refund_key FROM ft_orders.refunds WHERE refund_id = $r1")
-body="charge=$ch&amount=1000&metadata%5Brefund_id%5D=$r1"
+body="charge=$ch&amount=1000&metadata%5Brefund_id%5D=$r1&metadata%5Brefund_key%5D=$rk"
 is "$(curl -fsS -H "Authorization: Bearer $SK" -H "Idempotency-Key: $rk" -d "$body" "$MOCK_URL/v1/refunds" | jq -r .id)" \
 	"$re1" "the refund's body under its refund_key replays the same refund"
 is "$(mock_get "/v1/charges/$ch" | jq -r .amount_refunded)" "1000" "still 1000 refunded at the mock"

@@ -11,7 +11,10 @@
 # plus a reload takes effect; a missing file is a WARNING naming the path;
 # the token string is in no log line and no table; a non-superuser cannot
 # read the setting; a literal token still works (and, as a control for
-# the grep, is logged on reload: the reason for the file form).
+# the grep, is logged on reload: the reason for the file form); members of
+# pg_monitor and pg_read_all_settings, who may read superuser-only
+# settings, see it masked (SHOW, current_setting, pg_settings, SHOW ALL,
+# pg_file_settings).
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -121,6 +124,23 @@ ok $? "a literal token still works"
 cmp_ok "$(grep -c -F -- "$LITERAL" "$PG_LOG")" -ge 1 \
 	"control: a literal token is in the log after a reload (why the file form exists)"
 is "$(gw_ledger duplicates)" "0" "ledger: no duplicates"
+
+# 9. monitoring roles (pg_monitor, the exporter's; pg_read_all_settings) may
+#    read superuser-only settings: the literal token is masked for them
+psql_q "CREATE ROLE token_monitor LOGIN; GRANT pg_monitor TO token_monitor;
+        CREATE ROLE token_settings LOGIN; GRANT pg_read_all_settings TO token_settings" >/dev/null
+for r in token_monitor token_settings; do
+	is "$(psql -XAtq -U $r -c "SHOW ft_orders.gateway_token" 2>&1)" "********" \
+		"$r: SHOW prints a mask"
+	is "$(psql -XAtq -U $r -c "SELECT current_setting('ft_orders.gateway_token')" 2>&1)" "********" \
+		"$r: current_setting() returns the mask"
+	is "$(psql -XAtq -U $r -c "SELECT count(*) FROM pg_settings WHERE name = 'ft_orders.gateway_token'" 2>&1)" "0" \
+		"$r: no pg_settings row (nor its reset_val)"
+	is "$(psql -XAtq -U $r -c "SHOW ALL" 2>&1 | grep -c -F -- "$LITERAL")" "0" "$r: not in SHOW ALL"
+	like "$(psql -XAtq -U $r -c "SELECT setting FROM pg_file_settings WHERE name = 'ft_orders.gateway_token'" 2>&1)" \
+		"permission denied" "$r: pg_file_settings is refused"
+done
+is "$(psql_q "SHOW ft_orders.gateway_token")" "$LITERAL" "a superuser still sees the literal token"
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing

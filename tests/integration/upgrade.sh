@@ -15,8 +15,9 @@
 # events tried under 1.2 count as sent, the orders left pending are paid
 # once each, a webhook settles an order of 1.2 once, and a 1.0 order can be
 # refunded.  Then 1.3 -> 1.4: an order of 1.3 keeps its key, a new one
-# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both and
-# adds the role ft_orders_operator.  The upgraded catalogue
+# derives it within the key space, both are paid; 1.4 -> 1.5 keeps both,
+# adds the role ft_orders_operator and marks the orders placed before 1.4
+# match_by_order_id.  The upgraded catalogue
 # (objects, definitions, grants, comments, extconfig) is identical to a
 # fresh CREATE EXTENSION of 1.5.
 
@@ -62,7 +63,7 @@ is "$(psql_q "SELECT string_agg(status || ':' || n, ' ' ORDER BY status)
 gw_faults '{"down":true}' || bail_out "could not take the gateway down"
 psql_q "SELECT count(*) FROM generate_series(1, 10) g, LATERAL ft_orders.place_order('v10-down-' || g, 'cust', 700 + g, 'EUR')" >/dev/null
 ok $? "placed 10 orders while the gateway is down"
-wait_until "SELECT count(*) = 10 FROM ft_orders.outbox WHERE attempts > 0" 30
+wait_until "SELECT count(*) = 10 FROM ft_orders.orders WHERE idempotency_key LIKE 'v10-down-%' AND attempts > 0" 30
 ok $? "the workers tried them and rescheduled them"
 
 # idle the workers (no gateway URL) so that the tables hold still for the digest
@@ -172,7 +173,7 @@ SQL
 }
 gw_faults '{"down":true}' || bail_out "could not take the gateway down"
 psql_q "SELECT count(*) FROM generate_series(1, 4) g, LATERAL ft_orders.place_order('v12-down-' || g, 'cust', 970 + g, 'EUR')" >/dev/null
-wait_until "SELECT count(*) = 4 FROM ft_orders.outbox WHERE attempts > 0" 30
+wait_until "SELECT count(*) = 4 FROM ft_orders.orders WHERE idempotency_key LIKE 'v12-down-%' AND attempts > 0" 30
 ok $? "1.2: 4 orders tried while the gateway is down, rescheduled"
 pg_set ft_orders.gateway_url ''
 wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE state = 'idle' AND in_flight = 0" 20
@@ -257,7 +258,14 @@ ok $? "ALTER EXTENSION ft_orders UPDATE TO '1.5'"
 is "$(psql_q "SELECT extversion FROM pg_extension WHERE extname = 'ft_orders'")" "1.5" "version 1.5 is installed"
 is "$(psql_q "SELECT payment_key FROM ft_orders.orders WHERE idempotency_key = 'v14-last'")" "$key14" \
 	"1.5: the order placed under 1.4 keeps its payment_key"
+is "$(psql_q "SELECT string_agg(DISTINCT match_by_order_id::text, ',') FROM ft_orders.orders
+             WHERE idempotency_key NOT IN ('v14-first', 'v14-last')")" "true" \
+	"1.5: every order placed before 1.4 is marked match_by_order_id (its request may lack the payment_key)"
 psql_q "SELECT count(*) FROM ft_orders.place_order('v15-first', 'cust', 151, 'EUR')" >/dev/null
+is "$(psql_q "SELECT string_agg(idempotency_key || ':' || match_by_order_id, ' ' ORDER BY order_id)
+              FROM ft_orders.orders WHERE idempotency_key IN ('v14-first', 'v14-last', 'v15-first')")" \
+	"v14-first:false v14-last:false v15-first:false" \
+	"1.5: the orders placed under 1.4 (rule v2 key) and 1.5 are matched by identity only"
 wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key IN ('v14-last', 'v15-first') AND status <> 'paid'" 30
 ok $? "1.5: both are paid"
 is "$(gw_ledger duplicates)" "0" "1.5: no duplicates"
@@ -281,7 +289,7 @@ ok $? "fresh CREATE EXTENSION ft_orders (1.5) in the same database"
 ft_catalog_snapshot >"$FT_TMP/fresh.catalog" || bail_out "catalogue snapshot failed"
 catalog_diff=$(diff "$FT_TMP/upgraded.catalog" "$FT_TMP/fresh.catalog")
 is "$catalog_diff" "" "the upgraded catalogue equals a fresh 1.5 install"
-is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "52" "(the comparison covers the 52 members)"
+is "$(grep -c '^member ' "$FT_TMP/fresh.catalog")" "55" "(the comparison covers the 55 members)"
 cmp_ok "$(grep -c '^column ' "$FT_TMP/fresh.catalog")" -ge 60 "(... and every column)"
 like "$(grep '^function ft_orders.metrics()' "$FT_TMP/fresh.catalog")" 'ft_orders_app=X' \
 	"(... and the grants, e.g. metrics() for ft_orders_app)"

@@ -12,6 +12,9 @@
 #    fake gateway: the redirect is not followed (ledger: 0 requests), and
 #    each 3xx is a transient failure.  3xx is not in the reply table of
 #    docs/reference.md, "Wire protocol"; like any unexpected status it is retried with backoff.
+# 4. user:password@ in the URL is refused (22023); plain http:// only to
+#    localhost, 127.0.0.0/8 or [::1], unless ft_orders.allow_insecure_http
+#    (postmaster) is on.
 
 source "$(dirname "$0")/../lib/common.sh"
 source "$(dirname "$0")/../lib/tap.sh"
@@ -105,6 +108,38 @@ pg_set ft_orders.gateway_url "$GW_URL"
 wait_until "SELECT status = 'paid' FROM ft_orders.orders WHERE idempotency_key = 'file-1'" 20
 ok $? "with the gateway's own URL the order is paid"
 is "$(gw_ledger charges) $(gw_ledger duplicates)" "1 0" "ledger: one charge, no duplicates"
+# 4. no credentials in the URL; plain http only to the loopback interface
+#    unless ft_orders.allow_insecure_http (a postmaster setting) is on
+for url in "https://user:pass@pay.example.com" "http://tok@127.0.0.1:$GW_PORT/" "https://pay.example.com:@x/"; do
+	out=$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.gateway_url = '$url'" 2>&1)
+	like "$out" "ERROR:  invalid value for parameter \"ft_orders.gateway_url\".*contains credentials" \
+		"credentials in '$url' are refused"
+done
+out=$(psql -X -c "\\set VERBOSITY verbose" -c "ALTER SYSTEM SET ft_orders.gateway_url = 'http://pay.example.com'" 2>&1)
+like "$out" "ERROR:  22023: invalid value for parameter \"ft_orders.gateway_url\"" \
+	"http:// to another host than loopback: 22023"
+like "$out" "would send the gateway token in clear" "... the detail says why"
+like "$out" "HINT:  Use https://, or set ft_orders.allow_insecure_http = on" "... the hint says how"
+for url in "http://10.1.2.3:8080/x" "http://127.0.0.1.evil.example/" "http://[::2]/" "http://localhost.evil.example"; do
+	like "$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.gateway_url = '$url'" 2>&1)" "token in clear" \
+		"plain '$url' is refused"
+done
+for url in "http://localhost:$GW_PORT" "http://127.0.0.2:$GW_PORT/" "http://[::1]:$GW_PORT/" "https://pay.example.com/v1"; do
+	out=$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.gateway_url = '$url'" 2>&1)
+	is "$out" "" "'$url' is accepted"
+done
+psql_q "ALTER SYSTEM RESET ft_orders.gateway_url" >/dev/null
+is "$(psql_q "SHOW ft_orders.allow_insecure_http")" "off" "ft_orders.allow_insecure_http is off by default"
+like "$(psql -XAtq -c "SET ft_orders.allow_insecure_http = on" 2>&1)" "cannot be changed without restarting the server" \
+	"... and only a restart changes it"
+psql_q "ALTER SYSTEM SET ft_orders.allow_insecure_http = on" >/dev/null
+pg_stop && pg_start_again || bail_out "restart failed"
+is "$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.gateway_url = 'http://pay.example.com'" 2>&1)" "" \
+	"with ft_orders.allow_insecure_http = on a plain http:// URL is accepted"
+like "$(psql -XAtq -c "ALTER SYSTEM SET ft_orders.gateway_url = 'http://u:p@pay.example.com'" 2>&1)" "contains credentials" \
+	"... but never one with credentials"
+psql_q "ALTER SYSTEM RESET ft_orders.gateway_url" >/dev/null
+
 is "$(grep -c 'terminated by signal' "$PG_LOG")" "0" "no process crashed"
 
 done_testing

@@ -181,12 +181,15 @@ gw_faults "{\"webhook_url\":\"$SVC/webhooks/stripe\",\"webhook_secret\":\"$STRIP
 psql_q "INSERT INTO ft_orders.refunds (order_id, amount_minor, currency, idempotency_key, refund_key, gateway_refund_id)
         VALUES ($S4, 2004, 'EUR', 'rs4', '44444444-4444-4444-8444-444444444444', 're_s4')" >/dev/null
 # sev ID TYPE ORDER AMOUNT [EXTRA_OBJECT_JSON]: a Stripe event for a PaymentIntent
+# carrying the order's metadata (order_id and payment_key, as the stripe
+# providers send them from 1.4 on: an object without the payment_key only
+# matches an order placed before)
 sev()
 {
-	jq -cn --arg id "$1" --arg type "$2" --arg oid "$3" --argjson amount "$4" --argjson extra "${5:-{\}}" \
+	jq -cn --arg id "$1" --arg type "$2" --arg oid "$3" --arg pk "$(pk "$3")" --argjson amount "$4" --argjson extra "${5:-{\}}" \
 		'{id: $id, object: "event", type: $type,
 		  data: {object: ({id: ("pi_wh_" + $oid), object: "payment_intent", amount: $amount, currency: "eur",
-		                   metadata: {order_id: $oid}} + $extra)}}'
+		                   metadata: {order_id: $oid, payment_key: $pk}} + $extra)}}'
 }
 send stripe "[$(sev evt_s1_succeeded payment_intent.succeeded "$S1" 2001 '{"status":"succeeded"}'),
               $(sev evt_s1_refunded charge.refunded "$S1" 2001 "{\"id\":\"ch_wh_$S1\",\"object\":\"charge\",\"payment_intent\":\"pi_wh_$S1\",\"amount_refunded\":500}"),

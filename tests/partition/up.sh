@@ -78,9 +78,12 @@ fi
 
 CL_HBA_NET=$FTP_NET.0/24
 CL_WAL_KEEP_SIZE=64MB
-# pg_wal must fit its small filesystem (FTP_WAL_MB) in normal operation
+# pg_wal must fit its small filesystem (FTP_WAL_MB) in normal operation;
+# the fake gateway listens on its namespace's address, not on loopback, and
+# speaks plain http (the token of the test is no secret)
 CL_EXTRA_PG_PARAMS="        max_wal_size: 96MB
-        min_wal_size: 32MB"
+        min_wal_size: 32MB
+        ft_orders.allow_insecure_http: 'on'"
 cl_up_daemons "$(ftp_addr g)" 0.0.0.0
 cl_log "partition cluster healthy in $(awk -v a="$(now_s)" -v b="$T_START" 'BEGIN{printf "%.1f", a-b}') s"
 exit 0

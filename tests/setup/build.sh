@@ -4,10 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/lib/pg_major.sh
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$FT_PG_MAJOR/bin/pg_config}
-make -s PG_CONFIG="$PG_CONFIG" >/dev/null
+# warnings are errors here (the Makefile leaves them warnings for packagers)
+make -s WERROR=1 PG_CONFIG="$PG_CONFIG" >/dev/null
 if [ "$(id -u)" -eq 0 ]; then
-	make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+	make -s WERROR=1 PG_CONFIG="$PG_CONFIG" install >/dev/null
 else
-	sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+	sudo make -s WERROR=1 PG_CONFIG="$PG_CONFIG" install >/dev/null
 fi
 make -s -C tests/fake_gateway >/dev/null

@@ -53,7 +53,7 @@ function hook(provider, event, opts = {}) {
 }
 const stripeEvent = (id, type, order, extra = {}) => ({
   id, object: 'event', type,
-  data: { object: Object.assign({ id: `pi_${prefix}_${order.order_id}`, object: 'payment_intent', amount: order.amount_minor, currency: 'eur', metadata: { order_id: String(order.order_id) } }, extra) },
+  data: { object: Object.assign({ id: `pi_${prefix}_${order.order_id}`, object: 'payment_intent', amount: order.amount_minor, currency: 'eur', metadata: { order_id: String(order.order_id), payment_key: order.payment_key } }, extra) },
 });
 
 test('a bad, missing, stale or foreign signature: 400, nothing applied', { skip }, async () => {

@@ -228,19 +228,28 @@ check_body(void)
 		"payment_method is a string when set", body.data);
 }
 
-/* a reply to a Stripe look-up, classified for order req (NULL: a charge) */
-static FtClassification
-stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+/* a reply of status with body, as the transport hands it over */
+static FtGatewayReply
+fake_reply(int status, const char *body)
 {
 	FtGatewayReply r;
-	FtClassification c;
 
 	memset(&r, 0, sizeof(r));
-	memset(&c, 0, sizeof(c));
 	r.http_status = status;
 	r.body = body;
 	r.body_len = strlen(body);
 	r.now = FT_CLASSIFY_NOW;
+	return r;
+}
+
+/* a reply to a Stripe look-up, classified for order req (NULL: a charge) */
+static FtClassification
+stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
+{
+	FtGatewayReply r = fake_reply(status, body);
+	FtClassification c;
+
+	memset(&c, 0, sizeof(c));
 	if (req == NULL)
 		ft_provider_stripe.classify_reply(&r, &c);
 	else
@@ -346,11 +355,23 @@ check_stripe(void)
 	tap(strstr(body.data, "metadata%5Bpayment_key%5D=") != NULL,
 		"stripe_charges: the request carries metadata[payment_key]", body.data);
 
+	/* an order whose first request carried its payment_key (1.4 on) */
+	path = ft_provider_stripe.lookup_path(&req);
+	tap(strcmp(path, "/v1/payment_intents/search?query=metadata%5B%27payment_key%27%5D%3A%27"
+			   "0b7d5a4e-1111-2222-3333-444455556666%27&limit=100") == 0,
+		"stripe: the look-up of an order placed from 1.4 on searches its payment_key only", path);
+	c = stripe_lookup(200, legacy, &req);
+	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign && c.payment_id == NULL,
+		"stripe: an intent without payment_key, with the order's id, amount and currency, does not settle an order placed from 1.4 on",
+		c.error);
+
+	/* an order whose first request may have gone out without it */
+	req.match_by_order_id = true;
 	path = ft_provider_stripe.lookup_path(&req);
 	tap(strcmp(path, "/v1/payment_intents/search?query=metadata%5B%27payment_key%27%5D%3A%27"
 			   "0b7d5a4e-1111-2222-3333-444455556666%27%20OR%20metadata%5B%27order_id%27%5D%3A%271%27"
 			   "&limit=100") == 0,
-		"stripe: the look-up searches the payment_key, or the order_id", path);
+		"stripe: the look-up of an order placed before 1.4 searches the payment_key, or the order_id", path);
 
 	c = stripe_lookup(200, other, &req);
 	tap(c.outcome == FT_OUTCOME_UNKNOWN && c.ignored_foreign && c.payment_id == NULL &&
@@ -377,6 +398,24 @@ check_stripe(void)
 	tap(c.outcome == FT_OUTCOME_RETRY,
 		"stripe: nothing of the order's on an incomplete result: retried, not unknown", c.error);
 
+	/* refunds carry their refund_key as metadata when created from 1.5 on */
+	{
+		FtPaymentRequest rr = req;
+
+		rr.pending_ref = "pi_b";
+		rr.refund_id = 7;
+		rr.refund_key = "5e5e5e5e-1111-2222-3333-444455556666";
+		rr.refund_amount = 500;
+		ft_provider_stripe.build_refund(&rr, &body);
+		tap(strcmp(body.data, "payment_intent=pi_b&amount=500&metadata%5Brefund_id%5D=7") == 0,
+			"stripe: a refund created before 1.5 is sent as first sent, without its refund_key", body.data);
+		rr.refund_key_in_metadata = true;
+		ft_provider_stripe.build_refund(&rr, &body);
+		tap(strcmp(body.data, "payment_intent=pi_b&amount=500&metadata%5Brefund_id%5D=7"
+				   "&metadata%5Brefund_key%5D=5e5e5e5e-1111-2222-3333-444455556666") == 0,
+			"stripe: a refund created from 1.5 on carries metadata[refund_key]", body.data);
+	}
+
 	/* hostile search results: any verdict, no invalid access */
 	{
 		const char *pieces[] = {"{", "}", "[", "]", ",", ":", "\"data\"", "\"metadata\"",
@@ -395,6 +434,83 @@ check_stripe(void)
 		}
 		tap(true, "stripe: 20000 hostile search results classified", NULL);
 	}
+}
+
+/* the Stripe-Should-Retry value of stripe_reply's replies */
+static const char *stripe_should_retry;
+
+static const char *
+stripe_header(const FtGatewayReply *reply, const char *name)
+{
+	return strcmp(name, "Stripe-Should-Retry") == 0 ? stripe_should_retry : NULL;
+}
+
+/* a reply to a Stripe charge, with Stripe-Should-Retry: should_retry */
+static FtClassification
+stripe_reply(int status, const char *body, const char *should_retry,
+			 const char *retry_after)
+{
+	FtGatewayReply r = fake_reply(status, body);
+	FtClassification c;
+
+	memset(&c, 0, sizeof(c));
+	r.retry_after = retry_after;
+	r.header = stripe_header;
+	stripe_should_retry = should_retry;
+	ft_provider_stripe.classify_reply(&r, &c);
+	return c;
+}
+
+/*
+ * Stripe-Should-Retry: false ends the order at once on a 409 (the key in
+ * use by a concurrent request) and a 429 alike, as on a 5xx; true retries
+ * a 400; without it the status decides.  Retry-After may be a date.
+ */
+static void
+check_stripe_should_retry(void)
+{
+	static const char err409[] = "{\"error\":{\"type\":\"idempotency_error\",\"code\":\"idempotency_key_in_use\"}}";
+	static const char err429[] = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"rate_limit\"}}";
+	static const char err400[] = "{\"error\":{\"type\":\"invalid_request_error\",\"code\":\"parameter_missing\"}}";
+	static const struct
+	{
+		int			status;
+		const char *body;
+		const char *should_retry;
+		FtOutcome	outcome;
+	}			k[] = {
+		{409, err409, NULL, FT_OUTCOME_RETRY},
+		{409, err409, "false", FT_OUTCOME_FAILED},
+		{429, err429, NULL, FT_OUTCOME_RETRY},
+		{429, err429, "false", FT_OUTCOME_FAILED},
+		{429, err429, "FALSE", FT_OUTCOME_FAILED},
+		{503, err429, "false", FT_OUTCOME_FAILED},
+		{409, err409, "true", FT_OUTCOME_RETRY},
+		{400, err400, "true", FT_OUTCOME_RETRY},
+		{400, err400, NULL, FT_OUTCOME_FAILED},
+	};
+	FtClassification c;
+
+	for (size_t i = 0; i < lengthof(k); i++)
+	{
+		char		desc[160];
+
+		c = stripe_reply(k[i].status, k[i].body, k[i].should_retry, NULL);
+		snprintf(desc, sizeof(desc), "stripe: HTTP %d with Stripe-Should-Retry: %s -> %s",
+				 k[i].status, k[i].should_retry ? k[i].should_retry : "(none)",
+				 ft_outcome_name(k[i].outcome));
+		tap(c.outcome == k[i].outcome &&
+			(k[i].outcome != FT_OUTCOME_FAILED || !c.transient) &&
+			(k[i].should_retry == NULL || k[i].outcome != FT_OUTCOME_FAILED ||
+			 strstr(c.error, "Stripe-Should-Retry: false") != NULL),
+			desc, c.error);
+	}
+	c = stripe_reply(429, err429, NULL, "Tue, 14 Nov 2023 22:13:30 GMT");
+	tap(c.outcome == FT_OUTCOME_RETRY && c.retry_after_ms == 10000,
+		"stripe: a 429's Retry-After as an HTTP date (10 s ahead)", c.error);
+	c = stripe_reply(429, err429, NULL, "3");
+	tap(c.outcome == FT_OUTCOME_RETRY && c.retry_after_ms == 3000,
+		"stripe: a 429's Retry-After in seconds", c.error);
 }
 
 static void
@@ -549,6 +665,7 @@ main(int argc, char **argv)
 	check_body();
 	check_stripe();
 	check_stripe_hostile();
+	check_stripe_should_retry();
 	check_backoff();
 	fuzz(iterations, (unsigned) time(NULL));
 	printf("1..%d\n", tap_n);
