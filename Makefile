@@ -32,6 +32,7 @@ BGWORKER_OBJS = \
 	bgworker/gateway_http.o \
 	bgworker/gateway_reply.o \
 	bgworker/gateway_generic.o \
+	bgworker/gateway_json.o \
 	bgworker/gateway_stripe.o \
 	bgworker/gateway_stripe_json.o \
 	bgworker/gateway_stripe_reconcile.o \

@@ -10,8 +10,10 @@
  * shared memory, no globals, so a fuzzer can drive a provider's
  * classifiers with arbitrary bytes.  A parser error (including "stack
  * depth limit exceeded" on deeply nested input) is caught and reported as
- * a body that is not usable JSON.  Every string taken from a reply is cut
- * to printable ASCII before it can reach a log line or a table.
+ * a body that is not usable JSON.  Names and strings reach the providers'
+ * semantic actions as ASCII, the same in every server encoding
+ * (gateway_json.c).  Every string taken from a reply is cut to printable
+ * ASCII before it can reach a log line or a table.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +28,7 @@
 
 #include "compat.h"
 #include "gateway.h"
+#include "gateway_json.h"
 
 /* the payment_attempts.outcome text of an outcome (also the tests' name) */
 const char *
@@ -160,11 +163,12 @@ ft_json_run(const char *body, size_t len, JsonSemAction *sem,
 	{
 		JsonLexContext *lex;
 
+		/* escapes left alone: names and strings as ASCII (gateway_json.c) */
 		lex = ft_make_json_lexer(unconstify(char *, body), (int) len,
-								 PG_UTF8, true);
+								 PG_UTF8, false);
 		if (lexp != NULL)
 			*lexp = lex;
-		ok = (pg_parse_json(lex, sem) == JSON_SUCCESS);
+		ok = (ft_json_parse_ascii(lex, sem) == JSON_SUCCESS);
 	}
 	PG_CATCH();
 	{
@@ -317,7 +321,9 @@ walk_field_start(void *state, char *fname, bool isnull)
 	{
 		if (strcmp(fname, w->fields[i].name) == 0)
 		{
+			/* the last occurrence counts, whatever its value */
 			w->next = &w->fields[i];
+			*w->next->value = NULL;
 			break;
 		}
 	}

@@ -285,6 +285,22 @@ stripe_declined(FtClassification *result, const FtStripeFields *f,
 		result->error = psprintf("declined: %s", fallback);
 }
 
+/* a lower-case word with underscores, as every Stripe status is */
+static bool
+stripe_valid_status(const char *s)
+{
+	size_t		n = strnlen(s, FT_STRIPE_REASON_MAX + 1);
+
+	if (n == 0 || n > FT_STRIPE_REASON_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+	{
+		if (!((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_'))
+			return false;
+	}
+	return true;
+}
+
 /* the reply to a 2xx: a PaymentIntent or a Charge object */
 void
 ft_stripe_classify_object(int status, const FtStripeFields *f,
@@ -292,7 +308,11 @@ ft_stripe_classify_object(int status, const FtStripeFields *f,
 {
 	const char *st = f->status;
 
-	if (st == NULL || !ft_stripe_valid_id(f->id))
+	/*
+	 * A status that is no word of Stripe's (letters and underscores) is no
+	 * status at all: the reply is unreadable, whatever it was about.
+	 */
+	if (st == NULL || !ft_stripe_valid_id(f->id) || !stripe_valid_status(st))
 	{
 		ft_gateway_set_retry(result, psprintf("HTTP %d unexpected reply", status));
 		return;

@@ -27,6 +27,9 @@ stripe_json_object_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
 
+	/* a field read as a string whose value is an object is not read */
+	f->current = FT_SF_NONE;
+
 	if (f->in_data && f->depth == 2)
 	{
 		/* an element of "data": kept while there is room */
@@ -75,6 +78,9 @@ static FtJsonResult
 stripe_json_array_start(void *state)
 {
 	FtStripeFields *f = (FtStripeFields *) state;
+
+	/* nor one whose value is an array: its elements are not the field */
+	f->current = FT_SF_NONE;
 
 	if (f->depth == 1 && f->next_is_data)
 		f->in_data = true;
@@ -130,12 +136,22 @@ stripe_json_field_start(void *state, char *fname, bool isnull)
 	}
 	else if (f->depth == 1)
 	{
+		/* the last occurrence counts, whatever its value */
 		if (strcmp(fname, "id") == 0)
+		{
 			f->current = FT_SF_ID;
+			f->id = NULL;
+		}
 		else if (strcmp(fname, "object") == 0)
+		{
 			f->current = FT_SF_OBJECT;
+			f->object = NULL;
+		}
 		else if (strcmp(fname, "status") == 0)
+		{
 			f->current = FT_SF_STATUS;
+			f->status = NULL;
+		}
 		else if (strcmp(fname, "error") == 0)
 			f->next_is_error = true;
 		else if (strcmp(fname, "data") == 0)

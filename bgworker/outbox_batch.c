@@ -4,18 +4,23 @@
  *	  The batch-statement runner under the outbox's claim and record
  *	  (outbox_claim.c, outbox_record.c): each statement is prepared once
  *	  and kept, and takes one array parameter per column of the jobs of a
- *	  batch (FtJobColumn), whatever the batch size.
+ *	  batch (FtJobColumn), whatever the batch size; and the
+ *	  subtransaction in which a batch may fail alone (ft_outbox_try).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 
+#include "gateway.h"
 #include "spi_plan.h"
 #include "worker.h"
 
@@ -217,4 +222,59 @@ ft_outbox_run_jobs(FtJobStatement *stmt, FtJob **jobs, int njobs)
 	ft_job_arrays(jobs, njobs, stmt->cols, stmt->ncols, values, argtypes);
 	ft_outbox_exec(&stmt->plan, stmt->sql, stmt->ncols, argtypes, values,
 				   stmt->expected, stmt->what);
+}
+
+/*
+ * Run fn(jobs, njobs) in a subtransaction, as PL/pgSQL runs a block with
+ * an exception handler.  Returns true when it committed; false, with the
+ * subtransaction rolled back and *error set to the error's message (cut
+ * to printable ASCII), when it raised an error that may come from the
+ * jobs' data.  An error that says nothing about them (a cancel, a
+ * shutdown, lack of resources, a serialization failure or deadlock, an
+ * internal error) is raised again after the rollback, as if there were no
+ * subtransaction.  Caller is inside ft_xact_begin.
+ */
+bool
+ft_outbox_try(void (*fn) (FtJob **jobs, int njobs), FtJob **jobs, int njobs,
+			  char **error)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(jobs, njobs);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		int			class;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		class = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+		if (class == ERRCODE_TRANSACTION_ROLLBACK ||
+			class == ERRCODE_INSUFFICIENT_RESOURCES ||
+			class == ERRCODE_OPERATOR_INTERVENTION ||
+			class == ERRCODE_SYSTEM_ERROR ||
+			class == ERRCODE_INTERNAL_ERROR)
+			ReThrowError(edata);
+		*error = ft_gateway_clean_text(edata->message ? edata->message : "unknown error",
+									   FT_RECORD_ERROR_MAX);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
 }

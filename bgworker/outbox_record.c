@@ -27,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "guc.h"
 #include "schema_version.h"
@@ -144,6 +145,23 @@ static const FtJobColumn ft_retry_cols[] = {
 static FtJobStatement ft_retry = {
 	ft_retry_sql, ft_retry_cols, lengthof(ft_retry_cols),
 	SPI_OK_UPDATE, "rescheduling payments"
+};
+
+/*
+ * Retries that are to be look-ups (FtJob.look_up: attempts used up on
+ * replies that said nothing readable): marked before ft_retry gives
+ * their lease back.  Schema 1.3 on.
+ */
+static const char *const ft_look_up_sql =
+"UPDATE ft_orders.outbox ob SET lookup = true"
+"  FROM unnest($1::bigint[], $2::timestamptz[]) AS r(event_id, lease_until)"
+" WHERE ob.event_id = r.event_id AND ob.lease_until = r.lease_until";
+
+static const FtJobColumn ft_look_up_cols[] = {FT_COL_EVENT_ID, FT_COL_LEASE};
+
+static FtJobStatement ft_look_up = {
+	ft_look_up_sql, ft_look_up_cols, lengthof(ft_look_up_cols),
+	SPI_OK_UPDATE, "marking payments for a look-up"
 };
 
 /*
@@ -354,9 +372,10 @@ ft_outbox_warm_up(void)
 /*
  * Record the outcomes of njobs completed requests: one payment_attempts
  * row each, then one statement per kind of outcome in the batch (settled,
- * retries, look-ups that found nothing, action_required (two), refunds,
- * refunds of canceled orders that turned out paid): at most eight
- * statements in all.  Caller is inside ft_xact_begin.
+ * retries (and those of them to be looked up), look-ups that found
+ * nothing, action_required (two), refunds, refunds of canceled orders
+ * that turned out paid): at most nine statements in all.  Caller is
+ * inside ft_xact_begin.
  */
 void
 ft_outbox_record(FtJob **jobs, int njobs)
@@ -367,6 +386,8 @@ ft_outbox_record(FtJob **jobs, int njobs)
 	FtJob	  **unknown = palloc(njobs * sizeof(FtJob *));
 	FtJob	  **action = palloc(njobs * sizeof(FtJob *));
 	FtJob	  **refunds = palloc(njobs * sizeof(FtJob *));
+	FtJob	  **look_ups = palloc(njobs * sizeof(FtJob *));
+	int			nlook_ups = 0;
 	int			nsettled = 0;
 	int			nretries = 0;
 	int			npaid = 0;
@@ -387,7 +408,11 @@ ft_outbox_record(FtJob **jobs, int njobs)
 		else if (job->claim.order.refund_id != 0)
 			refunds[nrefunds++] = job;
 		else if (job->outcome == FT_OUTCOME_RETRY)
+		{
 			retries[nretries++] = job;
+			if (job->look_up && v1_3)
+				look_ups[nlook_ups++] = job;
+		}
 		else if (job->outcome == FT_OUTCOME_ACTION_REQUIRED)
 			action[naction++] = job;
 		else
@@ -404,6 +429,8 @@ ft_outbox_record(FtJob **jobs, int njobs)
 	ft_outbox_run_jobs(&ft_attempts[v1_3], jobs, njobs);
 	if (nsettled > 0)
 		ft_outbox_run_jobs(&ft_final[v1_3], settled, nsettled);
+	if (nlook_ups > 0)
+		ft_outbox_run_jobs(&ft_look_up, look_ups, nlook_ups);
 	if (nretries > 0)
 		ft_outbox_run_jobs(&ft_retry, retries, nretries);
 	if (nunknown > 0)
@@ -414,4 +441,70 @@ ft_outbox_record(FtJob **jobs, int njobs)
 		ft_outbox_run_jobs(&ft_refunds, refunds, nrefunds);
 	if (npaid > 0 && v1_3)
 		ft_outbox_run_jobs(&ft_refund_canceled, paid, npaid);
+}
+
+/* a job's values from its reply, freed: it is recorded without them */
+static void
+ft_job_forget_reply(FtJob *job)
+{
+	char	  **fields[] = {&job->payment_id, &job->error, &job->next_action,
+	&job->client_secret};
+
+	for (int i = 0; i < lengthof(fields); i++)
+	{
+		if (*fields[i] != NULL)
+			pfree(*fields[i]);
+		*fields[i] = NULL;
+	}
+}
+
+/*
+ * Record the outcomes of njobs jobs so that one job's data cannot keep the
+ * others from being recorded, nor stop the worker: the batch in a
+ * subtransaction (ft_outbox_try); if it fails, each job in one of its
+ * own.  A job whose record still fails is recorded as a failed attempt
+ * with the error instead, with a WARNING: retried like a transient
+ * failure, a dead letter after max_attempts.  If even that fails, it is
+ * left to its lease (due again when the lease ends).  Caller is inside
+ * ft_xact_begin.
+ */
+void
+ft_outbox_record_isolated(FtJob **jobs, int njobs)
+{
+	char	   *error = NULL;
+
+	if (njobs <= 0 || ft_outbox_try(ft_outbox_record, jobs, njobs, &error))
+		return;
+	for (int i = 0; i < njobs; i++)
+	{
+		FtJob	   *job = jobs[i];
+		FtOutcome	was = job->outcome;
+		MemoryContext oldcxt;
+
+		if (ft_outbox_try(ft_outbox_record, &job, 1, &error))
+			continue;
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("could not record the outcome of order " INT64_FORMAT ": %s",
+						job->claim.order.order_id, error),
+				 errdetail("The %s outcome was not recorded; the payment is tried again and becomes a dead letter after ft_orders.max_attempts attempts.",
+						   ft_outcome_name(was))));
+		/* the job's strings live in the job's own memory context */
+		oldcxt = MemoryContextSwitchTo(GetMemoryChunkContext(job));
+		ft_job_forget_reply(job);
+		job->error = psprintf("could not record the %s outcome: %s",
+							  ft_outcome_name(was), error);
+		MemoryContextSwitchTo(oldcxt);
+		job->outcome = job->claim.event_attempts >= ft_max_attempts ?
+			FT_OUTCOME_FAILED : FT_OUTCOME_RETRY;
+		job->delay_ms = ft_backoff_delay_ms(job->claim.event_attempts, -1);
+		job->look_up = false;
+		job->uncounted = 0;		/* the order's own trouble: it counts */
+		if (!ft_outbox_try(ft_outbox_record, &job, 1, &error))
+			ereport(WARNING,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("could not record the failure of order " INT64_FORMAT ": %s",
+							job->claim.order.order_id, error),
+					 errdetail("Its event is due again when its lease ends.")));
+	}
 }

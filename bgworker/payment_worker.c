@@ -349,7 +349,7 @@ ft_sql_step(TimestampTz now)
 	ft_xact_begin(claim ? "ft_orders: claim payments" : "ft_orders: record payments",
 					!claim);
 	if (record)
-		ft_outbox_record(ft_done, ft_ndone);
+		ft_outbox_record_isolated(ft_done, ft_ndone);
 	if (claim)
 	{
 		nclaimed = ft_outbox_claim(limit, ft_round_cxt, ft_claims);
@@ -501,7 +501,7 @@ ft_shutdown(void)
 	if (ft_ndone > 0 || ft_naborted > 0)
 	{
 		ft_xact_begin("ft_orders: stopping", true);
-		ft_outbox_record(ft_done, ft_ndone);
+		ft_outbox_record_isolated(ft_done, ft_ndone);
 		ft_outbox_release(ft_aborted, ft_naborted);
 		ft_xact_commit();
 		ft_stats_recorded(ft_done, ft_ndone);

@@ -73,6 +73,8 @@ typedef struct FtJob
 	int			delay_ms;		/* retry: backoff before the next attempt */
 	int32		uncounted;		/* retry: 1 when this attempt does not count
 								 * towards max_attempts (attempts.c) */
+	bool		look_up;		/* retry: as a look-up (attempts used up on
+								 * replies that said nothing final) */
 	char	   *payment_id;		/* paid (refunds: the gateway's refund id) */
 	char	   *error;			/* NULL when paid */
 	char	   *next_action;	/* action_required only */
@@ -103,6 +105,9 @@ typedef enum FtJobColumn
 	FT_COL_CLIENT_SECRET,		/* text or NULL */
 	FT_COL_UNCOUNTED			/* int: 1, this attempt does not count */
 } FtJobColumn;
+
+/* longest error message kept when a job's record fails */
+#define FT_RECORD_ERROR_MAX	200
 
 /* most parameters a batch statement takes */
 #define FT_JOB_MAX_COLUMNS	16
@@ -146,6 +151,8 @@ extern void ft_outbox_exec(SPIPlanPtr *plan, const char *sql, int nargs,
 						   const char *what);
 extern void ft_job_arrays(FtJob **jobs, int njobs, const FtJobColumn *cols,
 						  int ncols, Datum *values, Oid *argtypes);
+extern bool ft_outbox_try(void (*fn) (FtJob **jobs, int njobs),
+						  FtJob **jobs, int njobs, char **error);
 extern void ft_outbox_run_jobs(FtJobStatement *stmt, FtJob **jobs, int njobs);
 
 /* outbox_claim.c: every function runs inside ft_xact_begin/commit */
@@ -157,6 +164,7 @@ extern int64 ft_outbox_release_all_leases(void);
 /* outbox_record.c: inside ft_xact_begin/commit */
 extern void ft_outbox_warm_up(void);
 extern void ft_outbox_record(FtJob **jobs, int njobs);
+extern void ft_outbox_record_isolated(FtJob **jobs, int njobs);
 
 /* worker_job.c: one job, from its claim to its outcome */
 extern void ft_job_init(void);

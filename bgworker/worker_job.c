@@ -16,10 +16,12 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "gateway.h"
+#include "gateway_json.h"
 #include "gateway_limits.h"
 #include "guc.h"
 #include "worker.h"
@@ -285,6 +287,54 @@ ft_job_send(FtJob *job, FtHttpDoneCallback on_done)
 }
 
 /*
+ * A 2xx reply that settled nothing: unreadable (malformed, oversize, no
+ * usable status or id), or naming a payment still under way (Stripe's
+ * processing, or a look-up that must fetch the intent).  The gateway
+ * answered, so it is no failure for the circuit, and it may have charged
+ * or still may, so the work is never given up on for it (ft_job_finish
+ * looks it up, or re-checks the payment it names).  Clears c->transient
+ * for such a reply and returns true.
+ */
+static bool
+ft_job_reply_unsettled(const FtGatewayReply *reply, FtClassification *c)
+{
+	if (reply->http_status < 200 || reply->http_status > 299 ||
+		c->outcome != FT_OUTCOME_RETRY)
+		return false;
+	c->transient = false;
+	return true;
+}
+
+/*
+ * The values of a classification that the job stores, checked once more
+ * before they reach a table of this database: the payment id and the
+ * client secret printable ASCII of bounded length, next_action JSON that
+ * jsonb accepts in this database's encoding and that fits a NOTIFY
+ * payload (else a marker, see ft_json_next_action).  The job keeps them
+ * in the job context; the checks allocate in the current one.
+ */
+static void
+ft_job_take_values(FtJob *job, const FtClassification *c)
+{
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	char	   *next_action = ft_json_next_action(c->next_action, utf8);
+
+	job->payment_id = NULL;
+	job->client_secret = NULL;
+	job->next_action = NULL;
+	if (c->payment_id != NULL)
+		job->payment_id = MemoryContextStrdup(ft_job_cxt,
+											  ft_gateway_clean_text(c->payment_id,
+																	FT_STORED_ID_MAX));
+	if (c->client_secret != NULL)
+		job->client_secret = MemoryContextStrdup(ft_job_cxt,
+												 ft_gateway_clean_text(c->client_secret,
+																	   FT_STORED_ID_MAX));
+	if (next_action != NULL)
+		job->next_action = MemoryContextStrdup(ft_job_cxt, next_action);
+}
+
+/*
  * A job's request finished with reply: the provider's verdict, then the
  * worker's outcome policy (canceled orders, legacy re-sends, schemas
  * without action_required, max_attempts, the gateway's pause), in the
@@ -296,6 +346,7 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 	FtClassification c;
 	MemoryContext oldcxt;
 	bool		counts;
+	bool		unsettled;
 
 	memset(&c, 0, sizeof(c));
 	switch (job->kind)
@@ -361,6 +412,9 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 		c.transient = false;
 	}
 
+	unsettled = ft_job_reply_unsettled(reply, &c);
+	ft_job_take_values(job, &c);
+
 	oldcxt = MemoryContextSwitchTo(ft_job_cxt);
 	job->http_status = reply->http_status;
 	job->latency_ms = latency_ms;
@@ -369,9 +423,6 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 	job->timed_out = reply->timed_out;
 	job->retry_after_ms = c.retry_after_ms;
 	job->outcome = c.outcome;
-	job->payment_id = c.payment_id ? pstrdup(c.payment_id) : NULL;
-	job->next_action = c.next_action ? pstrdup(c.next_action) : NULL;
-	job->client_secret = c.client_secret ? pstrdup(c.client_secret) : NULL;
 
 	/*
 	 * max_attempts counts what the order itself got, not the gateway's
@@ -385,7 +436,24 @@ ft_job_finish(FtJob *job, const FtGatewayReply *reply, double latency_ms)
 			  ft_attempt_counts(reply->http_status, c.auth_problem, job->is_probe));
 	job->uncounted = (!counts && job->claim.schema >= FT_SCHEMA_1_3) ? 1 : 0;
 	if (c.outcome == FT_OUTCOME_RETRY && counts &&
-		job->claim.event_attempts >= ft_max_attempts)
+		job->claim.event_attempts >= ft_max_attempts &&
+		unsettled && job->claim.schema >= FT_SCHEMA_1_3 &&
+		job->claim.order.refund_id == 0 &&
+		(job->kind == FT_REQ_CHARGE || job->kind == FT_REQ_LOOKUP))
+	{
+		/*
+		 * The gateway answered, but said nothing final: it may have
+		 * charged, or still may.  Never given up on: looked up (or the
+		 * payment it named re-checked) until a reply says.
+		 */
+		job->look_up = (c.payment_id == NULL);
+		job->error = psprintf("%s after %d attempts: %s",
+							  job->look_up ? "looking it up" : "re-checking it",
+							  job->claim.event_attempts,
+							  c.error ? c.error : "unreadable reply");
+	}
+	else if (c.outcome == FT_OUTCOME_RETRY && counts &&
+			 job->claim.event_attempts >= ft_max_attempts)
 	{
 		job->outcome = FT_OUTCOME_FAILED;
 		job->error = psprintf("gave up after %d attempts: %s",

@@ -24,6 +24,7 @@ ft_classify_build()
 		-I"$("$pg_config" --includedir-server)" \
 		"$main" "$FT_CLASSIFY_ROOT/fuzz/classify_common.c" \
 		"$FT_CLASSIFY_ROOT/bgworker/gateway_reply.c" "$FT_CLASSIFY_ROOT/bgworker/gateway_generic.c" \
+		"$FT_CLASSIFY_ROOT/bgworker/gateway_json.c" \
 		"$FT_CLASSIFY_ROOT/bgworker/backoff.c" "$FT_CLASSIFY_ROOT/bgworker/gateway_stripe.c" \
 		"$FT_CLASSIFY_ROOT/bgworker/gateway_stripe_json.c" "$FT_CLASSIFY_ROOT/bgworker/gateway_stripe_reconcile.c" \
 		-L"$("$pg_config" --pkglibdir)" -lpgcommon -lpgport -lcurl -lcrypto -lm \

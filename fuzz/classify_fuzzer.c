@@ -34,6 +34,7 @@
 #include "postgres.h"
 
 #include "classify_common.h"
+#include "gateway_json.h"
 
 /* --- an arena in place of fe_memutils.c ----------------------------------- */
 typedef struct ArenaChunk
@@ -191,6 +192,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fprintf(stderr, "invariant violated: %s (HTTP %d, outcome %s, error \"%s\")\n",
 				why, status, ft_outcome_name(c.outcome), c.error ? c.error : "(null)");
 		abort();
+	}
+
+	/* the body as a next_action: stored as it is, or the marker */
+	{
+		static const char marker[] = "{\"type\":\"unavailable\",";
+		char	   *stored = ft_json_next_action(body, (hdr[2] & 8) != 0);
+
+		if (strcmp(stored, body) != 0 &&
+			strncmp(stored, marker, sizeof(marker) - 1) != 0)
+		{
+			fprintf(stderr, "next_action neither kept nor replaced by the marker\n");
+			abort();
+		}
+		if (strcmp(stored, body) == 0 && strlen(body) > FT_NEXT_ACTION_MAX)
+		{
+			fprintf(stderr, "next_action of %zu bytes kept\n", strlen(body));
+			abort();
+		}
 	}
 
 	arena_reset();

@@ -2,7 +2,9 @@
 # fuzz/run.sh (`make fuzz`): build the libFuzzer target over the reply
 # classification (classify_fuzzer.c) with ASan + UBSan, replay every
 # regression input in fuzz/regressions/, then fuzz for FT_FUZZ_SECONDS
-# (default 600) from the seed corpus in fuzz/corpus/.
+# (default 600) from the seed corpus in fuzz/corpus/; then fuzz the whole
+# record path through real workers (tests/integration/record_fuzz.sh,
+# see step 3 below).
 #
 # Environment: FT_FUZZ_SECONDS, FT_FUZZ_JOBS (parallel workers, default 1),
 # FT_FUZZ_OUT (work dir, default a temp dir: grown corpus, crash files, log).
@@ -73,3 +75,23 @@ if [ "$rc" -ne 0 ] || [ ${#crashes[@]} -gt 0 ]; then
 	exit 1
 fi
 echo "fuzz: no crash in ${SECONDS_TO_RUN}s"
+
+# 3. the whole record path: hostile replies through real workers into a
+# UTF8 and a LATIN1 database, both providers, checked against the fake
+# gateway's books (tests/integration/record_fuzz.sh, longer than in
+# `make test`).  FT_RECORD_FUZZ_ROUNDS (default 5) rounds of
+# FT_RECORD_FUZZ_ORDERS (default 200) orders per database and provider;
+# FT_RECORD_FUZZ_ROUNDS=0 skips it.
+if [ "${FT_RECORD_FUZZ_ROUNDS:-5}" -gt 0 ]; then
+	echo "# record path: ${FT_RECORD_FUZZ_ROUNDS:-5} round(s) of ${FT_RECORD_FUZZ_ORDERS:-200} orders per database and provider"
+	make -s -C "$ROOT/tests/fake_gateway" >/dev/null || { echo "fuzz: the fake gateway does not build" >&2; exit 1; }
+	if ! FT_RECORD_FUZZ_ROUNDS=${FT_RECORD_FUZZ_ROUNDS:-5} FT_RECORD_FUZZ_ORDERS=${FT_RECORD_FUZZ_ORDERS:-200} \
+		FT_RECORD_FUZZ_WAIT=${FT_RECORD_FUZZ_WAIT:-300} \
+		prove -v --exec bash "$ROOT/tests/integration/record_fuzz.sh" >"$OUT/record_fuzz.log" 2>&1; then
+		grep -E '^not ok|^#' "$OUT/record_fuzz.log" | head -40 >&2
+		echo "fuzz: the record path broke an invariant; log: $OUT/record_fuzz.log" >&2
+		exit 1
+	fi
+	grep -E '^# [0-9]+ orders' "$OUT/record_fuzz.log"
+	echo "fuzz: the record path kept every invariant"
+fi

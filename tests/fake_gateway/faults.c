@@ -25,6 +25,7 @@
 #include "gateway.h"
 #include "faults.h"
 #include "ledger.h"
+#include "poison.h"
 
 static __thread unsigned int prng_seed;
 static __thread bool prng_ready;
@@ -64,6 +65,9 @@ static const FaultField fault_fields[] = {
 	FIELD(max_concurrency, FK_INT, 0, 100000),
 	FIELD(requires_action_amount_minor, FK_LIST, 0, 0),
 	FIELD(key_ttl_s, FK_INT, 0, 30 * 86400),
+	FIELD(poison_rate, FK_RATE, 0, 0),
+	FIELD(poison_max_bytes, FK_INT, 0, FT_POISON_MAX_BYTES),
+	FIELD(poison_lookups, FK_BOOL, 0, 0),
 };
 #define NUM_FAULT_FIELDS (sizeof(fault_fields) / sizeof(fault_fields[0]))
 
@@ -100,6 +104,7 @@ ft_faults_reset(void)
 	faults = faults_default;
 	script_len = script_pos = 0;
 	pthread_mutex_unlock(&faults_lock);
+	(void) ft_poison_set_extra_hex(NULL);
 }
 
 void
@@ -270,6 +275,8 @@ ft_faults_update(json_t *obj, char *err, size_t errlen)
 	FtFaults	f;
 	int64_t		new_script[FT_FAULTS_MAX_SCRIPT];
 	int			new_script_len = -1;
+	const char *new_extra = NULL;
+	bool		set_extra = false;
 	const char *name;
 	json_t	   *v;
 
@@ -309,6 +316,13 @@ ft_faults_update(json_t *obj, char *err, size_t errlen)
 			snprintf(f.require_token, sizeof(f.require_token), "%s",
 					 f.has_token ? json_string_value(v) : "");
 		}
+		else if (strcmp(name, "reply_extra_hex") == 0)
+		{
+			known = true;
+			ok = json_is_null(v) || json_is_string(v);
+			set_extra = ok;
+			new_extra = json_string_value(v);
+		}
 		if (!known || !ok)
 		{
 			snprintf(err, errlen, known ? "invalid value for field \"%.64s\""
@@ -318,6 +332,12 @@ ft_faults_update(json_t *obj, char *err, size_t errlen)
 		}
 	}
 
+	if (set_extra && !ft_poison_set_extra_hex(new_extra))
+	{
+		snprintf(err, errlen, "invalid value for field \"reply_extra_hex\"");
+		pthread_mutex_unlock(&faults_lock);
+		return false;
+	}
 	faults = f;
 	if (new_script_len >= 0)
 	{
@@ -348,6 +368,8 @@ ft_faults_to_json(void)
 		json_object_set_new(j, fault_fields[i].name,
 							faults_get(&fault_fields[i], &f));
 	json_object_set_new(j, "status_script", s);
+	json_object_set_new(j, "reply_extra_bytes",
+						json_integer((json_int_t) ft_poison_extra_len()));
 	json_object_set_new(j, "require_token",
 						f.has_token ? json_string(f.require_token)
 						: json_null());

@@ -48,6 +48,9 @@ typedef struct FtFaults
 	FtAmountList bad_request_amount_minor;
 	FtAmountList requires_action_amount_minor;
 	int			key_ttl_s;		/* 0: keys are remembered for good */
+	double		poison_rate;	/* share of payment replies spoiled (poison.c) */
+	int			poison_max_bytes;	/* 0: FT_POISON_MAX_BYTES */
+	bool		poison_lookups; /* look-up replies are spoiled too */
 	bool		has_token;
 	char		require_token[FT_FAULTS_MAX_TOKEN + 1];
 } FtFaults;

@@ -51,6 +51,7 @@
 
 #include "gateway.h"
 #include "webhooks.h"
+#include "poison.h"
 
 #define FT_PI_MAX		4096
 #define FT_PI_PREFIX	"/v1/payment_intents/"
@@ -233,8 +234,8 @@ intents_create(struct MHD_Connection *conn, const FtRequest *req)
 			return stripe_error(conn, 402, "card_error", "card_declined",
 								"Your card was declined.", NULL);
 		}
-		ret = ft_gw_reply_json(conn, 200, intent_json(&ft_pi[i]),
-							   "Idempotent-Replayed", "true");
+		ret = ft_gw_reply_payment_json(conn, 200, intent_json(&ft_pi[i]),
+									   "Idempotent-Replayed", "true", true, false);
 		pthread_mutex_unlock(&ft_pi_lock);
 		return ret;
 	}
@@ -298,7 +299,8 @@ intents_create(struct MHD_Connection *conn, const FtRequest *req)
 		strcpy(pi->status, "succeeded");
 		intent_webhook(pi);
 	}
-	ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
+	ret = ft_gw_reply_payment_json(conn, 200, intent_json(pi), NULL, NULL,
+								   true, false);
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ret;
 }
@@ -345,7 +347,8 @@ intents_get(struct MHD_Connection *conn, const char *id)
 			pi->final_status[0] = '\0';
 			intent_webhook(pi);
 		}
-		ret = ft_gw_reply_json(conn, 200, intent_json(pi), NULL, NULL);
+		ret = ft_gw_reply_payment_json(conn, 200, intent_json(pi), NULL, NULL,
+									   true, false);
 	}
 	pthread_mutex_unlock(&ft_pi_lock);
 	return ret;
@@ -498,10 +501,10 @@ intents_search(struct MHD_Connection *conn)
 		}
 	}
 	pthread_mutex_unlock(&ft_pi_lock);
-	return ft_gw_reply_json(conn, 200,
-							json_pack("{s:s, s:o, s:b}", "object", "search_result",
-									  "data", data, "has_more", 0),
-							NULL, NULL);
+	return ft_gw_reply_payment_json(conn, 200,
+									json_pack("{s:s, s:o, s:b}", "object", "search_result",
+											  "data", data, "has_more", 0),
+									NULL, NULL, true, true);
 }
 
 static enum MHD_Result

@@ -32,6 +32,7 @@
 #include "ledger.h"
 #include "webhooks.h"
 #include "limiter.h"
+#include "poison.h"
 
 static int64_t payment_counter;
 
@@ -74,8 +75,8 @@ payments_replay(struct MHD_Connection *conn, FtLedgerOutcome out, int status,
 								json_pack("{s:s}", "error",
 										  "idempotency_key_reused"),
 								NULL, NULL);
-	return ft_gw_reply(conn, status, reply, strlen(reply), "application/json",
-					   "Idempotent-Replayed", "true");
+	return ft_gw_reply_payment(conn, status, reply, strlen(reply),
+							   "Idempotent-Replayed", "true", false, false);
 }
 
 /* Reply 200 with a body that is not JSON (garbage_rate). */
@@ -216,8 +217,8 @@ payments_settle(struct MHD_Connection *conn, FtRequest *req,
 		free(text);
 		return payments_garbage(conn);
 	}
-	return ft_gw_reply(conn, status, text, strlen(text), "application/json",
-					   NULL, NULL);
+	return ft_gw_reply_payment(conn, status, text, strlen(text), NULL, NULL,
+							   false, false);
 }
 
 /*
@@ -362,6 +363,6 @@ ft_gw_payment_lookup(struct MHD_Connection *conn, FtRequest *req,
 		return ret;
 	if (!ft_ledger_lookup(key, &status, &reply))
 		return ft_gw_reply_error(conn, 404, "not_found", "no payment under this key");
-	return ft_gw_reply(conn, status, reply, strlen(reply), "application/json",
-					   NULL, NULL);
+	return ft_gw_reply_payment(conn, status, reply, strlen(reply), NULL, NULL,
+							   false, true);
 }

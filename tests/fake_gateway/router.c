@@ -22,6 +22,7 @@
 #include "ledger.h"
 #include "webhooks.h"
 #include "limiter.h"
+#include "poison.h"
 
 #define LEDGER_PREFIX "/ledger/"
 
@@ -171,6 +172,9 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 
 		json_object_update(j, r);
 		json_decref(r);
+		r = ft_poison_stats_json();
+		json_object_update(j, r);
+		json_decref(r);
 		return ft_gw_reply_json(conn, 200, j, NULL, NULL);
 	}
 	if (strcmp(url, "/ledger") == 0 && strcmp(method, "DELETE") == 0)
@@ -178,6 +182,7 @@ router_ledger(struct MHD_Connection *conn, const char *url,
 		ft_ledger_clear();
 		ft_limiter_clear();
 		ft_gw_refunds_clear();
+		ft_poison_clear_stats();
 		return ft_gw_reply_json(conn, 200, json_pack("{s:b}", "ok", 1),
 								NULL, NULL);
 	}

@@ -43,12 +43,12 @@ is "$(psql_q "SELECT payment_id || ' ' || attempts FROM ft_orders.orders WHERE i
 	"the good reply's payment_id is stored; 16 requests counted"
 is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE outcome = 'retry'")" "15" \
 	"every hostile reply was a retry"
-is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE error = 'HTTP 200 malformed reply'")" "5" \
+is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE error = 'HTTP 200 malformed reply'")" "4" \
 	"deep nesting, NUL bytes, non-JSON and a top-level array are malformed replies"
 is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE error LIKE 'HTTP 200 reply too large%'")" "1" \
 	"a reply over 64 kB is cut off"
-is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE error = 'HTTP 200 unexpected reply'")" "6" \
-	"unusable payment_ids and wrong-typed fields are unexpected replies"
+is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE error = 'HTTP 200 unexpected reply'")" "7" \
+	"unusable payment_ids (\\u0000 in one: read, not an error) and wrong-typed fields are unexpected replies"
 is "$(psql_q "SELECT string_agg(coalesce(error, '-'), ' | ' ORDER BY attempt) FROM ft_orders.payment_attempts WHERE attempt BETWEEN 11 AND 15 AND order_id = (SELECT order_id FROM ft_orders.orders WHERE idempotency_key = 'hostile-1')")" \
 	"HTTP 200 unexpected reply | HTTP 200 unexpected reply | HTTP 200 malformed reply | HTTP 200 unexpected reply | HTTP 200 unexpected reply" \
 	"wrong JSON types (status 123, payment_id {}, top-level array, arrays, null/true) are retries"

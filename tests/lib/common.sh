@@ -125,6 +125,14 @@ pg_start()
 	psql -XAtq -c "CREATE EXTENSION ft_orders" >/dev/null || return 1
 }
 
+# latin1_db NAME: create database NAME in LATIN1 (C locale) with the
+# extension, on the server of pg_start (list it in ft_orders.database)
+latin1_db()
+{
+	psql -XAtq -d postgres -c "CREATE DATABASE $1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null &&
+		psql -XAtq -d "$1" -c "CREATE EXTENSION ft_orders" >/dev/null
+}
+
 pg_stop()
 {
 	as_pg pg_ctl -D "$PGDATA" -m fast -w -t 60 stop >/dev/null

@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "classify_common.h"
+#include "gateway_json.h"
 #include "guc.h"
 #include "worker.h"
 
@@ -90,7 +91,12 @@ static const Case cases[] = {
 	{200, "{\"status\":\"succeeded\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":\"\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0001b\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
-	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0000b\"}", NULL, NULL, "retry:HTTP 200 malformed reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"a\\u0000b\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"pay_1\",\"message\":\"\\u4e2d\\u0000\\ud800\\u00e9\"}", NULL, NULL, "paid"},
+	{200, "{\"st\\u0061tus\":\"succ\\u0065eded\",\"payment_\\u0069d\":\"pay\\u005f1\"}", NULL, NULL, "paid"},
+	{200, "{\"status\":\"succeeded\\u4e2d\",\"payment_id\":\"pay_1\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{200, "{\"status\":\"succeeded\",\"payment_id\":\"pay_\xc3\xa9\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
+	{402, "{\"decline_code\":\"\\u4e2d\"}", NULL, NULL, "declined:declined: ?"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":42}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"pending\",\"payment_id\":\"p\"}", NULL, NULL, "retry:HTTP 200 unexpected reply"},
 	{200, "{\"status\":\"succeeded\",\"payment_id\":\"p\"} trailing", NULL, NULL, "retry:HTTP 200 malformed reply"},
@@ -135,6 +141,67 @@ check_cases(void)
 	}
 }
 
+/* ft_json_storable and ft_json_next_action: what of a reply may be stored */
+static void
+check_storable(void)
+{
+	static const struct
+	{
+		const char *json;
+		bool		utf8;
+		const char *why;		/* NULL: storable */
+	}			cases[] = {
+		{"{\"type\":\"redirect_to_url\",\"redirect_to_url\":{\"url\":\"https://x/\\u0041\"}}", false, NULL},
+		{"[1, -2.5e10, true, null, \"\\\"\\/\\n\"]", false, NULL},
+		{"{\"a\":\"\\u00e9\"}", true, NULL},
+		{"{\"a\":\"\\u00e9\"}", false, "an escape the database cannot hold"},
+		{"{\"a\":\"\xc3\xa9\"}", true, NULL},
+		{"{\"a\":\"\xc3\xa9\"}", false, "not ASCII"},
+		{"{\"a\":\"\xff\xfe\"}", true, "not valid UTF-8"},
+		{"{\"a\":\"x\\u0000\"}", true, "an escape the database cannot hold"},
+		{"{\"a\":\"\\ud83d\\ude00\"}", true, NULL},
+		{"{\"a\":\"\\ud83d\"}", true, "an unpaired surrogate"},
+		{"{\"a\":\"\\ude00\"}", true, "an unpaired surrogate"},
+		{"{\"a\":1e999999}", true, "a number out of range"},
+		{"{\"a\":1e300}", true, NULL},
+		{"{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}", true, "nested too deep"},
+		{"{\"a\":1,}", true, "not JSON"},
+		{"{\"a\":1} x", true, "not JSON"},
+		{"", true, "not JSON"},
+	};
+	char	   *big = malloc(FT_NEXT_ACTION_MAX + 16);
+	const char *why;
+	char	   *stored;
+
+	for (size_t i = 0; i < lengthof(cases); i++)
+	{
+		bool		ok = ft_json_storable(cases[i].json, strlen(cases[i].json),
+										  cases[i].utf8, FT_NEXT_ACTION_MAX,
+										  FT_NEXT_ACTION_DEPTH, &why);
+		char		desc[200];
+
+		snprintf(desc, sizeof(desc), "next_action %.60s (%s): %s", cases[i].json,
+				 cases[i].utf8 ? "UTF8" : "LATIN1",
+				 cases[i].why ? cases[i].why : "stored");
+		tap(cases[i].why == NULL ? ok && why == NULL
+			: !ok && why != NULL && strcmp(why, cases[i].why) == 0,
+			desc, why ? why : "stored");
+	}
+	memset(big, 'A', FT_NEXT_ACTION_MAX + 16);
+	memcpy(big, "{\"a\":\"", 6);
+	memcpy(big + FT_NEXT_ACTION_MAX + 16 - 3, "\"}", 3);
+	stored = ft_json_next_action(big, true);
+	tap(strcmp(stored, "{\"type\":\"unavailable\",\"reason\":\"too large\"}") == 0,
+		"a next_action over the cap becomes the marker", stored);
+	big[FT_NEXT_ACTION_MAX - 3] = '"';
+	big[FT_NEXT_ACTION_MAX - 2] = '}';
+	big[FT_NEXT_ACTION_MAX - 1] = '\0';
+	stored = ft_json_next_action(big, true);
+	tap(strcmp(stored, big) == 0, "a next_action at the cap is kept", NULL);
+	tap(ft_json_next_action(NULL, true) == NULL, "no next_action, none stored", NULL);
+	free(big);
+}
+
 static void
 check_body(void)
 {
@@ -175,7 +242,7 @@ fake_reply(int status, const char *body)
 	return r;
 }
 
-/* a reply to a Stripe look-up, classified for order req */
+/* a reply to a Stripe look-up, classified for order req (NULL: a charge) */
 static FtClassification
 stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
 {
@@ -183,8 +250,49 @@ stripe_lookup(int status, const char *body, const FtPaymentRequest *req)
 	FtClassification c;
 
 	memset(&c, 0, sizeof(c));
-	ft_provider_stripe.classify_lookup(&r, req, &c);
+	if (req == NULL)
+		ft_provider_stripe.classify_reply(&r, &c);
+	else
+		ft_provider_stripe.classify_lookup(&r, req, &c);
 	return c;
+}
+
+/*
+ * Stripe replies with hostile values: read as ASCII in every encoding, and
+ * a status that is not one (an array, an escape, a non-word) makes the
+ * reply unreadable (retried), never a permanent failure
+ */
+static void
+check_stripe_hostile(void)
+{
+	static const struct
+	{
+		const char *body;
+		FtOutcome	outcome;
+		const char *desc;
+	}			cases[] = {
+		{"{\"id\":\"pi_1\",\"object\":\"payment_intent\",\"status\":\"succeeded\",\"description\":\"\\u4e2d\\u0000\"}",
+		FT_OUTCOME_PAID, "stripe: \\u4e2d and \\u0000 in a description change nothing"},
+		{"{\"\\u0069d\":\"pi_1\",\"st\\u0061tus\":\"succ\\u0065eded\"}",
+		FT_OUTCOME_PAID, "stripe: names and values written as escapes read the same"},
+		{"{\"id\":\"pi_1\",\"status\":\"succeeded\",\"status\":[\"a\",1]}",
+		FT_OUTCOME_RETRY, "stripe: a status that is an array is unreadable, its element is not the status"},
+		{"{\"id\":\"pi_1\",\"status\":\"succeeded\",\"status\":{\"status\":\"canceled\"}}",
+		FT_OUTCOME_RETRY, "stripe: a status that is an object is unreadable"},
+		{"{\"id\":\"pi_1\",\"status\":\"succeeded\\u0000\"}",
+		FT_OUTCOME_RETRY, "stripe: a status with \\u0000 is unreadable, not an unexpected state"},
+		{"{\"id\":\"pi_1\",\"status\":\"pay_\xff\xfe\"}",
+		FT_OUTCOME_RETRY, "stripe: a status that is not a word is unreadable"},
+		{"{\"id\":\"pi_\\u4e2d\",\"status\":\"succeeded\"}",
+		FT_OUTCOME_RETRY, "stripe: an id with \\u4e2d is unusable"},
+	};
+
+	for (size_t i = 0; i < lengthof(cases); i++)
+	{
+		FtClassification c = stripe_lookup(200, cases[i].body, NULL);
+
+		tap(c.outcome == cases[i].outcome, cases[i].desc, ft_outcome_name(c.outcome));
+	}
 }
 
 /*
@@ -527,6 +635,7 @@ fuzz(long iterations, unsigned seed)
 
 			ft_classify(status, buf, len,	/* len may count NUL bytes */
 						(random() % 2) ? ra : NULL, NULL, false, &c);
+			(void) ft_json_next_action(buf, random() % 2);
 			why = ft_classify_violation(status, NULL, false, &c);
 			if (why != NULL)
 			{
@@ -552,8 +661,10 @@ main(int argc, char **argv)
 	long		iterations = argc > 1 ? atol(argv[1]) : 100000;
 
 	check_cases();
+	check_storable();
 	check_body();
 	check_stripe();
+	check_stripe_hostile();
 	check_stripe_should_retry();
 	check_backoff();
 	fuzz(iterations, (unsigned) time(NULL));
