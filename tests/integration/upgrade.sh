@@ -279,7 +279,7 @@ is "$(psql_q "SELECT p.prosecdef || ' ' || has_function_privilege('upg_requeuer'
 	"true true true false" \
 	"1.5: retry_dead_letter is SECURITY DEFINER; the 1.4 grant is kept, ft_orders_operator may call it, ft_orders_app may not"
 psql_q "REVOKE ALL ON FUNCTION ft_orders.retry_dead_letter(bigint) FROM upg_requeuer;
-        REVOKE ALL ON SCHEMA ft_orders FROM upg_requeuer; DROP ROLE upg_requeuer" >/dev/null
+        REVOKE ALL ON SCHEMA ft_orders FROM upg_requeuer; DROP OWNED BY upg_requeuer; DROP ROLE upg_requeuer" >/dev/null
 ok $? "(the test's own grant removed before the catalogue comparison)"
 
 # --- upgraded catalogue == fresh 1.5 install --------------------------------------
