@@ -137,7 +137,7 @@ drain_hopeless()
 clean_slate()
 {
 	gateway_off
-	psql_q "TRUNCATE ft_orders.orders, ft_orders.idempotency_keys, ft_orders.outbox,
+	psql_q "TRUNCATE ft_orders.outbox, ft_orders.orders, ft_orders.idempotency_keys,
 	        ft_orders.dead_letters, ft_orders.payment_attempts, ft_orders.order_events" >/dev/null
 	psql_q "VACUUM ANALYZE" >/dev/null
 	curl -fsS -X DELETE "$GW_URL/ledger" >/dev/null

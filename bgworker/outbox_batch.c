@@ -230,9 +230,10 @@ ft_outbox_run_jobs(FtJobStatement *stmt, FtJob **jobs, int njobs)
  * subtransaction rolled back and *error set to the error's message (cut
  * to printable ASCII), when it raised an error that may come from the
  * jobs' data.  An error that says nothing about them (a cancel, a
- * shutdown, lack of resources, a serialization failure or deadlock, an
- * internal error) is raised again after the rollback, as if there were no
- * subtransaction.  Caller is inside ft_xact_begin.
+ * shutdown, lack of resources, a serialization failure or deadlock, a
+ * lock_timeout an administrator set, an internal error) is raised again
+ * after the rollback, as if there were no subtransaction.  Caller is
+ * inside ft_xact_begin.
  */
 bool
 ft_outbox_try(void (*fn) (FtJob **jobs, int njobs), FtJob **jobs, int njobs,
@@ -268,7 +269,8 @@ ft_outbox_try(void (*fn) (FtJob **jobs, int njobs), FtJob **jobs, int njobs,
 			class == ERRCODE_INSUFFICIENT_RESOURCES ||
 			class == ERRCODE_OPERATOR_INTERVENTION ||
 			class == ERRCODE_SYSTEM_ERROR ||
-			class == ERRCODE_INTERNAL_ERROR)
+			class == ERRCODE_INTERNAL_ERROR ||
+			edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
 			ReThrowError(edata);
 		*error = ft_gateway_clean_text(edata->message ? edata->message : "unknown error",
 									   FT_RECORD_ERROR_MAX);

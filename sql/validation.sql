@@ -2,8 +2,9 @@
 -- call per rule: message, detail and hint as psql shows them).  The
 -- SQLSTATEs and "writes nothing" are pgTAP's (02_sqlstates, 03_writes_nothing).
 \set SHOW_CONTEXT never
--- start from empty tables and fresh sequences
-TRUNCATE ft_orders.orders, ft_orders.idempotency_keys, ft_orders.outbox,
+-- start from empty tables and fresh sequences; the outbox first, as the
+-- payment workers lock it before orders: this waits for them, never deadlocks
+TRUNCATE ft_orders.outbox, ft_orders.orders, ft_orders.idempotency_keys,
 	ft_orders.dead_letters, ft_orders.payment_attempts, ft_orders.order_events
 	RESTART IDENTITY;
 

@@ -1,7 +1,8 @@
 -- views: the monitoring views and what they show before any worker ran
 \set SHOW_CONTEXT never
--- start from empty tables and fresh sequences
-TRUNCATE ft_orders.orders, ft_orders.idempotency_keys, ft_orders.outbox,
+-- start from empty tables and fresh sequences; the outbox first, as the
+-- payment workers lock it before orders: this waits for them, never deadlocks
+TRUNCATE ft_orders.outbox, ft_orders.orders, ft_orders.idempotency_keys,
 	ft_orders.dead_letters, ft_orders.payment_attempts, ft_orders.order_events
 	RESTART IDENTITY;
 

@@ -122,7 +122,7 @@ ft_run()	# SYSTEM SCENARIO ROUND
 		psql_q "ALTER SYSTEM RESET ft_orders.batch_size" >/dev/null
 	fi
 	pg_reload; sleep 1
-	psql_q "TRUNCATE ft_orders.orders, ft_orders.idempotency_keys, ft_orders.outbox,
+	psql_q "TRUNCATE ft_orders.outbox, ft_orders.orders, ft_orders.idempotency_keys,
 	        ft_orders.dead_letters, ft_orders.payment_attempts, ft_orders.order_events" >/dev/null
 	local a=1 b
 	while [ "$a" -le "$N" ]; do

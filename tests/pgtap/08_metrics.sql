@@ -24,7 +24,7 @@ $$;
 -------------------------------------------------------------------------------
 -- known table contents (rolled back at the end)
 -------------------------------------------------------------------------------
-TRUNCATE ft_orders.orders, ft_orders.idempotency_keys, ft_orders.outbox,
+TRUNCATE ft_orders.outbox, ft_orders.orders, ft_orders.idempotency_keys,
 	ft_orders.dead_letters, ft_orders.payment_attempts, ft_orders.order_events;
 
 SELECT pg_temp.sample(ft_orders.metrics(), 'ft_orders_orders{status="pending"}') AS pending0,
