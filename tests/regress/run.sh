@@ -45,13 +45,14 @@ fi
 rc=$?
 if [ "$mode" = tap ]; then
 	# a failing test: its own log (every query and result) and the end of
-	# each server's log
+	# each server's log, each line behind "# " (run_all.sh counts the
+	# "ok N" lines of the output)
 	if [ $rc -ne 0 ]; then
 		for f in "$work"/tmp_check/log/regress_log_*; do
-			[ -f "$f" ] && { echo "=== $f"; cat "$f"; }
+			[ -f "$f" ] && { echo "# === $f"; sed 's/^/# /' "$f"; }
 		done
 		for f in "$work"/tmp_check/log/*.log; do
-			[ -f "$f" ] && { echo "=== $f (end)"; tail -n 40 "$f"; }
+			[ -f "$f" ] && { echo "# === $f (end)"; tail -n 40 "$f" | sed 's/^/# /'; }
 		done
 	fi
 	[ -n "${FT_KEEP_TMP:-}" ] && cp -r "$work/tmp_check" "$root/tmp_check_tap" 2>/dev/null
