@@ -119,7 +119,7 @@ sleep 3.5;    # let the dead primary's slow requests settle at the gateway
 my $ledger = gateway_ledger($gw);
 is($ledger->{duplicates}, 0,        "ledger: no duplicate charges");
 is($ledger->{charges},    $K + $N, "ledger: one charge per order");
-is(log_count($standby, qr/terminated by signal/), 0,
+ok(!$standby->log_contains(qr/terminated by signal/),
 	"no process crashed on the standby");
 
 $standby->stop;
