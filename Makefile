@@ -67,6 +67,10 @@ REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/tests/regress
 # temp instance of their own with no payment worker
 ISOLATION = place_order_concurrency webhooks_concurrency
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/tests/isolation.conf --load-extension=ft_orders
+# single-server scenarios (restarts, standbys, the fake gateway): TAP tests
+# in t/*.pl on PostgreSQL::Test::Cluster (IPC::Run: libipc-run-perl); each
+# starts its own servers.  tests/regress/run.sh tap runs them alone.
+TAP_TESTS = 1
 
 PG_CONFIG ?= $(shell command -v pg_config >/dev/null 2>&1 && echo pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)

@@ -4,7 +4,8 @@
 # the line "N passed, N failed" (exit status 1 on any failure).
 #
 # Suites: pg_regress (sql/ + expected/) and the isolation specs (specs/),
-# pgTAP (tests/pgtap, pg_prove), the fake gateway's self-test, META.json's
+# pgTAP (tests/pgtap, pg_prove), the TAP tests on PostgreSQL::Test::Cluster
+# (t/, PGXS's TAP_TESTS), the fake gateway's self-test, META.json's
 # check (tests/packaging/meta.sh), the
 # monitoring checks (tests/monitoring: alert rules under promtool, the
 # Grafana dashboard against metrics()), the integration tests
@@ -20,7 +21,7 @@ cd "$root"
 bash tests/setup/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bash tests/setup/build.sh || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-suites=${FT_SUITES:-"regress pgtap gateway packaging monitoring integration chaos cluster partition"}
+suites=${FT_SUITES:-"regress pgtap tap gateway packaging monitoring integration chaos cluster partition"}
 total_pass=0
 total_fail=0
 summary=()
@@ -84,6 +85,10 @@ for s in $suites; do
 			run_regress ;;
 		pgtap)
 			[ -f tests/pgtap/run.sh ] && run_tap pgtap bash tests/pgtap/run.sh ;;
+		tap)
+			# t/*.pl under prove -v: single-server scenarios (standby,
+			# shutdown, preload) with their own servers and fake gateway
+			run_tap tap bash tests/regress/run.sh tap ;;
 		gateway)
 			[ -f tests/fake_gateway/selftest.sh ] &&
 				run_tap gateway prove -v --exec bash tests/fake_gateway/selftest.sh ;;

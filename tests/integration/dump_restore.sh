@@ -119,7 +119,7 @@ like "$(cat "$FT_TMP/same_server.err")" 'ft_orders.database \("ftdb"\)' \
 
 # --- a fresh server that does not charge the copy -------------------------------
 # ft_orders must be preloaded to be loaded at all (otherwise _PG_init
-# raises an ERROR: tests/integration/not_preloaded.sh), so the second
+# raises an ERROR: t/003_not_preloaded.pl), so the second
 # server preloads it with no payment worker and no gateway.
 PG2DATA=$FT_TMP/pgdata2
 pg_init "$PG2DATA" "shared_preload_libraries = 'ft_orders'" "ft_orders.database = 'shop_restored'" \

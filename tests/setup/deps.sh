@@ -30,6 +30,7 @@ build_pkgs=(
 # the test suites (make test, test-pg17, test-packages, bench, partition)
 test_pkgs=(
 	bc perl openssl iproute2
+	libipc-run-perl	# PostgreSQL::Test::Cluster (the TAP tests in t/)
 	"postgresql-$v-pgtap" libtap-parser-sourcehandler-pgtap-perl
 	patroni etcd-server etcd-client haproxy python3 python3-psycopg2
 	python3-etcd	# Patroni's etcd DCS: Debian 13's patroni would pick python3-consul
