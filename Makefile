@@ -44,7 +44,7 @@ BGWORKER_OBJS = \
 OBJS = $(EXTENSION_OBJS) $(BGWORKER_OBJS)
 
 EXTENSION = ft_orders
-DATA = ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql ft_orders--1.2--1.3.sql ft_orders--1.3--1.4.sql ft_orders--1.4--1.5.sql
+DATA = ft_orders--1.5.sql ft_orders--1.0.sql ft_orders--1.0--1.1.sql ft_orders--1.1--1.2.sql ft_orders--1.2--1.3.sql ft_orders--1.3--1.4.sql ft_orders--1.4--1.5.sql
 PGFILEDESC = "ft_orders - fault-tolerant order and payment pipeline"
 
 PG_CPPFLAGS = -I$(srcdir)/extension
