@@ -210,7 +210,7 @@ typedef struct FtProvider
  * was refused because its key was first used with other parameters, and
  * recorded with this error (payment_attempts.error starts with it).  The
  * claim looks for such a row (outbox_claim.c); the worker records it
- * (payment_worker.c).  No quotes: it is also part of an SQL literal.
+ * (ft_job_finish, worker_job.c).  No quotes: it is also part of an SQL literal.
  */
 #define FT_LEGACY_REQUEST_NOTE \
 	"idempotency_error: the first request of this order went out without its payment_key"

@@ -73,7 +73,7 @@ static const char *const ft_lock_due_sql =
 /*
  * Whether the order's first request went out in the legacy form, without
  * its payment_key (gateway.h, FT_LEGACY_REQUEST_NOTE): a charge attempt of
- * the order was refused for it and recorded so (payment_worker.c).  The
+ * the order was refused for it and recorded so (worker_job.c).  The
  * order's request is then re-sent in that form, as the gateway holds it.
  * An index probe (payment_attempts_order_id_idx) per claimed order.
  */

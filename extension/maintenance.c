@@ -9,9 +9,14 @@
  *	  superusers control.
  *
  * From schema 1.2 on, purging a key also counts its purge generation up
- * (ft_orders.idempotency_key_generations, one row per key ever purged, in
- * the same statement): place_order derives the payment_key of the key's
- * next order from it, so that order is charged as a new one.
+ * (ft_orders.idempotency_key_generations, one row per purged key, in the
+ * same statement): place_order derives the payment_key of the key's next
+ * order from it, so that order is charged as a new one.  No timer drops a
+ * generation row: without it the key's next order would derive the
+ * payment_key of an earlier order of the key, refused while that order is
+ * kept and replayed by the gateway while it remembers the key.  The rows
+ * are bounded by the orders kept; the archiving recipe of
+ * docs/operations.md drops those of keys whose last order it archives.
  *
  *-------------------------------------------------------------------------
  */
