@@ -30,6 +30,7 @@ BGWORKER_OBJS = \
 	bgworker/claim_floor.o \
 	bgworker/outbox_record.o \
 	bgworker/gateway_http.o \
+	bgworker/gateway_token.o \
 	bgworker/gateway_reply.o \
 	bgworker/gateway_generic.o \
 	bgworker/gateway_json.o \

@@ -251,6 +251,9 @@ extern bool ft_gateway_json_fields(const char *body, size_t len,
 extern const FtProvider ft_provider_stripe;
 extern const FtProvider ft_provider_stripe_charges;
 
+/* gateway_token.c: the gateway token in effect, "" for none (never logged) */
+extern const char *ft_gateway_token_in_effect(void);
+
 /*
  * gateway_http.c: the libcurl multi transport.  One per worker process.
  * Requests carry an opaque owner pointer that comes back on completion;

@@ -27,18 +27,14 @@
  * and header lists are malloc'd (libcurl callbacks must not palloc) and
  * freed in ft_http_shutdown.
  *
- * The gateway token is put in a header list and nowhere else: it is never
- * logged (CURLOPT_VERBOSE stays off, error texts never contain headers).
- * ft_orders.gateway_token = 'file:/path' names a file holding the token,
- * read here (trimmed, at most FT_TOKEN_MAX_BYTES) at start and after every
- * reload; trouble with the file is a WARNING naming the path, never the
- * content, and requests then go out without an Authorization header.
+ * The gateway token (gateway_token.c) is put in a header list and nowhere
+ * else: it is never logged (CURLOPT_VERBOSE stays off, error texts never
+ * contain headers).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -75,9 +71,6 @@ typedef struct FtHttpHandle
 	int64		deaf_at_start;	/* ft_http_deaf_us() when it started */
 } FtHttpHandle;
 
-/* the token in effect (from the GUC or its file), and the GUC generation seen */
-static char ft_token[FT_TOKEN_MAX_BYTES + 1];
-static uint64 ft_token_generation = 0;
 
 static CURLM *ft_multi = NULL;
 static FtHttpHandle *ft_handles[FT_MAX_IN_FLIGHT];
@@ -212,107 +205,6 @@ ft_http_check_multi(CURLMcode rc, const char *what)
 }
 
 /*
- * Read a token file into ft_token (left empty on any trouble, with a
- * WARNING that names the path but never shows the content).  Leading and
- * trailing white space (a final newline) is dropped; the rest must be
- * printable ASCII without spaces, as for a literal token.
- */
-static void
-ft_http_read_token_file(const char *path)
-{
-	char		buf[FT_TOKEN_MAX_BYTES + 2];
-	ssize_t		n = 0;
-	ssize_t		got;
-	int			fd;
-	char	   *start;
-	char	   *end;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-	{
-		ereport(WARNING,
-				(errcode_for_file_access(),
-				 errmsg("could not open gateway token file \"%s\": %m", path),
-				 errhint("Requests are sent without an Authorization header until ft_orders.gateway_token is fixed and the configuration reloaded.")));
-		return;
-	}
-	while (n < (ssize_t) sizeof(buf) - 1 &&
-		   (got = read(fd, buf + n, sizeof(buf) - 1 - n)) != 0)
-	{
-		if (got < 0)
-		{
-			if (errno == EINTR)
-				continue;
-			ereport(WARNING,
-					(errcode_for_file_access(),
-					 errmsg("could not read gateway token file \"%s\": %m", path),
-					 errhint("Requests are sent without an Authorization header.")));
-			close(fd);
-			explicit_bzero(buf, sizeof(buf));
-			return;
-		}
-		n += got;
-	}
-	close(fd);
-	buf[n] = '\0';
-
-	start = buf;
-	while (*start == ' ' || *start == '\t' || *start == '\n' || *start == '\r')
-		start++;
-	end = buf + n;
-	while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
-		*--end = '\0';
-
-	if (end - start > FT_TOKEN_MAX_BYTES)
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("gateway token file \"%s\" is longer than %d bytes", path, FT_TOKEN_MAX_BYTES),
-				 errhint("Requests are sent without an Authorization header.")));
-	else if (end == start)
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("gateway token file \"%s\" is empty", path),
-				 errhint("Requests are sent without an Authorization header.")));
-	else
-	{
-		bool		printable = true;
-
-		for (const char *p = start; p < end; p++)
-			if ((unsigned char) *p < 0x21 || (unsigned char) *p > 0x7e)
-				printable = false;
-		if (!printable)
-			ereport(WARNING,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("gateway token file \"%s\" holds characters other than printable ASCII", path),
-					 errhint("Requests are sent without an Authorization header.")));
-		else
-			memcpy(ft_token, start, end - start + 1);
-	}
-	explicit_bzero(buf, sizeof(buf));
-}
-
-/*
- * Bring ft_token up to date with ft_orders.gateway_token after a (re)load
- * of the configuration: cheap when nothing was reloaded.
- */
-static void
-ft_http_refresh_token(void)
-{
-	const char *value = ft_gateway_token ? ft_gateway_token : "";
-	size_t		prefix = strlen(FT_TOKEN_FILE_PREFIX);
-
-	if (ft_token_generation == ft_gateway_token_generation)
-		return;
-	ft_token_generation = ft_gateway_token_generation;
-	explicit_bzero(ft_token, sizeof(ft_token));
-
-	if (strncmp(value, FT_TOKEN_FILE_PREFIX, prefix) == 0)
-		ft_http_read_token_file(value + prefix);
-	else
-		strlcpy(ft_token, value, sizeof(ft_token));
-}
-
-/*
  * Create the multi handle.  Raises an ERROR when libcurl cannot start:
  * the worker then exits and the launcher tries again.
  */
@@ -321,7 +213,7 @@ ft_http_init(void)
 {
 	CURLcode	rc;
 
-	ft_http_refresh_token();
+	(void) ft_gateway_token_in_effect();	/* a token file's trouble is said at start */
 
 	rc = curl_global_init(CURL_GLOBAL_ALL);
 	if (rc != CURLE_OK)
@@ -449,6 +341,7 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 			  char *errbuf, size_t errlen)
 {
 	FtHttpHandle *h = ft_http_get_handle();
+	const char *token;
 	char		line[512];
 	CURLMcode	mrc;
 
@@ -489,10 +382,10 @@ ft_http_start(void *owner, const char *url, const char *payment_key,
 		snprintf(errbuf, errlen, "out of memory building request headers");
 		goto fail;
 	}
-	ft_http_refresh_token();
-	if (ft_token[0] != '\0')
+	token = ft_gateway_token_in_effect();
+	if (token[0] != '\0')
 	{
-		char	   *auth = psprintf("Authorization: Bearer %s", ft_token);
+		char	   *auth = psprintf("Authorization: Bearer %s", token);
 		bool		added = ft_http_add_header(h, auth);
 
 		explicit_bzero(auth, strlen(auth));

@@ -9,12 +9,12 @@ SELECT has_schema('ft_orders', 'schema ft_orders exists');
 SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'ft_orders'), false,
 		  'ft_orders is not relocatable');
 
--- §2 tables
+-- the tables (SPEC.md, "Tables")
 SELECT has_table('ft_orders', t, format('table ft_orders.%s exists', t))
   FROM unnest(ARRAY['orders', 'idempotency_keys', 'outbox', 'dead_letters',
 					'payment_attempts', 'order_events']) AS t;
 
--- §2 columns (public names; more columns may exist)
+-- their columns (public names; more columns may exist)
 SELECT has_column('ft_orders', t, c, format('column ft_orders.%s.%s exists', t, c))
   FROM (VALUES
 	('orders', ARRAY['order_id', 'idempotency_key', 'customer_id', 'amount_minor',
@@ -69,7 +69,7 @@ SELECT enum_has_labels('ft_orders', 'order_status',
 							 'refunded', 'partially_refunded'],
 					   'order_status has labels pending, paid, declined, failed, then 1.3''s action_required, canceled, refunded, partially_refunded (in that order)');
 
--- §3 views
+-- the views (SPEC.md, "Views")
 SELECT has_view('ft_orders', v, format('view ft_orders.%s exists', v))
   FROM unnest(ARRAY['queue_status', 'order_summary', 'worker_status', 'gateway_status']) AS v;
 SELECT has_column('ft_orders', v, c, format('view column ft_orders.%s.%s exists', v, c))
@@ -86,7 +86,7 @@ SELECT has_column('ft_orders', v, c, format('view column ft_orders.%s.%s exists'
 							 'failure_rate'])
   ) AS vc(v, cols), unnest(vc.cols) AS c;		-- 34 tests
 
--- §2 functions and their signatures
+-- the functions and their signatures
 SELECT has_function('ft_orders', 'place_order',
 					ARRAY['text', 'text', 'bigint', 'text', 'jsonb', 'text'],
 					'place_order(text, text, bigint, text, jsonb, text) exists');
