@@ -61,7 +61,9 @@ for phase in 'garbage:{"garbage_rate":0.5,"timeout_rate":0.1,"hang_ms":5000}' \
 	is "$(psql_q "SELECT circuit FROM ft_orders.gateway_status")" "closed" "$name: the circuit is closed"
 	failed=$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts a JOIN ft_orders.orders o USING (order_id)
 	                 WHERE o.idempotency_key LIKE '$name-%' AND a.outcome = 'retry'")
-	cmp_ok "$failed" -ge $((N / 5)) "$name: the gateway did fail ($failed failed attempts)"
+	# the fault was on: at 20 % of ~250 requests ~50 fail (sd ~6), so a
+	# tenth of N is five deviations below; N / 5 failed once in ~70 runs
+	cmp_ok "$failed" -ge $((N / 10)) "$name: the gateway did fail ($failed failed attempts)"
 	is "$(psql_q "SELECT count(*) FROM ft_orders.dead_letters")" "0" "$name: nothing dead-lettered"
 	if [ "$name" = retry_after20 ]; then
 		is "$(psql_q "SELECT throttled - $th0 FROM ft_orders.gateway_status")" "0" \
