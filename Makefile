@@ -98,7 +98,7 @@ $(shell mkdir -p extension bgworker)
 endif
 endif
 
-.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench bench-peers fuzz soak partition
+.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench bench-ab bench-peers fuzz soak partition
 
 # what `make test` needs (the test stack); `make demo` and `make deb`
 # install only what they need themselves (tests/setup/deps.sh)
@@ -136,6 +136,11 @@ demo:
 
 bench:
 	bash bench/run.sh
+
+# two commits side by side, interleaved, one instrument (bench/README.md,
+# "Side by side"): make bench-ab A=<commit> B=<commit>
+bench-ab:
+	bash bench/ab.sh $(A) $(B)
 
 # ft_orders side by side with pg-boss, graphile-worker and DBOS (bench/README.md, "Peers")
 bench-peers:

@@ -13,6 +13,8 @@
 #   FT_BENCH_INTAKE_RUNS / _INTAKE_SECS / _DRAIN_N / _DRAIN_RUNS / _LAT_RATE /
 #   _LAT_SECS / _MEM_N / _CRASH_N / _CRASH_RUNS /
 #   _DRILL_RUNS / _WRK_SECS / _MVCC_N                  override one knob
+#   FT_BENCH_DRAIN_FAULTS=0                            drain part: the healthy and 20 ms drains only
+#                                                      (no 503/500/Retry-After/rate-limited drains)
 #   FT_KEEP_TMP=1                                      keep the temp folder (logs)
 set -uo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -312,38 +314,40 @@ bench_drain()
 		gw_faults '{"latency_ms":20}'
 		r=$(drain_once "lat$i" "$DRAIN_N") && lat="$lat $r"
 		gw_faults reset
-		# transient faults with the default circuit settings (before the
-		# failure-rate circuit this needed circuit_failure_threshold 1000)
-		psql_q "ALTER SYSTEM SET ft_orders.backoff_base = '10ms'" >/dev/null
-		psql_q "ALTER SYSTEM SET ft_orders.backoff_max = '200ms'" >/dev/null
-		# with 25 % failures and the default 10 attempts, 0.25^10 of the
-		# orders (one in a million: one drain of 100,000 in ten) would end
-		# as dead letters and the drain would never count N payments
-		psql_q "ALTER SYSTEM SET ft_orders.max_attempts = 100" >/dev/null
-		gw_faults '{"fail_rate":0.2,"fail_status":503}'
-		r=$(drain_once "flt$i" "$DRAIN_N") && flt="$flt $r"
-		gw_faults reset
-		gw_faults '{"fail_rate":0.25,"fail_status":500}'
-		r=$(drain_once "fl25$i" "$DRAIN_N") && fl25="$fl25 $r"
-		psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
-		psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
-		pg_reload
-		# a flaky backend that says when to come back: its Retry-After
-		# (1 s, under the default backoff_max) delays that order only
-		gw_faults reset
-		gw_faults '{"fail_rate":0.2,"fail_status":503,"retry_after_s":1}'
-		r=$(drain_once "ra20$i" "$DRAIN_N") && ra20="$ra20 $r"
-		psql_q "ALTER SYSTEM RESET ft_orders.max_attempts" >/dev/null
-		gw_faults reset
-		# gateways limited to RL_RATE/s and RL_RATE_LOW/s, nothing
-		# configured on our side, the default settings
-		drain_settings
-		g="" s429="" s3=""
-		read -r g s429 s3 < <(rl_drain "rl$i" "$RL_RATE" "$RL_N") || true
-		[ -n "${g:-}" ] && { rlg="$rlg $g"; rl429="$rl429 $s429"; rl429s="$rl429s $s3"; }
-		g="" s429="" s3=""
-		read -r g s429 s3 < <(rl_drain "rllow$i" "$RL_RATE_LOW" "$RL_N_LOW") || true
-		[ -n "${g:-}" ] && { rlg50="$rlg50 $g"; rl429_50="$rl429_50 $s429"; }
+		if [ "${FT_BENCH_DRAIN_FAULTS:-1}" = 1 ]; then
+			# transient faults with the default circuit settings (before the
+			# failure-rate circuit this needed circuit_failure_threshold 1000)
+			psql_q "ALTER SYSTEM SET ft_orders.backoff_base = '10ms'" >/dev/null
+			psql_q "ALTER SYSTEM SET ft_orders.backoff_max = '200ms'" >/dev/null
+			# with 25 % failures and the default 10 attempts, 0.25^10 of the
+			# orders (one in a million: one drain of 100,000 in ten) would end
+			# as dead letters and the drain would never count N payments
+			psql_q "ALTER SYSTEM SET ft_orders.max_attempts = 100" >/dev/null
+			gw_faults '{"fail_rate":0.2,"fail_status":503}'
+			r=$(drain_once "flt$i" "$DRAIN_N") && flt="$flt $r"
+			gw_faults reset
+			gw_faults '{"fail_rate":0.25,"fail_status":500}'
+			r=$(drain_once "fl25$i" "$DRAIN_N") && fl25="$fl25 $r"
+			psql_q "ALTER SYSTEM RESET ft_orders.backoff_base" >/dev/null
+			psql_q "ALTER SYSTEM RESET ft_orders.backoff_max" >/dev/null
+			pg_reload
+			# a flaky backend that says when to come back: its Retry-After
+			# (1 s, under the default backoff_max) delays that order only
+			gw_faults reset
+			gw_faults '{"fail_rate":0.2,"fail_status":503,"retry_after_s":1}'
+			r=$(drain_once "ra20$i" "$DRAIN_N") && ra20="$ra20 $r"
+			psql_q "ALTER SYSTEM RESET ft_orders.max_attempts" >/dev/null
+			gw_faults reset
+			# gateways limited to RL_RATE/s and RL_RATE_LOW/s, nothing
+			# configured on our side, the default settings
+			drain_settings
+			g="" s429="" s3=""
+			read -r g s429 s3 < <(rl_drain "rl$i" "$RL_RATE" "$RL_N") || true
+			[ -n "${g:-}" ] && { rlg="$rlg $g"; rl429="$rl429 $s429"; rl429s="$rl429s $s3"; }
+			g="" s429="" s3=""
+			read -r g s429 s3 < <(rl_drain "rllow$i" "$RL_RATE_LOW" "$RL_N_LOW") || true
+			[ -n "${g:-}" ] && { rlg50="$rlg50 $g"; rl429_50="$rl429_50 $s429"; }
+		fi
 	done
 	local mz
 	mz=$(median "$zero")
