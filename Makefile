@@ -98,7 +98,7 @@ $(shell mkdir -p extension bgworker)
 endif
 endif
 
-.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench bench-ab bench-peers fuzz soak partition
+.PHONY: deps test test-pg17 test-pg-upgrade test-packages deb demo fake_gateway bench bench-ab bench-peers fuzz soak soak-memory partition
 
 # what `make test` needs (the test stack); `make demo` and `make deb`
 # install only what they need themselves (tests/setup/deps.sh)
@@ -151,6 +151,9 @@ fuzz:
 
 soak:
 	bash tests/chaos/soak.sh
+
+soak-memory:
+	bash tests/chaos/soak_memory.sh
 
 # every partition drill (tests/partition; root: network namespaces)
 partition:

@@ -17,6 +17,12 @@
         latency_distribution.png  commit -> gateway latency histogram and CDF
         failover_timeline.png     writes acknowledged and failed per 100 ms
                                   around the fault, one panel per scenario
+  plots.py soak SOAK.jsonl PLOT_DIR
+      draw tests/chaos/soak.sh's samples (bench/soak_series.py's output):
+        soak_tables.png           size (table + indexes), live and dead
+                                  tuples of every ft_orders table over time
+        soak_service.png          commit -> gateway p50/p99, buffers one
+                                  claim reads, drain lag, worker RSS
 
 Python 3 with Debian's python3-matplotlib (tests/setup/deps.sh --bench).
 """
@@ -188,9 +194,90 @@ def plot(series, out_dir):
             print("# %s: no data in this run" % name)
 
 
+def soak_axes(plt, ax, events, t0):
+    """the run's steps as vertical lines"""
+    styles = {"dump_start": ("pg_dump", "tab:gray", "--"), "release": ("snapshot released", "tab:red", ":"),
+              "vacuum": ("VACUUM", "tab:green", ":"), "load_end": ("load ends", "black", "-")}
+    for name, (label, color, ls) in styles.items():
+        if name in events:
+            ax.axvline((events[name] - t0) / 60, color=color, ls=ls, lw=1, label=label)
+    ax.grid(alpha=0.3)
+
+
+def soak(jsonl, out_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(jsonl) if line.strip()]
+    events = {r["event"]: r["t"] for r in rows if "event" in r}
+    samples = [r for r in rows if "k" in r]
+    t0 = events.get("start", samples[0]["t"])
+    xs = [(s["t"] - t0) / 60 for s in samples]
+    tables = sorted(samples[0]["tup"])
+    os.makedirs(out_dir, exist_ok=True)
+
+    def rel(s, t):
+        return sum(v for n, v in s["size"].items() if n == t or n.startswith(t + "_"))
+
+    fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
+    for t in tables:
+        axes[0].plot(xs, [rel(s, t) / 2**20 for s in samples], label=t, lw=1.2)
+        axes[1].plot(xs, [s["tup"][t][0] for s in samples], label=t, lw=1.2)
+        axes[2].plot(xs, [s["tup"][t][1] for s in samples], label=t, lw=1.2)
+    axes[0].set_ylabel("MB (table + indexes)")
+    axes[1].set_ylabel("n_live_tup")
+    axes[2].set_ylabel("n_dead_tup")
+    for ax in axes:
+        ax.set_yscale("symlog", linthresh=1 if ax is axes[0] else 100)
+        ax.set_ylim(bottom=0)
+        soak_axes(plt, ax, events, t0)
+    axes[0].legend(fontsize=7, loc="upper left", ncol=2)
+    axes[2].set_xlabel("minutes")
+    fig.suptitle("ft_orders tables under steady load, one snapshot held until the red line")
+    fig.tight_layout()
+    path = os.path.join(out_dir, "soak_tables.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print("# written %s" % path)
+
+    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    for key, style in (("p50_ms", "-"), ("p99_ms", "-")):
+        axes[0].plot(xs, [s.get(key) if s.get(key) is not None else float("nan") for s in samples],
+                     ls=style, lw=1.2, label=key.replace("_ms", ""))
+    axes[0].set_ylabel("commit -> gateway, ms")
+    axes[0].set_yscale("log")
+    axes[1].plot(xs, [s.get("claim_buffers") if s.get("claim_buffers") is not None else float("nan")
+                      for s in samples], color="tab:purple", lw=1.2, label="claim from _claim_floor()")
+    axes[1].set_ylabel("shared buffers per claim")
+    axes[1].set_ylim(bottom=0)
+    axes[2].plot(xs, [s["oldest_pending_s"] for s in samples], color="tab:orange", lw=1.2,
+                 label="age of the oldest pending event (s)")
+    ax2 = axes[2].twinx()
+    ax2.plot(xs, [s["pending"] for s in samples], color="tab:blue", lw=0.8, alpha=0.6)
+    ax2.set_ylabel("pending events", color="tab:blue")
+    axes[2].set_ylabel("drain lag, s")
+    for pid in sorted(samples[-1]["rss_kb"]):
+        axes[3].plot(xs, [s["rss_kb"].get(pid, float("nan")) / 1024 for s in samples], lw=1.2,
+                     label="worker %s" % pid)
+    axes[3].set_ylabel("private RSS, MB")
+    axes[3].set_xlabel("minutes")
+    for ax in axes:
+        soak_axes(plt, ax, events, t0)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Latency, claim cost, drain lag and worker memory over the soak")
+    fig.tight_layout()
+    path = os.path.join(out_dir, "soak_service.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print("# written %s" % path)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "collect":
         collect(*sys.argv[2:5])
+    elif len(sys.argv) == 4 and sys.argv[1] == "soak":
+        soak(*sys.argv[2:4])
     elif len(sys.argv) == 4 and sys.argv[1] == "plot":
         plot(*sys.argv[2:4])
     else:
