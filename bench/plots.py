@@ -204,6 +204,14 @@ def soak_axes(plt, ax, events, t0):
     ax.grid(alpha=0.3)
 
 
+def soak_save(plt, fig, title, path):
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print("# written %s" % path)
+
+
 def soak(jsonl, out_dir):
     import matplotlib
     matplotlib.use("Agg")
@@ -234,12 +242,7 @@ def soak(jsonl, out_dir):
         soak_axes(plt, ax, events, t0)
     axes[0].legend(fontsize=7, loc="upper left", ncol=2)
     axes[2].set_xlabel("minutes")
-    fig.suptitle("ft_orders tables under steady load, one snapshot held until the red line")
-    fig.tight_layout()
-    path = os.path.join(out_dir, "soak_tables.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print("# written %s" % path)
+    soak_save(plt, fig, "ft_orders tables under steady load, one snapshot held until the red line", os.path.join(out_dir, "soak_tables.png"))
 
     fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     for key, style in (("p50_ms", "-"), ("p99_ms", "-")):
@@ -265,12 +268,7 @@ def soak(jsonl, out_dir):
     for ax in axes:
         soak_axes(plt, ax, events, t0)
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("Latency, claim cost, drain lag and worker memory over the soak")
-    fig.tight_layout()
-    path = os.path.join(out_dir, "soak_service.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print("# written %s" % path)
+    soak_save(plt, fig, "Latency, claim cost, drain lag and worker memory over the soak", os.path.join(out_dir, "soak_service.png"))
 
 
 if __name__ == "__main__":

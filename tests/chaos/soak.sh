@@ -17,7 +17,8 @@
 # pg_relation_size of every ft_orders table and index, n_live_tup and
 # n_dead_tup per table, each payment worker's private RSS (RssAnon +
 # RssFile), the drain lag (pending events, age of the oldest), the shared
-# buffers one claim reads from ft_orders._claim_floor(), and, added at the
+# buffers one claim reads from ft_orders._claim_floor() (the head of the
+# index when it is NULL; claim_buffers, tests/lib/common.sh), and, added at the
 # end by bench/soak_series.py, commit -> gateway p50/p99 of the orders
 # placed in those 10 s.  bench/plots.py soak draws them into
 # FT_SOAK_PLOTS (bench/results/plots).
@@ -70,16 +71,6 @@ wait_until "SELECT count(*) = 2 FROM ft_orders.worker_status WHERE pid IS NOT NU
 	bail_out "workers did not start"
 PIDS=$(psql_q "SELECT string_agg(pid::text, ' ' ORDER BY worker_id) FROM ft_orders.worker_status")
 
-# open_session FD NAME SQL: a psql session reading from a fifo on FD (7
-# or 8) that starts with SQL and stays open until FD is closed
-open_session()
-{
-	mkfifo "$FT_TMP/$2.fifo"
-	psql -XAtq <"$FT_TMP/$2.fifo" >"$FT_TMP/$2.out" 2>&1 &
-	FT_PIDS+=($!)
-	eval "exec $1>\"\$FT_TMP/$2.fifo\""
-	echo "$3" >&"$1"
-}
 open_session 8 listen "LISTEN ft_orders_events; BEGIN; SELECT 1;"
 open_session 7 snap "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ft_orders.orders;"
 wait_until "SELECT count(*) = 2 FROM pg_stat_activity WHERE state = 'idle in transaction'" 10 ||
@@ -88,26 +79,6 @@ SNAP_PID=$(psql_q "SELECT pid FROM pg_stat_activity WHERE state = 'idle in trans
 [ -n "$SNAP_PID" ] || bail_out "no session holds a snapshot"
 
 # --- the sampler -------------------------------------------------------------------
-# claim_buffers: shared buffers the workers' claim reads from the claim
-# floor (the head of the index when it is NULL), planned as the workers
-# plan it, rolled back (as old_snapshot.sh measures it; the floor is read
-# first: _claim_floor() is volatile, so in the WHERE clause it would not
-# bound the index scan)
-claim_buffers()
-{
-	local floor
-	floor=$(psql_q "SELECT coalesce(ft_orders._claim_floor(), '-infinity')") || return 1
-	printf '%s\n' "BEGIN;" \
-		"SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;" \
-		"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT event_id FROM ft_orders.outbox
-		  WHERE next_attempt_at >= '$floor' AND next_attempt_at <= now()
-		  ORDER BY next_attempt_at LIMIT 100 FOR UPDATE SKIP LOCKED;" "ROLLBACK;" |
-		psql -XAtq -v ON_ERROR_STOP=1 | python3 -c '
-import json, sys
-p = json.loads(sys.stdin.read())[0]["Plan"]
-print(p["Shared Hit Blocks"] + p["Shared Read Blocks"])'
-}
-
 # rss_json: {"pid": private kB, ...} of the payment workers
 rss_json()
 {
@@ -142,11 +113,12 @@ commits()
 
 sampler()
 {
-	local k=0 line prev="" prevprev="" t
+	local k=0 line prev="" prevprev="" t cb
 	exec 7>&- 8>&-	# the sessions' fifos end when the main shell closes them
 	while :; do
+		cb=$(claim_buffers "$(psql_q "SELECT coalesce(ft_orders._claim_floor(), '-infinity')")") || cb=null
 		line=$(psql_q "$SAMPLE_SQL") &&
-			line=$(jq -c --argjson k "$k" --argjson rss "$(rss_json)" --argjson cb "$(claim_buffers || echo null)" \
+			line=$(jq -c --argjson k "$k" --argjson rss "$(rss_json)" --argjson cb "$cb" \
 				'. + {k: $k, rss_kb: $rss, claim_buffers: $cb}' <<<"$line") &&
 			echo "$line" >>"$FT_TMP/samples.jsonl"
 		t=$(jq -r .t <<<"$line")

@@ -38,33 +38,6 @@ ok $? "two payment workers are running"
 # paid_count PREFIX -> orders of keys PREFIX* that are paid
 paid_count() { psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE '$1%' AND status = 'paid'"; }
 
-# claim_buffers FROM -> shared buffers the workers' claim step reads when it
-# starts at FROM (a timestamptz), planned as the workers plan it, rolled back
-claim_buffers()
-{
-	printf '%s\n' "BEGIN;" \
-		"SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;" \
-		"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT event_id FROM ft_orders.outbox
-		  WHERE next_attempt_at >= '$1' AND next_attempt_at <= now()
-		  ORDER BY next_attempt_at LIMIT 100 FOR UPDATE SKIP LOCKED;" "ROLLBACK;" |
-		psql -XAtq -v ON_ERROR_STOP=1 | python3 -c '
-import json, sys
-p = json.loads(sys.stdin.read())[0]["Plan"]
-print(p["Shared Hit Blocks"] + p["Shared Read Blocks"])'
-}
-
-# open_session FD NAME SQL: a psql session reading from a fifo on file
-# descriptor FD (7 or 8), which starts with SQL and stays open until FD is
-# closed (echo "COMMIT;" >&FD first to end its transaction)
-open_session()
-{
-	mkfifo "$FT_TMP/$2.fifo"
-	psql -XAtq <"$FT_TMP/$2.fifo" >"$FT_TMP/$2.out" 2>&1 &
-	FT_PIDS+=($!)
-	eval "exec $1>\"\$FT_TMP/$2.fifo\""
-	echo "$3" >&"$1"
-}
-
 # --- 1. a snapshot held during three drains ------------------------------------
 open_session 7 snap "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1;"
 wait_until "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND backend_xmin IS NOT NULL" 10

@@ -201,6 +201,37 @@ place_orders()
 	        LATERAL ft_orders.place_order('$1-' || g, 'cust', ${3:-100} + g, 'EUR')" >/dev/null
 }
 
+# open_session FD NAME SQL: a psql session reading from a fifo on file
+# descriptor FD (7 or 8), which starts with SQL and stays open until FD is
+# closed (echo "COMMIT;" >&FD first to end its transaction); a background
+# subshell started afterwards must close FD itself (exec 7>&-), or the
+# session outlives the close
+open_session()
+{
+	mkfifo "$FT_TMP/$2.fifo"
+	psql -XAtq <"$FT_TMP/$2.fifo" >"$FT_TMP/$2.out" 2>&1 &
+	FT_PIDS+=($!)
+	eval "exec $1>\"\$FT_TMP/$2.fifo\""
+	echo "$3" >&"$1"
+}
+
+# claim_buffers FROM -> shared buffers the workers' claim step reads when it
+# starts at FROM (a timestamptz literal: ft_orders._claim_floor() is
+# volatile, so in the WHERE clause it would not bound the index scan),
+# planned as the workers plan it, rolled back
+claim_buffers()
+{
+	printf '%s\n' "BEGIN;" \
+		"SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;" \
+		"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT event_id FROM ft_orders.outbox
+		  WHERE next_attempt_at >= '$1' AND next_attempt_at <= now()
+		  ORDER BY next_attempt_at LIMIT 100 FOR UPDATE SKIP LOCKED;" "ROLLBACK;" |
+		psql -XAtq -v ON_ERROR_STOP=1 | python3 -c '
+import json, sys
+p = json.loads(sys.stdin.read())[0]["Plan"]
+print(p["Shared Hit Blocks"] + p["Shared Read Blocks"])'
+}
+
 # gw_start [fake_gateway args...]: start the fake gateway on a free port
 gw_start()
 {
