@@ -120,11 +120,12 @@ for kind in bad_503 reset truncated close_early drip blackhole; do
 		# libcurl re-sends a request (up to 5 times) when a reused
 		# kept-alive connection dies before any reply, as with close_early:
 		# probes go on fresh connections so that each is one request
-		# by arrival time at the hostile server, not by when this script
-		# got to look (a loaded machine may take seconds for the checks
-		# above): from a second after it opened (requests sent just before
-		# have landed) to its reopening
-		read -r t1 t2 < <(psql_q "SELECT extract(epoch FROM '$o1'::timestamptz) + 1, extract(epoch FROM '$o2'::timestamptz)" | tr '|' ' ')
+		# by arrival time at the hostile server (logged to the millisecond),
+		# not by when this script got to look (a loaded machine may take
+		# seconds for the checks above): from a second after it opened
+		# (requests sent just before have landed) to a second after it
+		# opened again (still open: the next probes come a second later)
+		read -r t1 t2 < <(psql_q "SELECT extract(epoch FROM '$o1'::timestamptz) + 1, extract(epoch FROM '$o2'::timestamptz) + 1" | tr '|' ' ')
 		arrived() { awk -v a="$t1" -v b="$t2" '$1 >= a && $1 < b && $2 ~ /^[0-9]+$/' "$FT_TMP/hostile.log"; }
 		is "$(arrived | wc -l)" "$PROBES" "$kind: while open only the $PROBES probes reached the gateway"
 		probe_key=$(psql_q "SELECT o.payment_key FROM ft_orders.payment_attempts a JOIN ft_orders.orders o USING (order_id) WHERE a.$between" | sort -u)

@@ -93,11 +93,12 @@ ok $? "down: the failed probes open the circuit again"
 o2=$(psql_q "SELECT opened_at FROM ft_orders.gateway_status")
 # counted by arrival time at the gateway, not by when this script got to
 # look (a loaded machine may take seconds for the checks above): from a
-# second after it opened (requests sent just before have landed) to its
-# reopening, only the probes arrived
-us() { psql_q "SELECT (extract(epoch FROM '$1'::timestamptz) * 1000000)::bigint"; }
+# second after it opened (requests sent just before have landed) to a
+# second after it opened again (still open: the next probes come a second
+# later), only the probes arrived
+us() { psql_q "SELECT (extract(epoch FROM '$1'::timestamptz) * 1000000)::bigint + 1000000"; }
 LOG=$(dirname "$0")/harness/gateway_log.py
-is "$("$LOG" "$GW_URL" between $(($(us "$o1") + 1000000)) "$(us "$o2")")" "$PROBES" \
+is "$("$LOG" "$GW_URL" between "$(us "$o1")" "$(us "$o2")")" "$PROBES" \
 	"down: while open only the $PROBES probes reached the gateway"
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE idempotency_key LIKE 'down-%' AND status <> 'pending'")" "0" \
 	"down: the orders stay pending"
