@@ -114,7 +114,10 @@ total_orders=0
 for round in $(seq 1 "$ROUNDS"); do
 	for provider in generic stripe; do
 		pg_set ft_orders.gateway_provider "$provider"
-		sleep 0.5
+		# the orders below go out by the provider the workers read then
+		wait_until "SELECT setting = '$provider' FROM pg_settings WHERE name = 'ft_orders.gateway_provider'" 10 ||
+			bail_out "the server did not reload gateway_provider = $provider"
+		sleep 1		# the idle workers reload on their next wake-up
 		prefix="fz$round$provider"
 		for db in ftdb latin; do place "$db" "$prefix" "$provider"; done
 		total_orders=$((total_orders + 2 * N))
