@@ -93,7 +93,8 @@ for kind in bad_503 reset truncated close_early drip blackhole; do
 	if [ "$kind" = blackhole ]; then
 		mode ok
 		pg_set ft_orders.gateway_url "$hole_url"
-		sleep 1				# let the workers reload
+		wait_until "SELECT setting = '$hole_url' FROM pg_settings WHERE name = 'ft_orders.gateway_url'" 10
+		sleep 1				# let the idle workers reload
 	else
 		mode "$kind"
 	fi
@@ -111,8 +112,10 @@ for kind in bad_503 reset truncated close_early drip blackhole; do
 	fi
 	wait_until "SELECT opened_at > '$o1'::timestamptz FROM ft_orders.gateway_status" 15
 	ok $? "$kind: the failed probe opens the circuit again"
-	o2=$(psql_q "SELECT opened_at FROM ft_orders.gateway_status")
-	between="started_at >= '$o1'::timestamptz + interval '200 ms' AND started_at < '$o2'::timestamptz"
+	o2=$(circuit_reopened_after "$o1")
+	# from a second after the opening, as for the arrivals below (a request
+	# that passed the circuit just before it opened may start a moment late)
+	between="started_at >= '$o1'::timestamptz + interval '1 s' AND started_at < '$o2'::timestamptz"
 	wait_until "SELECT count(*) >= $PROBES FROM ft_orders.payment_attempts WHERE $between" 5 >/dev/null
 	is "$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE $between")" "$PROBES" \
 		"$kind: payment_attempts holds the $PROBES probes started while the circuit was open"

@@ -90,7 +90,7 @@ like "$(grep 'circuit opened' "$PG_LOG")" 'cannot be reached' "down: logged as u
 o1=$(psql_q "SELECT opened_at FROM ft_orders.gateway_status")
 wait_until "SELECT opened_at > '$o1'::timestamptz FROM ft_orders.gateway_status" 15
 ok $? "down: the failed probes open the circuit again"
-o2=$(psql_q "SELECT opened_at FROM ft_orders.gateway_status")
+o2=$(circuit_reopened_after "$o1")
 # counted by arrival time at the gateway, not by when this script got to
 # look (a loaded machine may take seconds for the checks above): from a
 # second after it opened (requests sent just before have landed) to a
