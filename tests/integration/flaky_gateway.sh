@@ -44,7 +44,8 @@ for phase in 'garbage:{"garbage_rate":0.5,"timeout_rate":0.1,"hang_ms":5000}' \
 	if [ "$name" = retry_after20 ]; then
 		# a Retry-After is capped at backoff_max: let the 1 s through
 		pg_set ft_orders.backoff_max 2s
-		sleep 0.5				# the worker reloads at its next round
+		wait_until "SELECT current_setting('ft_orders.backoff_max') = '2s'" 10
+		sleep 1					# the idle worker reloads on its next wake-up
 	fi
 	gw_faults reset
 	gw_faults "${phase#*:}" || bail_out "could not set faults"
