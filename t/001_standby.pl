@@ -2,7 +2,7 @@
 # the primary's workers pay what is placed there; the primary dies with
 # requests in flight (their leases would last 30 s), the standby is
 # promoted, its launcher releases those leases and its workers pay every
-# order, none twice, the first within a couple of seconds of the promotion.
+# order, none twice, the first within seconds of the promotion.
 use strict;
 use warnings;
 use FindBin;
@@ -23,7 +23,7 @@ my $primary = ft_node(
 	allows_streaming => 1,
 	conf             => [
 		"ft_orders.gateway_url = '$gw->{url}'",
-		"ft_orders.request_timeout = '5s'",
+		"ft_orders.request_timeout = '25s'",
 		"ft_orders.lease_timeout = '30s'",
 		"ft_orders.backoff_base = '50ms'",
 		"ft_orders.backoff_max = '500ms'",
@@ -59,8 +59,11 @@ is($standby->safe_psql('ftdb',
 	'standby', "the standby's workers stayed in state 'standby'");
 
 # --- the primary dies with requests in flight ---------------------------------
-# slow replies: the primary's workers hold leases when it dies
-gateway_faults($gw, '{"latency_ms":3000}');
+# lost replies: the gateway charges and holds every reply; the primary's
+# workers hold their leases and pay nothing until request_timeout (25 s),
+# whatever the checks below take (4 to 15 s measured under load), and the
+# gateway's books are final before the standby takes over
+gateway_faults($gw, '{"timeout_rate":1,"hang_ms":60000}');
 is(place_orders($primary, 'sb', $N), $N, "placed $N orders on the primary");
 ok(poll_within($primary, 5,
 		"SELECT count(*) > 0 FROM ft_orders.outbox WHERE lease_until > now()"),
@@ -109,13 +112,15 @@ ok(poll_within($standby, 10,
 		"SELECT count(*) > 0 FROM ft_orders.orders WHERE status = 'paid' AND idempotency_key LIKE 'sb-%'"),
 	"the promoted standby's workers pay");
 my $first_ms = int((time - $t0) * 1000);
-cmp_ok($first_ms, '<', 3000, "the first order is paid $first_ms ms after the promotion");
+# the launcher looks every 250 ms whether it was promoted: 0.5 s on an
+# idle machine, 1.0 s measured under load; a promotion noticed late (or
+# leases waited out, 30 s) takes longer than this bound
+cmp_ok($first_ms, '<', 6000, "the first order is paid $first_ms ms after the promotion");
 ok(poll_within($standby, 20,
 		"SELECT count(*) = $K + $N FROM ft_orders.orders WHERE status = 'paid'"),
 	"all $N orders are paid on the new primary");
 is(log_count($standby, qr/released [0-9]+ outbox lease/), 1,
 	"the launcher released the dead primary's leases");
-sleep 3.5;    # let the dead primary's slow requests settle at the gateway
 my $ledger = gateway_ledger($gw);
 is($ledger->{duplicates}, 0,        "ledger: no duplicate charges");
 is($ledger->{charges},    $K + $N, "ledger: one charge per order");

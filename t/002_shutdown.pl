@@ -23,7 +23,7 @@ my $node = ft_node(
 	'main',
 	conf => [
 		"ft_orders.gateway_url = '$gw->{url}'",
-		"ft_orders.request_timeout = '5s'",
+		"ft_orders.request_timeout = '15s'",
 		"ft_orders.lease_timeout = '30s'",
 		"ft_orders.backoff_base = '50ms'",
 		"ft_orders.backoff_max = '500ms'"
@@ -45,7 +45,11 @@ ok( poll_within(
 is(log_count($node, qr/terminated by signal/), 0, "no crash restart");
 
 # --- fast shutdown mid-flight --------------------------------------------------
-gateway_faults($gw, '{"latency_ms":3000}');
+# lost replies: the gateway charges and holds every reply, so the
+# requests stay in flight until request_timeout (15 s), whatever the
+# checks below take; a stop that waited for them would take longer than
+# the bound below
+gateway_faults($gw, '{"timeout_rate":1,"hang_ms":60000}');
 is(place_orders($node, 'sd', $N), $N, "placed $N orders");
 ok(poll_within($node, 5, "SELECT sum(in_flight) > 0 FROM ft_orders.worker_status"),
 	"requests are in flight");
@@ -55,7 +59,8 @@ my $t0 = time;
 $node->stop('fast');
 ok(!-e $node->data_dir . '/postmaster.pid', "fast shutdown");
 my $ms = int((time - $t0) * 1000);
-cmp_ok($ms, '<', 5000, "the workers did not hold the shutdown up ($ms ms)");
+# the workers' second of grace and the shutdown: 1.3-1.7 s measured under load
+cmp_ok($ms, '<', 8000, "the workers did not hold the shutdown up ($ms ms)");
 cmp_ok(log_count($node, qr/released [0-9]+ unfinished payment/),
 	'>=', 1, "stopping workers released their leases");
 gateway_faults($gw, undef);
@@ -72,7 +77,6 @@ ok(poll_within($node, 30,
 	"after the restart all $N orders are paid");
 is(log_count($node, qr/outbox lease\(s\) of stopped payment workers/),
 	0, "the launcher found no lease left behind");
-sleep 3;    # let the requests cut off at shutdown reach their end at the gateway
 my $ledger = gateway_ledger($gw);
 is($ledger->{duplicates}, 0,  "ledger: no duplicate charges");
 is($ledger->{charges},    $N, "ledger: one charge per order");

@@ -54,9 +54,15 @@ psql_q "CREATE ROLE shop_app LOGIN PASSWORD 'app-pw' IN ROLE ft_orders_app;
 	bail_out "could not create the roles"
 as_pg sh -c "{ echo 'host all shop_app,shop_webhooks,ops_viewer,ops_alice 127.0.0.1/32 scram-sha-256'; cat '$PGDATA/pg_hba.conf'; } >'$PGDATA/pg_hba.new' && mv '$PGDATA/pg_hba.new' '$PGDATA/pg_hba.conf'" &&
 	pg_reload || bail_out "could not require passwords"
-sleep 0.3
-PGPASSWORD=wrong psql -XAtq -U ops_alice -c 'SELECT 1' >/dev/null 2>&1
-is "$?" "2" "a wrong password is refused by the server (the console's sign-in relies on it)"
+# the postmaster reads pg_hba.conf when it gets to the reload: wait for it
+# (up to 10 s) rather than assume it within a set time
+for _ in $(seq 1 50); do
+	PGPASSWORD=wrong psql -XAtq -U ops_alice -c 'SELECT 1' >/dev/null 2>&1
+	refused=$?
+	[ "$refused" = 2 ] && break
+	sleep 0.2
+done
+is "$refused" "2" "a wrong password is refused by the server (the console's sign-in relies on it)"
 
 # the browser runs with its temporary profiles under FT_TMP, in a process
 # group of its own: at exit every chromium process of this test is ended
@@ -98,8 +104,12 @@ TMPDIR=$BROWSER_TMP FT_CHROMIUM=$CHROMIUM FT_BROWSER_OUT=$OUT FT_GATEWAY_URL=$GW
 	FT_WEBHOOK_USER=shop_webhooks FT_WEBHOOK_PASSWORD=wh-pw FT_CHECK_USER=postgres FT_CHECK_PASSWORD=unused \
 	FT_SERVICE_LOG=$FT_TMP/service.log NS_PGID_FILE=$NS_PGID_FILE node_tap browser.test.js
 # nothing of the browser is left
-sleep 0.3
-left=$(browser_pids | wc -l)
+# a browser that was closed may take a moment to exit: up to 5 s
+for _ in $(seq 1 25); do
+	left=$(browser_pids | wc -l)
+	[ "$left" = 0 ] && break
+	sleep 0.2
+done
 is "$left" "0" "no chromium process of this test is left running"
 ! grep -q '"event":"internal_error"' "$FT_TMP/service.log"
 ok $? "the service logged no internal_error"

@@ -46,7 +46,8 @@ is "$(gw_ledger charges) $(gw_ledger duplicates) $(gw_ledger requests)" "$((2 * 
 # --- slow but healthy: above max_in_flight, up to the ceiling -------------------------
 pg_set ft_orders.max_in_flight_ceiling 64
 gw_faults '{"latency_ms":200}' || bail_out "could not set faults"
-sleep 0.5
+wait_until "SELECT setting = '64' FROM pg_settings WHERE name = 'ft_orders.max_in_flight_ceiling'" 10
+sleep 1		# the idle workers reload on their next wake-up
 place_orders steady "$((2 * N))"
 read -r _ max_limit < <(limit_range $((4 * N)))
 is "$(psql_q "SELECT count(*) FROM ft_orders.orders WHERE status = 'paid'")" "$((4 * N))" "200 ms: all $((2 * N)) orders paid"

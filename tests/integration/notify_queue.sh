@@ -62,12 +62,26 @@ is "$(grep -c 'notification "ft_orders_events"' "$FT_TMP/holder.out")" "0" \
 
 # back to the default limit: notifications flow again, without secrets
 pg_set ft_orders.notify_max_queue_usage 0.5
-sleep 1
-psql -X -c "LISTEN ft_orders_events" -c "SELECT pg_sleep(4)" -c "SELECT 1" >"$FT_TMP/listener.out" 2>&1 &
+wait_until "SELECT current_setting('ft_orders.notify_max_queue_usage')::float8 = 0.5" 10
+sleep 1					# the idle workers reload on their latch
+# a listener that LISTENs before the orders are placed and reads its
+# notifications once they are paid, however long either takes: psql from
+# a FIFO, its next command after the payments (a backend hands over the
+# notifications it got before its ReadyForQuery, and psql prints them)
+mkfifo "$FT_TMP/listener.in"
+psql -X -q <"$FT_TMP/listener.in" >"$FT_TMP/listener.out" 2>&1 &
 LISTENER_PID=$!
 FT_PIDS+=("$LISTENER_PID")
-sleep 1
+exec 4>"$FT_TMP/listener.in"
+echo "LISTEN ft_orders_events;" >&4
+wait_until "SELECT count(*) = 1 FROM pg_stat_activity
+            WHERE state = 'idle' AND query = 'LISTEN ft_orders_events;'" 10
+ok $? "a listener LISTENs"
 place_orders free 2
+wait_until "SELECT count(*) = 2 FROM ft_orders.orders WHERE idempotency_key LIKE 'free-%' AND status = 'paid'" 30
+ok $? "the 2 orders are paid"
+echo "SELECT 1;" >&4
+exec 4>&-
 wait "$LISTENER_PID"
 is "$(grep -c 'Asynchronous notification "ft_orders_events" with payload "{"order_id" : [0-9]*, "status" : "paid", "attempts" : [0-9]*}"' "$FT_TMP/listener.out")" "2" \
 	"with the queue free, a listener gets each paid order: order_id, status, attempts"

@@ -52,7 +52,10 @@ outage()
 	first_id=$(psql_q "SELECT coalesce(max(order_id), 0) + 1 FROM ft_orders.orders")
 	place_orders "$prefix" "$n"
 	ok $? "$prefix: placed $n orders while the gateway is stopped"
-	wait_until "SELECT circuit <> 'closed' FROM ft_orders.gateway_status" 10
+	# a gateway never seen answering is down after 40 failures in a row: a
+	# single order backed off by up to 400 ms (200 on average) takes 8 to
+	# 9 s to fail them even on an idle machine
+	wait_until "SELECT circuit <> 'closed' FROM ft_orders.gateway_status" 30
 	ok $? "$prefix: the circuit opens"
 	sleep "$OUTAGE_S"
 	tries=$(psql_q "SELECT count(*) FROM ft_orders.payment_attempts WHERE order_id >= $first_id")

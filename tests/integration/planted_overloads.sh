@@ -83,7 +83,10 @@ is "$(sql "SELECT ft_orders.reset_stats()")" "" "reset_stats() answers"
 # --- cancel: never sent, and in flight (the worker refunds it) ----------------------
 is "$(sql "BEGIN; SELECT ft_orders.cancel_order(order_id, 'changed mind'::text) FROM ft_orders.place_order('po-never'::text, 'cust'::text, 1100::bigint, 'EUR'::text); COMMIT;")" \
 	"canceled" "cancel_order of an order never sent: canceled"
-gw_faults '{"latency_ms":1500}' || bail_out "could not set faults"
+# the reply comes 2.5 s after the request (request_timeout is 3 s): the
+# wait for the lease and a session that plants its overloads first took
+# 1.0 s of that under load
+gw_faults '{"latency_ms":2500}' || bail_out "could not set faults"
 f=$(psql_q "SELECT order_id FROM ft_orders.place_order('po-inflight', 'cust', 1200, 'EUR')")
 wait_until "SELECT lease_until > now() FROM ft_orders.outbox WHERE order_id = $f" 10
 ok $? "an order in flight"

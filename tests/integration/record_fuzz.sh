@@ -114,14 +114,18 @@ total_orders=0
 for round in $(seq 1 "$ROUNDS"); do
 	for provider in generic stripe; do
 		pg_set ft_orders.gateway_provider "$provider"
-		sleep 0.5
+		# the orders below go out by the provider the workers read then
+		wait_until "SELECT setting = '$provider' FROM pg_settings WHERE name = 'ft_orders.gateway_provider'" 10 ||
+			bail_out "the server did not reload gateway_provider = $provider"
+		sleep 1		# the idle workers reload on their next wake-up
 		prefix="fz$round$provider"
 		for db in ftdb latin; do place "$db" "$prefix" "$provider"; done
 		total_orders=$((total_orders + 2 * N))
+		t_placed=$(date +%s)
 		for db in ftdb latin; do
 			PGDATABASE=$db wait_until "SELECT count(*) = 0 FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'pending'" "${FT_RECORD_FUZZ_WAIT:-60}"
 			rc=$?
-			ok "$rc" "round $round, $provider, $db: no order left pending"
+			ok "$rc" "round $round, $provider, $db: no order left pending ($(( $(date +%s) - t_placed )) s after the placing)"
 			[ "$rc" -eq 0 ] ||
 				diag "$(q "$db" "SELECT order_id, attempts, last_error FROM ft_orders.orders WHERE idempotency_key LIKE '$prefix-%' AND status = 'pending' LIMIT 5")"
 		done

@@ -5,7 +5,7 @@
 # Gives: a private temp folder ($FT_TMP) readable by the PostgreSQL OS user,
 # pg_start/pg_stop/pg_reload/pg_restart_immediate for a throwaway server with
 # ft_orders preloaded, psql_q for one-value queries, place_orders for a batch of orders, gw_start/gw_pg_start/gw_stop/gw_faults
-# /gw_ledger for the fake gateway, port_from_file for servers that write
+# /gw_ledger for the fake gateway, circuit_reopened_after for the circuit, port_from_file for servers that write
 # their port to a file, wait_until for polling, and an EXIT trap
 # that stops exactly the processes this script started (by pid).
 
@@ -276,4 +276,22 @@ gw_faults()
 gw_ledger()
 {
 	curl -fsS "$GW_URL/ledger" | jq -r ".$1"
+}
+
+# circuit_reopened_after T: when the circuit opened again first after T
+# (server log, waited for up to 5 s): gateway_status holds the latest
+# opening only, and a script on a loaded machine may look after a further
+# round of probes
+circuit_reopened_after()
+{
+	local vals t
+	for _ in $(seq 1 50); do
+		vals=$(grep 'circuit opened again' "$PG_LOG" | cut -d' ' -f1-3 | sed "s/.*/('&'::timestamptz)/" | paste -sd,)
+		if [ -n "$vals" ]; then
+			t=$(psql_q "SELECT min(t) FROM (VALUES $vals) v(t) WHERE t > '$1'::timestamptz")
+			[ -n "$t" ] && { echo "$t"; return 0; }
+		fi
+		sleep 0.1
+	done
+	return 1
 }
