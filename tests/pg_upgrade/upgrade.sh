@@ -6,7 +6,7 @@
 #
 #  1. PostgreSQL 15, ft_orders preloaded, two payment workers: orders paid,
 #     declined, failed with a dead letter; refunds done; then the gateway
-#     slows to 4 s a reply and more orders and a refund are placed, so
+#     slows to 12 s a reply and more orders and a refund are placed, so
 #     that requests are in flight and their outbox events leased when the
 #     server stops (immediately: a fast shutdown would release the leases).
 #     A start without ft_orders recovers it and stops it cleanly, as
@@ -110,11 +110,14 @@ is "$(status_counts)" "declined:2 failed:2 paid:$((N_PAID - 2)) partially_refund
 dead_before=$(q "SELECT string_agg(event_id || ':' || order_id, ',' ORDER BY event_id) FROM ft_orders.dead_letters")
 is "$(q "SELECT count(*) FROM ft_orders.dead_letters")" "2" "15: two dead letters"
 
-# in flight: each reply takes 4 s, each worker sends 4 at a time
-gw_faults '{"latency_ms":4000}' || bail_out "could not slow the gateway"
+# in flight: each reply takes 12 s (the checks until the stop below took
+# seconds on a loaded machine: a reply must not come back before it), each
+# worker sends 4 at a time; the gateway charges them once the 12 s are up,
+# and 17's workers later get replays
+gw_faults '{"latency_ms":12000}' || bail_out "could not slow the gateway"
 place_orders fl $N_FLIGHT 1000
 q "SELECT ft_orders.refund_order($paid3, 30, 'in-flight')" >/dev/null
-ok $? "15: $N_FLIGHT orders and a refund placed while each reply takes 4 s"
+ok $? "15: $N_FLIGHT orders and a refund placed while each reply takes 12 s"
 wait_until "SELECT sum(in_flight) >= 8 FROM ft_orders.worker_status" 10
 ok $? "15: requests are in flight ($(q "SELECT sum(in_flight) FROM ft_orders.worker_status"))"
 as_pg pg_ctl -D "$OLDDATA" -m immediate -w -t 30 stop >/dev/null
